@@ -1,0 +1,146 @@
+"""Configuration: frozen dataclasses with named presets, overridable from the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
+"""LPD-5 track order. Index 1 (piano) carries the melody chain."""
+
+PIANO = 1
+HARMONY = (0, 2, 3, 4)
+"""The four non-piano tracks, in the order of the stacked HarmonyNNs."""
+
+LATENT_SIZES = (8, 16, 32, 64)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """How songs become training bars.
+
+    Attributes:
+      resolution: time steps per beat (LPD uses 24).
+      beats_per_bar: only 4/4 music is used, so 4.
+      segment_bars: bars per training segment (one VAE input).
+      lowest_pitch: MIDI pitch of the first pianoroll row (24 = C1).
+      num_pitches: pitch rows kept (84 = C1..B7, as in MuseGAN).
+      velocity_threshold: a cell is "on" when its velocity exceeds this.
+      valid_percent / test_percent: split shares, assigned per song by a hash of its id.
+    """
+
+    resolution: int = 24
+    beats_per_bar: int = 4
+    segment_bars: int = 1
+    lowest_pitch: int = 24
+    num_pitches: int = 84
+    velocity_threshold: int = 0
+    valid_percent: int = 5
+    test_percent: int = 5
+
+    @property
+    def steps(self) -> int:
+        """Time steps per segment."""
+        return self.resolution * self.beats_per_bar * self.segment_bars
+
+    @property
+    def packed_pitches(self) -> int:
+        return (self.num_pitches + 7) // 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The per-instrument VAE and the latent chain networks.
+
+    The encoder uses convolutions whose kernel equals their stride (non-overlapping patches): first
+    `time_patch[0]` steps by `pitch_patch` pitches (one octave by default), then `time_patch[1]` steps,
+    then a dense layer. The decoder mirrors it with transposed convolutions.
+    """
+
+    latent: int = 16
+    pitch_patch: int = 12
+    time_patch: tuple[int, int] = (4, 4)
+    channels: tuple[int, int] = (32, 64)
+    hidden: int = 256
+    chain_hidden: int = 256
+    chain_layers: int = 2
+
+    def __post_init__(self):
+        if self.latent not in LATENT_SIZES:
+            raise ValueError(f"latent must be one of {LATENT_SIZES}, got {self.latent}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings for the three stages."""
+
+    batch_size: int = 64
+    vae_epochs: int = 20
+    chain_epochs: int = 50
+    lr: float = 1e-3
+    chain_lr: float = 1e-3
+    chain_batch_size: int = 256
+    beta: float = 1.0
+    beta_rate: float = 0.999  # beta(step) = (1 - beta_rate**step) * beta, as in MusicVAE
+    free_bits: float = 0.5  # nats per latent dimension that the KL term does not charge
+    pos_weight: float = 1.0  # weight on "on" cells in the reconstruction loss
+    max_steps_per_epoch: int = 0  # 0: whole epoch
+    checkpoint_every: int = 200  # steps
+    log_every: int = 20  # steps
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        model = dict(d.get("model", {}))
+        for key in ("time_patch", "channels"):
+            if key in model:
+                model[key] = tuple(model[key])
+        return cls(
+            data=DataConfig(**d.get("data", {})),
+            model=ModelConfig(**model),
+            train=TrainConfig(**d.get("train", {})),
+        )
+
+    def replace(self, **sections: dict[str, Any]) -> "Config":
+        """Return a copy with fields of named sections replaced, e.g. replace(model={'latent': 8})."""
+        out = self
+        for name, fields in sections.items():
+            if fields:
+                out = dataclasses.replace(out, **{name: dataclasses.replace(getattr(out, name), **fields)})
+        return out
+
+
+PRESETS: dict[str, Config] = {
+    # Small enough for unit tests to train every stage in seconds on a CPU.
+    "tiny": Config(
+        model=ModelConfig(latent=8, channels=(8, 16), hidden=32, chain_hidden=32),
+        train=TrainConfig(batch_size=16, vae_epochs=2, chain_epochs=2, chain_batch_size=32,
+                          checkpoint_every=5, log_every=2),
+    ),
+    "default": Config(),
+    "large": Config(
+        model=ModelConfig(channels=(64, 128), hidden=512, chain_hidden=512, chain_layers=3),
+        train=TrainConfig(batch_size=256),
+    ),
+}
+
+
+def preset(name: str) -> Config:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None

@@ -1,0 +1,225 @@
+"""Reading LPD npz and MIDI files into binary LPD-5 pianorolls, and cutting them into bars.
+
+A song is held as a boolean array `roll[track, time, pitch]` with the five LPD-5 tracks (Drums, Piano,
+Guitar, Bass, Strings), `resolution` steps per beat and `num_pitches` rows from `lowest_pitch`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from vaejax.config import TRACKS, DataConfig
+
+LPD5_PROGRAMS = (0, 0, 24, 32, 48)
+"""Program written for each LPD-5 track (drums go on the drum channel)."""
+
+MIDI_SUFFIXES = (".mid", ".midi")
+SUFFIXES = (".npz",) + MIDI_SUFFIXES
+_MSD_ID = re.compile(r"^TR[A-Z0-9]{16}$")
+
+
+class BadSong(Exception):
+    """A file that cannot become training bars; the message is a one-line reason."""
+
+
+def lpd5_track(program: int, is_drum: bool) -> int | None:
+    """LPD-5 track index for a General MIDI program, or None if LPD-5 drops it."""
+    if is_drum:
+        return 0
+    if 0 <= program <= 7:
+        return 1
+    if 24 <= program <= 31:
+        return 2
+    if 32 <= program <= 39:
+        return 3
+    if program < 96 or 104 <= program <= 111:
+        return 4
+    return None
+
+
+def song_id(path: str) -> str:
+    """Stable id of a song: the MSD id folder for LPD files, otherwise the file name without suffix."""
+    parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    if _MSD_ID.match(parent):
+        return parent
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+@dataclass
+class Song:
+    """A binarised LPD-5 song."""
+
+    name: str
+    roll: np.ndarray  # [5, T, P] bool
+    tempo: float  # beats per minute at the start
+
+
+def _empty_roll(cfg: DataConfig, steps: int) -> np.ndarray:
+    return np.zeros((len(TRACKS), steps, cfg.num_pitches), dtype=bool)
+
+
+def read_npz(path: str, cfg: DataConfig = DataConfig()) -> Song:
+    """Read an LPD / LPD-5 npz (pypianoroll 0.x or 1.x layout) without unpickling or densifying.
+
+    Tracks are merged into LPD-5 by program (maximum merge, i.e. logical or after binarisation).
+
+    Raises:
+      BadSong: the file is unreadable, holds pickled objects, or is not 4/4.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names = set(z.files)
+            if "info.json" not in names:
+                raise BadSong("no info.json: not a pypianoroll npz")
+            info = json.loads(bytes(z["info.json"]).decode("utf-8"))
+            res = int(info.get("resolution") or info.get("beat_resolution") or 0)
+            if res <= 0:
+                raise BadSong("info.json has no resolution")
+            downbeat = z["downbeat"] if "downbeat" in names else None
+            tempo_arr = z["tempo"] if "tempo" in names else None
+            tracks = []
+            idx = 0
+            while str(idx) in info:
+                key = f"pianoroll_{idx}_csc"
+                meta = info[str(idx)]
+                tracks.append((int(meta.get("program", 0)), bool(meta.get("is_drum", False)),
+                               z[key + "_data"], z[key + "_indices"], z[key + "_indptr"],
+                               tuple(int(v) for v in z[key + "_shape"])))
+                idx += 1
+    except BadSong:
+        raise
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "pickle" in str(e).lower():
+            raise BadSong("holds pickled objects (refused: never unpickled)") from None
+        raise BadSong(f"corrupt npz ({e})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadSong(f"corrupt npz ({type(e).__name__}: {e})") from None
+
+    if not tracks:
+        raise BadSong("no tracks")
+    length = max(shape[0] for *_, shape in tracks)
+    if downbeat is not None and downbeat.size:
+        beats = np.flatnonzero(downbeat)
+        if beats.size == 0 or beats[0] != 0:
+            raise BadSong("first downbeat is not at time 0")
+        gaps = np.unique(np.diff(beats))
+        if gaps.size and not np.array_equal(gaps, [4 * res]):
+            raise BadSong(f"not 4/4 (bar lengths {gaps[:4].tolist()} steps at {res} steps per beat)")
+    steps = length * cfg.resolution // res
+    roll = _empty_roll(cfg, steps)
+    for program, is_drum, data, indices, indptr, shape in tracks:
+        t = lpd5_track(program, is_drum)
+        if t is None or data.size == 0:
+            continue
+        if len(indptr) != shape[1] + 1 or indptr[-1] != data.size or indices.size != data.size:
+            raise BadSong("corrupt npz (inconsistent sparse arrays)")
+        pitch = np.repeat(np.arange(shape[1]), np.diff(indptr)) - cfg.lowest_pitch
+        keep = (data > cfg.velocity_threshold) & (pitch >= 0) & (pitch < cfg.num_pitches)
+        rows = indices[keep].astype(np.int64)
+        if res != cfg.resolution:
+            rows = rows * cfg.resolution // res
+        ok = rows < steps
+        roll[t, rows[ok], pitch[keep][ok]] = True
+    tempo = float(tempo_arr[0]) if tempo_arr is not None and tempo_arr.size else 120.0
+    return Song(name=song_id(path), roll=roll, tempo=tempo)
+
+
+def _beat_positions(times: np.ndarray, beats: np.ndarray) -> np.ndarray:
+    """Map seconds to fractional beats on the song's beat grid (extrapolating at the last tempo)."""
+    if beats.size < 2:
+        beats = np.array([0.0, 0.5])
+    idx = np.arange(beats.size, dtype=np.float64)
+    pos = np.interp(times, beats, idx)
+    last = beats[-1]
+    period = beats[-1] - beats[-2]
+    after = times > last
+    pos[after] = idx[-1] + (times[after] - last) / period
+    return pos
+
+
+def read_midi(path: str, cfg: DataConfig = DataConfig()) -> Song:
+    """Read a MIDI file, quantise notes to `cfg.resolution` steps per beat and merge into LPD-5.
+
+    Only 4/4 is accepted: a file with any other time signature is refused (not split). A file without
+    time-signature events is taken as 4/4, as the MIDI standard says. The first downbeat is at time 0.
+
+    Raises:
+      BadSong: unreadable file, no notes, or a meter other than 4/4.
+    """
+    import pretty_midi
+
+    try:
+        pm = pretty_midi.PrettyMIDI(path)
+    except Exception as e:  # mido/pretty_midi raise many types for bad bytes
+        raise BadSong(f"not a readable MIDI file ({type(e).__name__}: {str(e)[:80]})") from None
+    for ts in pm.time_signature_changes:
+        if (ts.numerator, ts.denominator) != (4, 4):
+            raise BadSong(f"time signature {ts.numerator}/{ts.denominator} at {ts.time:.2f} s; only 4/4 is used")
+    if not any(inst.notes for inst in pm.instruments):
+        raise BadSong("no notes")
+    beats = np.asarray(pm.get_beats(), dtype=np.float64)
+    end = max(n.end for inst in pm.instruments for n in inst.notes)
+    steps = int(np.ceil(_beat_positions(np.array([end]), beats)[0] * cfg.resolution)) + 1
+    roll = _empty_roll(cfg, steps)
+    for inst in pm.instruments:
+        t = lpd5_track(inst.program, inst.is_drum)
+        if t is None or not inst.notes:
+            continue
+        notes = np.array([(n.start, n.end, n.pitch, n.velocity) for n in inst.notes], dtype=np.float64)
+        on = np.rint(_beat_positions(notes[:, 0], beats) * cfg.resolution).astype(np.int64)
+        off = np.rint(_beat_positions(notes[:, 1], beats) * cfg.resolution).astype(np.int64)
+        off = np.maximum(off, on + 1)
+        pitch = notes[:, 2].astype(np.int64) - cfg.lowest_pitch
+        keep = (notes[:, 3] > cfg.velocity_threshold) & (pitch >= 0) & (pitch < cfg.num_pitches)
+        for a, b, p in zip(on[keep], off[keep], pitch[keep]):
+            roll[t, a:b, p] = True
+    tempo = float(pm.get_tempo_changes()[1][0]) if len(pm.get_tempo_changes()[1]) else 120.0
+    return Song(name=song_id(path), roll=roll, tempo=tempo)
+
+
+def read_song(path: str, cfg: DataConfig = DataConfig()) -> Song:
+    """Read an npz or MIDI file by its suffix."""
+    if not os.path.exists(path):
+        raise BadSong("no such file")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".npz":
+        return read_npz(path, cfg)
+    if suffix in MIDI_SUFFIXES:
+        return read_midi(path, cfg)
+    raise BadSong(f"unsupported file type {suffix!r} (expected .npz, .mid or .midi)")
+
+
+def to_bars(roll: np.ndarray, cfg: DataConfig = DataConfig()) -> np.ndarray:
+    """Cut a song `[5, T, P]` into segments `[n, 5, steps, P]`; a trailing partial segment is dropped."""
+    n = roll.shape[1] // cfg.steps
+    bars = roll[:, : n * cfg.steps].reshape(roll.shape[0], n, cfg.steps, roll.shape[2])
+    return bars.transpose(1, 0, 2, 3)
+
+
+def pack(bars: np.ndarray) -> np.ndarray:
+    """Pack boolean bars along pitch: `[..., P]` -> `[..., ceil(P/8)]` uint8."""
+    return np.packbits(bars, axis=-1)
+
+
+def unpack(packed: np.ndarray, num_pitches: int) -> np.ndarray:
+    """Inverse of `pack`."""
+    return np.unpackbits(packed, axis=-1, count=num_pitches).astype(bool)
+
+
+def find_songs(src: str) -> list[str]:
+    """All .npz/.mid/.midi files under `src` (or `src` itself), sorted for a stable order."""
+    if os.path.isfile(src):
+        return [src]
+    found = []
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        for f in files:
+            if f.lower().endswith(SUFFIXES):
+                found.append(os.path.join(root, f))
+    return sorted(found)
