@@ -251,18 +251,19 @@ class Batch(NamedTuple):
 
 
 def batches(split: Split, batch_size: int, *, seed: int, epoch: int, shard: tuple[int, int] = (0, 1),
-            limit: int = 0) -> Iterator[Batch]:
+            limit: int = 0, start: int = 0) -> Iterator[Batch]:
     """Shuffled full batches of one epoch (order fixed by `seed` and `epoch`).
 
     `shard=(i, n)`: host i of n reads only its slice of every global batch (`batch_size // n` bars), so
-    n hosts together see exactly the batches one host would.
+    n hosts together see exactly the batches one host would. `start` skips batches already trained on
+    (resuming mid-epoch) without reading them.
     """
     host, hosts = shard
     if batch_size % hosts:
         raise ValueError(f"batch size {batch_size} is not divisible by {hosts} hosts")
     local = batch_size // hosts
     order = np.random.default_rng([seed, epoch]).permutation(len(split))
-    for b in range(num_batches(split, batch_size, limit)):
+    for b in range(start, num_batches(split, batch_size, limit)):
         lo = b * batch_size + host * local
         yield Batch(split.bars(order[lo:lo + local]).astype(np.float32))
 

@@ -1,0 +1,55 @@
+"""ELBO for the pianoroll VAEs and MSE for the latent chains."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+LN2 = 0.6931471805599453
+
+
+class ElboTerms(NamedTuple):
+    loss: jax.Array  # [] what is minimised: recon + beta * max(kl - free, 0)
+    recon: jax.Array  # [] Bernoulli negative log-likelihood per segment (nats)
+    kl: jax.Array  # [] KL(q(z|x) || N(0, I)) per segment (nats)
+    kl_bits: jax.Array  # [] the same in bits
+    beta: jax.Array  # [] KL weight at this step
+
+
+def kl_beta(step: jax.Array, beta: float, rate: float) -> jax.Array:
+    """KL annealing as in MusicVAE: beta * (1 - rate**step); `rate=0` means no annealing."""
+    return beta * (1.0 - jnp.power(rate, step.astype(jnp.float32)))
+
+
+def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) summed over the last axis."""
+    return 0.5 * jnp.sum(mu**2 + jnp.exp(logvar) - 1.0 - logvar, axis=-1)
+
+
+def elbo(logits: jax.Array, x: jax.Array, mu: jax.Array, logvar: jax.Array, *, beta: jax.Array,
+         free_bits: float, pos_weight: float = 1.0) -> ElboTerms:
+    """Negative ELBO for a batch of binary pianorolls.
+
+    Args:
+      logits, x: `[B, T, P]` decoder logits and targets in {0, 1}.
+      mu, logvar: `[B, K]` posterior parameters.
+      beta: KL weight.
+      free_bits: nats per latent dimension left uncharged (MusicVAE's free bits, applied to the total).
+      pos_weight: weight of "on" cells in the reconstruction term (> 1 fights empty outputs).
+    """
+    ce = optax.sigmoid_binary_cross_entropy(logits, x)
+    if pos_weight != 1.0:
+        ce = ce * (1.0 + (pos_weight - 1.0) * x)
+    recon = jnp.mean(jnp.sum(ce, axis=(1, 2)))
+    kl_each = gaussian_kl(mu, logvar)  # [B]
+    kl = jnp.mean(kl_each)
+    free = free_bits * mu.shape[-1]
+    loss = recon + beta * jnp.mean(jnp.maximum(kl_each - free, 0.0))
+    return ElboTerms(loss, recon, kl, kl / LN2, beta)
+
+
+def mse(pred: jax.Array, target: jax.Array) -> jax.Array:
+    return jnp.mean((pred - target) ** 2)
