@@ -131,3 +131,100 @@ def latest_run() -> str | None:
         if os.path.isdir(path):
             return path
     return None
+
+
+def sample_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sample.py",
+        description="Generate multitrack songs from a trained run: MIDI, a pianoroll picture and WAV audio.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="run directory (default: the latest run, runs/LATEST)")
+    p.add_argument("--bars", type=int, default=32, help="bars per song")
+    p.add_argument("--sigma", type=float, default=0.5, help="noise added to latent parameters each bar")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num", type=int, default=1, help="songs generated together")
+    p.add_argument("--from", dest="source", default=None,
+                   help="a MIDI or LPD npz song to vary (bar-wise noise on its latents) instead of sampling")
+    p.add_argument("--arrange", default=None, help="a MIDI file whose piano part is kept; the rest is generated")
+    p.add_argument("--interpolate", nargs=2, metavar=("A", "B"), default=None,
+                   help="two songs (MIDI or npz) to interpolate between")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="decoding threshold (default: per-instrument thresholds calibrated on validation data)")
+    p.add_argument("--sample", action="store_true", help="draw cells from their probabilities instead")
+    p.add_argument("--min-length", type=int, default=3, help="drop notes shorter than this many steps")
+    p.add_argument("--merge-gap", type=int, default=2, help="join notes separated by fewer steps than this")
+    p.add_argument("--tempo", type=float, default=120.0, help="beats per minute")
+    p.add_argument("--out", default="out", help="output folder")
+    p.add_argument("--no-audio", action="store_true", help="skip WAV rendering")
+    p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"))
+    return p
+
+
+def sample_main(argv: list[str] | None = None) -> int:
+    args = sample_parser().parse_args(argv)
+    _quiet_logs()
+    problems = []
+    if not 1 <= args.bars <= 4096:
+        problems.append(f"--bars must be from 1 to 4096, got {args.bars}")
+    if not args.sigma >= 0 or args.sigma != args.sigma:
+        problems.append(f"--sigma must be >= 0, got {args.sigma}")
+    if not 1 <= args.num <= 1000:
+        problems.append(f"--num must be from 1 to 1000, got {args.num}")
+    if not 10 <= args.tempo <= 400:
+        problems.append(f"--tempo must be from 10 to 400, got {args.tempo}")
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        problems.append(f"--threshold must be between 0 and 1, got {args.threshold}")
+    for path in [args.source, args.arrange] + list(args.interpolate or []):
+        if path is not None and not os.path.isfile(path):
+            problems.append(f"{path}: no such file")
+    if problems:
+        for msg in problems:
+            print(f"error: {msg}", file=sys.stderr)
+        return 2
+    from vaejax import devices, render, sampler
+    from vaejax.music import BadSong, read_song
+
+    try:
+        devices.select(args.accelerator)
+        model = sampler.load(args.checkpoint)
+    except (devices.AcceleratorError, sampler.NoCheckpoint) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    kw = dict(threshold=args.threshold, sample=args.sample, min_length=args.min_length, merge_gap=args.merge_gap,
+              tempo=args.tempo)
+
+    def song(path):
+        # a given part may be in any meter: it is read on its beat grid and cut every four beats
+        return read_song(path, model.cfg.data, require_44=False).roll
+
+    try:
+        if args.arrange:
+            songs = [model.arrange(song(args.arrange)[1], sigma=args.sigma, seed=args.seed, **kw)]
+            names = ["arrangement"]
+        elif args.interpolate:
+            songs = model.interpolate(song(args.interpolate[0]), song(args.interpolate[1]),
+                                      bars=min(args.bars, 8), **kw)
+            names = [f"interpolation-{i}" for i in range(len(songs))]
+        elif args.source:
+            songs = [model.vary(song(args.source), sigma=args.sigma, seed=args.seed, bars=args.bars, **kw)]
+            names = ["variation"]
+        else:
+            songs = model.sample(args.bars, sigma=args.sigma, seed=args.seed, num=args.num, **kw)
+            names = [f"sample-seed{args.seed}-{i}" for i in range(len(songs))]
+    except BadSong as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    for mt, name in zip(songs, names):
+        base = os.path.join(args.out, name)
+        print(render.write_midi(base + ".mid", mt))
+        print(render.plot(mt, base + ".png", title=f"{name} (sigma {args.sigma})", cfg=model.cfg.data))
+        if not args.no_audio:
+            audio, how = render.synthesize(mt)
+            print(render.write_wav(base + ".wav", audio))
+    if not args.no_audio:
+        print(f"audio: {how}", file=sys.stderr)
+    return 0

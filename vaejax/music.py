@@ -143,11 +143,13 @@ def _beat_positions(times: np.ndarray, beats: np.ndarray) -> np.ndarray:
     return pos
 
 
-def read_midi(path: str, cfg: DataConfig = DataConfig()) -> Song:
+def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = True) -> Song:
     """Read a MIDI file, quantise notes to `cfg.resolution` steps per beat and merge into LPD-5.
 
     Only 4/4 is accepted: a file with any other time signature is refused (not split). A file without
     time-signature events is taken as 4/4, as the MIDI standard says. The first downbeat is at time 0.
+    `require_44=False` reads any meter onto the beat grid (used to arrange a given part, which is then cut
+    every four beats).
 
     Raises:
       BadSong: unreadable file, no notes, or a meter other than 4/4.
@@ -158,7 +160,7 @@ def read_midi(path: str, cfg: DataConfig = DataConfig()) -> Song:
         pm = pretty_midi.PrettyMIDI(path)
     except Exception as e:  # mido/pretty_midi raise many types for bad bytes
         raise BadSong(f"not a readable MIDI file ({type(e).__name__}: {str(e)[:80]})") from None
-    for ts in pm.time_signature_changes:
+    for ts in pm.time_signature_changes if require_44 else ():
         if (ts.numerator, ts.denominator) != (4, 4):
             raise BadSong(f"time signature {ts.numerator}/{ts.denominator} at {ts.time:.2f} s; only 4/4 is used")
     if not any(inst.notes for inst in pm.instruments):
@@ -183,7 +185,7 @@ def read_midi(path: str, cfg: DataConfig = DataConfig()) -> Song:
     return Song(name=song_id(path), roll=roll, tempo=tempo)
 
 
-def read_song(path: str, cfg: DataConfig = DataConfig()) -> Song:
+def read_song(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = True) -> Song:
     """Read an npz or MIDI file by its suffix."""
     if not os.path.exists(path):
         raise BadSong("no such file")
@@ -191,7 +193,7 @@ def read_song(path: str, cfg: DataConfig = DataConfig()) -> Song:
     if suffix == ".npz":
         return read_npz(path, cfg)
     if suffix in MIDI_SUFFIXES:
-        return read_midi(path, cfg)
+        return read_midi(path, cfg, require_44=require_44)
     raise BadSong(f"unsupported file type {suffix!r} (expected .npz, .mid or .midi)")
 
 

@@ -1,0 +1,171 @@
+"""Turning binary LPD-5 rolls into things people use: post-processing, pypianoroll Multitracks, MIDI files,
+pianoroll pictures and WAV audio."""
+
+from __future__ import annotations
+
+import os
+import wave
+
+import numpy as np
+
+from vaejax.config import TRACKS, DataConfig
+from vaejax.music import LPD5_PROGRAMS
+
+PLOT_ORDER = (1, 2, 3, 4, 0)  # Piano, Guitar, Bass, Strings, Drums, as in the seed report's figure
+
+
+def runs(row_major: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Note runs of a `[T, P]` bool roll: (pitch, start, end) arrays, end exclusive."""
+    a = np.pad(row_major.T.astype(np.int8), ((0, 0), (1, 1)))  # [P, T+2]
+    d = np.diff(a, axis=1)
+    sp, st = np.nonzero(d == 1)
+    ep, en = np.nonzero(d == -1)
+    assert np.array_equal(sp, ep)
+    return sp, st, en
+
+
+def postprocess(roll: np.ndarray, *, min_length: int = 0, merge_gap: int = 0) -> np.ndarray:
+    """Clean a `[5, T, P]` bool roll: first fill silences shorter than `merge_gap` steps between two notes of
+    the same pitch (joining fragments), then drop notes shorter than `min_length` steps. Drums are left
+    alone (drum hits are short by nature)."""
+    out = roll.copy()
+    for t in range(1, roll.shape[0]):
+        if merge_gap > 0:
+            p, s, e = runs(out[t])
+            same = (p[1:] == p[:-1]) & (s[1:] - e[:-1] < merge_gap)
+            for pp, a, b in zip(p[1:][same], e[:-1][same], s[1:][same]):
+                out[t, a:b, pp] = True
+        if min_length > 1:
+            p, s, e = runs(out[t])
+            short = (e - s) < min_length
+            for pp, a, b in zip(p[short], s[short], e[short]):
+                out[t, a:b, pp] = False
+    return out
+
+
+def to_multitrack(roll: np.ndarray, *, tempo: float = 120.0, name: str = "vaejax",
+                  cfg: DataConfig = DataConfig()):
+    """`[5, T, P]` bool roll -> `pypianoroll.Multitrack` with 128-pitch binary tracks."""
+    import pypianoroll
+
+    steps = roll.shape[1]
+    tracks = []
+    for t, track_name in enumerate(TRACKS):
+        full = np.zeros((steps, 128), bool)
+        full[:, cfg.lowest_pitch:cfg.lowest_pitch + cfg.num_pitches] = roll[t]
+        tracks.append(pypianoroll.BinaryTrack(name=track_name, program=LPD5_PROGRAMS[t], is_drum=(t == 0),
+                                              pianoroll=full))
+    downbeat = np.zeros(steps, bool)
+    downbeat[::cfg.resolution * cfg.beats_per_bar] = True
+    return pypianoroll.Multitrack(name=name, resolution=cfg.resolution, tempo=np.full(steps, float(tempo)),
+                                  downbeat=downbeat, tracks=tracks)
+
+
+def from_multitrack(mt, cfg: DataConfig = DataConfig()) -> np.ndarray:
+    """`pypianoroll.Multitrack` with the five LPD-5 tracks in order -> `[5, T, P]` bool roll."""
+    rolls = [np.asarray(tr.pianoroll)[:, cfg.lowest_pitch:cfg.lowest_pitch + cfg.num_pitches] > 0
+             for tr in mt.tracks]
+    return np.stack(rolls)
+
+
+def to_pretty_midi(mt, velocity: int = 100):
+    """Multitrack -> PrettyMIDI: all five tracks (empty ones too), drums on the drum channel, the tempo."""
+    import pretty_midi
+
+    tempo = float(mt.tempo[0]) if mt.tempo is not None and len(mt.tempo) else 120.0
+    step = 60.0 / tempo / mt.resolution
+    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo, resolution=480)
+    pm.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0.0))
+    for tr in mt.tracks:
+        inst = pretty_midi.Instrument(program=int(tr.program), is_drum=bool(tr.is_drum), name=tr.name)
+        p, s, e = runs(np.asarray(tr.pianoroll) > 0)
+        inst.notes = [pretty_midi.Note(velocity=velocity, pitch=int(a), start=float(b * step), end=float(c * step))
+                      for a, b, c in sorted(zip(p, s, e), key=lambda n: (n[1], n[0]))]
+        pm.instruments.append(inst)
+    return pm
+
+
+def write_midi(path: str, mt) -> str:
+    pm = to_pretty_midi(mt)
+    tmp = path + ".part"
+    pm.write(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def plot(mt, path: str | None = None, *, title: str | None = None, cfg: DataConfig = DataConfig()):
+    """One row per instrument (Piano, Guitar, Bass, Strings, Drums), pitch against beat. Returns the figure,
+    or saves it as PNG when `path` is given."""
+    import matplotlib
+    if path is not None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    roll = from_multitrack(mt, cfg)
+    beats = roll.shape[1] / cfg.resolution
+    fig, axes = plt.subplots(len(PLOT_ORDER), 1, figsize=(min(24, 4 + beats / 8), 8), sharex=True)
+    for ax, t in zip(axes, PLOT_ORDER):
+        ax.imshow(roll[t].T, aspect="auto", origin="lower", cmap="Greys", interpolation="nearest",
+                  extent=(0, beats, cfg.lowest_pitch, cfg.lowest_pitch + cfg.num_pitches))
+        ax.set_ylabel(TRACKS[t])
+        for b in np.arange(0, beats + 1, cfg.beats_per_bar):
+            ax.axvline(b, color="tab:blue", lw=0.3, alpha=0.5)
+    axes[-1].set_xlabel("beat")
+    fig.suptitle(title or mt.name)
+    fig.tight_layout()
+    if path is None:
+        return fig
+    tmp = path + ".part.png"
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def synthesize(mt, sample_rate: int = 22050, soundfont: str | None = None) -> tuple[np.ndarray, str]:
+    """Audio for a Multitrack: (float samples in [-1, 1], how it was made).
+
+    Uses FluidSynth with a General MIDI soundfont when `pyfluidsynth` is installed (`pip install vaejax[audio]`
+    and the fluidsynth library); otherwise a simple built-in synthesis (sine tones, noise drums).
+    """
+    pm = to_pretty_midi(mt)
+    try:
+        audio = pm.fluidsynth(fs=sample_rate, sf2_path=soundfont)
+        how = "fluidsynth"
+    except Exception:  # pyfluidsynth or libfluidsynth missing
+        audio = pm.synthesize(fs=sample_rate)
+        for inst in pm.instruments:
+            if not inst.is_drum:
+                continue
+            rng = np.random.default_rng(0)
+            hit = rng.standard_normal(int(0.08 * sample_rate)) * np.exp(-np.linspace(0, 8, int(0.08 * sample_rate)))
+            for n in inst.notes:
+                a = int(n.start * sample_rate)
+                if a >= len(audio):
+                    audio = np.pad(audio, (0, a + len(hit) - len(audio)))
+                seg = audio[a:a + len(hit)]
+                seg += 0.3 * hit[: len(seg)] * (1.0 if n.pitch != 42 else 0.4)
+        how = "sine tones and noise drums (install pyfluidsynth for General MIDI sounds)"
+    peak = np.max(np.abs(audio)) if audio.size else 0.0
+    if peak > 0:
+        audio = audio / peak * 0.9
+    return audio.astype(np.float32), how
+
+
+def write_wav(path: str, audio: np.ndarray, sample_rate: int = 22050) -> str:
+    tmp = path + ".part"
+    with wave.open(tmp, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    os.replace(tmp, path)
+    return path
+
+
+def play(mt, sample_rate: int = 22050):
+    """An IPython Audio widget for a notebook."""
+    from IPython.display import Audio
+
+    audio, _ = synthesize(mt, sample_rate)
+    return Audio(audio, rate=sample_rate)
