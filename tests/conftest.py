@@ -1,0 +1,38 @@
+import os
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
+LPD_SAMPLE = os.path.join(SHARED, "lpd_cleansed")
+POP909 = os.path.join(SHARED, "pop909")
+
+
+def save_npz(path, tracks, length, resolution=24, downbeat_every=96, legacy=True):
+    """Write a pypianoroll-format npz. tracks: list of (program, is_drum, {(time, pitch): velocity})."""
+    import pypianoroll
+
+    out = []
+    for i, (program, is_drum, cells) in enumerate(tracks):
+        roll = np.zeros((length, 128), np.uint8)
+        for (t, p), v in cells.items():
+            roll[t, p] = v
+        out.append(pypianoroll.StandardTrack(name=f"t{i}", program=program, is_drum=is_drum, pianoroll=roll))
+    downbeat = np.zeros(length, bool)
+    downbeat[::downbeat_every] = True
+    mt = pypianoroll.Multitrack(name="x", resolution=resolution, tracks=out, tempo=np.full(length, 120.0),
+                                downbeat=downbeat)
+    pypianoroll.save(path, mt)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_prepared(tmp_path_factory):
+    """A small SYNTHETIC corpus, prepared."""
+    from vaejax import data, demo
+
+    root = tmp_path_factory.mktemp("demo")
+    demo.write_corpus(str(root / "src"), songs=24, seed=1, bars=8)
+    data.prepare(str(root / "src"), str(root / "prep"), workers=1, progress=False)
+    return str(root / "prep")
