@@ -68,6 +68,11 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
 def train_main(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
     _quiet_logs()
@@ -86,7 +91,9 @@ def train_main(argv: list[str] | None = None) -> int:
         train={k: v for k, v in {
             "vae_epochs": args.vae_epochs, "chain_epochs": args.chain_epochs, "batch_size": args.batch_size,
             "lr": args.lr, "beta": args.beta, "free_bits": args.free_bits, "pos_weight": args.pos_weight,
-            "max_steps_per_epoch": args.max_steps_per_epoch, "seed": args.seed}.items() if v is not None})
+            "max_steps_per_epoch": args.max_steps_per_epoch, "seed": args.seed,
+            "checkpoint_every": _env_int("VAEJAX_CHECKPOINT_EVERY"), "log_every": _env_int("VAEJAX_LOG_EVERY"),
+        }.items() if v is not None})
     run = args.run or os.path.join(RUNS_DIR, f"{args.preset}-k{cfg.model.latent}")
     try:
         data_dir = resolve_data(args.data, progress=not args.quiet)

@@ -28,7 +28,7 @@ class PatchConv(nnx.Module):
         self.kernel = kernel
         fan_in = kernel[0] * kernel[1] * c_in
         self.w = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (fan_in, c_out)))
-        self.b = nnx.Param(jnp.zeros((c_out,)))
+        self.b = nnx.Param(jnp.zeros((c_out,), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, p, c = x.shape
@@ -46,7 +46,7 @@ class PatchDeconv(nnx.Module):
         self.kernel = kernel
         self.c_out = c_out
         self.w = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (c_in, kernel[0] * kernel[1] * c_out)))
-        self.b = nnx.Param(jnp.full((c_out,), bias_init))
+        self.b = nnx.Param(jnp.full((c_out,), bias_init, jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, t, p, _ = x.shape

@@ -1,0 +1,146 @@
+"""End-to-end training on the tiny preset: stages, checkpoints, resume, corrupt checkpoints, devices."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from vaejax import devices, training
+from vaejax.config import preset
+from vaejax.training import read_metrics
+
+CFG = preset("tiny").replace(train={"max_steps_per_epoch": 6, "checkpoint_every": 4, "log_every": 1})
+
+
+def _losses(run, stage="vae"):
+    """Train loss by step; for steps logged twice (after a resume) the last record counts."""
+    return {r["step"]: r["loss" if stage == "vae" else "mse"] for r in read_metrics(run)
+            if r["stage"] == stage and r["kind"] == "train"}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, demo_prepared):
+    run = str(tmp_path_factory.mktemp("runs") / "full")
+    results = training.train_all(run, CFG, demo_prepared, progress=False)
+    return run, results
+
+
+def test_all_stages_write_checkpoints_metrics_and_plots(full_run):
+    run, results = full_run
+    for stage in ("vae", "melody", "harmony"):
+        assert glob.glob(os.path.join(run, "ckpt", stage, "latest", "*"))
+        assert glob.glob(os.path.join(run, "ckpt", stage, "best", "*"))
+        assert os.path.getsize(os.path.join(run, f"loss-{stage}.png")) > 1000
+    assert set(results) == {"vae", "melody", "harmony"}
+    assert np.isfinite(results["vae"]["val_loss"]) and "baseline" in results["melody"]
+    stats = json.load(open(os.path.join(run, "stats.json")))
+    assert len(stats["thresholds"]) == 5 and all(0 < t < 1 for t in stats["thresholds"])
+    assert np.load(os.path.join(run, "first_bars.npy")).shape[1:] == (5, 16)
+    kinds = {(r["stage"], r["kind"]) for r in read_metrics(run)}
+    assert ("vae", "valid") in kinds and ("harmony", "train") in kinds
+
+
+def test_rerun_resumes_instead_of_retraining(full_run, demo_prepared):
+    run, _ = full_run
+    n = len(read_metrics(run))
+    training.train_all(run, CFG, demo_prepared, progress=False)
+    assert len(read_metrics(run)) == n  # every stage was already done
+
+
+def test_resume_matches_uninterrupted(tmp_path, demo_prepared, full_run):
+    """Stopping mid-epoch and resuming reproduces the uninterrupted run's losses."""
+    ref, _ = full_run
+    run = str(tmp_path / "r")
+    os.makedirs(run)
+    with open(os.path.join(run, "config.json"), "w") as f:
+        f.write(CFG.to_json())
+    from vaejax import data as data_lib
+    from vaejax.devices import DataParallel
+    ds = data_lib.open_dataset(demo_prepared)
+    training.train_vae(run, CFG, ds, DataParallel(), progress=False, stop_after=3)
+    assert max(_losses(run)) == 3
+    training.train_vae(run, CFG, ds, DataParallel(), progress=False)
+    a, b = _losses(ref), _losses(run)
+    assert sorted(a) == sorted(b)
+    np.testing.assert_allclose([a[s] for s in sorted(a)], [b[s] for s in sorted(a)], rtol=1e-5)
+
+
+def test_kill_9_then_resume(tmp_path, demo_prepared, full_run):
+    """A real crash: SIGKILL the training process after its first checkpoint, run the same command again."""
+    ref, _ = full_run
+    run = str(tmp_path / "k")
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
+           "--run", run, "--stage", "vae", "--max-steps-per-epoch", "6", "--quiet"]
+    env = dict(os.environ, VAEJAX_CHECKPOINT_EVERY="4", VAEJAX_LOG_EVERY="1")
+    proc = subprocess.Popen(cmd, env=env, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    latest = os.path.join(run, "ckpt", "vae", "latest")
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isdir(latest) and any(d.isdigit() for d in os.listdir(latest)):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = max(_losses(run) or {0: 0})
+    assert done_before < 12, "the run finished before it could be killed"
+    subprocess.run(cmd, env=env, cwd=str(tmp_path), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    a, b = _losses(ref), _losses(run)
+    assert sorted(b) == sorted(a)
+    np.testing.assert_allclose([a[s] for s in sorted(a)], [b[s] for s in sorted(a)], rtol=1e-5)
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, full_run):
+    import shutil
+
+    from vaejax.checkpoint import CheckpointError, StageCheckpoints
+    src, _ = full_run
+    run = str(tmp_path / "c")
+    shutil.copytree(src, run)
+    root = os.path.join(run, "ckpt", "vae")
+    steps = sorted(int(d) for d in os.listdir(os.path.join(root, "latest")) if d.isdigit())
+    assert len(steps) >= 2
+    for f in glob.glob(os.path.join(root, "latest", str(steps[-1]), "state", "**", "*"), recursive=True):
+        if os.path.isfile(f):
+            with open(f, "wb") as fh:
+                fh.write(b"\0garbage")
+    _, like, _ = training.init_vae_state(CFG, jax.random.key(0))
+    ck = StageCheckpoints(root)
+    with pytest.warns(UserWarning, match="unreadable"):
+        state, meta = ck.restore_latest(like)
+    assert meta["step"] == steps[-2]
+    # every save broken: a clear error, never a silent restart from zero
+    for s in steps[:-1]:
+        shutil.rmtree(os.path.join(root, "latest", str(s), "state"))
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="no readable checkpoint"):
+        ck.restore_latest(like)
+    ck.close()
+
+
+def test_config_mismatch_is_refused(full_run, demo_prepared):
+    run, _ = full_run
+    with pytest.raises(ValueError, match="different configuration"):
+        training.train_all(run, CFG.replace(model={"latent": 32}), demo_prepared, progress=False)
+
+
+def test_absent_accelerator_is_a_clear_error():
+    missing = [p for p in ("gpu", "tpu") if p not in devices.available_platforms()]
+    assert missing, "this test needs a machine without a GPU or TPU"
+    with pytest.raises(devices.AcceleratorError, match=r"available: .*cpu"):
+        devices.select(missing[0])
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--accelerator", missing[0]],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and f"no {missing[0].upper()} found" in r.stderr
+
+
+def test_help_documents_options():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--help"], capture_output=True, text=True)
+    for opt in ("--latent", "--accelerator", "--stage", "--data", "--preset"):
+        assert opt in r.stdout
