@@ -61,19 +61,20 @@ def _fingerprint(files: list[str], cfg: DataConfig) -> str:
     return h.hexdigest()
 
 
-def _work(args: tuple[str, DataConfig]) -> tuple[str, str | None, str | None, bytes, int]:
-    """Worker: one file -> (path, song id, error, packed bars, number of bars)."""
+def _work(args: tuple[str, DataConfig]):
+    """Worker: one file -> (path, song id, error, packed bars, number of bars, non-empty bars per track)."""
     path, cfg = args
     try:
         song = music.read_song(path, cfg)
         bars = music.to_bars(song.roll, cfg)
         if bars.shape[0] == 0:
             raise music.BadSong("shorter than one segment")
-        return path, song.name, None, music.pack(bars).tobytes(), bars.shape[0]
+        nonempty = bars.any(axis=(2, 3)).sum(axis=0)
+        return path, song.name, None, music.pack(bars).tobytes(), bars.shape[0], nonempty
     except music.BadSong as e:
-        return path, None, str(e), b"", 0
+        return path, None, str(e), b"", 0, None
     except Exception as e:  # keep the batch going; report the file
-        return path, None, f"unexpected {type(e).__name__}: {e}", b"", 0
+        return path, None, f"unexpected {type(e).__name__}: {e}", b"", 0, None
 
 
 def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int | None = None,
@@ -112,12 +113,11 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
     nonempty = np.zeros(len(TRACKS), dtype=np.int64)
     skipped, seen_ids = [], set()
     tasks = [(f, cfg) for f in files]
-    bar_shape = (len(TRACKS), cfg.steps, cfg.packed_pitches)
     pool = mp.get_context("fork").Pool(workers) if workers > 1 and len(files) > 1 else None
     results = pool.imap(_work, tasks, chunksize=4) if pool else map(_work, tasks)
     bar = _progress(len(files), "prepare") if progress else None
     try:
-        for path, sid, err, blob, n in results:
+        for path, sid, err, blob, n, song_nonempty in results:
             if bar is not None:
                 bar.update(1)
             if err is None and sid in seen_ids:
@@ -135,8 +135,7 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
             starts.append(bars_in[split])
             lengths.append(n)
             bars_in[split] += n
-            packed = np.frombuffer(blob, np.uint8).reshape((n,) + bar_shape)
-            nonempty += packed.any(axis=(2, 3)).sum(axis=0)
+            nonempty += song_nonempty
     finally:
         if bar is not None:
             bar.close()
