@@ -16,18 +16,26 @@ def test_patch_conv_equals_strided_conv():
     conv.kernel[...] = pc.w[...].reshape(4, 12, 3, 5)
     pc.b[...] = jnp.arange(5.0)
     conv.bias[...] = jnp.arange(5.0)
-    x = jax.random.normal(jax.random.key(2), (2, 96, 84, 3))
-    np.testing.assert_allclose(pc(x), conv(x), atol=1e-4)
+    x = jax.random.normal(jax.random.key(2), (2, 96, 84, 3))  # [B, T, P, C]
+    pitch_major = pc(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+    np.testing.assert_allclose(pitch_major, conv(x), atol=1e-4)
+    pc2 = models.PatchConv((4, 1), 3, 5, rngs=nnx.Rngs(0))
+    conv2 = nnx.Conv(3, 5, kernel_size=(4, 1), strides=(4, 1), padding="VALID", rngs=nnx.Rngs(1))
+    conv2.kernel[...] = pc2.w[...].reshape(4, 1, 3, 5)
+    np.testing.assert_allclose(pc2(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3), conv2(x), atol=1e-4)
 
 
-def test_patch_deconv_equals_transposed_conv():
-    pd = models.PatchDeconv((4, 1), 6, 3, rngs=nnx.Rngs(0))
-    x = jax.random.normal(jax.random.key(3), (2, 6, 7, 6))
-    w = pd.w[...].reshape(6, 4, 1, 3)  # [c_in, kt, kp, c_out]
+@pytest.mark.parametrize("kernel", [(4, 1), (4, 12)])
+def test_patch_deconv_equals_transposed_conv(kernel):
+    kt, kp = kernel
+    pd = models.PatchDeconv(kernel, 6, 3, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(3), (2, 6, 7, 6))  # [B, T, P, C]
+    w = pd.w[...].reshape(6, kt, kp, 3)  # [c_in, kt, kp, c_out]
     # the gradient-of-convolution form of a transposed convolution (kernel given as [kt, kp, c_out, c_in])
-    y = jax.lax.conv_transpose(x, w.transpose(1, 2, 3, 0), strides=(4, 1), padding="VALID",
+    y = jax.lax.conv_transpose(x, w.transpose(1, 2, 3, 0), strides=kernel, padding="VALID",
                                dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
-    np.testing.assert_allclose(pd(x), y + pd.b[...], atol=1e-4)
+    ours = pd(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
+    np.testing.assert_allclose(ours, y + pd.b[...], atol=1e-4)
 
 
 @pytest.mark.parametrize("latent", [8, 16, 32, 64])
@@ -36,13 +44,28 @@ def test_vae_shapes_and_parameter_count(latent):
     stack = models.vae_stack(cfg, DataConfig(), jax.random.key(0))
     x = jnp.zeros((5, 3, 96, 84))
     g, s = nnx.split(stack)
-    out = jax.vmap(lambda p, xi, k: nnx.merge(g, p)(xi, k))(s, x, jax.random.split(jax.random.key(1), 5))
-    assert out.logits.shape == (5, 3, 96, 84) and out.mu.shape == (5, 3, latent)
+    def run(p, xi, k):
+        m = nnx.merge(g, p)
+        return m(m.patches(xi), k)
+    out = jax.vmap(run)(s, x, jax.random.split(jax.random.key(1), 5))
+    assert out.logits.shape == (5, 3, 7, 24, 48) and out.mu.shape == (5, 3, latent)
+    mu, logvar = jax.vmap(lambda p, xi: nnx.merge(g, p).encode(xi))(s, x)
+    logits = jax.vmap(lambda p, z: nnx.merge(g, p).decode(z))(s, mu)
+    assert logits.shape == (5, 3, 96, 84) and logvar.shape == (5, 3, latent)
     # conv1 48*32+32, conv2 128*64+64, enc 2688*256+256, head 256*2K+2K, dec K*256+256, expand 256*2688+2688,
     # deconv2 64*128+32, deconv1 32*48+1
     per = (48 * 32 + 32) + (128 * 64 + 64) + (2688 * 256 + 256) + (256 * 2 * latent + 2 * latent) \
         + (latent * 256 + 256) + (256 * 2688 + 2688) + (64 * 128 + 32) + (32 * 48 + 1)
     assert models.count_params(stack) == 5 * per
+
+
+def test_patches_round_trip():
+    x = jax.random.uniform(jax.random.key(0), (2, 96, 84))
+    p = models.to_patches(x, 4, 12)
+    assert p.shape == (2, 7, 24, 48)
+    np.testing.assert_array_equal(models.from_patches(p, 4, 12), x)
+    # patch (pitch block 1, time block 2) holds steps 8..11 x pitches 12..23, time-major
+    np.testing.assert_array_equal(p[0, 1, 2], x[0, 8:12, 12:24].reshape(-1))
 
 
 def test_chain_shapes():

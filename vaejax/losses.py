@@ -6,7 +6,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 LN2 = 0.6931471805599453
 
@@ -34,16 +33,17 @@ def elbo(logits: jax.Array, x: jax.Array, mu: jax.Array, logvar: jax.Array, *, b
     """Negative ELBO for a batch of binary pianorolls.
 
     Args:
-      logits, x: `[B, T, P]` decoder logits and targets in {0, 1}.
+      logits, x: `[B, ...]` decoder logits and targets in {0, 1}, in the same layout.
       mu, logvar: `[B, K]` posterior parameters.
       beta: KL weight.
       free_bits: nats per latent dimension left uncharged (MusicVAE's free bits, applied to the total).
       pos_weight: weight of "on" cells in the reconstruction term (> 1 fights empty outputs).
     """
-    ce = optax.sigmoid_binary_cross_entropy(logits, x)
+    # for targets in {0, 1}, -log p = softplus(l) - x*l: one exp and one log per cell
+    ce = jax.nn.softplus(logits) - x * logits
     if pos_weight != 1.0:
         ce = ce * (1.0 + (pos_weight - 1.0) * x)
-    recon = jnp.mean(jnp.sum(ce, axis=(1, 2)))
+    recon = jnp.mean(jnp.sum(ce, axis=tuple(range(1, ce.ndim))))
     kl_each = gaussian_kl(mu, logvar)  # [B]
     kl = jnp.mean(kl_each)
     free = free_bits * mu.shape[-1]

@@ -3,8 +3,12 @@
 Convolutions here have kernel == stride (non-overlapping patches), so each one is exactly a reshape
 followed by a matrix product. Written that way, `vmap` over the instrument axis turns every layer into a
 batched matrix product, which XLA runs near matmul speed on CPU, GPU and TPU; a generic `lax.conv` under
-`vmap` becomes a grouped convolution, several times slower on CPU. `PatchConv` equals `nnx.Conv` with
-`strides=kernel_size, padding='VALID'` (tested).
+`vmap` becomes a grouped convolution, several times slower on CPU.
+
+Activations are kept pitch-major, `[B, pitch, time, channels]`: a patch along time is then a contiguous
+run of memory and the time-only layers need no transpose at all (forward or backward). Only the input and
+the output pianoroll are transposed once. `PatchConv` on `[B, P, T, C]` equals `nnx.Conv` with
+`strides=kernel_size, padding='VALID'` on `[B, T, P, C]`, with the same kernel (tested).
 """
 
 from __future__ import annotations
@@ -22,24 +26,29 @@ INIT_ON_RATE = 0.02
 
 
 class PatchConv(nnx.Module):
-    """Convolution with kernel == stride over `[B, T, P, C]`."""
+    """Convolution with kernel == stride over pitch-major `[B, P, T, C]`; kernel given as (time, pitch)."""
 
     def __init__(self, kernel: tuple[int, int], c_in: int, c_out: int, *, rngs: nnx.Rngs):
         self.kernel = kernel
         fan_in = kernel[0] * kernel[1] * c_in
-        self.w = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (fan_in, c_out)))
+        self.w = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (fan_in, c_out)))  # rows: (kt, kp, c)
         self.b = nnx.Param(jnp.zeros((c_out,), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, t, p, c = x.shape
+        b, p, t, c = x.shape
         kt, kp = self.kernel
-        x = x.reshape(b, t // kt, kt, p // kp, kp, c).transpose(0, 1, 3, 2, 4, 5)
-        x = x.reshape(b, t // kt, p // kp, kt * kp * c)
-        return x @ self.w[...] + self.b[...]
+        if kp == 1:  # contiguous time patches: a free reshape
+            x = x.reshape(b, p, t // kt, kt * c)
+        else:
+            x = x.reshape(b, p // kp, kp, t // kt, kt, c).transpose(0, 1, 3, 4, 2, 5)
+            x = x.reshape(b, p // kp, t // kt, kt * kp * c)
+        # a 2-D matrix product: XLA's CPU backend runs dots with several free dimensions far slower
+        y = x.reshape(-1, x.shape[-1]) @ self.w[...] + self.b[...]
+        return y.reshape(x.shape[:-1] + (y.shape[-1],))
 
 
 class PatchDeconv(nnx.Module):
-    """Transposed convolution with kernel == stride: `[B, T, P, C]` -> `[B, T*kt, P*kp, c_out]`."""
+    """Transposed convolution with kernel == stride: `[B, P, T, C]` -> `[B, P*kp, T*kt, c_out]`."""
 
     def __init__(self, kernel: tuple[int, int], c_in: int, c_out: int, *, rngs: nnx.Rngs,
                  bias_init: float = 0.0):
@@ -49,14 +58,19 @@ class PatchDeconv(nnx.Module):
         self.b = nnx.Param(jnp.full((c_out,), bias_init, jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, t, p, _ = x.shape
+        b, p, t, _ = x.shape
         kt, kp = self.kernel
-        y = (x @ self.w[...]).reshape(b, t, p, kt, kp, self.c_out).transpose(0, 1, 3, 2, 4, 5)
-        return y.reshape(b, t * kt, p * kp, self.c_out) + self.b[...]
+        y = (x.reshape(-1, x.shape[-1]) @ self.w[...]).reshape(b, p, t, -1)  # [b, p, t, (kt, kp, c_out)]
+        if kp == 1:
+            y = y.reshape(b, p, t * kt, self.c_out)
+        else:
+            y = y.reshape(b, p, t, kt, kp, self.c_out).transpose(0, 1, 4, 2, 3, 5)
+            y = y.reshape(b, p * kp, t * kt, self.c_out)
+        return y + self.b[...]
 
 
 class VAEOutput(NamedTuple):
-    logits: jax.Array  # [B, T, P]
+    logits: jax.Array  # [B, P/kp, T/kt, kt*kp] (patch layout, see to_patches)
     mu: jax.Array  # [B, K]
     logvar: jax.Array  # [B, K]
 
@@ -66,8 +80,30 @@ def reparameterize(mu: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.Arra
     return mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
 
 
+def to_patches(x: jax.Array, kt: int, kp: int) -> jax.Array:
+    """`[..., T, P]` pianoroll -> pitch-major patches `[..., P/kp, T/kt, kt*kp]` (the first layer's input)."""
+    *lead, t, p = x.shape
+    x = x.reshape(*lead, t // kt, kt, p // kp, kp)
+    n = len(lead)
+    x = x.transpose(*range(n), n + 2, n, n + 1, n + 3)
+    return x.reshape(*lead, p // kp, t // kt, kt * kp)
+
+
+def from_patches(y: jax.Array, kt: int, kp: int) -> jax.Array:
+    """Inverse of `to_patches`."""
+    *lead, pp, tt, _ = y.shape
+    n = len(lead)
+    y = y.reshape(*lead, pp, tt, kt, kp).transpose(*range(n), n + 1, n + 2, n, n + 3)
+    return y.reshape(*lead, tt * kt, pp * kp)
+
+
 class VAE(nnx.Module):
-    """One instrument's VAE: conv encoder -> Gaussian over K latents -> deconv decoder."""
+    """One instrument's VAE: conv encoder -> Gaussian over K latents -> deconv decoder.
+
+    Training works on the patch layout of `to_patches` end to end: the encoder's first layer reads it, the
+    decoder's last layer writes it, and the loss (a sum over cells) compares the two there, so the
+    pianoroll is rearranged once, outside the gradient, instead of twice per step inside it.
+    """
 
     def __init__(self, cfg: ModelConfig, data: DataConfig = DataConfig(), *, rngs: nnx.Rngs):
         kt1, kt2 = cfg.time_patch
@@ -75,7 +111,8 @@ class VAE(nnx.Module):
         if data.steps % (kt1 * kt2) or data.num_pitches % cfg.pitch_patch:
             raise ValueError(f"segment of {data.steps} steps x {data.num_pitches} pitches is not divisible "
                              f"by patches {cfg.time_patch} x {cfg.pitch_patch}")
-        self.grid = (data.steps // (kt1 * kt2), data.num_pitches // cfg.pitch_patch, c2)
+        self.patch = (kt1, cfg.pitch_patch)
+        self.grid = (data.num_pitches // cfg.pitch_patch, data.steps // (kt1 * kt2), c2)  # pitch-major
         flat = self.grid[0] * self.grid[1] * c2
         self.conv1 = PatchConv((kt1, cfg.pitch_patch), 1, c1, rngs=rngs)
         self.conv2 = PatchConv((kt2, 1), c1, c2, rngs=rngs)
@@ -87,24 +124,40 @@ class VAE(nnx.Module):
         logit = float(jnp.log(INIT_ON_RATE / (1 - INIT_ON_RATE)))
         self.deconv1 = PatchDeconv((kt1, cfg.pitch_patch), c1, 1, rngs=rngs, bias_init=logit)
 
-    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """`[B, T, P]` pianoroll -> (mu, logvar), each `[B, K]`."""
-        h = jax.nn.relu(self.conv1(x[..., None]))
+    def patches(self, x: jax.Array) -> jax.Array:
+        """`[B, T, P]` -> the patch layout the network reads and writes."""
+        return to_patches(x, *self.patch)
+
+    def encode_patches(self, xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Patches `[B, P/kp, T/kt, kt*kp]` -> (mu, logvar), each `[B, K]`."""
+        b = xp.shape[0]
+        h = xp.reshape(-1, xp.shape[-1]) @ self.conv1.w[...] + self.conv1.b[...]  # conv1 on ready patches
+        h = jax.nn.relu(h).reshape(xp.shape[:-1] + (-1,))
         h = jax.nn.relu(self.conv2(h))
-        h = jax.nn.relu(self.enc(h.reshape(h.shape[0], -1)))
+        h = jax.nn.relu(self.enc(h.reshape(b, -1)))
         mu, logvar = jnp.split(self.head(h), 2, axis=-1)
         return mu, jnp.clip(logvar, -10.0, 10.0)
 
-    def decode(self, z: jax.Array) -> jax.Array:
-        """`[B, K]` latent -> `[B, T, P]` logits."""
+    def decode_patches(self, z: jax.Array) -> jax.Array:
+        """`[B, K]` latent -> logits in patch layout."""
         h = jax.nn.relu(self.dec(z))
         h = jax.nn.relu(self.expand(h)).reshape((z.shape[0],) + self.grid)
         h = jax.nn.relu(self.deconv2(h))
-        return self.deconv1(h)[..., 0]
+        y = h.reshape(-1, h.shape[-1]) @ self.deconv1.w[...] + self.deconv1.b[...]  # c_out = 1: bias broadcasts
+        return y.reshape(h.shape[:-1] + (-1,))
 
-    def __call__(self, x: jax.Array, key: jax.Array) -> VAEOutput:
-        mu, logvar = self.encode(x)
-        return VAEOutput(self.decode(reparameterize(mu, logvar, key)), mu, logvar)
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """`[B, T, P]` pianoroll -> (mu, logvar), each `[B, K]`."""
+        return self.encode_patches(self.patches(x))
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """`[B, K]` latent -> `[B, T, P]` logits."""
+        return from_patches(self.decode_patches(z), *self.patch)
+
+    def __call__(self, xp: jax.Array, key: jax.Array) -> VAEOutput:
+        """Patches -> logits in patch layout, mu, logvar (training form)."""
+        mu, logvar = self.encode_patches(xp)
+        return VAEOutput(self.decode_patches(reparameterize(mu, logvar, key)), mu, logvar)
 
 
 class MLP(nnx.Module):

@@ -49,8 +49,10 @@ def make_vae_fns(graphdef, cfg: Config, tx: optax.GradientTransformation):
     tc = cfg.train
 
     def member_loss(params, x, key, beta):
-        out = nnx.merge(graphdef, params)(x, key)
-        return losses.elbo(out.logits, x, out.mu, out.logvar, beta=beta, free_bits=tc.free_bits,
+        model = nnx.merge(graphdef, params)
+        xp = jax.lax.stop_gradient(model.patches(x))
+        out = model(xp, key)
+        return losses.elbo(out.logits, xp, out.mu, out.logvar, beta=beta, free_bits=tc.free_bits,
                            pos_weight=tc.pos_weight)
 
     def total(params, x, key, beta):
@@ -71,7 +73,8 @@ def make_vae_fns(graphdef, cfg: Config, tx: optax.GradientTransformation):
             model = nnx.merge(graphdef, p)
             mu, logvar = model.encode(xi)
             logits = model.decode(mu)
-            terms = losses.elbo(model.decode(models.reparameterize(mu, logvar, k)), xi, mu, logvar,
+            xp = model.patches(xi)
+            terms = losses.elbo(model.decode_patches(models.reparameterize(mu, logvar, k)), xp, mu, logvar,
                                 beta=jnp.float32(tc.beta), free_bits=0.0)
             probs = jax.nn.sigmoid(logits)
             on = xi > 0.5
