@@ -104,7 +104,9 @@ def train_main(argv: list[str] | None = None) -> int:
             return e.code
         raise
     stages = training.STAGES if args.stage == "all" else (args.stage,)
-    print(f"training {', '.join(stages)} in {run} on {len(devs)} {devs[0].platform} device(s)", file=sys.stderr)
+    import jax
+    print(f"training {', '.join(stages)} in {run} on {jax.device_count()} {devs[0].platform} device(s) "
+          f"({jax.process_count()} process(es))", file=sys.stderr)
     try:
         results = training.train_all(run, cfg, data_dir, stages=stages, devices=devs, progress=not args.quiet)
     except (ValueError, FileNotFoundError) as e:

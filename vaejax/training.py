@@ -326,10 +326,10 @@ def evaluate_vae(eval_fn, params, split: data_lib.Split, cfg: Config, dp: DataPa
                  max_bars: int = 4096) -> dict:
     """Validation ELBO and note-on precision / recall / F1 per instrument, at every candidate threshold."""
     bs = min(cfg.train.batch_size * 4, 512)
-    bs -= bs % dp.size
+    bs -= bs % max(dp.size, jax.process_count())
     n = min(len(split), max_bars) // bs * bs
     if n == 0:
-        bs = len(split) - len(split) % dp.size
+        bs = len(split) - len(split) % max(dp.size, jax.process_count())
         n = bs
     if n == 0:
         return {"val_loss": float("nan")}
@@ -337,8 +337,11 @@ def evaluate_vae(eval_fn, params, split: data_lib.Split, cfg: Config, dp: DataPa
     tp = fp = fn = 0
     on = 0
     key = jax.random.key(cfg.train.seed + 1)
+    host, hosts = jax.process_index(), jax.process_count()
+    local = bs // hosts
     for i in range(0, n, bs):
-        x = split.bars(np.arange(i, i + bs)).astype(np.float32)
+        lo = i + host * local  # each host reads its slice of the global batch
+        x = split.bars(np.arange(lo, lo + local)).astype(np.float32)
         r, k, a, b, c, o = jax.device_get(eval_fn(params, dp.shard(x, axis=1), jax.random.fold_in(key, i)))
         recon, kl = recon + r * bs, kl + k * bs
         tp, fp, fn, on = tp + a, fp + b, fn + c, on + o
