@@ -36,3 +36,14 @@ def demo_prepared(tmp_path_factory):
     demo.write_corpus(str(root / "src"), songs=24, seed=1, bars=8)
     data.prepare(str(root / "src"), str(root / "prep"), workers=1, progress=False)
     return str(root / "prep")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, demo_prepared):
+    """Every stage trained briefly on the tiny preset: a real run directory to sample and evaluate from."""
+    from vaejax import training
+    from vaejax.config import preset
+
+    run = str(tmp_path_factory.mktemp("tinyrun") / "run")
+    training.train_all(run, preset("tiny").replace(train={"max_steps_per_epoch": 4}), demo_prepared, progress=False)
+    return run

@@ -9,17 +9,12 @@ import pretty_midi
 import pytest
 
 from conftest import ROOT
-from vaejax import render, sampler, training
-from vaejax.config import preset
-
-CFG = preset("tiny").replace(train={"max_steps_per_epoch": 4})
+from vaejax import render, sampler
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, demo_prepared):
-    run = str(tmp_path_factory.mktemp("srun") / "run")
-    training.train_all(run, CFG, demo_prepared, progress=False)
-    return sampler.load(run)
+def model(tiny_run):
+    return sampler.load(tiny_run)
 
 
 def _roll(mt):

@@ -68,7 +68,6 @@ def _bars_of(model, params: np.ndarray) -> np.ndarray:
 
 
 def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, seed: int = 0) -> dict:
-    lat_test = None
     starts = [i for i in range(len(test.ids)) if test.length[i] > bars]
     rng = np.random.default_rng(seed)
     pick = rng.choice(starts, size=min(songs, len(starts)), replace=False) if starts else []
@@ -90,7 +89,6 @@ def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, se
             _, _, f_src = _f1(gen, real_next, axis=(1, 2, 3))
             variation[str(sigma)] = {"from_sigma0": {t: float(1 - f_base[i]) for i, t in enumerate(TRACKS)},
                                      "from_source": {t: float(1 - f_src[i]) for i, t in enumerate(TRACKS)}}
-    del lat_test
     return {"rows": rows, "variation": variation, "continued_songs": int(len(pick))}
 
 

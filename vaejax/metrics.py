@@ -14,7 +14,7 @@ STEPS_16TH = RES // 4
 
 
 def _nonempty(bars: np.ndarray) -> np.ndarray:
-    return bars.reshape(bars.shape[0], -1).any(axis=1)
+    return bars.any(axis=(1, 2))
 
 
 def empty_bar_rate(bars: np.ndarray) -> float:

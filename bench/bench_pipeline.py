@@ -1,0 +1,71 @@
+"""Input pipeline benchmark: batches per second from a prepared cache against the training step rate.
+
+Usage: python bench/bench_pipeline.py --data PREPARED [--batch 64 256] [--batches 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vaejax import data, training  # noqa: E402
+from vaejax.config import preset  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--batch", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--batches", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    split = data.open_dataset(args.data)["train"]
+    out = {"bars_in_split": len(split), "results": {}}
+    for bs in args.batch:
+        rates = []
+        for r in range(args.repeats):
+            it = data.batches(split, bs, seed=0, epoch=r)
+            t = time.perf_counter()
+            n = 0
+            for b in it:
+                n += 1
+                if n == args.batches:
+                    break
+            rates.append(n / (time.perf_counter() - t))
+        pipe = statistics.median(rates)
+        cfg = preset("default").replace(train={"batch_size": bs})
+        g, st, tx = training.init_vae_state(cfg, jax.random.key(0))
+        step, _ = training.make_vae_fns(g, cfg, tx)
+        x = jnp.asarray(next(data.batches(split, bs, seed=0, epoch=0)).x)
+        for i in range(2):
+            st, m = step(st, x, jnp.int32(i))
+        jax.block_until_ready(m)
+        ts = []
+        for r in range(args.repeats):
+            t = time.perf_counter()
+            for i in range(3):
+                st, m = step(st, x, jnp.int32(i))
+            jax.block_until_ready(m)
+            ts.append((time.perf_counter() - t) / 3)
+        steps = 1 / statistics.median(ts)
+        out["results"][str(bs)] = {"pipeline_batches_per_s": pipe, "train_steps_per_s": steps, "headroom": pipe / steps}
+        print(f"batch {bs}: pipeline {pipe:.1f} batches/s (single thread), training {steps:.2f} steps/s, "
+              f"headroom {pipe / steps:.1f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
