@@ -165,6 +165,7 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--tempo", type=float, default=120.0, help="beats per minute")
     p.add_argument("--out", default="out", help="output folder")
     p.add_argument("--no-audio", action="store_true", help="skip WAV rendering")
+    p.add_argument("--sample-rate", type=int, default=22050, help="WAV sample rate (Hz)")
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"))
     return p
 
@@ -181,6 +182,8 @@ def sample_main(argv: list[str] | None = None) -> int:
         problems.append(f"--num must be from 1 to 1000, got {args.num}")
     if not 10 <= args.tempo <= 400:
         problems.append(f"--tempo must be from 10 to 400, got {args.tempo}")
+    if not 8000 <= args.sample_rate <= 96000:
+        problems.append(f"--sample-rate must be from 8000 to 96000, got {args.sample_rate}")
     if args.threshold is not None and not 0 < args.threshold < 1:
         problems.append(f"--threshold must be between 0 and 1, got {args.threshold}")
     for path in [args.source, args.arrange] + list(args.interpolate or []):
@@ -232,8 +235,8 @@ def sample_main(argv: list[str] | None = None) -> int:
         print(render.write_midi(base + ".mid", mt))
         print(render.plot(mt, base + ".png", title=f"{name} (sigma {args.sigma})", cfg=model.cfg.data))
         if not args.no_audio:
-            audio, how = render.synthesize(mt)
-            print(render.write_wav(base + ".wav", audio))
+            audio, how = render.synthesize(mt, sample_rate=args.sample_rate)
+            print(render.write_wav(base + ".wav", audio, sample_rate=args.sample_rate))
     if not args.no_audio:
         print(f"audio: {how}", file=sys.stderr)
     return 0

@@ -113,7 +113,9 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
     nonempty = np.zeros(len(TRACKS), dtype=np.int64)
     skipped, seen_ids = [], set()
     tasks = [(f, cfg) for f in files]
-    pool = mp.get_context("fork").Pool(workers) if workers > 1 and len(files) > 1 else None
+    # fork is fastest, but forking a process that already runs JAX's threads can deadlock
+    method = "spawn" if "jax" in sys.modules else "fork"
+    pool = mp.get_context(method).Pool(workers) if workers > 1 and len(files) > 1 else None
     results = pool.imap(_work, tasks, chunksize=4) if pool else map(_work, tasks)
     bar = _progress(len(files), "prepare") if progress else None
     try:
