@@ -117,3 +117,12 @@ def test_train_step_compiles_once():
         state, m = step(state, x + (i % 2), jnp.asarray(i, jnp.int32))
     assert step._cache_size() == 1
     assert np.all(np.isfinite(np.asarray(m.loss)))
+
+
+def test_bernoulli_nll_value_and_gradient():
+    from vaejax import losses
+    l = jnp.array([-30.0, -2.0, 0.0, 1.5, 40.0])
+    x = jnp.array([0.0, 1.0, 1.0, 0.0, 1.0])
+    ref = lambda l: jnp.sum(jax.nn.softplus(l) - x * l)
+    np.testing.assert_allclose(jnp.sum(losses.bernoulli_nll(l, x)), ref(l), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(lambda l: jnp.sum(losses.bernoulli_nll(l, x)))(l), jax.grad(ref)(l), atol=1e-6)
