@@ -10,6 +10,7 @@ import json
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,49 @@ def _empty_roll(cfg: DataConfig, steps: int) -> np.ndarray:
     return np.zeros((len(TRACKS), steps, cfg.num_pitches), dtype=bool)
 
 
+_DESCR = re.compile(r"""['"]descr['"]\s*:\s*['"]([^'"]+)['"]""")
+_FORTRAN = re.compile(r"""['"]fortran_order['"]\s*:\s*(True|False)""")
+_SHAPE = re.compile(r"""['"]shape['"]\s*:\s*\(([^)]*)\)""")
+
+
+def _npy(blob: bytes, name: str) -> np.ndarray:
+    """Parse one .npy member without unpickling (object dtypes are refused) and without numpy's slow
+    literal_eval of the header (most LPD arrays are tiny, so header parsing dominated reading)."""
+    if blob[:6] != b"\x93NUMPY":
+        raise BadSong(f"corrupt npz ({name} is not a .npy array)")
+    if blob[6] == 1:
+        hlen, start = int.from_bytes(blob[8:10], "little"), 10
+    else:
+        hlen, start = int.from_bytes(blob[8:12], "little"), 12
+    header = blob[start:start + hlen].decode("latin1")
+    descr, fortran, shape = _DESCR.search(header), _FORTRAN.search(header), _SHAPE.search(header)
+    if not (descr and fortran and shape):
+        raise BadSong(f"corrupt npz (unreadable header of {name})")
+    dtype = np.dtype(descr.group(1))
+    if dtype.hasobject:
+        raise BadSong("holds pickled objects (refused: never unpickled)")
+    dims = tuple(int(d) for d in shape.group(1).replace(" ", "").split(",") if d)
+    count = int(np.prod(dims)) if dims else 1
+    offset = start + hlen
+    if len(blob) - offset < count * dtype.itemsize:
+        raise BadSong(f"corrupt npz ({name} is truncated)")
+    arr = np.frombuffer(blob, dtype=dtype, count=count, offset=offset)
+    return arr.reshape(dims, order="F" if fortran.group(1) == "True" else "C")
+
+
+def _load_npz(path: str) -> dict:
+    """All members of an npz: arrays by name (without .npy), other members (info.json) as bytes."""
+    out = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            blob = zf.read(info)
+            if info.filename.endswith(".npy"):
+                out[info.filename[:-4]] = _npy(blob, info.filename)
+            else:
+                out[info.filename] = blob
+    return out
+
+
 def read_npz(path: str, cfg: DataConfig = DataConfig()) -> Song:
     """Read an LPD / LPD-5 npz (pypianoroll 0.x or 1.x layout) without unpickling or densifying.
 
@@ -73,32 +117,28 @@ def read_npz(path: str, cfg: DataConfig = DataConfig()) -> Song:
       BadSong: the file is unreadable, holds pickled objects, or is not 4/4.
     """
     try:
-        with np.load(path, allow_pickle=False) as z:
-            names = set(z.files)
-            if "info.json" not in names:
-                raise BadSong("no info.json: not a pypianoroll npz")
-            info = json.loads(bytes(z["info.json"]).decode("utf-8"))
-            res = int(info.get("resolution") or info.get("beat_resolution") or 0)
-            if res <= 0:
-                raise BadSong("info.json has no resolution")
-            downbeat = z["downbeat"] if "downbeat" in names else None
-            tempo_arr = z["tempo"] if "tempo" in names else None
-            tracks = []
-            idx = 0
-            while str(idx) in info:
-                key = f"pianoroll_{idx}_csc"
-                meta = info[str(idx)]
-                tracks.append((int(meta.get("program", 0)), bool(meta.get("is_drum", False)),
-                               z[key + "_data"], z[key + "_indices"], z[key + "_indptr"],
-                               tuple(int(v) for v in z[key + "_shape"])))
-                idx += 1
+        z = _load_npz(path)
+        if "info.json" not in z:
+            raise BadSong("no info.json: not a pypianoroll npz")
+        info = json.loads(bytes(z["info.json"]).decode("utf-8"))
+        res = int(info.get("resolution") or info.get("beat_resolution") or 0)
+        if res <= 0:
+            raise BadSong("info.json has no resolution")
+        downbeat = z.get("downbeat")
+        tempo_arr = z.get("tempo")
+        tracks = []
+        idx = 0
+        while str(idx) in info:
+            key = f"pianoroll_{idx}_csc"
+            meta = info[str(idx)]
+            tracks.append((int(meta.get("program", 0)), bool(meta.get("is_drum", False)),
+                           z[key + "_data"], z[key + "_indices"], z[key + "_indptr"],
+                           tuple(int(v) for v in z[key + "_shape"])))
+            idx += 1
     except BadSong:
         raise
-    except ValueError as e:
-        if "allow_pickle" in str(e) or "pickle" in str(e).lower():
-            raise BadSong("holds pickled objects (refused: never unpickled)") from None
-        raise BadSong(f"corrupt npz ({e})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile, KeyError, json.JSONDecodeError,
+            UnicodeDecodeError, zlib.error) as e:
         raise BadSong(f"corrupt npz ({type(e).__name__}: {e})") from None
 
     if not tracks:
