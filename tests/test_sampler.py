@@ -123,3 +123,8 @@ def test_cli_outputs_and_errors(model, tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", str(tmp_path / "none")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "python train.py" in r.stderr
+
+
+def test_synthetic_training_is_labelled(model):
+    assert model.synthetic  # the fixture trains on the demo corpus
+    assert "SYNTHETIC" in model.sample(bars=2)[0].name

@@ -233,10 +233,13 @@ def sample_main(argv: list[str] | None = None) -> int:
     for mt, name in zip(songs, names):
         base = os.path.join(args.out, name)
         print(render.write_midi(base + ".mid", mt))
-        print(render.plot(mt, base + ".png", title=f"{name} (sigma {args.sigma})", cfg=model.cfg.data))
+        print(render.plot(mt, base + ".png", title=f"{mt.name}: {name}, sigma {args.sigma}", cfg=model.cfg.data))
         if not args.no_audio:
             audio, how = render.synthesize(mt, sample_rate=args.sample_rate)
             print(render.write_wav(base + ".wav", audio, sample_rate=args.sample_rate))
     if not args.no_audio:
         print(f"audio: {how}", file=sys.stderr)
+    if model.synthetic:
+        print("note: this model was trained on the SYNTHETIC demo corpus; train on LPD-5 for real music "
+              "(see data/README.md)", file=sys.stderr)
     return 0

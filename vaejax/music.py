@@ -259,7 +259,7 @@ def find_songs(src: str) -> list[str]:
     if os.path.isfile(src):
         return [src]
     found = []
-    for root, dirs, files in os.walk(src):
+    for root, dirs, files in os.walk(src, followlinks=True):
         dirs.sort()
         for f in files:
             if f.lower().endswith(SUFFIXES):

@@ -65,12 +65,17 @@ class TrainedModel:
         with open(os.path.join(run_dir, "stats.json")) as f:
             self.stats = json.load(f)
         self.thresholds = np.asarray(self.stats["thresholds"], np.float32)
+        self.synthetic = bool(self.stats.get("data", {}).get("synthetic", False))
+        """True when trained on the synthetic demo corpus: generated names and pictures say so."""
         self.first_bars = np.load(os.path.join(run_dir, "first_bars.npy"), allow_pickle=False)
         self.tempo = 120.0
         self._chain = jax.jit(self._chain_impl, static_argnums=(2,))
         self._decode = jax.jit(self._decode_impl)
         self._encode = jax.jit(self._encode_impl)
         self._harm = jax.jit(self._harmony_impl)
+
+    def _label(self, name: str) -> str:
+        return f"{name} (model trained on SYNTHETIC demo data)" if self.synthetic and "SYNTHETIC" not in name else name
 
     # ---- pure pieces -------------------------------------------------------------------------------
 
@@ -159,7 +164,7 @@ class TrainedModel:
         roll = self._binarize(self.decode_probs(params), threshold=threshold, sample=sample,
                               key=jax.random.key(seed))
         roll = render.postprocess(roll, min_length=min_length, merge_gap=merge_gap)
-        return render.to_multitrack(roll, tempo=tempo or self.tempo, name=name, cfg=self.cfg.data)
+        return render.to_multitrack(roll, tempo=tempo or self.tempo, name=self._label(name), cfg=self.cfg.data)
 
     # ---- generation --------------------------------------------------------------------------------
 
@@ -186,7 +191,7 @@ class TrainedModel:
             r = render.postprocess(roll[:, i * steps:(i + 1) * steps], min_length=decode_kw.get("min_length", 0),
                                    merge_gap=decode_kw.get("merge_gap", 0))
             songs.append(render.to_multitrack(r, tempo=decode_kw.get("tempo") or self.tempo,
-                                              name=f"vaejax seed {seed} #{i}", cfg=self.cfg.data))
+                                              name=self._label(f"vaejax seed {seed} #{i}"), cfg=self.cfg.data))
         return songs
 
     def vary(self, song, *, sigma: float = 0.5, seed: int = 0, bars: int | None = None, **decode_kw):
@@ -234,7 +239,8 @@ class TrainedModel:
         mt = self.decode(params, seed=seed, name="arrangement", **decode_kw)
         out = render.from_multitrack(mt, cfg)
         out[PIANO] = roll[PIANO]  # the given part, untouched
-        return render.to_multitrack(out, tempo=decode_kw.get("tempo") or self.tempo, name="arrangement", cfg=cfg)
+        return render.to_multitrack(out, tempo=decode_kw.get("tempo") or self.tempo, name=self._label("arrangement"),
+                                    cfg=cfg)
 
     def interpolate(self, song_a, song_b, *, steps: int = 5, bars: int = 4, **decode_kw):
         """`steps` songs moving linearly in latent space from song_a's first `bars` bars to song_b's."""

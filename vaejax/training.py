@@ -485,7 +485,7 @@ def calibrate(run_dir: str, vae_meta: dict, latents: dict, ds: dict) -> dict:
     thresholds = [val.get(f"threshold_{t}", 0.5) for t in TRACKS]
     train = ds["train"]
     first = latents["train"][train.start[train.length > 0]][:1024]  # [n, 5, 2K]
-    stats = {"thresholds": thresholds, "val": val}
+    stats = {"thresholds": thresholds, "val": val, "data": _data_stats(ds)}
     if jax.process_index() == 0:
         with open(os.path.join(run_dir, "stats.json"), "w") as f:
             json.dump(stats, f, indent=2)
