@@ -146,6 +146,10 @@ def synthesize(mt, sample_rate: int = 22050, soundfont: str | None = None) -> tu
                 seg = audio[a:a + len(hit)]
                 seg += 0.3 * hit[: len(seg)] * (1.0 if n.pitch != 42 else 0.4)
         how = "sine tones and noise drums (install pyfluidsynth for General MIDI sounds)"
+    tempo = float(mt.tempo[0]) if mt.tempo is not None and len(mt.tempo) else 120.0
+    length = int(round(mt.get_max_length() * 60.0 / tempo / mt.resolution * sample_rate))
+    if audio.size < length:  # silent bars at the end (or a silent song) still last their time
+        audio = np.pad(audio, (0, length - audio.size))
     peak = np.max(np.abs(audio)) if audio.size else 0.0
     if peak > 0:
         audio = audio / peak * 0.9

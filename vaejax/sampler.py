@@ -3,6 +3,10 @@
 The chain: the piano's latent parameters (mu, logvar) advance bar by bar through MelodyNN, each harmony
 track's through its HarmonyNN from (piano at t+1, own at t); Gaussian noise of scale sigma is added to
 the parameters at every bar (and carried forward); each track decodes its mu with its own decoder.
+
+Sigma is measured in units of each latent parameter's spread over the training bars: the chains run on
+standardised parameters (as they were trained), so sigma 1 moves every parameter by about one standard
+deviation of the data. The chain state is kept within +-CLIP standard deviations.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from vaejax.config import HARMONY, PIANO, TRACKS, Config
 from vaejax.training import init_vae_state, restore_best
 
 MAX_BARS = 4096
+CLIP = 5.0
 
 
 class NoCheckpoint(FileNotFoundError):
@@ -68,6 +73,9 @@ class TrainedModel:
         self.synthetic = bool(self.stats.get("data", {}).get("synthetic", False))
         """True when trained on the synthetic demo corpus: generated names and pictures say so."""
         self.first_bars = np.load(os.path.join(run_dir, "first_bars.npy"), allow_pickle=False)
+        k2 = self.first_bars.shape[-1]
+        self.mean = np.asarray(self.stats.get("latent_mean", np.zeros((5, k2))), np.float32)
+        self.std = np.asarray(self.stats.get("latent_std", np.ones((5, k2))), np.float32)
         self.tempo = 120.0
         self._chain = jax.jit(self._chain_impl, static_argnums=(2,))
         self._decode = jax.jit(self._decode_impl)
@@ -92,19 +100,16 @@ class TrainedModel:
         return jax.vmap(lambda p, xi: nnx.merge(self.har_def, p)(xi))(self.har, x)
 
     def _chain_impl(self, start, key, bars: int, sigma):
-        """start `[N, 5, 2K]` -> latent parameters `[N, bars, 5, 2K]`."""
+        """Standardised start `[N, 5, 2K]` -> standardised latent parameters `[N, bars, 5, 2K]`."""
         def step(carry, k):
             piano, own = carry
             k1, k2 = jax.random.split(k)
-            piano = self._melody(piano)
-            piano = piano + sigma * jax.random.normal(k1, piano.shape)
-            own = self._harmony_step(piano, own)
-            own = own + sigma * jax.random.normal(k2, own.shape)
+            piano = jnp.clip(self._melody(piano) + sigma * jax.random.normal(k1, piano.shape), -CLIP, CLIP)
+            own = jnp.clip(self._harmony_step(piano, own) + sigma * jax.random.normal(k2, own.shape), -CLIP, CLIP)
             return (piano, own), (piano, own)
 
         k0, ks = jax.random.split(key)
-        n0 = jax.random.normal(k0, start.shape) * sigma
-        start = start + n0
+        start = jnp.clip(start + sigma * jax.random.normal(k0, start.shape), -CLIP, CLIP)
         carry = (start[:, PIANO], jnp.moveaxis(start[:, jnp.array(HARMONY)], 1, 0))
         _, (pianos, owns) = jax.lax.scan(step, carry, jax.random.split(ks, bars - 1))
         pianos = jnp.concatenate([carry[0][None], pianos])  # [bars, N, 2K]
@@ -112,7 +117,7 @@ class TrainedModel:
         out = jnp.zeros((bars, start.shape[0], 5, start.shape[-1]))
         out = out.at[:, :, PIANO].set(pianos)
         out = out.at[:, :, jnp.array(HARMONY)].set(jnp.moveaxis(owns, 1, 2))
-        return jnp.moveaxis(out, 0, 1)
+        return jnp.moveaxis(out, 0, 1)  # standardised
 
     def _decode_impl(self, params):
         """`[M, 5, 2K]` latent parameters -> `[5, M, T, P]` probabilities (each track its own decoder)."""
@@ -128,7 +133,7 @@ class TrainedModel:
         return jnp.moveaxis(jax.vmap(member)(self.vae, x), 0, 1)
 
     def _harmony_impl(self, piano, own0):
-        """Harmony chain under a fixed piano: piano `[bars, 2K]`, own0 `[4, 2K]` -> `[bars, 4, 2K]`."""
+        """Harmony chain under a fixed piano (standardised): piano `[bars, 2K]`, own0 `[4, 2K]` -> `[bars, 4, 2K]`."""
         def step(own, p):
             own = self._harmony_step(p[None], own[:, None])[:, 0]
             return own, own
@@ -177,7 +182,8 @@ class TrainedModel:
         if start is None:
             pick = np.random.default_rng(seed).integers(len(self.first_bars), size=num)
             start = self.first_bars[pick]
-        return np.asarray(self._chain(jnp.asarray(start, jnp.float32), key, int(bars), jnp.float32(sigma)))
+        z = self._chain(jnp.asarray((start - self.mean) / self.std, jnp.float32), key, int(bars), jnp.float32(sigma))
+        return np.asarray(z) * self.std + self.mean
 
     def sample(self, bars: int = 32, *, sigma: float = 0.5, seed: int = 0, num: int = 1, **decode_kw):
         """`num` new songs of `bars` bars, generated together in one compiled call."""
@@ -201,7 +207,7 @@ class TrainedModel:
             _check(bars, sigma)
             params = params[:bars]
         _check(len(params), sigma)
-        noisy = params + sigma * np.asarray(jax.random.normal(jax.random.key(seed), params.shape))
+        noisy = params + sigma * self.std * np.asarray(jax.random.normal(jax.random.key(seed), params.shape))
         return self.decode(noisy, seed=seed, name=f"variation sigma {sigma}", **decode_kw)
 
     def continue_song(self, song, bars: int = 32, *, sigma: float = 0.5, seed: int = 0, **decode_kw):
@@ -227,15 +233,17 @@ class TrainedModel:
         _check(n, sigma)
         roll = np.zeros((5, n * steps, cfg.num_pitches), bool)
         roll[PIANO] = piano_roll[: n * steps]
+        h = np.array(HARMONY)
         p = self.encode(roll)[:, PIANO]  # [n, 2K]
+        ps = (p - self.mean[PIANO]) / self.std[PIANO]
         rng = np.random.default_rng(seed)
-        own0 = self.first_bars[rng.integers(len(self.first_bars))][np.array(HARMONY)]
-        own = np.asarray(self._harm(jnp.asarray(p), jnp.asarray(own0)))  # [n, 4, 2K]
+        own0 = (self.first_bars[rng.integers(len(self.first_bars))][h] - self.mean[h]) / self.std[h]
+        own = np.asarray(self._harm(jnp.asarray(ps), jnp.asarray(own0)))  # [n, 4, 2K], standardised
         if sigma > 0:
             own = own + sigma * rng.standard_normal(own.shape).astype(np.float32)
         params = np.zeros((n, 5, p.shape[-1]), np.float32)
         params[:, PIANO] = p
-        params[:, np.array(HARMONY)] = own
+        params[:, h] = own * self.std[h] + self.mean[h]
         mt = self.decode(params, seed=seed, name="arrangement", **decode_kw)
         out = render.from_multitrack(mt, cfg)
         out[PIANO] = roll[PIANO]  # the given part, untouched

@@ -420,8 +420,15 @@ def load_latents(run_dir: str) -> dict | None:
     return out
 
 
+def latent_norm(train_latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-track, per-dimension mean and std `[5, 2K]` of latent parameters over the training bars."""
+    mean = train_latents.mean(axis=0)
+    std = np.maximum(train_latents.std(axis=0), 1e-3)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
 def _chain_data(lat: np.ndarray, split: data_lib.Split, harmony: bool):
-    """(inputs, targets) for all consecutive-bar pairs of a split."""
+    """(inputs, targets) for all consecutive-bar pairs of a split (latents already standardised)."""
     i = pairs(split)
     if not harmony:
         return lat[i, PIANO], lat[i + 1, PIANO]
@@ -442,8 +449,9 @@ def train_chain(run_dir: str, cfg: Config, ds: dict, latents: dict, which: str, 
     tx = _adam(tc.chain_lr)
     state = {"params": params, "opt": tx.init(params), "key": jax.random.key_data(key)}
     step_fn, eval_fn = make_chain_fns(graphdef, tx, stacked=harmony)
-    xt, yt = _chain_data(latents["train"], ds["train"], harmony)
-    xv, yv = _chain_data(latents["valid"], ds["valid"], harmony)
+    mean, std = latent_norm(latents["train"])
+    xt, yt = _chain_data((latents["train"] - mean) / std, ds["train"], harmony)
+    xv, yv = _chain_data((latents["valid"] - mean) / std, ds["valid"], harmony)
     n = xt.shape[-2]
     bs = min(tc.chain_batch_size, n)
     if bs == 0:
@@ -455,7 +463,11 @@ def train_chain(run_dir: str, cfg: Config, ds: dict, latents: dict, which: str, 
         order = np.random.default_rng([tc.seed, 1000 + epoch]).permutation(n)
         for b in range(start, spe):
             idx = order[b * bs:(b + 1) * bs]
-            yield (np.take(xt, idx, axis=axis), np.take(yt, idx, axis=axis))
+            x = np.take(xt, idx, axis=axis)
+            if tc.chain_noise > 0:  # denoising inputs; the noise depends on (seed, epoch, batch) only
+                x = x + tc.chain_noise * np.random.default_rng([tc.seed, 2000 + epoch, b]).standard_normal(
+                    x.shape).astype(np.float32)
+            yield (x, np.take(yt, idx, axis=axis))
 
     def evaluate(state):
         if xv.shape[-2] == 0:
@@ -483,9 +495,11 @@ def calibrate(run_dir: str, vae_meta: dict, latents: dict, ds: dict) -> dict:
     """Sampling statistics saved beside the checkpoints: decoding thresholds and a bank of first bars."""
     val = vae_meta.get("val", {})
     thresholds = [val.get(f"threshold_{t}", 0.5) for t in TRACKS]
+    mean, std = latent_norm(latents["train"])
     train = ds["train"]
     first = latents["train"][train.start[train.length > 0]][:1024]  # [n, 5, 2K]
-    stats = {"thresholds": thresholds, "val": val, "data": _data_stats(ds)}
+    stats = {"thresholds": thresholds, "val": val, "data": _data_stats(ds),
+             "latent_mean": mean.tolist(), "latent_std": std.tolist()}
     if jax.process_index() == 0:
         with open(os.path.join(run_dir, "stats.json"), "w") as f:
             json.dump(stats, f, indent=2)
