@@ -170,7 +170,8 @@ def fit(stage: Stage, run_dir: str, cfg: Config, meta_extra: dict, *, progress: 
         stop_after: int = 0) -> tuple[dict, dict]:
     """Train one stage with resume; returns (state restored from the best checkpoint, its meta).
 
-    `stop_after` (steps, tests only) ends the run early without the end-of-stage save, as a crash would.
+    `stop_after` (steps, tests only) saves a checkpoint after that many steps and returns at once, leaving
+    the stage unfinished as an interrupted run would.
     """
     tc = cfg.train
     ckpts = StageCheckpoints(os.path.join(run_dir, "ckpt", stage.name))
@@ -183,7 +184,7 @@ def fit(stage: Stage, run_dir: str, cfg: Config, meta_extra: dict, *, progress: 
         step0, best, done = meta["step"], meta.get("best_val", best), meta.get("done", False)
         log.info("%s: resuming from step %d", stage.name, step0)
     total = stage.steps_per_epoch * stage.epochs
-    if done or step0 >= total and restored is not None and meta.get("epoch_end", False):
+    if restored is not None and (done or (step0 >= total and meta.get("epoch_end", False))):
         ckpts.close()
         return restore_best(run_dir, stage.name, stage.state)
     bar = _bar(total, stage.name, step0, progress)
@@ -220,7 +221,8 @@ def fit(stage: Stage, run_dir: str, cfg: Config, meta_extra: dict, *, progress: 
                           "seconds": round(time.perf_counter() - t_epoch, 3), **val})
             if bar is not None:
                 bar.write(f"{stage.name} epoch {epoch + 1}/{stage.epochs}: " +
-                          ", ".join(f"{k} {v:.4g}" for k, v in val.items() if isinstance(v, float)))
+                          ", ".join(f"{k} {v:.4g}" for k, v in val.items()
+                                    if k.startswith(("val_loss", "f1_", "baseline", "mse_")) and "@" not in k))
             meta = {**meta_extra, "step": step, "epoch": epoch, "best_val": best, "epoch_end": True,
                     "done": epoch == stage.epochs - 1, "val": val}
             ckpts.save(step, state, meta, best=improved)
