@@ -129,6 +129,7 @@ def _quiet_logs() -> None:
     ours = logging.getLogger("vaejax")
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)
+    ours.propagate = False
     for name in ("absl", "orbax", "jax"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
