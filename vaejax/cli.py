@@ -59,6 +59,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, default=None, help="KL weight after annealing")
     p.add_argument("--free-bits", type=float, default=None, help="free nats per latent dimension")
     p.add_argument("--pos-weight", type=float, default=None, help="weight of note-on cells in the ELBO")
+    p.add_argument("--chain-noise", type=float, default=None,
+                   help="noise (in data standard deviations) on the latent chains' inputs while training")
     p.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap an epoch (0: whole split)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--coordinator", default=None, help="multi-host: coordinator host:port")
@@ -90,7 +92,7 @@ def train_main(argv: list[str] | None = None) -> int:
         model={"latent": args.latent} if args.latent else {},
         train={k: v for k, v in {
             "vae_epochs": args.vae_epochs, "chain_epochs": args.chain_epochs, "batch_size": args.batch_size,
-            "lr": args.lr, "beta": args.beta, "free_bits": args.free_bits, "pos_weight": args.pos_weight,
+            "lr": args.lr, "beta": args.beta, "free_bits": args.free_bits, "pos_weight": args.pos_weight, "chain_noise": args.chain_noise,
             "max_steps_per_epoch": args.max_steps_per_epoch, "seed": args.seed,
             "checkpoint_every": _env_int("VAEJAX_CHECKPOINT_EVERY"), "log_every": _env_int("VAEJAX_LOG_EVERY"),
         }.items() if v is not None})
