@@ -48,7 +48,7 @@ def test_seeds_and_sigma(model):
     pb = model.sample_params(4, sigma=0.5, seed=2)
     assert not np.allclose(pa, pb)
     # sigma 0: the chain is deterministic given its start
-    start = model.first_bars[:1]
+    start = model.start_bars[:1]
     z1 = model.sample_params(4, sigma=0.0, seed=1, start=start)
     z2 = model.sample_params(4, sigma=0.0, seed=99, start=start)
     np.testing.assert_array_equal(z1, z2)

@@ -4,7 +4,7 @@ Writes `DIR/report.md`, `DIR/report.json` and pictures with:
 - reconstruction precision / recall / F1 of note-on cells per instrument on the held-out test split, for
   every run given (e.g. K = 8, 16, 32, 64);
 - MuseGAN metrics (EB, UPC, QN, DP, TD, polyphony) of the real test bars and of generated songs, from the
-  prior (random training first bars) and continuing held-out songs, at each sigma, for the first run;
+  prior (chains started from random real training bars) and continuing held-out songs, at each sigma, for the first run;
 - a variation measure against sigma: 1 - F1 between a generated continuation and the sigma-0 one (same
   start), and between it and the source song's real continuation.
 """
@@ -117,7 +117,7 @@ def write_report(out_dir: str, result: dict) -> str:
     keys = list(real)
     lines += [f"## MuseGAN metrics ({result['runs'][0]['name']})", "",
               "EB, QN, DP and polyphony rate in %, UPC in pitch classes (0-12, pitch % 12), TD per beat. "
-              "Rows: real held-out bars; songs from the prior (first bar of a random training song, then the "
+              "Rows: real held-out bars; songs from the prior (a random real training bar where the band plays, then the "
               "chain); continuations of held-out songs. The last line gives, for each generated row, how many "
               "metrics lie within 10% of the real row.", "",
               "| row | " + " | ".join(keys) + " | within 10% |", "|---|" + "---|" * (len(keys) + 1)]

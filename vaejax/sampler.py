@@ -72,8 +72,8 @@ class TrainedModel:
         self.thresholds = np.asarray(self.stats["thresholds"], np.float32)
         self.synthetic = bool(self.stats.get("data", {}).get("synthetic", False))
         """True when trained on the synthetic demo corpus: generated names and pictures say so."""
-        self.first_bars = np.load(os.path.join(run_dir, "first_bars.npy"), allow_pickle=False)
-        k2 = self.first_bars.shape[-1]
+        self.start_bars = np.load(os.path.join(run_dir, "start_bars.npy"), allow_pickle=False)
+        k2 = self.start_bars.shape[-1]
         self.mean = np.asarray(self.stats.get("latent_mean", np.zeros((5, k2))), np.float32)
         self.std = np.asarray(self.stats.get("latent_std", np.ones((5, k2))), np.float32)
         self.tempo = 120.0
@@ -176,12 +176,12 @@ class TrainedModel:
     def sample_params(self, bars: int = 32, *, sigma: float = 0.5, seed: int = 0, num: int = 1,
                       start: np.ndarray | None = None) -> np.ndarray:
         """Latent parameters `[num, bars, 5, 2K]` from the chain. The first bar comes from `start`
-        (`[num, 5, 2K]`) or from the first bars of random training songs."""
+        (`[num, 5, 2K]`) or from a random real training bar where most of the band plays."""
         _check(bars, sigma)
         key = jax.random.key(seed)
         if start is None:
-            pick = np.random.default_rng(seed).integers(len(self.first_bars), size=num)
-            start = self.first_bars[pick]
+            pick = np.random.default_rng(seed).integers(len(self.start_bars), size=num)
+            start = self.start_bars[pick]
         z = self._chain(jnp.asarray((start - self.mean) / self.std, jnp.float32), key, int(bars), jnp.float32(sigma))
         return np.asarray(z) * self.std + self.mean
 
@@ -237,7 +237,7 @@ class TrainedModel:
         p = self.encode(roll)[:, PIANO]  # [n, 2K]
         ps = (p - self.mean[PIANO]) / self.std[PIANO]
         rng = np.random.default_rng(seed)
-        own0 = (self.first_bars[rng.integers(len(self.first_bars))][h] - self.mean[h]) / self.std[h]
+        own0 = (self.start_bars[rng.integers(len(self.start_bars))][h] - self.mean[h]) / self.std[h]
         own = np.asarray(self._harm(jnp.asarray(ps), jnp.asarray(own0)))  # [n, 4, 2K], standardised
         if sigma > 0:
             own = own + sigma * rng.standard_normal(own.shape).astype(np.float32)
