@@ -103,8 +103,10 @@ def jax_looped(cfg, x):
         states.append({"params": pi, "opt": tx.init(pi)})
 
     def loss(params, xb, key, beta):
-        out = nnx.merge(g, params)(xb, key)
-        return losses.elbo(out.logits, xb, out.mu, out.logvar, beta=beta, free_bits=tc.free_bits).loss
+        model = nnx.merge(g, params)
+        xp = jax.lax.stop_gradient(model.patches(xb))
+        out = model(xp, key)
+        return losses.elbo(out.logits, xp, out.mu, out.logvar, beta=beta, free_bits=tc.free_bits).loss
 
     @jax.jit
     def step(state, xb, s):
