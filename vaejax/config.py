@@ -84,7 +84,7 @@ class TrainConfig:
     # Latent chains work on standardised parameters (per-dimension mean 0, std 1 over the training bars) and
     # see Gaussian noise of this scale on their inputs while training, so that the sampler's noise (sigma,
     # in the same units) keeps the chain on the data instead of driving it off and amplifying.
-    chain_noise: float = 0.5
+    chain_noise: float = 0.25
     beta: float = 1.0
     beta_rate: float = 0.999  # beta(step) = (1 - beta_rate**step) * beta, as in MusicVAE
     free_bits: float = 0.5  # nats per latent dimension that the KL term does not charge

@@ -132,12 +132,15 @@ class TrainedModel:
             return jnp.concatenate([mu, logvar], -1)
         return jnp.moveaxis(jax.vmap(member)(self.vae, x), 0, 1)
 
-    def _harmony_impl(self, piano, own0):
-        """Harmony chain under a fixed piano (standardised): piano `[bars, 2K]`, own0 `[4, 2K]` -> `[bars, 4, 2K]`."""
-        def step(own, p):
+    def _harmony_impl(self, piano, own0, key, sigma):
+        """Harmony chain under a fixed piano (standardised), noise carried forward as in `_chain_impl`:
+        piano `[bars, 2K]`, own0 `[4, 2K]` -> `[bars, 4, 2K]`."""
+        def step(own, pk):
+            p, k = pk
             own = self._harmony_step(p[None], own[:, None])[:, 0]
+            own = jnp.clip(own + sigma * jax.random.normal(k, own.shape), -CLIP, CLIP)
             return own, own
-        return jax.lax.scan(step, own0, piano)[1]
+        return jax.lax.scan(step, own0, (piano, jax.random.split(key, piano.shape[0])))[1]
 
     # ---- arrays ------------------------------------------------------------------------------------
 
@@ -238,9 +241,8 @@ class TrainedModel:
         ps = (p - self.mean[PIANO]) / self.std[PIANO]
         rng = np.random.default_rng(seed)
         own0 = (self.start_bars[rng.integers(len(self.start_bars))][h] - self.mean[h]) / self.std[h]
-        own = np.asarray(self._harm(jnp.asarray(ps), jnp.asarray(own0)))  # [n, 4, 2K], standardised
-        if sigma > 0:
-            own = own + sigma * rng.standard_normal(own.shape).astype(np.float32)
+        own = np.asarray(self._harm(jnp.asarray(ps, jnp.float32), jnp.asarray(own0, jnp.float32),
+                                    jax.random.key(seed), jnp.float32(sigma)))  # [n, 4, 2K], standardised
         params = np.zeros((n, 5, p.shape[-1]), np.float32)
         params[:, PIANO] = p
         params[:, h] = own * self.std[h] + self.mean[h]
