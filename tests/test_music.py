@@ -166,3 +166,9 @@ def test_pack_roundtrip():
 def test_song_id_uses_msd_folder(tmp_path):
     assert music.song_id("/x/TRAAAGR128F425B14B/abc.npz") == "TRAAAGR128F425B14B"
     assert music.song_id("/x/y/song.mid") == "song"
+
+
+def test_packed_bars_equals_pack_of_bars():
+    rng = np.random.default_rng(3)
+    roll = rng.random((5, 96 * 3 + 17, 84)) < 0.05
+    assert np.array_equal(music.packed_bars(roll), music.pack(music.to_bars(roll)))

@@ -66,11 +66,11 @@ def _work(args: tuple[str, DataConfig]):
     path, cfg = args
     try:
         song = music.read_song(path, cfg)
-        bars = music.to_bars(song.roll, cfg)
-        if bars.shape[0] == 0:
+        packed = music.packed_bars(song.roll, cfg)  # [n, 5, steps, P/8]
+        if packed.shape[0] == 0:
             raise music.BadSong("shorter than one segment")
-        nonempty = bars.any(axis=(2, 3)).sum(axis=0)
-        return path, song.name, None, music.pack(bars).tobytes(), bars.shape[0], nonempty
+        nonempty = packed.any(axis=(2, 3)).sum(axis=0)  # a bar is empty when all its bytes are zero
+        return path, song.name, None, packed.tobytes(), packed.shape[0], nonempty
     except music.BadSong as e:
         return path, None, str(e), b"", 0, None
     except Exception as e:  # keep the batch going; report the file

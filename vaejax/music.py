@@ -244,6 +244,13 @@ def to_bars(roll: np.ndarray, cfg: DataConfig = DataConfig()) -> np.ndarray:
     return bars.transpose(1, 0, 2, 3)
 
 
+def packed_bars(roll: np.ndarray, cfg: DataConfig = DataConfig()) -> np.ndarray:
+    """`pack(to_bars(roll))`, but packing before rearranging (8x less data to move): `[n, 5, steps, P/8]`."""
+    n = roll.shape[1] // cfg.steps
+    packed = np.packbits(roll[:, : n * cfg.steps], axis=-1)
+    return packed.reshape(roll.shape[0], n, cfg.steps, packed.shape[-1]).transpose(1, 0, 2, 3)
+
+
 def pack(bars: np.ndarray) -> np.ndarray:
     """Pack boolean bars along pitch: `[..., P]` -> `[..., ceil(P/8)]` uint8."""
     return np.packbits(bars, axis=-1)
