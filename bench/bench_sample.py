@@ -7,6 +7,7 @@ Usage: python bench/bench_sample.py --run RUN_DIR [--repeats 5]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -38,10 +39,10 @@ def main():
     model = sampler.load(args.run)
     tmp = tempfile.mkdtemp()
     out = {"run": args.run, "latent": model.cfg.model.latent}
+    seeds = itertools.count(1)
     for num in (1, 100):
-        def job(seed=[0]):
-            seed[0] += 1
-            songs = model.sample(32, sigma=0.5, seed=seed[0], num=num, min_length=3, merge_gap=2)
+        def job(num=num):
+            songs = model.sample(32, sigma=0.5, seed=next(seeds), num=num, min_length=3, merge_gap=2)
             for i, s in enumerate(songs):
                 render.write_midi(os.path.join(tmp, f"{i}.mid"), s)
         med, ts = timed(job, args.repeats)

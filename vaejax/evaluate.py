@@ -108,7 +108,7 @@ def write_report(out_dir: str, result: dict) -> str:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(result, f, indent=2)
-    lines = [f"# vaejax evaluation", "", f"- date: {result['date']}", f"- machine: {result['machine']}",
+    lines = ["# vaejax evaluation", "", f"- date: {result['date']}", f"- machine: {result['machine']}",
              f"- command: `{result['command']}`", f"- data: {result['data']} (test split: {result['test_songs']} songs, "
              f"{result['test_bars']} bars)", ""]
     lines += ["## Reconstruction of held-out bars (note-on cells, calibrated thresholds)", "",

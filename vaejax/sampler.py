@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +20,7 @@ import numpy as np
 from flax import nnx
 
 from vaejax import models, render
-from vaejax.config import HARMONY, PIANO, TRACKS, Config
+from vaejax.config import HARMONY, PIANO, Config
 from vaejax.training import init_vae_state, restore_best
 
 MAX_BARS = 4096
