@@ -17,6 +17,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from vaejax import models, render
@@ -36,6 +37,11 @@ def _check(bars: int, sigma: float) -> None:
         raise ValueError(f"bars must be an integer from 1 to {MAX_BARS}, got {bars!r}")
     if not np.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
+
+
+def _chain_state_like(params) -> dict:
+    """The structure a chain stage checkpoints (parameters, Adam state, key), to restore into."""
+    return {"params": params, "opt": optax.adam(1.0).init(params), "key": jax.random.key_data(jax.random.key(0))}
 
 
 class TrainedModel:
@@ -60,12 +66,8 @@ class TrainedModel:
         self.mel_def, mel_p = nnx.split(mel)
         har = models.harmony_stack(cfg.model, jax.random.key(0))
         self.har_def, har_p = nnx.split(har)
-        import optax
-        tx = optax.adam(1.0)
-        self.mel = restore_best(run_dir, "melody", {"params": mel_p, "opt": tx.init(mel_p),
-                                                    "key": jax.random.key_data(jax.random.key(0))})[0]["params"]
-        self.har = restore_best(run_dir, "harmony", {"params": har_p, "opt": tx.init(har_p),
-                                                     "key": jax.random.key_data(jax.random.key(0))})[0]["params"]
+        self.mel = restore_best(run_dir, "melody", _chain_state_like(mel_p))[0]["params"]
+        self.har = restore_best(run_dir, "harmony", _chain_state_like(har_p))[0]["params"]
         with open(os.path.join(run_dir, "stats.json")) as f:
             self.stats = json.load(f)
         self.thresholds = np.asarray(self.stats["thresholds"], np.float32)
