@@ -10,9 +10,14 @@ from vaejax.config import TRACKS
 
 
 def test_evaluate_writes_report(tiny_run, demo_prepared, tmp_path):
+    from vaejax import render
     out = str(tmp_path / "eval")
+    roll = np.zeros((5, 2 * 96, 84), bool)
+    roll[1, 0:48, 36] = roll[1, 0:48, 40] = True  # two 48-step notes: QN 100%, UPC 2, one empty bar in two
+    roll[0, 100:104, 12] = True  # a drum hit in bar 2, so that the MIDI file lasts two bars
+    ref = render.write_midi(str(tmp_path / "ref.mid"), render.to_multitrack(roll))
     assert evaluate.main(["--runs", tiny_run, tiny_run, "--data", demo_prepared, "--out", out, "--songs", "3",
-                          "--bars", "2", "--sigmas", "0", "0.5"]) == 0
+                          "--bars", "2", "--sigmas", "0", "0.5", "--reference", ref]) == 0
     rep = json.load(open(os.path.join(out, "report.json")))
     assert len(rep["runs"]) == 2 and set(TRACKS) <= set(rep["runs"][0]["reconstruction"])
     rows = rep["generation"]["rows"]
@@ -21,7 +26,11 @@ def test_evaluate_writes_report(tiny_run, demo_prepared, tmp_path):
     if rep["generation"]["variation"]:
         v0 = rep["generation"]["variation"]["0.0"]["from_sigma0"]
         assert all(x == 0.0 for x in v0.values())  # sigma 0 is its own reference
+    (name, row), = rep["reference"].items()
+    assert name == "ref.mid (2 bars)"
+    assert row["QN Piano"] == 100.0 and row["UPC Piano"] == 2.0 and row["EB Piano"] == 50.0
     md = open(os.path.join(out, "report.md")).read()
+    assert "reference: ref.mid" in md
     assert "Reconstruction" in md and "real (test split)" in md
     assert os.path.getsize(os.path.join(out, "metrics-vs-sigma.png")) > 1000
     assert np.isfinite(rep["runs"][0]["reconstruction"]["Piano"]["f1"])

@@ -131,7 +131,9 @@ def write_report(out_dir: str, result: dict) -> str:
               "metrics lie within 10% of the real row.", "",
               "| row | " + " | ".join(keys) + " | within 10% |", "|---|" + "---|" * (len(keys) + 1)]
     lines.append("| real (test split) | " + " | ".join(_fmt(real[k]) for k in keys) + " | |")
-    for name, row in gen["rows"].items():
+    rows = {f"reference: {k}": v for k, v in result.get("reference", {}).items()}
+    rows.update(gen["rows"])
+    for name, row in rows.items():
         ok = sum(1 for k in keys if np.isfinite(row[k]) and np.isfinite(real[k]) and real[k] != 0
                  and abs(row[k] - real[k]) <= 0.1 * abs(real[k]))
         lines.append(f"| {name} | " + " | ".join(_fmt(row[k]) for k in keys) + f" | {ok}/{len(keys)} |")
@@ -195,6 +197,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bars", type=int, default=16)
     ap.add_argument("--sigmas", type=float, nargs="+", default=list(SIGMAS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reference", nargs="*", default=[],
+                    help="MIDI or npz songs to score as extra rows (e.g. another system's output)")
     args = ap.parse_args(argv)
     from vaejax import sampler
 
@@ -209,11 +213,16 @@ def main(argv=None) -> int:
     model = sampler.load(args.runs[0])
     real = metrics.all_metrics(test.bars(np.arange(len(test))))
     gen = generation(model, test, songs=args.songs, bars=args.bars, sigmas=args.sigmas, seed=args.seed)
+    from vaejax.music import read_song, to_bars
+    reference = {}
+    for path in args.reference:
+        bars = to_bars(read_song(path, test.cfg, require_44=False).roll, test.cfg)
+        reference[f"{os.path.basename(path)} ({len(bars)} bars)"] = metrics.all_metrics(bars.transpose(1, 0, 2, 3))
     result = {"date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
               "machine": f"{_cpu_name()}, {os.cpu_count()} cores ({platform.machine()})",
               "command": "python -m vaejax.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
               "data": ds["train"].report["source"], "test_songs": int(len(test.ids)), "test_bars": int(len(test)),
-              "runs": runs, "real": real, "generation": gen}
+              "runs": runs, "real": real, "reference": reference, "generation": gen}
     print(write_report(args.out, result))
     return 0
 

@@ -207,7 +207,10 @@ def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = T
         raise BadSong("no notes")
     beats = np.asarray(pm.get_beats(), dtype=np.float64)
     end = max(n.end for inst in pm.instruments for n in inst.notes)
-    steps = int(np.ceil(_beat_positions(np.array([end]), beats)[0] * cfg.resolution)) + 1
+    # a MIDI file ends with its last note: round up to whole segments so that a last bar played only in
+    # part is kept rather than dropped
+    steps = int(np.ceil(_beat_positions(np.array([end]), beats)[0] * cfg.resolution - 1e-6))
+    steps = max(1, -(-steps // cfg.steps)) * cfg.steps
     roll = _empty_roll(cfg, steps)
     for inst in pm.instruments:
         t = lpd5_track(inst.program, inst.is_drum)
