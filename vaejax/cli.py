@@ -163,8 +163,8 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="decoding threshold (default: per-instrument thresholds calibrated on validation data)")
     p.add_argument("--sample", action="store_true", help="draw cells from their probabilities instead")
-    p.add_argument("--min-length", type=int, default=3, help="drop notes shorter than this many steps")
-    p.add_argument("--merge-gap", type=int, default=2, help="join notes separated by fewer steps than this")
+    p.add_argument("--min-length", type=int, default=3, help="drop notes shorter than this many steps (0: keep all)")
+    p.add_argument("--merge-gap", type=int, default=2, help="join notes separated by fewer steps than this (0: never)")
     p.add_argument("--tempo", type=float, default=120.0, help="beats per minute")
     p.add_argument("--out", default="out", help="output folder")
     p.add_argument("--no-audio", action="store_true", help="skip WAV rendering")

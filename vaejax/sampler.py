@@ -26,6 +26,10 @@ from vaejax.training import init_vae_state, restore_best
 
 MAX_BARS = 4096
 CLIP = 5.0
+MIN_LENGTH = 3
+"""Default post-processing, as in sample.py: notes shorter than this many steps are dropped ..."""
+MERGE_GAP = 2
+"""... after silences shorter than this many steps between notes of one pitch are filled (`render.postprocess`)."""
 
 
 class NoCheckpoint(FileNotFoundError):
@@ -167,7 +171,8 @@ class TrainedModel:
         return probs > th[:, None, None]
 
     def decode(self, params: np.ndarray, *, threshold: float | None = None, sample: bool = False, seed: int = 0,
-               min_length: int = 0, merge_gap: int = 0, tempo: float | None = None, name: str = "decoded"):
+               min_length: int = MIN_LENGTH, merge_gap: int = MERGE_GAP, tempo: float | None = None,
+               name: str = "decoded"):
         """Latent parameters `[bars, 5, 2K]` -> Multitrack (thresholds calibrated on validation data by
         default; `sample=True` draws each cell from its Bernoulli instead)."""
         roll = self._binarize(self.decode_probs(params), threshold=threshold, sample=sample,
@@ -198,8 +203,8 @@ class TrainedModel:
         steps = bars * self.cfg.data.steps
         songs = []
         for i in range(num):
-            r = render.postprocess(roll[:, i * steps:(i + 1) * steps], min_length=decode_kw.get("min_length", 0),
-                                   merge_gap=decode_kw.get("merge_gap", 0))
+            r = render.postprocess(roll[:, i * steps:(i + 1) * steps], min_length=decode_kw.get("min_length", MIN_LENGTH),
+                                   merge_gap=decode_kw.get("merge_gap", MERGE_GAP))
             songs.append(render.to_multitrack(r, tempo=decode_kw.get("tempo") or self.tempo,
                                               name=self._label(f"vaejax seed {seed} #{i}"), cfg=self.cfg.data))
         return songs
