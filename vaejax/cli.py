@@ -109,9 +109,10 @@ def train_main(argv: list[str] | None = None) -> int:
     import jax
     print(f"training {', '.join(stages)} in {run} on {jax.device_count()} {devs[0].platform} device(s) "
           f"({jax.process_count()} process(es))", file=sys.stderr)
+    from vaejax.checkpoint import CheckpointError
     try:
         results = training.train_all(run, cfg, data_dir, stages=stages, devices=devs, progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     os.makedirs(RUNS_DIR, exist_ok=True)
