@@ -200,10 +200,11 @@ def sample_main(argv: list[str] | None = None) -> int:
     from vaejax import devices, render, sampler
     from vaejax.music import BadSong, read_song
 
+    from vaejax.checkpoint import CheckpointError
     try:
         devices.select(args.accelerator)
         model = sampler.load(args.checkpoint)
-    except (devices.AcceleratorError, sampler.NoCheckpoint) as e:
+    except (devices.AcceleratorError, sampler.NoCheckpoint, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     kw = dict(threshold=args.threshold, sample=args.sample, min_length=args.min_length, merge_gap=args.merge_gap,
