@@ -9,23 +9,30 @@ from vaejax import evaluate
 from vaejax.config import TRACKS
 
 
-def test_evaluate_writes_report(tiny_run, demo_prepared, tmp_path):
-    from vaejax import render
+def test_evaluate_writes_report(tiny_run, tmp_path):
+    from vaejax import data, demo, render
+    # a held-out split needs enough songs: 80 short synthetic ones put a few in "test"
+    demo.write_corpus(str(tmp_path / "src"), songs=80, seed=5, bars=6)
+    prepared = str(tmp_path / "prep")
+    data.prepare(str(tmp_path / "src"), prepared, workers=1, progress=False)
+    assert len(data.open_dataset(prepared)["test"].ids) > 0
     out = str(tmp_path / "eval")
     roll = np.zeros((5, 2 * 96, 84), bool)
     roll[1, 0:48, 36] = roll[1, 0:48, 40] = True  # two 48-step notes: QN 100%, UPC 2, one empty bar in two
     roll[0, 100:104, 12] = True  # a drum hit in bar 2, so that the MIDI file lasts two bars
     ref = render.write_midi(str(tmp_path / "ref.mid"), render.to_multitrack(roll))
-    assert evaluate.main(["--runs", tiny_run, tiny_run, "--data", demo_prepared, "--out", out, "--songs", "3",
+    assert evaluate.main(["--runs", tiny_run, tiny_run, "--data", prepared, "--out", out, "--songs", "3",
                           "--bars", "2", "--sigmas", "0", "0.5", "--reference", ref]) == 0
     rep = json.load(open(os.path.join(out, "report.json")))
     assert len(rep["runs"]) == 2 and set(TRACKS) <= set(rep["runs"][0]["reconstruction"])
     rows = rep["generation"]["rows"]
     assert {"prior sigma=0.0", "prior sigma=0.5"} <= set(rows)
     assert "EB Piano" in rep["real"] and "TD B-G" in rep["real"]
-    if rep["generation"]["variation"]:
-        v0 = rep["generation"]["variation"]["0.0"]["from_sigma0"]
-        assert all(x == 0.0 for x in v0.values())  # sigma 0 is its own reference
+    assert rep["generation"]["continued_songs"] > 0
+    v0 = rep["generation"]["variation"]["0.0"]["from_sigma0"]
+    assert all(x == 0.0 for x in v0.values())  # sigma 0 is its own reference
+    v5 = rep["generation"]["variation"]["0.5"]["from_sigma0"]
+    assert all(0.0 <= x <= 1.0 for x in v5.values())
     (name, row), = rep["reference"].items()
     assert name == "ref.mid (2 bars)"
     assert row["QN Piano"] == 100.0 and row["UPC Piano"] == 2.0 and row["EB Piano"] == 50.0
