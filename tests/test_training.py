@@ -144,3 +144,19 @@ def test_help_documents_options():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--help"], capture_output=True, text=True)
     for opt in ("--latent", "--accelerator", "--stage", "--data", "--preset"):
         assert opt in r.stdout
+
+
+def test_two_bar_segments_train_through_the_cli(tmp_path):
+    """Segment length is data configuration: a corpus prepared with 2-bar segments trains as is."""
+    from vaejax import data, demo
+    demo.write_corpus(str(tmp_path / "src"), songs=12, seed=2, bars=8)
+    assert data.main(["prepare", str(tmp_path / "src"), str(tmp_path / "prep2"), "--segment-bars", "2",
+                      "--quiet"]) == 0
+    run = str(tmp_path / "run2")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data",
+                        str(tmp_path / "prep2"), "--run", run, "--stage", "vae", "--max-steps-per-epoch", "2",
+                        "--batch-size", "4", "--quiet"], capture_output=True, text=True, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    saved = json.load(open(os.path.join(run, "config.json")))
+    assert saved["data"]["segment_bars"] == 2
+    assert any(rec["stage"] == "vae" and rec["kind"] == "valid" for rec in read_metrics(run))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -105,6 +106,9 @@ def train_main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return e.code
         raise
+    # the prepared data defines the segment (bars per segment, pitch range, binarisation)
+    with open(os.path.join(data_dir, "report.json")) as f:
+        cfg = cfg.replace(data=json.load(f)["config"])
     stages = training.STAGES if args.stage == "all" else (args.stage,)
     import jax
     print(f"training {', '.join(stages)} in {run} on {jax.device_count()} {devs[0].platform} device(s) "

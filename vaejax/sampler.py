@@ -184,8 +184,8 @@ class TrainedModel:
 
     def sample_params(self, bars: int = 32, *, sigma: float = 0.5, seed: int = 0, num: int = 1,
                       start: np.ndarray | None = None) -> np.ndarray:
-        """Latent parameters `[num, bars, 5, 2K]` from the chain. The first bar comes from `start`
-        (`[num, 5, 2K]`) or from a random real training bar where most of the band plays."""
+        """Latent parameters `[num, bars, 5, 2K]` from the chain (`bars` counts segments). The first comes
+        from `start` (`[num, 5, 2K]`) or from a random real training bar where most of the band plays."""
         _check(bars, sigma)
         key = jax.random.key(seed)
         if start is None:
@@ -195,15 +195,21 @@ class TrainedModel:
         return np.asarray(z) * self.std + self.mean
 
     def sample(self, bars: int = 32, *, sigma: float = 0.5, seed: int = 0, num: int = 1, **decode_kw):
-        """`num` new songs of `bars` bars, generated together in one compiled call."""
-        params = self.sample_params(bars, sigma=sigma, seed=seed, num=num)
+        """`num` new songs of `bars` bars, generated together in one compiled call. (The chain advances by
+        segments; with segments of several bars the last one is cut to length.)"""
+        _check(bars, sigma)
+        d = self.cfg.data
+        segments = -(-bars // d.segment_bars)
+        params = self.sample_params(segments, sigma=sigma, seed=seed, num=num)
         flat = params.reshape((-1,) + params.shape[2:])
         roll = self._binarize(self.decode_probs(flat), threshold=decode_kw.get("threshold"),
                               sample=decode_kw.get("sample", False), key=jax.random.key(seed + 1))
-        steps = bars * self.cfg.data.steps
+        per_song = segments * d.steps
+        length = bars * d.resolution * d.beats_per_bar
         songs = []
         for i in range(num):
-            r = render.postprocess(roll[:, i * steps:(i + 1) * steps], min_length=decode_kw.get("min_length", MIN_LENGTH),
+            r = render.postprocess(roll[:, i * per_song:i * per_song + length],
+                                   min_length=decode_kw.get("min_length", MIN_LENGTH),
                                    merge_gap=decode_kw.get("merge_gap", MERGE_GAP))
             songs.append(render.to_multitrack(r, tempo=decode_kw.get("tempo") or self.tempo,
                                               name=self._label(f"vaejax seed {seed} #{i}"), cfg=self.cfg.data))
