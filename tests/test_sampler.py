@@ -76,6 +76,8 @@ def test_vary_and_interpolate(model):
     assert len(steps) == 3
     z = model.encode(song)
     assert z.shape == (4, 5, 16)
+    cont = model.continue_song(song, bars=3, sigma=0.5, seed=0)
+    assert _roll(cont).shape == (5, 3 * 96, 84)
 
 
 def test_postprocess_merges_and_drops():

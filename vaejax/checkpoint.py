@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import warnings
 
 import jax
@@ -92,14 +91,7 @@ class StageCheckpoints:
             raise CheckpointError(f"{self.root}: no checkpoint")
         return out
 
-    def has_any(self) -> bool:
-        return bool(self.latest.all_steps() or self.best.all_steps())
-
     def close(self) -> None:
         self.wait()
         self.latest.close()
         self.best.close()
-
-
-def remove(root: str) -> None:
-    shutil.rmtree(root, ignore_errors=True)

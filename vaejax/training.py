@@ -277,14 +277,10 @@ def plot_losses(run_dir: str, stage: str) -> str | None:
 # The stages
 
 
-def _adam(lr: float) -> optax.GradientTransformation:
-    return optax.adam(lr)
-
-
 def init_vae_state(cfg: Config, key: jax.Array):
     stack = models.vae_stack(cfg.model, cfg.data, key)
     graphdef, params = nnx.split(stack)
-    tx = _adam(cfg.train.lr)
+    tx = optax.adam(cfg.train.lr)
     return graphdef, {"params": params, "opt": tx.init(params), "key": jax.random.key_data(key)}, tx
 
 
@@ -448,7 +444,7 @@ def train_chain(run_dir: str, cfg: Config, ds: dict, latents: dict, which: str, 
     key = jax.random.fold_in(jax.random.key(tc.seed), 2 if harmony else 1)
     net = models.harmony_stack(cfg.model, key) if harmony else models.melody_net(cfg.model, key)
     graphdef, params = nnx.split(net)
-    tx = _adam(tc.chain_lr)
+    tx = optax.adam(tc.chain_lr)
     state = {"params": params, "opt": tx.init(params), "key": jax.random.key_data(key)}
     step_fn, eval_fn = make_chain_fns(graphdef, tx, stacked=harmony)
     mean, std = latent_norm(latents["train"])
