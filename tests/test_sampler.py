@@ -132,3 +132,15 @@ def test_cli_outputs_and_errors(model, tmp_path):
 def test_synthetic_training_is_labelled(model):
     assert model.synthetic  # the fixture trains on the demo corpus
     assert "SYNTHETIC" in model.sample(bars=2)[0].name
+
+
+def test_fluidsynth_rendering_when_available():
+    try:
+        import fluidsynth  # noqa: F401  (pyfluidsynth; needs the system library too)
+    except (ImportError, OSError) as e:
+        pytest.skip(f"FluidSynth not installed ({type(e).__name__}); the fallback synthesis is tested above")
+    roll = np.zeros((5, 96, 84), bool)
+    roll[1, 0:48, 36] = roll[3, 0:24, 12] = roll[0, 0:2, 12] = True
+    audio, how = render.synthesize(render.to_multitrack(roll), sample_rate=16000)
+    assert how == "fluidsynth"
+    assert len(audio) >= 2 * 16000 and np.abs(audio).max() > 0.1  # one 4/4 bar at 120 bpm = 2 s
