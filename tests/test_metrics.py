@@ -107,3 +107,10 @@ def test_all_metrics_keys():
     out = M.all_metrics(b5)
     assert {"EB Drums", "DP Drums", "UPC Piano", "QN Bass", "TD B-G", "TD S-P"} <= set(out)
     assert all(np.isfinite(v) for v in out.values())
+
+
+def test_precision_recall_f1_from_counts():
+    p, r, f1 = M.prf(np.array([3, 0]), np.array([1, 0]), np.array([3, 5]))
+    np.testing.assert_allclose(p, [0.75, 0.0])
+    np.testing.assert_allclose(r, [0.5, 0.0])
+    np.testing.assert_allclose(f1, [0.6, 0.0])

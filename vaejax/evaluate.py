@@ -31,9 +31,7 @@ def _f1(pred: np.ndarray, true: np.ndarray, axis=None):
     tp = np.sum(pred & true, axis=axis)
     fp = np.sum(pred & ~true, axis=axis)
     fn = np.sum(~pred & true, axis=axis)
-    p = tp / np.maximum(tp + fp, 1)
-    r = tp / np.maximum(tp + fn, 1)
-    f1 = 2 * p * r / np.maximum(p + r, 1e-12)
+    p, r, f1 = metrics.prf(tp, fp, fn)
     return p, r, np.where(tp + fp + fn == 0, 1.0, f1)  # two silent rolls are identical: F1 1
 
 
@@ -53,10 +51,9 @@ def reconstruction(model, split: data_lib.Split, max_bars: int = 4096) -> dict:
         tp += np.sum(pred & xb, axis=(1, 2, 3))
         fp += np.sum(pred & ~xb, axis=(1, 2, 3))
         fn += np.sum(~pred & xb, axis=(1, 2, 3))
+    p, r, f1 = metrics.prf(tp, fp, fn)
     for i, t in enumerate(TRACKS):
-        p = tp[i] / max(tp[i] + fp[i], 1)
-        r = tp[i] / max(tp[i] + fn[i], 1)
-        out[t] = {"precision": p, "recall": r, "f1": 2 * p * r / max(p + r, 1e-12)}
+        out[t] = {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f1[i])}
     out["bars"] = n
     return out
 

@@ -13,6 +13,13 @@ RES = 24
 STEPS_16TH = RES // 4
 
 
+def prf(tp, fp, fn):
+    """Precision, recall and F1 from counts (numpy arrays or numbers); 0 where undefined."""
+    p = tp / np.maximum(tp + fp, 1)
+    r = tp / np.maximum(tp + fn, 1)
+    return p, r, 2 * p * r / np.maximum(p + r, 1e-12)
+
+
 def _nonempty(bars: np.ndarray) -> np.ndarray:
     return bars.any(axis=(1, 2))
 

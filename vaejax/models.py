@@ -212,5 +212,13 @@ def melody_net(cfg: ModelConfig, key: jax.Array) -> MLP:
     return MelodyNN(cfg, rngs=nnx.Rngs(params=key))
 
 
+def encode_stack(graphdef, params, x: jax.Array) -> jax.Array:
+    """Stacked VAEs' posterior parameters: `[5, M, T, P]` -> `[5, M, 2K]` (mu then logvar)."""
+    def member(p, xi):
+        mu, logvar = nnx.merge(graphdef, p).encode(xi)
+        return jnp.concatenate([mu, logvar], -1)
+    return jax.vmap(member)(params, x)
+
+
 def count_params(module: nnx.Module) -> int:
     return sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))

@@ -132,10 +132,7 @@ class TrainedModel:
 
     def _encode_impl(self, x):
         """`[5, M, T, P]` -> `[M, 5, 2K]`."""
-        def member(p, xi):
-            mu, logvar = nnx.merge(self.vae_def, p).encode(xi)
-            return jnp.concatenate([mu, logvar], -1)
-        return jnp.moveaxis(jax.vmap(member)(self.vae, x), 0, 1)
+        return jnp.moveaxis(models.encode_stack(self.vae_def, self.vae, x), 0, 1)
 
     def _harmony_impl(self, piano, own0, key, sigma):
         """Harmony chain under a fixed piano (standardised), noise carried forward as in `_chain_impl`:

@@ -22,7 +22,7 @@ import optax
 from flax import nnx
 
 from vaejax import data as data_lib
-from vaejax import losses, models
+from vaejax import losses, metrics, models
 from vaejax.checkpoint import StageCheckpoints
 from vaejax.config import HARMONY, PIANO, TRACKS, Config
 from vaejax.devices import DataParallel
@@ -71,9 +71,9 @@ def make_vae_fns(graphdef, cfg: Config, tx: optax.GradientTransformation):
     def eval_step(params, x, key):
         def member(p, xi, k):
             model = nnx.merge(graphdef, p)
-            mu, logvar = model.encode(xi)
-            logits = model.decode(mu)
             xp = model.patches(xi)
+            mu, logvar = model.encode_patches(xp)
+            logits = model.decode(mu)
             terms = losses.elbo(model.decode_patches(models.reparameterize(mu, logvar, k)), xp, mu, logvar,
                                 beta=jnp.float32(tc.beta), free_bits=0.0)
             probs = jax.nn.sigmoid(logits)
@@ -344,9 +344,7 @@ def evaluate_vae(eval_fn, params, split: data_lib.Split, cfg: Config, dp: DataPa
         recon, kl = recon + r * bs, kl + k * bs
         tp, fp, fn, on = tp + a, fp + b, fn + c, on + o
     recon, kl = recon / n, kl / n
-    prec = tp / np.maximum(tp + fp, 1)
-    rec = tp / np.maximum(tp + fn, 1)
-    f1 = 2 * prec * rec / np.maximum(prec + rec, 1e-9)  # [5, thresholds]
+    prec, rec, f1 = metrics.prf(tp, fp, fn)  # [5, thresholds]
     best = f1.argmax(-1)
     half = int(np.argmin(np.abs(THRESHOLDS - 0.5)))
     out = {"val_loss": float((recon + kl).sum()), "val_recon": float(recon.sum()), "val_kl": float(kl.sum())}
@@ -370,12 +368,7 @@ def _data_stats(ds: dict) -> dict:
 def encode_dataset(graphdef, params, split: data_lib.Split, chunk: int = 1024) -> np.ndarray:
     """Latent parameters of every bar: `[bars, 5, 2K]` (mu then logvar), in song order."""
 
-    @jax.jit
-    def enc(p, x):
-        def member(pi, xi):
-            mu, logvar = nnx.merge(graphdef, pi).encode(xi)
-            return jnp.concatenate([mu, logvar], -1)
-        return jax.vmap(member)(p, x)
+    enc = jax.jit(lambda p, x: models.encode_stack(graphdef, p, x))
 
     out = []
     for i in range(0, len(split), chunk):
