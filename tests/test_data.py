@@ -19,15 +19,52 @@ def _corpus(root, n=12):
     return root
 
 
+def test_key_shift_and_transpose():
+    roll = np.zeros((5, 96, 84), bool)
+    # a D major scale (D E F# G A B C#) on the piano, a bass on D: best fit is D major, moved down 2
+    for pc in (2, 4, 6, 7, 9, 11, 13):
+        roll[1, :10, 36 + pc - 24] = True
+    roll[3, :, 26 - 24] = True
+    roll[0, :, 12] = True  # drums are not pitched: ignored and never moved
+    assert music.key_shift(roll) == -2
+    moved = music.transpose(roll, -2)
+    assert music.key_shift(moved) == 0
+    np.testing.assert_array_equal(moved[0], roll[0])
+    np.testing.assert_array_equal(moved[1, :, :-2], roll[1, :, 2:])
+    assert moved[3, :, 0].all() and not moved[3, :, 2].any()  # the bass's D1 is now C1
+    # notes pushed out of range are dropped; an empty roll does not move
+    top = np.zeros((5, 4, 84), bool)
+    top[2, :, 83] = True
+    assert not music.transpose(top, 1)[2].any()
+    assert music.key_shift(np.zeros((5, 4, 84), bool)) == 0
+
+
+def test_prepare_normalises_keys(tmp_path):
+    src = str(tmp_path / "src")
+    os.makedirs(src)
+    # two songs with the same tune, one a whole tone higher: after preparing, their bars are identical
+    for name, up in (("a", 0), ("b", 2)):
+        notes = {(i * 12, 48 + up + p): 100 for i, p in enumerate((0, 2, 4, 5, 7, 9, 11, 12))}
+        save_npz(os.path.join(src, f"{name}.npz"), [(0, False, notes)], length=96)
+    data.prepare(src, str(tmp_path / "out"), workers=1, progress=False)
+    songs = {}
+    for split in data.open_dataset(str(tmp_path / "out")).values():
+        for i, sid in enumerate(split.ids):
+            songs[str(sid)] = (split.song(i), int(split.shift[i]))
+    assert songs["a"][1] == 0 and songs["b"][1] == -2
+    np.testing.assert_array_equal(songs["a"][0], songs["b"][0])
+
+
 def test_prepare_report_and_reuse(tmp_path):
     src = _corpus(str(tmp_path / "src"))
-    rep = data.prepare(src, str(tmp_path / "out"), workers=2, progress=False)
+    cfg = DataConfig(key_normalize=False)
+    rep = data.prepare(src, str(tmp_path / "out"), cfg, workers=2, progress=False)
     assert rep["songs_read"] == 12 and rep["songs_skipped"] == 0
     assert sum(rep["bars_per_split"].values()) == sum(2 + i % 3 for i in range(12))
     assert rep["nonempty_bar_share"]["Piano"] == pytest.approx(12 / 36, abs=1e-4)
     assert rep["nonempty_bar_share"]["Bass"] == pytest.approx(12 / 36, abs=1e-4)
     assert rep["nonempty_bar_share"]["Drums"] == 0
-    again = data.prepare(src, str(tmp_path / "out"), workers=2, progress=False)
+    again = data.prepare(src, str(tmp_path / "out"), cfg, workers=2, progress=False)
     assert again["reused"] is True
     # the cache holds exactly the bars of each song, in song order
     ds = data.open_dataset(str(tmp_path / "out"))

@@ -114,3 +114,18 @@ def test_precision_recall_f1_from_counts():
     np.testing.assert_allclose(p, [0.75, 0.0])
     np.testing.assert_allclose(r, [0.5, 0.0])
     np.testing.assert_allclose(f1, [0.6, 0.0])
+
+
+def test_scale_consistency():
+    song = np.zeros((5, 2, 96, 84), bool)
+    # 9 cells of C major's notes and 1 cell of F#: 90% in the best scale (C major or any scale holding all 9)
+    for i, pitch in enumerate((60, 62, 64, 65, 67, 69, 71, 72, 74)):
+        song[1, 0, i, row(pitch)] = True
+    song[3, 1, 0, row(42)] = True  # F#2 on the bass
+    song[0, :, :, :] = True  # drums are not pitched: ignored
+    assert M.scale_consistency(song, LOW) == pytest.approx(0.9)
+    assert np.isnan(M.scale_consistency(np.zeros((5, 1, 96, 84), bool), LOW))
+    # per song in all_metrics: the second song is all F# (100% in G major), the first 90%
+    two = np.concatenate([song, np.zeros_like(song)], axis=1)
+    two[3, 2:, 0, row(42)] = True
+    assert M.all_metrics(two, LOW, song_bars=2)["SC"] == pytest.approx(95.0)

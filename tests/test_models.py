@@ -43,20 +43,59 @@ def test_vae_shapes_and_parameter_count(latent):
     cfg = ModelConfig(latent=latent)
     stack = models.vae_stack(cfg, DataConfig(), jax.random.key(0))
     x = jnp.zeros((5, 3, 96, 84))
+    c = models.conditions(x[1], DataConfig())
     g, s = nnx.split(stack)
-    def run(p, xi, k):
+    def run(p, xi, ci, k):
         m = nnx.merge(g, p)
-        return m(m.patches(xi), k)
-    out = jax.vmap(run)(s, x, jax.random.split(jax.random.key(1), 5))
-    assert out.logits.shape == (5, 3, 7, 24, 48) and out.mu.shape == (5, 3, latent)
-    mu, logvar = jax.vmap(lambda p, xi: nnx.merge(g, p).encode(xi))(s, x)
-    logits = jax.vmap(lambda p, z: nnx.merge(g, p).decode(z))(s, mu)
-    assert logits.shape == (5, 3, 96, 84) and logvar.shape == (5, 3, latent)
+        return m(m.patches(xi), k, ci)
+    out = jax.vmap(run)(s, x, c, jax.random.split(jax.random.key(1), 5))
+    assert out.logits.shape == (5, 3, 7, 24, 2 * 48) and out.mu.shape == (5, 3, latent)
+    mu, logvar = jax.vmap(lambda p, xi, ci: nnx.merge(g, p).encode(xi, ci))(s, x, c)
+    logits = jax.vmap(lambda p, z, ci: nnx.merge(g, p).decode(z, ci))(s, mu, c)
+    assert logits.shape == (5, 3, 2, 96, 84) and logvar.shape == (5, 3, latent)
     # conv1 48*32+32, conv2 128*64+64, enc 2688*256+256, head 256*2K+2K, dec K*256+256, expand 256*2688+2688,
-    # deconv2 64*128+32, deconv1 32*48+1
+    # deconv2 64*128+32, output 32*(2*48) + 2*48, conditions 2 * 48*256, harmonic bias 2*12*12, plays 256+1
     per = (48 * 32 + 32) + (128 * 64 + 64) + (2688 * 256 + 256) + (256 * 2 * latent + 2 * latent) \
-        + (latent * 256 + 256) + (256 * 2688 + 2688) + (64 * 128 + 32) + (32 * 48 + 1)
+        + (latent * 256 + 256) + (256 * 2688 + 2688) + (64 * 128 + 32) + (32 * 96 + 96) + 2 * 48 * 256 \
+        + 2 * 144 + 257
     assert models.count_params(stack) == 5 * per
+
+
+def test_unconditioned_single_channel_vae():
+    """The design before conditioning and onsets (saved runs of it still load): one output channel."""
+    cfg = ModelConfig(latent=8, condition=False, onsets=False, plays=False)
+    stack = models.vae_stack(cfg, DataConfig(), jax.random.key(0))
+    g, s = nnx.split(stack)
+    mu, _ = jax.vmap(lambda p, xi: nnx.merge(g, p).encode(xi))(s, jnp.zeros((5, 2, 96, 84)))
+    assert jax.vmap(lambda p, z: nnx.merge(g, p).decode(z))(s, mu).shape == (5, 2, 1, 96, 84)
+
+
+def test_onsets_and_beat_chroma():
+    x = np.zeros((1, 96, 84), np.float32)
+    x[0, 0:30, 0] = 1  # C1 from the first step (held from before: starts at step 0)
+    x[0, 50:60, 0] = 1
+    x[0, 24:48, 16] = 1  # E2 in beat 2
+    o = np.asarray(models.onsets(jnp.asarray(x)))
+    assert sorted(map(tuple, np.argwhere(o[0]))) == [(0, 0), (24, 16), (50, 0)]
+    c = np.asarray(models.beat_chroma(jnp.asarray(x), DataConfig())).reshape(4, 12)
+    assert c[0].tolist() == [1] + [0] * 11  # beat 1: C
+    assert c[1].nonzero()[0].tolist() == [0, 4]  # beat 2: C (steps 24-29) and E
+    assert c[2].nonzero()[0].tolist() == [0] and not c[3].any()
+
+
+def test_decode_notes_starts_only_at_onsets():
+    probs = np.zeros((1, 2, 96, 84), np.float32)
+    probs[0, 0, 10:40, 5] = 0.9  # sustain for 30 steps ...
+    probs[0, 0, 20:22, 5] = 0.1  # ... with a dip
+    probs[0, 1, 9:12, 5] = [0.3, 0.8, 0.4]  # one onset peak at step 10
+    probs[0, 0, 60:70, 7] = 0.9  # sustain without any onset: no note
+    probs[0, 1, 80, 9] = 0.9  # an onset without sustain: a one-step note
+    roll = np.asarray(models.decode_notes(jnp.asarray(probs), jnp.array([0.5, 0.5])))
+    assert roll[0, 10:20, 5].all() and not roll[0, 20:, 5].any()  # ends at the dip, no restart without onset
+    assert not roll[0, :, 7].any()
+    assert roll[0, :, 9].sum() == 1 and roll[0, 80, 9]
+    single = np.asarray(models.decode_notes(jnp.asarray(probs[:, :1]), jnp.array([0.5])))
+    np.testing.assert_array_equal(single, probs[:, 0] > 0.5)
 
 
 def test_patches_round_trip():
@@ -126,3 +165,33 @@ def test_bernoulli_nll_value_and_gradient():
     ref = lambda l: jnp.sum(jax.nn.softplus(l) - x * l)
     np.testing.assert_allclose(jnp.sum(losses.bernoulli_nll(l, x)), ref(l), rtol=1e-6)
     np.testing.assert_allclose(jax.grad(lambda l: jnp.sum(losses.bernoulli_nll(l, x)))(l), jax.grad(ref)(l), atol=1e-6)
+
+
+def test_decode_notes_counts_expected_notes():
+    probs = np.zeros((2, 2, 96, 84), np.float32)
+    probs[:, 0] = 0.9  # sustain everywhere: each note lasts to the end of the bar
+    # bar 0: three blurred onset peaks, none above 0.5, summing (with their shoulders) to about 2
+    for pitch, p in ((10, 0.45), (20, 0.35), (30, 0.3)):
+        probs[0, 1, 8:11, pitch] = [p / 3, p, p / 3]
+    probs[0, 1, 50, 40] = 0.25
+    roll = np.asarray(models.decode_notes(jnp.asarray(probs), jnp.array([0.5, 0.5]), count=True))
+    started = roll[0, 9]
+    assert started[10] and started[20] and not started[30] and not roll[0, :, 40].any()  # the two likeliest
+    assert not roll[1].any()  # no onset probability: no notes
+    # thresholded, the same blurred bar is silent
+    assert not np.asarray(models.decode_notes(jnp.asarray(probs), jnp.array([0.5, 0.5]))).any()
+
+
+def test_harmonic_bias_follows_the_piano_pitch_classes():
+    """The conditioned decoder's output bias for a track depends on the pitch classes the piano plays in
+    each beat: with the 12x12 map set to 'play what the piano plays', exactly those rows and beats rise."""
+    vae = models.VAE(ModelConfig(latent=8), DataConfig(), rngs=nnx.Rngs(0))
+    vae.harmony[...] = jnp.stack([jnp.eye(12), jnp.zeros((12, 12))])  # sustain channel only
+    piano = np.zeros((1, 96, 84), np.float32)
+    piano[0, 24:48, 60 - 24] = 1  # C4 in beat 2
+    c = models.beat_chroma(jnp.asarray(piano), DataConfig())
+    bias = vae._harmonic_bias(c)
+    full = np.asarray(models.from_patches(bias.reshape(1, 7, 24, 2, 48)[..., 0, :], 4, 12))[0]  # sustain
+    on = np.argwhere(full > 0)
+    assert len(on) == 24 * 7 and set(on[:, 1]) == set(range(0, 84, 12))  # every C, ...
+    assert set(on[:, 0]) == set(range(24, 48))  # ... in beat 2 only

@@ -68,6 +68,35 @@ def test_arrange_keeps_piano_exactly(model):
     assert out.shape == (5, 5 * 96, 84)
 
 
+def test_arrange_tracks_length_tempo_and_key(model, tmp_path):
+    rng = np.random.default_rng(2)
+    piano = np.zeros((3 * 96 + 40, 84), bool)  # three bars and a partial fourth
+    for t in range(0, piano.shape[0] - 12, 12):  # a tune in D major
+        piano[t:t + 10, 38 - 24 + (2, 4, 6, 7, 9, 11, 13)[rng.integers(7)]] = True
+    mt = model.arrange(piano, sigma=0.5, seed=0, tracks="bass,Drums", min_length=0, merge_gap=0)
+    out = _roll(mt)
+    assert out.shape == (5, piano.shape[0], 84)  # the input's length, not whole bars
+    np.testing.assert_array_equal(out[1], piano)  # the given part, in its own key
+    assert not out[2].any() and not out[4].any()  # guitar and strings were not asked for
+    with pytest.raises(ValueError, match="unknown track"):
+        model.arrange(piano, tracks="banjo")
+    # a Multitrack keeps its tempo
+    song = render.to_multitrack(np.stack([np.zeros_like(piano), piano] + [np.zeros_like(piano)] * 3), tempo=93.0)
+    assert render.tempo_of(model.arrange(song, seed=0)) == pytest.approx(93.0)
+    # a part longer than one compiled bucket, and one that is silent, give sensible results
+    long = np.tile(piano[:96], (40, 1))
+    assert _roll(model.arrange(long, seed=0)).shape == (5, 40 * 96, 84)
+    silent = model.arrange(np.zeros((2 * 96, 84), bool), seed=0)
+    assert not _roll(silent)[1].any()
+
+
+def test_sampled_songs_keep_the_requested_key(model):
+    a = _roll(model.sample(bars=2, sigma=0.5, seed=4, min_length=0, merge_gap=0)[0])
+    b = _roll(model.sample(bars=2, sigma=0.5, seed=4, min_length=0, merge_gap=0, key=3)[0])
+    from vaejax import music
+    np.testing.assert_array_equal(b, music.transpose(a, 3))
+
+
 def test_vary_and_interpolate(model):
     rng = np.random.default_rng(1)
     song = rng.random((5, 4 * 96, 84)) < 0.02
@@ -127,6 +156,17 @@ def test_cli_outputs_and_errors(model, tmp_path):
     r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", str(tmp_path / "none")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "python train.py" in r.stderr
+    # --arrange with --tracks: the MIDI file holds the piano and the asked-for bass only
+    piano = np.zeros((5, 2 * 96, 84), bool)
+    piano[1, 0:90, 40] = True
+    src = render.write_midi(str(tmp_path / "piano.mid"), render.to_multitrack(piano, tempo=100.0))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", run, "--arrange", src,
+                        "--tracks", "bass", "--no-audio", "--out", str(tmp_path / "arr")], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    pm = pretty_midi.PrettyMIDI(r.stdout.split()[0])
+    assert abs(pm.get_tempo_changes()[1][0] - 100.0) < 1e-3  # the input's tempo
+    assert {i.name for i in pm.instruments if i.notes} <= {"Piano", "Bass"}
 
 
 def test_synthetic_training_is_labelled(model):

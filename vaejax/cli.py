@@ -62,6 +62,12 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--pos-weight", type=float, default=None, help="weight of note-on cells in the ELBO")
     p.add_argument("--chain-noise", type=float, default=None,
                    help="noise (in data standard deviations) on the latent chains' inputs while training")
+    p.add_argument("--no-condition", action="store_true",
+                   help="ablation: the band's VAEs do not see the piano's pitch classes")
+    p.add_argument("--no-onsets", action="store_true",
+                   help="ablation: decoders write the roll only (no onset channel); notes are thresholded cells")
+    p.add_argument("--no-plays", action="store_true",
+                   help="ablation: no 'this track plays in this segment' head; rests come from thresholds alone")
     p.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap an epoch (0: whole split)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--coordinator", default=None, help="multi-host: coordinator host:port")
@@ -90,7 +96,9 @@ def train_main(argv: list[str] | None = None) -> int:
         return 2
     cfg = preset(args.preset)
     cfg = cfg.replace(
-        model={"latent": args.latent} if args.latent else {},
+        model={k: v for k, v in {"latent": args.latent, "condition": False if args.no_condition else None,
+                                 "onsets": False if args.no_onsets else None,
+                                 "plays": False if args.no_plays else None}.items() if v is not None},
         train={k: v for k, v in {
             "vae_epochs": args.vae_epochs, "chain_epochs": args.chain_epochs, "batch_size": args.batch_size,
             "lr": args.lr, "beta": args.beta, "free_bits": args.free_bits, "pos_weight": args.pos_weight, "chain_noise": args.chain_noise,
@@ -108,7 +116,7 @@ def train_main(argv: list[str] | None = None) -> int:
         raise
     # the prepared data defines the segment (bars per segment, pitch range, binarisation)
     with open(os.path.join(data_dir, "report.json")) as f:
-        cfg = cfg.replace(data=json.load(f)["config"])
+        cfg = cfg.replace(data={"key_normalize": False, **json.load(f)["config"]})
     stages = training.STAGES if args.stage == "all" else (args.stage,)
     import jax
     print(f"training {', '.join(stages)} in {run} on {jax.device_count()} {devs[0].platform} device(s) "
@@ -163,6 +171,10 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", default=None,
                    help="a MIDI or LPD npz song to vary (bar-wise noise on its latents) instead of sampling")
     p.add_argument("--arrange", default=None, help="a MIDI file whose piano part is kept; the rest is generated")
+    p.add_argument("--tracks", default="drums,guitar,bass,strings",
+                   help="with --arrange: the instruments to add, comma-separated")
+    p.add_argument("--key", type=int, default=0,
+                   help="semitones from C major / A minor for sampled songs (-6..5); given songs keep their key")
     p.add_argument("--interpolate", nargs=2, metavar=("A", "B"), default=None,
                    help="two songs (MIDI or npz) to interpolate between")
     p.add_argument("--threshold", type=float, default=None,
@@ -170,7 +182,8 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", action="store_true", help="draw cells from their probabilities instead")
     p.add_argument("--min-length", type=int, default=3, help="drop notes shorter than this many steps (0: keep all)")
     p.add_argument("--merge-gap", type=int, default=2, help="join notes separated by fewer steps than this (0: never)")
-    p.add_argument("--tempo", type=float, default=120.0, help="beats per minute")
+    p.add_argument("--tempo", type=float, default=None,
+                   help="beats per minute (default: the given song's tempo, or 120 for sampled songs)")
     p.add_argument("--out", default="out", help="output folder")
     p.add_argument("--no-audio", action="store_true", help="skip WAV rendering")
     p.add_argument("--sample-rate", type=int, default=22050, help="WAV sample rate (Hz)")
@@ -188,10 +201,12 @@ def sample_main(argv: list[str] | None = None) -> int:
         problems.append(f"--sigma must be >= 0, got {args.sigma}")
     if not 1 <= args.num <= 1000:
         problems.append(f"--num must be from 1 to 1000, got {args.num}")
-    if not 10 <= args.tempo <= 400:
+    if args.tempo is not None and not 10 <= args.tempo <= 400:
         problems.append(f"--tempo must be from 10 to 400, got {args.tempo}")
     if not 8000 <= args.sample_rate <= 96000:
         problems.append(f"--sample-rate must be from 8000 to 96000, got {args.sample_rate}")
+    if not -6 <= args.key <= 5:
+        problems.append(f"--key must be from -6 to 5, got {args.key}")
     if args.threshold is not None and not 0 < args.threshold < 1:
         problems.append(f"--threshold must be between 0 and 1, got {args.threshold}")
     for path in [args.source, args.arrange] + list(args.interpolate or []):
@@ -211,16 +226,23 @@ def sample_main(argv: list[str] | None = None) -> int:
     except (devices.AcceleratorError, sampler.NoCheckpoint, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    kw = dict(threshold=args.threshold, sample=args.sample, min_length=args.min_length, merge_gap=args.merge_gap,
-              tempo=args.tempo)
+    kw = dict(threshold=args.threshold, sample=args.sample, min_length=args.min_length, merge_gap=args.merge_gap)
 
     def song(path):
         # a given part may be in any meter: it is read on its beat grid and cut every four beats
-        return read_song(path, model.cfg.data, require_44=False).roll
+        s = read_song(path, model.cfg.data, require_44=False)
+        kw.setdefault("tempo", args.tempo or s.tempo)
+        return s.roll
 
     try:
         if args.arrange:
-            songs = [model.arrange(song(args.arrange)[1], sigma=args.sigma, seed=args.seed, **kw)]
+            roll = song(args.arrange)
+            piano = roll[1]
+            if not piano.any():
+                print(f"note: {args.arrange} has no piano part (programs 0-7); arranging all its pitched tracks "
+                      f"as one part", file=sys.stderr)
+                piano = roll[1:].any(axis=0)
+            songs = [model.arrange(piano, sigma=args.sigma, seed=args.seed, tracks=args.tracks, **kw)]
             names = ["arrangement"]
         elif args.interpolate:
             songs = model.interpolate(song(args.interpolate[0]), song(args.interpolate[1]),
@@ -230,7 +252,8 @@ def sample_main(argv: list[str] | None = None) -> int:
             songs = [model.vary(song(args.source), sigma=args.sigma, seed=args.seed, bars=args.bars, **kw)]
             names = ["variation"]
         else:
-            songs = model.sample(args.bars, sigma=args.sigma, seed=args.seed, num=args.num, **kw)
+            songs = model.sample(args.bars, sigma=args.sigma, seed=args.seed, num=args.num, key=args.key,
+                                 tempo=args.tempo, **kw)
             names = [f"sample-seed{args.seed}-{i}" for i in range(len(songs))]
     except BadSong as e:
         print(f"error: {e}", file=sys.stderr)

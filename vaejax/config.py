@@ -38,11 +38,19 @@ class DataConfig:
     velocity_threshold: int = 0
     valid_percent: int = 5
     test_percent: int = 5
+    key_normalize: bool = True
+    """Transpose every song so that its best-fitting diatonic scale is C major's (by -6..+5 semitones;
+    drums untouched). The models then learn one key; generated songs are transposed to the key asked for."""
 
     @property
     def steps(self) -> int:
         """Time steps per segment."""
         return self.resolution * self.beats_per_bar * self.segment_bars
+
+    @property
+    def beats(self) -> int:
+        """Beats per segment."""
+        return self.beats_per_bar * self.segment_bars
 
     @property
     def packed_pitches(self) -> int:
@@ -65,6 +73,15 @@ class ModelConfig:
     hidden: int = 256
     chain_hidden: int = 256
     chain_layers: int = 2
+    condition: bool = True
+    """Encoders and decoders of the non-piano tracks also see the piano's pitch classes per beat (the
+    piano's own are zeros): the band follows the piano's harmony."""
+    onsets: bool = True
+    plays: bool = True
+    """Decoders also predict whether the track plays in the segment at all, so rests are decided rather
+    than left to a threshold (and counted notes are placed only where the track plays)."""
+    """Decoders emit two channels, sustain (the roll) and onset: a note starts only at an onset and lasts
+    while sustain is on, so decoded notes are notes, not fragments."""
 
     def __post_init__(self):
         if self.latent not in LATENT_SIZES:
@@ -109,12 +126,15 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
-        model = dict(d.get("model", {}))
+        """From `to_dict` output. Fields a saved run predates take the value that matches what it was
+        trained with (no key normalisation, no conditioning, one output channel), not today's default."""
+        model = {"condition": False, "onsets": False, "plays": False, **d.get("model", {})}
+        data = {"key_normalize": False, **d.get("data", {})}
         for key in ("time_patch", "channels"):
             if key in model:
                 model[key] = tuple(model[key])
         return cls(
-            data=DataConfig(**d.get("data", {})),
+            data=DataConfig(**data),
             model=ModelConfig(**model),
             train=TrainConfig(**d.get("train", {})),
         )

@@ -30,7 +30,7 @@ from vaejax import music
 from vaejax.config import TRACKS, DataConfig
 
 SPLITS = ("train", "valid", "test")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class PrepareError(Exception):
@@ -62,19 +62,21 @@ def _fingerprint(files: list[str], cfg: DataConfig) -> str:
 
 
 def _work(args: tuple[str, DataConfig]):
-    """Worker: one file -> (path, song id, error, packed bars, number of bars, non-empty bars per track)."""
+    """Worker: one file -> (path, song id, error, packed bars, number of bars, non-empty bars per track,
+    transposition applied)."""
     path, cfg = args
     try:
         song = music.read_song(path, cfg)
-        packed = music.packed_bars(song.roll, cfg)  # [n, 5, steps, P/8]
+        shift = music.key_shift(song.roll, cfg.lowest_pitch) if cfg.key_normalize else 0
+        packed = music.packed_bars(music.transpose(song.roll, shift), cfg)  # [n, 5, steps, P/8]
         if packed.shape[0] == 0:
             raise music.BadSong("shorter than one segment")
         nonempty = packed.any(axis=(2, 3)).sum(axis=0)  # a bar is empty when all its bytes are zero
-        return path, song.name, None, packed.tobytes(), packed.shape[0], nonempty
+        return path, song.name, None, packed.tobytes(), packed.shape[0], nonempty, shift
     except music.BadSong as e:
-        return path, None, str(e), b"", 0, None
+        return path, None, str(e), b"", 0, None, 0
     except Exception as e:  # keep the batch going; report the file
-        return path, None, f"unexpected {type(e).__name__}: {e}", b"", 0, None
+        return path, None, f"unexpected {type(e).__name__}: {e}", b"", 0, None, 0
 
 
 def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int | None = None,
@@ -108,7 +110,7 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
     workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()
     handles = {s: open(os.path.join(out, f"{s}.bars.tmp"), "wb") for s in SPLITS}
-    index = {s: ([], [], []) for s in SPLITS}
+    index = {s: ([], [], [], []) for s in SPLITS}
     bars_in = {s: 0 for s in SPLITS}
     nonempty = np.zeros(len(TRACKS), dtype=np.int64)
     skipped, seen_ids = [], set()
@@ -119,7 +121,7 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
     results = pool.imap(_work, tasks, chunksize=4) if pool else map(_work, tasks)
     bar = _progress(len(files), "prepare") if progress else None
     try:
-        for path, sid, err, blob, n, song_nonempty in results:
+        for path, sid, err, blob, n, song_nonempty, shift in results:
             if bar is not None:
                 bar.update(1)
             if err is None and sid in seen_ids:
@@ -132,10 +134,11 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
             seen_ids.add(sid)
             split = split_of(sid, cfg)
             handles[split].write(blob)
-            ids, starts, lengths = index[split]
+            ids, starts, lengths, shifts = index[split]
             ids.append(sid)
             starts.append(bars_in[split])
             lengths.append(n)
+            shifts.append(shift)
             bars_in[split] += n
             nonempty += song_nonempty
     finally:
@@ -152,9 +155,10 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
         raise PrepareError(f"{src}: none of {len(files)} files could be read "
                            f"(first reason: {skipped[0]['path']}: {skipped[0]['reason']})", 1)
     for s in SPLITS:
-        ids, starts, lengths = index[s]
+        ids, starts, lengths, shifts = index[s]
         np.savez(os.path.join(out, f"{s}.songs.tmp.npz"), ids=np.array(ids, dtype=str),
-                 start=np.array(starts, np.int64), length=np.array(lengths, np.int64))
+                 start=np.array(starts, np.int64), length=np.array(lengths, np.int64),
+                 shift=np.array(shifts, np.int64))
         os.replace(os.path.join(out, f"{s}.songs.tmp.npz"), os.path.join(out, f"{s}.songs.npz"))
         os.replace(os.path.join(out, f"{s}.bars.tmp"), os.path.join(out, f"{s}.bars"))
     total = sum(bars_in.values())
@@ -215,7 +219,8 @@ class Split:
     def __init__(self, root: str, split: str):
         with open(os.path.join(root, "report.json")) as f:
             self.report = json.load(f)
-        self.cfg = DataConfig(**self.report["config"])
+        # caches written before key normalisation existed hold songs in their own keys
+        self.cfg = DataConfig(**{"key_normalize": False, **self.report["config"]})
         self.name = split
         path = os.path.join(root, f"{split}.bars")
         shape = (len(TRACKS), self.cfg.steps, self.cfg.packed_pitches)
@@ -224,6 +229,8 @@ class Split:
                        else np.zeros((0,) + shape, np.uint8))
         with np.load(os.path.join(root, f"{split}.songs.npz"), allow_pickle=False) as z:
             self.ids, self.start, self.length = z["ids"], z["start"], z["length"]
+            # semitones each song was moved by when prepared (key normalisation)
+            self.shift = z["shift"] if "shift" in z.files else np.zeros(len(self.ids), np.int64)
 
     def __len__(self) -> int:
         return self.packed.shape[0]
@@ -312,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     pp.add_argument("--lowest-pitch", type=int, default=24, help="MIDI pitch of the lowest row (24 = C1)")
     pp.add_argument("--pitches", type=int, default=84, help="number of pitch rows (84 = C1..B7)")
     pp.add_argument("--velocity-threshold", type=int, default=0, help="cells with velocity above it are on")
+    pp.add_argument("--keep-key", action="store_true",
+                    help="keep songs in their own keys (default: transpose each to C major / A minor)")
     pp.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
     pp.add_argument("--strict", action="store_true", help="stop at the first bad file (exit 3)")
     pp.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
@@ -341,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unpacked into {path}")
         return 0
     cfg = DataConfig(segment_bars=args.segment_bars, lowest_pitch=args.lowest_pitch,
-                     num_pitches=args.pitches, velocity_threshold=args.velocity_threshold)
+                     num_pitches=args.pitches, velocity_threshold=args.velocity_threshold,
+                     key_normalize=not args.keep_key)
     try:
         report = prepare(args.src, args.out, cfg, workers=args.workers or None, strict=args.strict,
                          progress=not args.quiet, force=args.force)

@@ -21,10 +21,12 @@ import sys
 import numpy as np
 
 from vaejax import data as data_lib
-from vaejax import metrics
+from vaejax import metrics, music, render, sampler
 from vaejax.config import TRACKS
 
 SIGMAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
+ARRANGE_SIGMA = 0.5
+"""The default noise of `TrainedModel.arrange`."""
 
 
 def _f1(pred: np.ndarray, true: np.ndarray, axis=None):
@@ -46,8 +48,9 @@ def reconstruction(model, split: data_lib.Split, max_bars: int = 4096) -> dict:
     for i in range(0, n, 512):
         xb = x[:, i:i + 512]
         z = np.asarray(model._encode(xb.astype(np.float32)))
-        probs = np.asarray(model._decode(z))
-        pred = probs > model.thresholds[:, None, None, None]
+        # the band decodes under the real piano, as in training; the piano from its own latents
+        pred = model.rolls(z, piano=xb[1].reshape(-1, xb.shape[-1])).reshape(xb.shape).copy()
+        pred[1] = model.rolls(z).reshape(xb.shape)[1]
         tp += np.sum(pred & xb, axis=(1, 2, 3))
         fp += np.sum(pred & ~xb, axis=(1, 2, 3))
         fn += np.sum(~pred & xb, axis=(1, 2, 3))
@@ -61,13 +64,13 @@ def reconstruction(model, split: data_lib.Split, max_bars: int = 4096) -> dict:
 def _bars_of(model, params: np.ndarray) -> np.ndarray:
     """`[num, bars, 5, 2K]` -> `[5, num*bars, T, P]` binary bars at the calibrated thresholds."""
     flat = params.reshape((-1,) + params.shape[2:])
-    probs = np.asarray(model._decode(flat))
-    return probs > model.thresholds[:, None, None, None]
+    rolls = model.rolls(flat)
+    return rolls.reshape(5, flat.shape[0], -1, rolls.shape[-1])
 
 
-def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, seed: int = 0) -> dict:
-    # continue each held-out song from its first bar where the piano and two more tracks play (most songs
-    # open with an intro); the next `bars` real bars are the reference
+def _song_windows(test: data_lib.Split, bars: int):
+    """(song index, first bar) of each held-out song's first bar where the piano and two more tracks play,
+    when `bars` more bars follow it (most songs open with an intro)."""
     starts = []
     for i in range(len(test.ids)):
         song = test.song(i)  # [5, n, T, P]
@@ -76,19 +79,59 @@ def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, se
         full = full[full + bars < song.shape[1]]
         if len(full):
             starts.append((i, int(full[0])))
+    return starts
+
+
+def real_rows(test: data_lib.Split, windows, bars: int, lowest_pitch: int) -> dict:
+    """Real songs' `bars`-bar windows as they are, and with every track but the piano taken from other
+    songs (where chance lies: a band that does not listen to the piano). Songs of a key-normalised cache
+    were moved to C major / A minor; the shuffled row is given both ways, moved back to their own keys
+    (chance in real life) and as stored (chance when all songs share a key)."""
+    if not windows:
+        return {}
+    songs = np.stack([test.song(i)[:, f + 1:f + 1 + bars] for i, f in windows])  # [S, 5, bars, T, P]
+    shifts = np.array([int(test.shift[i]) for i, _ in windows])
+    flat = lambda x: x.transpose(1, 0, 2, 3, 4).reshape(5, -1, *x.shape[3:])  # noqa: E731
+    rows = {"real (test songs)": metrics.all_metrics(flat(songs), lowest_pitch, song_bars=bars)}
+    own = np.stack([music.transpose(s, -int(k)) for s, k in zip(songs, shifts)])
+
+    def shuffled(x):
+        out = x.copy()
+        for t in range(5):
+            if t != 1:  # track t comes from the song t places further on
+                out[:, t] = np.roll(x[:, t], t + 1, axis=0)
+        return out
+
+    rows["real, tracks shuffled across songs"] = metrics.all_metrics(flat(shuffled(own)), lowest_pitch,
+                                                                    song_bars=bars)
+    if shifts.any() or test.cfg.key_normalize:
+        rows["real, tracks shuffled across songs, keys normalised"] = metrics.all_metrics(
+            flat(shuffled(songs)), lowest_pitch, song_bars=bars)
+    return rows
+
+
+def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, seed: int = 0,
+               post_sigmas=(0.5, 0.75, 1.0)) -> dict:
+    starts = _song_windows(test, bars)
     rng = np.random.default_rng(seed)
     pick = [starts[j] for j in rng.permutation(len(starts))[:songs]]
+    low = test.cfg.lowest_pitch
     rows, variation = {}, {}
     if pick:
         real_next = np.concatenate([test.song(i)[:, f + 1:f + 1 + bars] for i, f in pick], axis=1)
-        firsts = np.stack([model.encode(test.song(i)[:, f].astype(bool))[0] for i, f in pick])
+        firsts = np.stack([model._encode_roll(test.song(i)[:, f].astype(bool))[0] for i, f in pick])
     for sigma in sigmas:
         prior = model.sample_params(bars, sigma=sigma, seed=seed, num=songs)
-        rows[f"prior sigma={sigma}"] = metrics.all_metrics(_bars_of(model, prior))
+        gen = _bars_of(model, prior)
+        rows[f"prior sigma={sigma}"] = metrics.all_metrics(gen, low, song_bars=bars)
+        if sigma in post_sigmas:  # what sample.py hands the user: post-processed
+            post = render.postprocess(gen.reshape(5, -1, gen.shape[-1]), min_length=sampler.MIN_LENGTH,
+                                      merge_gap=sampler.MERGE_GAP).reshape(gen.shape)
+            rows[f"prior sigma={sigma}, post-processed"] = metrics.all_metrics(post, low, song_bars=bars)
         if pick:
             cont = model.sample_params(bars + 1, sigma=sigma, seed=seed, num=len(pick), start=firsts)[:, 1:]
             gen = _bars_of(model, cont)
-            rows[f"continuation sigma={sigma}"] = metrics.all_metrics(gen)
+            rows[f"continuation sigma={sigma}"] = metrics.all_metrics(gen, low, song_bars=bars)
             if sigma == 0.0:
                 base = gen
             _, _, f_base = _f1(gen, base, axis=(1, 2, 3))
@@ -96,6 +139,31 @@ def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, se
             variation[str(sigma)] = {"from_sigma0": {t: float(1 - f_base[i]) for i, t in enumerate(TRACKS)},
                                      "from_source": {t: float(1 - f_src[i]) for i, t in enumerate(TRACKS)}}
     return {"rows": rows, "variation": variation, "continued_songs": len(pick)}
+
+
+def arrangement(model, paths: list[str], *, sigma: float, seed: int = 0) -> dict:
+    """Arrange the piano part of each MIDI file; metrics of the added tracks, raw and post-processed, and
+    per-song scale consistency. Files that cannot be read are listed with the reason."""
+    cfg = model.cfg.data
+    raw, post, skipped = [], [], []
+    for i, path in enumerate(paths):
+        try:
+            roll = music.read_song(path, cfg, require_44=False).roll
+        except music.BadSong as e:
+            skipped.append({"path": path, "reason": str(e)})
+            continue
+        piano = roll[1] if roll[1].any() else roll[1:].any(axis=0)
+        for out, kw in ((raw, {"min_length": 0, "merge_gap": 0}), (post, {})):
+            mt = model.arrange(piano, sigma=sigma, seed=seed + i, **kw)
+            out.append(music.to_bars(render.from_multitrack(mt, cfg), cfg).transpose(1, 0, 2, 3))
+    result = {"songs": len(raw), "skipped": skipped, "sigma": sigma}
+    for name, got in (("raw", raw), ("post-processed", post)):
+        if got:
+            m = metrics.all_metrics(np.concatenate(got, axis=1), cfg.lowest_pitch)
+            sc = [metrics.scale_consistency(g, cfg.lowest_pitch) for g in got]
+            m["SC"] = 100 * float(np.nanmean(sc))
+            result[name] = m
+    return result
 
 
 def _fmt(v):
@@ -119,22 +187,28 @@ def write_report(out_dir: str, result: dict) -> str:
                      + f" | {np.mean(f1s):.3f} |")
     lines += ["", "Precision / recall per instrument are in report.json.", ""]
     gen = result["generation"]
-    real = result["real"]
+    real = dict(result["real"])
+    real_rows = result.get("real_rows", {})
+    if "real (test songs)" in real_rows:
+        real["SC"] = real_rows["real (test songs)"]["SC"]
     keys = list(real)
     lines += [f"## MuseGAN metrics ({result['runs'][0]['name']})", "",
               "EB, QN, DP and polyphony rate in %, UPC in pitch classes (0-12, pitch % 12), TD per beat. "
               "Rows: real held-out bars; songs from the prior (a random real training bar where the band plays, then the "
               "chain); continuations of held-out songs from their first bar where the band plays. Generated rows are "
-              "the decoder's raw binarised output (no post-processing). The last line gives, for each generated row, how many "
-              "metrics lie within 10% of the real row.", "",
+              "the decoder's raw output (notes decoded at the calibrated thresholds, no post-processing) unless marked "
+              "post-processed (what `sample.py` writes). SC: scale consistency, the share of pitched cells in each "
+              "song's best-fitting diatonic scale (%, mean over songs; real: the held-out songs' windows). "
+              "The last column gives, for each row, how many metrics lie within 10% of the real row.", "",
               "| row | " + " | ".join(keys) + " | within 10% |", "|---|" + "---|" * (len(keys) + 1)]
     lines.append("| real (test split) | " + " | ".join(_fmt(real[k]) for k in keys) + " | |")
-    rows = {f"reference: {k}": v for k, v in result.get("reference", {}).items()}
+    rows = dict(real_rows)
+    rows.update({f"reference: {k}": v for k, v in result.get("reference", {}).items()})
     rows.update(gen["rows"])
     for name, row in rows.items():
-        ok = sum(1 for k in keys if np.isfinite(row[k]) and np.isfinite(real[k]) and real[k] != 0
+        ok = sum(1 for k in keys if np.isfinite(row.get(k, np.nan)) and np.isfinite(real[k]) and real[k] != 0
                  and abs(row[k] - real[k]) <= 0.1 * abs(real[k]))
-        lines.append(f"| {name} | " + " | ".join(_fmt(row[k]) for k in keys) + f" | {ok}/{len(keys)} |")
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(k)) for k in keys) + f" | {ok}/{len(keys)} |")
     if gen["variation"]:
         lines += ["", "## Variation against sigma (continuations of held-out songs)", "",
                   "1 - F1 of note-on cells: against the sigma-0 continuation from the same first bar, and against "
@@ -145,6 +219,29 @@ def write_report(out_dir: str, result: dict) -> str:
         for s, v in gen["variation"].items():
             lines.append(f"| {s} | " + " | ".join(f"{v['from_sigma0'][t]:.3f}" for t in TRACKS) + " | "
                          + " | ".join(f"{v['from_source'][t]:.3f}" for t in TRACKS) + " |")
+    arr = result.get("arrangement")
+    if arr and "raw" in arr:
+        share = result.get("nonempty_bar_share", {})
+        lines += ["", f"## Arrangement of given piano parts ({arr['songs']} songs, sigma {arr['sigma']})", "",
+                  "Each song's piano part is kept and the band added. Playing share: % of bars where the track "
+                  "sounds (real: the prepared LPD-5 data's share of non-empty bars). TD to the piano: real from "
+                  "the held-out songs. SC: scale consistency per song (%).", "",
+                  "| row | " + " | ".join(f"plays {t}" for t in TRACKS if t != "Piano")
+                  + " | TD G-P | TD B-P | TD S-P | UPC G | UPC B | UPC S | QN G | QN B | QN S | SC |",
+                  "|---|" + "---|" * 14]
+        band = [t for t in TRACKS if t != "Piano"]
+        lines.append("| real | " + " | ".join(_fmt(100 * share[t]) if t in share else "-" for t in band) + " | "
+                     + " | ".join(_fmt(real.get(k)) for k in ("TD G-P", "TD B-P", "TD S-P", "UPC Guitar",
+                                                               "UPC Bass", "UPC Strings", "QN Guitar", "QN Bass",
+                                                               "QN Strings", "SC")) + " |")
+        for name in ("raw", "post-processed"):
+            m = arr[name]
+            lines.append(f"| arranged, {name} | " + " | ".join(_fmt(100 - m[f"EB {t}"]) for t in band) + " | "
+                         + " | ".join(_fmt(m.get(k)) for k in ("TD G-P", "TD B-P", "TD S-P", "UPC Guitar",
+                                                                "UPC Bass", "UPC Strings", "QN Guitar", "QN Bass",
+                                                                "QN Strings", "SC")) + " |")
+        if arr["skipped"]:
+            lines += ["", f"{len(arr['skipped'])} files skipped (reasons in report.json)."]
     lines += ["", "![metrics against sigma](metrics-vs-sigma.png)", ""]
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as f:
@@ -159,7 +256,7 @@ def _plot(out_dir, result):
     import matplotlib.pyplot as plt
 
     rows = result["generation"]["rows"]
-    sig = [float(k.split("=")[1]) for k in rows if k.startswith("prior")]
+    sig = [float(k.split("=")[1]) for k in rows if k.startswith("prior") and "post" not in k]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, metric in zip(axes, ("EB", "UPC", "QN")):
         for t in TRACKS[1:]:
@@ -197,9 +294,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reference", nargs="*", default=[],
                     help="MIDI or npz songs to score as extra rows (e.g. another system's output)")
+    ap.add_argument("--arrange", default=None,
+                    help="a folder of MIDI files (e.g. POP909 piano parts) to arrange and score")
+    ap.add_argument("--arrange-songs", type=int, default=200, help="at most this many files from --arrange")
+    ap.add_argument("--arrange-sigma", type=float, default=None,
+                    help="noise for the arrangement (default: the arrange() default)")
     args = ap.parse_args(argv)
-    from vaejax import sampler
-
     ds = data_lib.open_dataset(args.data)
     test = ds["test"]
     runs = []
@@ -210,7 +310,13 @@ def main(argv=None) -> int:
         print(f"{run}: reconstruction F1 " + ", ".join(f"{t} {runs[-1]['reconstruction'][t]['f1']:.3f}" for t in TRACKS))
     model = sampler.load(args.runs[0])
     real = metrics.all_metrics(test.bars(np.arange(len(test))))
+    real_extra = real_rows(test, _song_windows(test, args.bars), args.bars, test.cfg.lowest_pitch)
     gen = generation(model, test, songs=args.songs, bars=args.bars, sigmas=args.sigmas, seed=args.seed)
+    arranged = None
+    if args.arrange:
+        files = [f for f in music.find_songs(args.arrange) if f.lower().endswith(music.MIDI_SUFFIXES)]
+        sig = args.arrange_sigma if args.arrange_sigma is not None else ARRANGE_SIGMA
+        arranged = arrangement(model, files[: args.arrange_songs], sigma=sig, seed=args.seed)
     from vaejax.music import read_song, to_bars
     reference = {}
     for path in args.reference:
@@ -220,7 +326,8 @@ def main(argv=None) -> int:
               "machine": f"{_cpu_name()}, {os.cpu_count()} cores ({platform.machine()})",
               "command": "python -m vaejax.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
               "data": ds["train"].report["source"], "test_songs": int(len(test.ids)), "test_bars": int(len(test)),
-              "runs": runs, "real": real, "reference": reference, "generation": gen}
+              "runs": runs, "real": real, "real_rows": real_extra, "reference": reference, "generation": gen,
+              "arrangement": arranged, "nonempty_bar_share": ds["train"].report["nonempty_bar_share"]}
     print(write_report(args.out, result))
     return 0
 

@@ -52,7 +52,7 @@ bernoulli_nll.defvjp(_nll_fwd, _nll_bwd)
 
 
 def elbo(logits: jax.Array, x: jax.Array, mu: jax.Array, logvar: jax.Array, *, beta: jax.Array,
-         free_bits: float, pos_weight: float = 1.0) -> ElboTerms:
+         free_bits: float, pos_weight: float = 1.0, plays: jax.Array | None = None) -> ElboTerms:
     """Negative ELBO for a batch of binary pianorolls.
 
     Args:
@@ -61,11 +61,15 @@ def elbo(logits: jax.Array, x: jax.Array, mu: jax.Array, logvar: jax.Array, *, b
       beta: KL weight.
       free_bits: nats per latent dimension left uncharged (MusicVAE's free bits, applied to the total).
       pos_weight: weight of "on" cells in the reconstruction term (> 1 fights empty outputs).
+      plays: `[B]` logit that each segment holds any note; its Bernoulli likelihood joins the reconstruction.
     """
     ce = bernoulli_nll(logits, x)
     if pos_weight != 1.0:
         ce = ce * (1.0 + (pos_weight - 1.0) * x)
-    recon = jnp.mean(jnp.sum(ce, axis=tuple(range(1, ce.ndim))))
+    per = jnp.sum(ce, axis=tuple(range(1, ce.ndim)))
+    if plays is not None:
+        per = per + bernoulli_nll(plays, jnp.any(x > 0, axis=tuple(range(1, x.ndim))).astype(plays.dtype))
+    recon = jnp.mean(per)
     kl_each = gaussian_kl(mu, logvar)  # [B]
     kl = jnp.mean(kl_each)
     free = free_bits * mu.shape[-1]

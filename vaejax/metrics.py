@@ -139,6 +139,18 @@ def tonal_distance(a: np.ndarray, b: np.ndarray, lowest_pitch: int = 24, resolut
     return float(np.linalg.norm(ta - tb, axis=1).mean())
 
 
+def scale_consistency(song: np.ndarray, lowest_pitch: int = 24) -> float:
+    """Share of the pitched tracks' sounding cells (tracks 1-4 of `[5, bars, steps, pitches]` or
+    `[5, steps, pitches]`) that lie in the song's best-fitting diatonic scale (0-1; NaN without notes)."""
+    from vaejax.music import scale_masks
+
+    per_pitch = song[1:].reshape(-1, song.shape[-1]).sum(axis=0, dtype=np.int64)
+    hist = np.zeros(12, np.int64)
+    np.add.at(hist, (np.arange(song.shape[-1]) + lowest_pitch) % 12, per_pitch)
+    total = hist.sum()
+    return float((scale_masks().astype(np.int64) @ hist).max() / total) if total else float("nan")
+
+
 TRACK_METRICS = ("EB", "UPC", "QN", "polyphony_rate")
 
 
@@ -155,11 +167,18 @@ def track_metrics(bars: np.ndarray, *, drums: bool = False, lowest_pitch: int = 
     return out
 
 
-def all_metrics(bars5: np.ndarray, lowest_pitch: int = 24) -> dict:
-    """Every metric for `[5, bars, steps, pitches]` (Drums, Piano, Guitar, Bass, Strings)."""
+def all_metrics(bars5: np.ndarray, lowest_pitch: int = 24, song_bars: int = 0) -> dict:
+    """Every metric for `[5, bars, steps, pitches]` (Drums, Piano, Guitar, Bass, Strings). With
+    `song_bars`, the bars are consecutive songs of that many bars and SC (scale consistency, %, mean over
+    songs) is added."""
     from vaejax.config import TRACKS
 
     out = {}
+    if song_bars:
+        n = bars5.shape[1] // song_bars
+        sc = [scale_consistency(bars5[:, i * song_bars:(i + 1) * song_bars], lowest_pitch) for i in range(n)]
+        sc = [v for v in sc if np.isfinite(v)]
+        out["SC"] = 100 * float(np.mean(sc)) if sc else float("nan")
     for i, name in enumerate(TRACKS):
         for k, v in track_metrics(bars5[i], drums=(i == 0), lowest_pitch=lowest_pitch).items():
             out[f"{k} {name}"] = v

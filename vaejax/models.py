@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vaejax.config import HARMONY, TRACKS, DataConfig, ModelConfig
+from vaejax.config import HARMONY, PIANO, TRACKS, DataConfig, ModelConfig
 
 INIT_ON_RATE = 0.02
 """Initial output probability: pianorolls have about 1-3% of cells on."""
@@ -70,9 +70,14 @@ class PatchDeconv(nnx.Module):
 
 
 class VAEOutput(NamedTuple):
-    logits: jax.Array  # [B, P/kp, T/kt, kt*kp] (patch layout, see to_patches)
+    logits: jax.Array  # [B, P/kp, T/kt, channels*kt*kp] (patch layout per channel, see to_patches)
     mu: jax.Array  # [B, K]
     logvar: jax.Array  # [B, K]
+    plays: jax.Array | None = None  # [B] logit that the segment holds any note
+
+
+INIT_ONSET_RATE = 0.004
+"""Initial onset probability: about one sounding cell in five starts a note."""
 
 
 def reparameterize(mu: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.Array:
@@ -97,12 +102,39 @@ def from_patches(y: jax.Array, kt: int, kp: int) -> jax.Array:
     return y.reshape(*lead, tt * kt, pp * kp)
 
 
+def onsets(x: jax.Array) -> jax.Array:
+    """Note starts of a `[..., T, P]` roll in {0, 1}: on now and off the step before (a note sounding at
+    a segment's first step starts there)."""
+    prev = jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(1, 0), (0, 0)])[..., :-1, :]
+    return x * (1 - prev)
+
+
+def pitch_class_matrix(data: DataConfig) -> jax.Array:
+    """`[P, 12]` one-hot pitch class (pitch % 12) of every pianoroll row."""
+    return jax.nn.one_hot((jnp.arange(data.num_pitches) + data.lowest_pitch) % 12, 12, dtype=jnp.float32)
+
+
+def beat_chroma(x: jax.Array, data: DataConfig) -> jax.Array:
+    """`[..., T, P]` roll -> `[..., beats * 12]` in {0, 1}: which pitch classes sound in each beat."""
+    *lead, t, p = x.shape
+    beats = x.reshape(*lead, data.beats, t // data.beats, p).max(axis=-2)  # [..., beats, P]
+    return (beats @ pitch_class_matrix(data) > 0).astype(jnp.float32).reshape(*lead, -1)
+
+
+def condition_dim(data: DataConfig) -> int:
+    return data.beats * 12
+
+
 class VAE(nnx.Module):
     """One instrument's VAE: conv encoder -> Gaussian over K latents -> deconv decoder.
 
     Training works on the patch layout of `to_patches` end to end: the encoder's first layer reads it, the
     decoder's last layer writes it, and the loss (a sum over cells) compares the two there, so the
     pianoroll is rearranged once, outside the gradient, instead of twice per step inside it.
+
+    With `cfg.condition`, encoder and decoder also read a condition vector `c` (`[B, beats*12]`: the
+    piano's pitch classes per beat; zeros for the piano itself) added before their hidden layer. With
+    `cfg.onsets`, the decoder writes two channels, sustain then onset, each in patch layout.
     """
 
     def __init__(self, cfg: ModelConfig, data: DataConfig = DataConfig(), *, rngs: nnx.Rngs):
@@ -112,6 +144,8 @@ class VAE(nnx.Module):
             raise ValueError(f"segment of {data.steps} steps x {data.num_pitches} pitches is not divisible "
                              f"by patches {cfg.time_patch} x {cfg.pitch_patch}")
         self.patch = (kt1, cfg.pitch_patch)
+        self.channels = 2 if cfg.onsets else 1
+        self.beats, self.steps, self.lowest, self.pitches = data.beats, data.steps, data.lowest_pitch, data.num_pitches
         self.grid = (data.num_pitches // cfg.pitch_patch, data.steps // (kt1 * kt2), c2)  # pitch-major
         flat = self.grid[0] * self.grid[1] * c2
         self.conv1 = PatchConv((kt1, cfg.pitch_patch), 1, c1, rngs=rngs)
@@ -119,45 +153,92 @@ class VAE(nnx.Module):
         self.enc = nnx.Linear(flat, cfg.hidden, rngs=rngs)
         self.head = nnx.Linear(cfg.hidden, 2 * cfg.latent, rngs=rngs)
         self.dec = nnx.Linear(cfg.latent, cfg.hidden, rngs=rngs)
+        if cfg.condition:
+            cd = condition_dim(data)
+            self.enc_cond = nnx.Linear(cd, cfg.hidden, use_bias=False, rngs=rngs)
+            self.dec_cond = nnx.Linear(cd, cfg.hidden, use_bias=False, rngs=rngs)
+            # piano pitch class sounding in a beat -> bias on this track's logits of each pitch class in that
+            # beat, per output channel: harmony the decoder can rely on however far its latent wanders
+            self.harmony = nnx.Param(jnp.zeros((self.channels, 12, 12), jnp.float32))
+        else:
+            self.enc_cond = self.dec_cond = self.harmony = None
+        self.plays = nnx.Linear(cfg.hidden, 1, rngs=rngs) if cfg.plays else None
         self.expand = nnx.Linear(cfg.hidden, flat, rngs=rngs)
         self.deconv2 = PatchDeconv((kt2, 1), c2, c1, rngs=rngs)
-        logit = float(jnp.log(INIT_ON_RATE / (1 - INIT_ON_RATE)))
-        self.deconv1 = PatchDeconv((kt1, cfg.pitch_patch), c1, 1, rngs=rngs, bias_init=logit)
+        # the output layer: a kernel == stride transposed convolution to `channels` maps, written directly
+        # as one matrix whose columns are (channel, time, pitch) so that each channel is a patch block
+        n = kt1 * cfg.pitch_patch
+        self.out_w = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (c1, self.channels * n)))
+        rates = (INIT_ON_RATE, INIT_ONSET_RATE)[: self.channels]
+        self.out_b = nnx.Param(jnp.repeat(jnp.array([float(jnp.log(r / (1 - r))) for r in rates],
+                                                    jnp.float32), n))
 
     def patches(self, x: jax.Array) -> jax.Array:
         """`[B, T, P]` -> the patch layout the network reads and writes."""
         return to_patches(x, *self.patch)
 
-    def encode_patches(self, xp: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Patches `[B, P/kp, T/kt, kt*kp]` -> (mu, logvar), each `[B, K]`."""
+    def targets(self, x: jax.Array) -> jax.Array:
+        """`[B, T, P]` roll -> what the decoder is trained to write: sustain (and onset) patches."""
+        xp = self.patches(x)
+        return xp if self.channels == 1 else jnp.concatenate([xp, self.patches(onsets(x))], -1)
+
+    def encode_patches(self, xp: jax.Array, c: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """Patches `[B, P/kp, T/kt, kt*kp]` (and condition `[B, C]`) -> (mu, logvar), each `[B, K]`."""
         b = xp.shape[0]
         h = xp.reshape(-1, xp.shape[-1]) @ self.conv1.w[...] + self.conv1.b[...]  # conv1 on ready patches
         h = jax.nn.relu(h).reshape(xp.shape[:-1] + (-1,))
         h = jax.nn.relu(self.conv2(h))
-        h = jax.nn.relu(self.enc(h.reshape(b, -1)))
-        mu, logvar = jnp.split(self.head(h), 2, axis=-1)
+        h = self.enc(h.reshape(b, -1))
+        if self.enc_cond is not None:
+            h = h + self.enc_cond(c)
+        mu, logvar = jnp.split(self.head(jax.nn.relu(h)), 2, axis=-1)
         return mu, jnp.clip(logvar, -10.0, 10.0)
 
-    def decode_patches(self, z: jax.Array) -> jax.Array:
-        """`[B, K]` latent -> logits in patch layout."""
-        h = jax.nn.relu(self.dec(z))
+    def _harmonic_bias(self, c: jax.Array) -> jax.Array:
+        """Condition `[B, beats*12]` -> logit bias in the decoder's patch layout `[B, P/kp, T/kt, ch*kt*kp]`."""
+        b = c.shape[0]
+        per_pc = jnp.einsum("bkq,cqr->bckr", c.reshape(b, self.beats, 12), self.harmony[...])  # [B, ch, beats, 12]
+        pcs = jax.nn.one_hot((jnp.arange(self.pitches) + self.lowest) % 12, 12, dtype=per_pc.dtype)  # [P, 12]
+        full = jnp.repeat(per_pc @ pcs.T, self.steps // self.beats, axis=2)  # [B, ch, T, P]
+        patches = to_patches(full, *self.patch)  # [B, ch, P/kp, T/kt, kt*kp]
+        return jnp.moveaxis(patches, 1, -2).reshape(patches.shape[0], *patches.shape[2:4], -1)
+
+    def decode_patches(self, z: jax.Array, c: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+        """`[B, K]` latent (and condition) -> (logits in patch layout, channels side by side; the logit that
+        the segment plays, `[B]`, or None without that head)."""
+        h = self.dec(z)
+        if self.dec_cond is not None:
+            h = h + self.dec_cond(c)
+        h = jax.nn.relu(h)
+        plays = None if self.plays is None else self.plays(h)[:, 0]
         h = jax.nn.relu(self.expand(h)).reshape((z.shape[0],) + self.grid)
         h = jax.nn.relu(self.deconv2(h))
-        y = h.reshape(-1, h.shape[-1]) @ self.deconv1.w[...] + self.deconv1.b[...]  # c_out = 1: bias broadcasts
-        return y.reshape(h.shape[:-1] + (-1,))
+        y = h.reshape(-1, h.shape[-1]) @ self.out_w[...] + self.out_b[...]
+        y = y.reshape(h.shape[:-1] + (-1,))
+        if self.harmony is not None:
+            y = y + self._harmonic_bias(c)
+        return y, plays
 
-    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def encode(self, x: jax.Array, c: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """`[B, T, P]` pianoroll -> (mu, logvar), each `[B, K]`."""
-        return self.encode_patches(self.patches(x))
+        return self.encode_patches(self.patches(x), c)
 
-    def decode(self, z: jax.Array) -> jax.Array:
-        """`[B, K]` latent -> `[B, T, P]` logits."""
-        return from_patches(self.decode_patches(z), *self.patch)
+    def decode_all(self, z: jax.Array, c: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+        """`[B, K]` latent -> (`[B, channels, T, P]` logits, channel 0 sustain, 1 onset; `[B]` plays logit
+        or None)."""
+        y, plays = self.decode_patches(z, c)
+        y = y.reshape(y.shape[:-1] + (self.channels, -1))
+        return jnp.moveaxis(from_patches(jnp.moveaxis(y, -2, 0), *self.patch), 0, 1), plays
 
-    def __call__(self, xp: jax.Array, key: jax.Array) -> VAEOutput:
-        """Patches -> logits in patch layout, mu, logvar (training form)."""
-        mu, logvar = self.encode_patches(xp)
-        return VAEOutput(self.decode_patches(reparameterize(mu, logvar, key)), mu, logvar)
+    def decode(self, z: jax.Array, c: jax.Array | None = None) -> jax.Array:
+        """`[B, K]` latent -> `[B, channels, T, P]` logits (channel 0 sustain, 1 onset)."""
+        return self.decode_all(z, c)[0]
+
+    def __call__(self, xp: jax.Array, key: jax.Array, c: jax.Array | None = None) -> VAEOutput:
+        """Patches -> logits in patch layout, mu, logvar, plays logit (training form)."""
+        mu, logvar = self.encode_patches(xp, c)
+        y, plays = self.decode_patches(reparameterize(mu, logvar, key), c)
+        return VAEOutput(y, mu, logvar, plays)
 
 
 class MLP(nnx.Module):
@@ -212,12 +293,96 @@ def melody_net(cfg: ModelConfig, key: jax.Array) -> MLP:
     return MelodyNN(cfg, rngs=nnx.Rngs(params=key))
 
 
-def encode_stack(graphdef, params, x: jax.Array) -> jax.Array:
+def conditions(piano: jax.Array, data: DataConfig) -> jax.Array:
+    """The five members' condition vectors `[5, B, beats*12]` from the piano bars `[B, T, P]`: the piano's
+    pitch classes per beat for Drums, Guitar, Bass and Strings, zeros for the piano itself."""
+    c = beat_chroma(piano, data)
+    member = jnp.array([i != PIANO for i in range(len(TRACKS))], jnp.float32)
+    return member[:, None, None] * c[None]
+
+
+def encode_stack(graphdef, params, x: jax.Array, data: DataConfig) -> jax.Array:
     """Stacked VAEs' posterior parameters: `[5, M, T, P]` -> `[5, M, 2K]` (mu then logvar)."""
-    def member(p, xi):
-        mu, logvar = nnx.merge(graphdef, p).encode(xi)
+    def member(p, xi, ci):
+        mu, logvar = nnx.merge(graphdef, p).encode(xi, ci)
         return jnp.concatenate([mu, logvar], -1)
-    return jax.vmap(member)(params, x)
+    return jax.vmap(member)(params, x, conditions(x[PIANO], data))
+
+
+def decode_stack(graphdef, params, z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Stacked decoders: latents `[5, M, K]` and conditions `[5, M, C]` -> (probabilities `[5, M, ch, T, P]`,
+    probability that each segment plays `[5, M]`, ones without that head)."""
+    def member(p, zi, ci):
+        logits, plays = nnx.merge(graphdef, p).decode_all(zi, ci)
+        return jax.nn.sigmoid(logits), (jnp.ones(zi.shape[:1]) if plays is None else jax.nn.sigmoid(plays))
+    return jax.vmap(member)(params, z, c)
+
+
+def reconstruct_stack(graphdef, params, x: jax.Array, data: DataConfig) -> tuple[jax.Array, jax.Array]:
+    """Real bars `[5, M, T, P]` -> `decode_stack` of their posterior means (the conditions come from the
+    real piano)."""
+    lat = encode_stack(graphdef, params, x, data)
+    return decode_stack(graphdef, params, lat[..., : lat.shape[-1] // 2], conditions(x[PIANO], data))
+
+
+SUSTAIN_FLOOR = 0.02
+MAX_ONSETS = 128
+"""At most this many notes start in one segment of one track when notes are counted (`count=True`)."""
+
+
+def decode_notes(probs: jax.Array, thresholds: jax.Array, draws: jax.Array | None = None, *,
+                 count: bool = False, plays: jax.Array | None = None, plays_cut=0.5) -> jax.Array:
+    """Decoder probabilities `[B, C, T, P]` -> a `[B, T, P]` bool roll.
+
+    One channel: cells above `thresholds[0]`. Two channels (sustain, onset): a note starts where the onset
+    probability peaks along time and lasts while its sustain probability stays above `thresholds[0]` times
+    the sustain probability where it started; sustain without an onset before it is not a note. Which peaks
+    start notes:
+      - by default, those above `thresholds[1]`;
+      - `count=True`: the most likely peaks, as many as the decoder expects notes (the sum of the onset
+        probabilities over the segment, rounded). A latent between the data's modes decodes to blurred
+        probabilities, which a fixed threshold turns into silence; counting keeps the number of notes the
+        decoder predicts and places them where it is most confident;
+      - `draws` (uniform, the shape of `probs`): Bernoulli draws, sampling instead of the likeliest roll.
+    `plays` (`[B]`, probability that the segment holds any note): segments where it is not above
+    `plays_cut` (a number, or uniform draws `[B]`) stay silent.
+    """
+    c = probs.shape[1]
+    cut = [thresholds[i] for i in range(c)] if draws is None else [draws[:, i] for i in range(c)]
+    sustain = probs[:, 0] > cut[0]
+    if c == 1:
+        return sustain if plays is None else sustain & (plays > plays_cut)[:, None, None]
+    on = probs[:, 1]
+    prev = jnp.pad(on, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+    nxt = jnp.pad(on, ((0, 0), (0, 1), (0, 0)))[:, 1:]
+    peak = (on >= prev) & (on > nxt)
+    if count and draws is None:
+        b = on.shape[0]
+        n = jnp.clip(jnp.round(on.sum(axis=(1, 2))), 0, MAX_ONSETS).astype(jnp.int32)  # [B]
+        top = jax.lax.top_k(jnp.where(peak, on, 0.0).reshape(b, -1), MAX_ONSETS)[0]  # [B, MAX], descending
+        kth = jnp.take_along_axis(top, jnp.maximum(n - 1, 0)[:, None], axis=1)[:, 0]
+        kth = jnp.where(n > 0, kth, jnp.inf)
+        start = peak & (on >= kth[:, None, None]) & (on > 0.01)
+    else:
+        start = peak & (on > cut[1])
+
+    # a note lasts while its sustain probability stays above `thresholds[0]` times its value where the note
+    # started (and above SUSTAIN_FLOOR): how long a note lasts is judged against how sure the decoder was of
+    # it, so that a note the decoder places with modest confidence is not cut into fragments
+    level = probs[:, 0] if draws is None else jnp.where(sustain, 1.0, 0.0)
+
+    def step(carry, inputs):
+        playing, ref = carry
+        st, lv = inputs
+        ref = jnp.where(st, jnp.maximum(lv, SUSTAIN_FLOOR), ref)
+        playing = st | (playing & (lv > jnp.maximum(cut[0] * ref if draws is None else 0.5, SUSTAIN_FLOOR)))
+        return (playing, ref), playing
+
+    init = (jnp.zeros_like(start[:, 0]), jnp.zeros(start[:, 0].shape, probs.dtype))
+    if plays is not None:
+        start = start & (plays > plays_cut)[:, None, None]
+    _, roll = jax.lax.scan(step, init, (jnp.moveaxis(start, 1, 0), jnp.moveaxis(level, 1, 0)))
+    return jnp.moveaxis(roll, 0, 1)
 
 
 def count_params(module: nnx.Module) -> int:

@@ -240,6 +240,54 @@ def read_song(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = T
     raise BadSong(f"unsupported file type {suffix!r} (expected .npz, .mid or .midi)")
 
 
+MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
+"""Pitch classes of C major (and of A minor: the same diatonic set)."""
+
+
+def scale_masks() -> np.ndarray:
+    """`[12, 12]` bool: row r marks the pitch classes of the diatonic scale whose major tonic is r."""
+    out = np.zeros((12, 12), bool)
+    for r in range(12):
+        out[r, (MAJOR_SCALE + r) % 12] = True
+    return out
+
+
+def pitch_class_histogram(roll: np.ndarray, lowest_pitch: int = 24) -> np.ndarray:
+    """`[12]` sounding cells per pitch class (pitch % 12) over the pitched tracks of a `[5, T, P]` roll."""
+    per_pitch = roll[1:].sum(axis=(0, 1), dtype=np.int64)  # drums carry no pitch class
+    hist = np.zeros(12, np.int64)
+    np.add.at(hist, (np.arange(per_pitch.shape[0]) + lowest_pitch) % 12, per_pitch)
+    return hist
+
+
+def key_shift(roll: np.ndarray, lowest_pitch: int = 24) -> int:
+    """Semitones (-6..+5) that move the roll's best-fitting diatonic scale onto C major's pitch classes
+    (0 for a roll without pitched notes; ties go to the smallest move)."""
+    hist = pitch_class_histogram(roll, lowest_pitch)
+    if hist.sum() == 0:
+        return 0
+    fit = scale_masks().astype(np.int64) @ hist  # cells inside each of the 12 scales
+    shifts = (6 - np.arange(12)) % 12 - 6  # tonic r -> -r folded into -6..+5
+    best = np.flatnonzero(fit == fit.max())
+    return int(min(shifts[best], key=lambda s: (abs(s), s)))
+
+
+def transpose(roll: np.ndarray, shift: int) -> np.ndarray:
+    """Move the pitched tracks of a `[5, T, P]` (or `[5, ..., P]`) roll by `shift` semitones; notes pushed
+    past the pitch range are dropped. Drums stay as they are."""
+    if shift == 0:
+        return roll
+    out = np.zeros_like(roll)
+    out[0] = roll[0]
+    p = roll.shape[-1]
+    if abs(shift) < p:
+        if shift > 0:
+            out[1:, ..., shift:] = roll[1:, ..., :p - shift]
+        else:
+            out[1:, ..., :p + shift] = roll[1:, ..., -shift:]
+    return out
+
+
 def to_bars(roll: np.ndarray, cfg: DataConfig = DataConfig()) -> np.ndarray:
     """Cut a song `[5, T, P]` into segments `[n, 5, steps, P]`; a trailing partial segment is dropped."""
     n = roll.shape[1] // cfg.steps

@@ -68,11 +68,17 @@ def from_multitrack(mt, cfg: DataConfig = DataConfig()) -> np.ndarray:
     return np.stack(rolls)
 
 
+def tempo_of(mt, default: float = 120.0) -> float:
+    """A Multitrack's first tempo in BPM (pypianoroll keeps tempo as `[T]` or `[T, 1]`)."""
+    tempo = None if mt.tempo is None else np.asarray(mt.tempo, np.float64).ravel()
+    return float(tempo[0]) if tempo is not None and tempo.size and np.isfinite(tempo[0]) and tempo[0] > 0 else default
+
+
 def to_pretty_midi(mt, velocity: int = 100):
     """Multitrack -> PrettyMIDI: all five tracks (empty ones too), drums on the drum channel, the tempo."""
     import pretty_midi
 
-    tempo = float(mt.tempo[0]) if mt.tempo is not None and len(mt.tempo) else 120.0
+    tempo = tempo_of(mt)
     step = 60.0 / tempo / mt.resolution
     pm = pretty_midi.PrettyMIDI(initial_tempo=tempo, resolution=480)
     pm.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0.0))

@@ -20,11 +20,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from vaejax import models, render
-from vaejax.config import HARMONY, PIANO, Config
+from vaejax import models, music, render
+from vaejax.config import HARMONY, PIANO, TRACKS, Config
 from vaejax.training import init_vae_state, restore_best
 
 MAX_BARS = 4096
+BUCKET = 16
+"""Given parts are padded to a multiple of this many segments (the chains are causal: padding at the end
+changes nothing before it), so that parts of many lengths share a few compiled programs."""
 CLIP = 5.0
 MIN_LENGTH = 3
 """Default post-processing, as in sample.py: notes shorter than this many steps are dropped ..."""
@@ -74,7 +77,8 @@ class TrainedModel:
         self.har = restore_best(run_dir, "harmony", _chain_state_like(har_p))[0]["params"]
         with open(os.path.join(run_dir, "stats.json")) as f:
             self.stats = json.load(f)
-        self.thresholds = np.asarray(self.stats["thresholds"], np.float32)
+        th = np.asarray(self.stats["thresholds"], np.float32)
+        self.thresholds = th[:, None] if th.ndim == 1 else th  # [5, channels]: sustain (, onset)
         self.synthetic = bool(self.stats.get("data", {}).get("synthetic", False))
         """True when trained on the synthetic demo corpus: generated names and pictures say so."""
         self.start_bars = np.load(os.path.join(run_dir, "start_bars.npy"), allow_pickle=False)
@@ -83,7 +87,10 @@ class TrainedModel:
         self.std = np.asarray(self.stats.get("latent_std", np.ones((5, k2))), np.float32)
         self.tempo = 120.0
         self._chain = jax.jit(self._chain_impl, static_argnums=(2,))
-        self._decode = jax.jit(self._decode_impl)
+        self.count_notes = cfg.model.onsets
+        """Two-channel decoders start as many notes as they expect (`models.decode_notes(count=True)`);
+        False decodes at the calibrated onset thresholds instead."""
+        self._rolls = jax.jit(self._rolls_impl, static_argnames=("sample", "count"))
         self._encode = jax.jit(self._encode_impl)
         self._harm = jax.jit(self._harmony_impl)
 
@@ -124,15 +131,32 @@ class TrainedModel:
         out = out.at[:, :, jnp.array(HARMONY)].set(jnp.moveaxis(owns, 1, 2))
         return jnp.moveaxis(out, 0, 1)  # standardised
 
-    def _decode_impl(self, params):
-        """`[M, 5, 2K]` latent parameters -> `[5, M, T, P]` probabilities (each track its own decoder)."""
-        z = jnp.moveaxis(params[..., :self.K], 1, 0)  # [5, M, K]
-        logits = jax.vmap(lambda p, zi: nnx.merge(self.vae_def, p).decode(zi))(self.vae, z)
-        return jax.nn.sigmoid(logits)
+    def _rolls_impl(self, latents, thresholds, key, piano=None, *, sample: bool = False, count: bool = False):
+        """`[M, 5, 2K]` latent parameters -> `[5, M, T, P]` bool rolls. The piano decodes first (or is
+        given, `[M, T, P]`); the other tracks decode conditioned on its pitch classes, each with its own
+        decoder; `sample` draws cells instead of thresholding."""
+        d = self.cfg.data
+        z = jnp.moveaxis(latents[..., :self.K], 1, 0)  # [5, M, K]
+
+        def notes(probs, plays, th, k):
+            kc, kp = jax.random.split(k)
+            draws = jax.random.uniform(kc, probs.shape) if sample else None
+            cut = jax.random.uniform(kp, plays.shape) if sample else 0.5
+            return models.decode_notes(probs, th, draws, count=count, plays=plays, plays_cut=cut)
+
+        kp, kb = jax.random.split(key)
+        if piano is None:
+            vae = nnx.merge(self.vae_def, jax.tree.map(lambda a: a[PIANO], self.vae))
+            logits, plays = vae.decode_all(z[PIANO], jnp.zeros((z.shape[1], models.condition_dim(d))))
+            plays = jnp.ones(z.shape[1]) if plays is None else jax.nn.sigmoid(plays)
+            piano = notes(jax.nn.sigmoid(logits), plays, thresholds[PIANO], kp)
+        probs, plays = models.decode_stack(self.vae_def, self.vae, z, models.conditions(piano.astype(jnp.float32), d))
+        rolls = jax.vmap(notes)(probs, plays, thresholds, jax.random.split(kb, len(TRACKS)))
+        return rolls.at[PIANO].set(piano.astype(bool))
 
     def _encode_impl(self, x):
         """`[5, M, T, P]` -> `[M, 5, 2K]`."""
-        return jnp.moveaxis(models.encode_stack(self.vae_def, self.vae, x), 0, 1)
+        return jnp.moveaxis(models.encode_stack(self.vae_def, self.vae, x, self.cfg.data), 0, 1)
 
     def _harmony_impl(self, piano, own0, key, sigma):
         """Harmony chain under a fixed piano (standardised), noise carried forward as in `_chain_impl`:
@@ -146,9 +170,17 @@ class TrainedModel:
 
     # ---- arrays ------------------------------------------------------------------------------------
 
-    def encode(self, song) -> np.ndarray:
-        """Multitrack or `[5, T, P]` roll -> latent parameters `[bars, 5, 2K]` (mu then logvar)."""
-        roll = song if isinstance(song, np.ndarray) else render.from_multitrack(song, self.cfg.data)
+    def _in_model_key(self, roll: np.ndarray) -> tuple[np.ndarray, int]:
+        """A `[5, T, P]` input roll moved into the key the model was trained in, and the shift applied."""
+        if not self.cfg.data.key_normalize:
+            return roll, 0
+        shift = music.key_shift(roll, self.cfg.data.lowest_pitch)
+        return music.transpose(roll, shift), shift
+
+    def _roll_of(self, song) -> np.ndarray:
+        return song if isinstance(song, np.ndarray) else render.from_multitrack(song, self.cfg.data)
+
+    def _encode_roll(self, roll: np.ndarray) -> np.ndarray:
         steps = self.cfg.data.steps
         n = roll.shape[1] // steps
         if n == 0:
@@ -156,26 +188,39 @@ class TrainedModel:
         x = roll[:, : n * steps].reshape(5, n, steps, -1).astype(np.float32)
         return np.asarray(self._encode(x))
 
-    def decode_probs(self, params: np.ndarray) -> np.ndarray:
-        """`[bars, 5, 2K]` -> `[5, bars*T, P]` note-on probabilities."""
-        probs = np.asarray(self._decode(jnp.asarray(params)))  # [5, bars, T, P]
-        return probs.reshape(5, -1, probs.shape[-1])
+    def encode(self, song) -> np.ndarray:
+        """Multitrack or `[5, T, P]` roll -> latent parameters `[bars, 5, 2K]` (mu then logvar), in the
+        model's key (a key-normalised model first transposes the song to C major / A minor)."""
+        return self._encode_roll(self._in_model_key(self._roll_of(song))[0])
 
-    def _binarize(self, probs, *, threshold, sample, key):
-        if sample:
-            return np.asarray(jax.random.uniform(key, probs.shape)) < probs
-        th = self.thresholds if threshold is None else np.full(5, float(threshold), np.float32)
-        return probs > th[:, None, None]
+    def rolls(self, latents: np.ndarray, *, threshold: float | None = None, sample: bool = False, seed: int = 0,
+              piano: np.ndarray | None = None) -> np.ndarray:
+        """Latent parameters `[M, 5, 2K]` -> `[5, M*T, P]` bool rolls: the decoders' raw output, notes
+        decoded at the calibrated thresholds (`threshold` replaces the sustain threshold), before any
+        post-processing. `piano` (`[M*T, P]`) fixes the piano part that the band follows."""
+        th = self.thresholds.copy()
+        if threshold is not None:
+            th[:, 0] = float(threshold)
+        lat = jnp.asarray(latents, jnp.float32)
+        p = None if piano is None else jnp.asarray(piano.reshape(lat.shape[0], self.cfg.data.steps, -1))
+        out = np.asarray(self._rolls(lat, jnp.asarray(th), jax.random.key(seed), p, sample=sample,
+                                     count=bool(self.count_notes)))
+        return out.reshape(5, -1, out.shape[-1])
+
+    def _finish(self, roll, *, name, shift=0, key=0, min_length=MIN_LENGTH, merge_gap=MERGE_GAP, tempo=None,
+                **_):
+        """Post-process, move to the output key and wrap a `[5, T, P]` roll as a Multitrack."""
+        roll = render.postprocess(roll, min_length=min_length, merge_gap=merge_gap)
+        roll = music.transpose(roll, int(key) - int(shift))
+        return render.to_multitrack(roll, tempo=tempo or self.tempo, name=self._label(name), cfg=self.cfg.data)
 
     def decode(self, params: np.ndarray, *, threshold: float | None = None, sample: bool = False, seed: int = 0,
-               min_length: int = MIN_LENGTH, merge_gap: int = MERGE_GAP, tempo: float | None = None,
-               name: str = "decoded"):
+               name: str = "decoded", **finish_kw):
         """Latent parameters `[bars, 5, 2K]` -> Multitrack (thresholds calibrated on validation data by
-        default; `sample=True` draws each cell from its Bernoulli instead)."""
-        roll = self._binarize(self.decode_probs(params), threshold=threshold, sample=sample,
-                              key=jax.random.key(seed))
-        roll = render.postprocess(roll, min_length=min_length, merge_gap=merge_gap)
-        return render.to_multitrack(roll, tempo=tempo or self.tempo, name=self._label(name), cfg=self.cfg.data)
+        default; `sample=True` draws each cell from its Bernoulli instead). `key`: semitones to transpose
+        the output by; `min_length`, `merge_gap`: post-processing (0 and 0 for the raw output)."""
+        roll = self.rolls(params, threshold=threshold, sample=sample, seed=seed)
+        return self._finish(roll, name=name, **finish_kw)
 
     # ---- generation --------------------------------------------------------------------------------
 
@@ -191,62 +236,76 @@ class TrainedModel:
         z = self._chain(jnp.asarray((start - self.mean) / self.std, jnp.float32), key, int(bars), jnp.float32(sigma))
         return np.asarray(z) * self.std + self.mean
 
-    def sample(self, bars: int = 32, *, sigma: float = 0.5, seed: int = 0, num: int = 1, **decode_kw):
+    def sample(self, bars: int = 32, *, sigma: float = 0.5, seed: int = 0, num: int = 1, threshold=None,
+               sample: bool = False, **finish_kw):
         """`num` new songs of `bars` bars, generated together in one compiled call. (The chain advances by
-        segments; with segments of several bars the last one is cut to length.)"""
+        segments; with segments of several bars the last one is cut to length.) `key=N` transposes the
+        songs by N semitones from C major / A minor (key-normalised models)."""
         _check(bars, sigma)
         d = self.cfg.data
         segments = -(-bars // d.segment_bars)
         params = self.sample_params(segments, sigma=sigma, seed=seed, num=num)
-        flat = params.reshape((-1,) + params.shape[2:])
-        roll = self._binarize(self.decode_probs(flat), threshold=decode_kw.get("threshold"),
-                              sample=decode_kw.get("sample", False), key=jax.random.key(seed + 1))
+        roll = self.rolls(params.reshape((-1,) + params.shape[2:]), threshold=threshold, sample=sample,
+                          seed=seed + 1)
         per_song = segments * d.steps
         length = bars * d.resolution * d.beats_per_bar
-        songs = []
-        for i in range(num):
-            r = render.postprocess(roll[:, i * per_song:i * per_song + length],
-                                   min_length=decode_kw.get("min_length", MIN_LENGTH),
-                                   merge_gap=decode_kw.get("merge_gap", MERGE_GAP))
-            songs.append(render.to_multitrack(r, tempo=decode_kw.get("tempo") or self.tempo,
-                                              name=self._label(f"vaejax seed {seed} #{i}"), cfg=self.cfg.data))
-        return songs
+        return [self._finish(roll[:, i * per_song:i * per_song + length], name=f"vaejax seed {seed} #{i}",
+                             **finish_kw) for i in range(num)]
 
     def vary(self, song, *, sigma: float = 0.5, seed: int = 0, bars: int | None = None, **decode_kw):
-        """A variation: encode every bar of `song`, add sigma noise to its latent parameters, decode."""
-        params = self.encode(song)
+        """A variation: encode every bar of `song`, add sigma noise to its latent parameters, decode (in the
+        song's own key unless `key` is given)."""
+        roll, shift = self._in_model_key(self._roll_of(song))
+        params = self._encode_roll(roll)
         if bars is not None:
             _check(bars, sigma)
             params = params[:bars]
         _check(len(params), sigma)
         noisy = params + sigma * self.std * np.asarray(jax.random.normal(jax.random.key(seed), params.shape))
-        return self.decode(noisy, seed=seed, name=f"variation sigma {sigma}", **decode_kw)
+        decode_kw.setdefault("key", 0)
+        return self.decode(noisy, seed=seed, name=f"variation sigma {sigma}", shift=shift, **decode_kw)
 
     def continue_song(self, song, bars: int = 32, *, sigma: float = 0.5, seed: int = 0, **decode_kw):
-        """Roll the chain forward from the last bar of `song`."""
-        start = self.encode(song)[-1:]
+        """Roll the chain forward from the last bar of `song` (in the song's key unless `key` is given)."""
+        roll, shift = self._in_model_key(self._roll_of(song))
+        start = self._encode_roll(roll)[-1:]
         params = self.sample_params(bars, sigma=sigma, seed=seed, num=1, start=start)[0]
-        return self.decode(params, seed=seed, name="continuation", **decode_kw)
+        decode_kw.setdefault("key", 0)
+        return self.decode(params, seed=seed, name="continuation", shift=shift, **decode_kw)
 
-    def arrange(self, piano, *, sigma: float = 0.0, seed: int = 0, **decode_kw):
-        """Keep a piano part exactly and generate Drums, Guitar, Bass and Strings bar by bar through the
-        HarmonyNNs. `piano`: a Multitrack (its Piano track, or its only track) or a `[T, P]` bool roll."""
+    def arrange(self, piano, *, sigma: float = 0.5, seed: int = 0, tracks=None, threshold=None,
+                sample: bool = False, **finish_kw):
+        """Keep a piano part exactly and generate the band bar by bar: the HarmonyNNs carry each track's
+        latents under the piano's, and each decoder follows the piano's pitch classes.
+
+        `piano`: a Multitrack (its Piano track, or its only track) or a `[T, P]` bool roll. `tracks`: the
+        instruments to add (names from `TRACKS`, default all four). The output keeps the input's length
+        and (for a Multitrack) its tempo, in the piano's own key."""
         cfg = self.cfg.data
+        add = _track_list(tracks)
         if isinstance(piano, np.ndarray):
-            piano_roll = piano.astype(bool)
+            piano_roll = np.asarray(piano).astype(bool)
+            if piano_roll.ndim != 2 or piano_roll.shape[1] != cfg.num_pitches:
+                raise ValueError(f"piano roll must be [time, {cfg.num_pitches}], got {piano_roll.shape}")
         else:
-            tracks = piano.tracks
-            pick = 1 if len(tracks) == 5 else 0
-            piano_roll = render.from_multitrack(type(piano)(resolution=piano.resolution, tracks=[tracks[pick]]), cfg)[0]
+            parts = piano.tracks
+            if not parts:
+                raise ValueError("the song has no tracks")
+            pick = 1 if len(parts) == 5 else 0
+            piano_roll = render.from_multitrack(type(piano)(resolution=piano.resolution, tracks=[parts[pick]]), cfg)[0]
+            finish_kw.setdefault("tempo", render.tempo_of(piano))
         steps = cfg.steps
-        n = piano_roll.shape[0] // steps
+        length = piano_roll.shape[0]
+        n = -(-length // steps)
         if n == 0:
-            raise ValueError(f"piano part is shorter than one segment ({steps} steps)")
+            raise ValueError("the piano part is empty (no time steps)")
         _check(n, sigma)
+        n = -(-n // BUCKET) * BUCKET  # whole buckets of segments: one compiled program serves many lengths
         roll = np.zeros((5, n * steps, cfg.num_pitches), bool)
-        roll[PIANO] = piano_roll[: n * steps]
+        roll[PIANO, :length] = piano_roll
+        roll, shift = self._in_model_key(roll)
         h = np.array(HARMONY)
-        p = self.encode(roll)[:, PIANO]  # [n, 2K]
+        p = self._encode_roll(roll)[:, PIANO]  # [n, 2K]
         ps = (p - self.mean[PIANO]) / self.std[PIANO]
         rng = np.random.default_rng(seed)
         own0 = (self.start_bars[rng.integers(len(self.start_bars))][h] - self.mean[h]) / self.std[h]
@@ -255,11 +314,16 @@ class TrainedModel:
         params = np.zeros((n, 5, p.shape[-1]), np.float32)
         params[:, PIANO] = p
         params[:, h] = own * self.std[h] + self.mean[h]
-        mt = self.decode(params, seed=seed, name="arrangement", **decode_kw)
-        out = render.from_multitrack(mt, cfg)
-        out[PIANO] = roll[PIANO]  # the given part, untouched
-        return render.to_multitrack(out, tempo=decode_kw.get("tempo") or self.tempo, name=self._label("arrangement"),
-                                    cfg=cfg)
+        out = self.rolls(params, threshold=threshold, sample=sample, seed=seed, piano=roll[PIANO])
+        out = render.postprocess(out, min_length=finish_kw.pop("min_length", MIN_LENGTH),
+                                 merge_gap=finish_kw.pop("merge_gap", MERGE_GAP))
+        out = music.transpose(out, int(finish_kw.pop("key", 0)) - shift)[:, :length]
+        for i in range(5):
+            if i != PIANO and TRACKS[i] not in add:
+                out[i] = False
+        out[PIANO] = piano_roll  # the given part, untouched
+        return render.to_multitrack(out, tempo=finish_kw.get("tempo") or self.tempo,
+                                    name=self._label("arrangement"), cfg=cfg)
 
     def interpolate(self, song_a, song_b, *, steps: int = 5, bars: int = 4, **decode_kw):
         """`steps` songs moving linearly in latent space from song_a's first `bars` bars to song_b's."""
@@ -267,6 +331,23 @@ class TrainedModel:
         n = min(len(a), len(b))
         return [self.decode((1 - w) * a[:n] + w * b[:n], name=f"interpolation {w:.2f}", **decode_kw)
                 for w in np.linspace(0.0, 1.0, steps)]
+
+
+def _track_list(tracks) -> tuple[str, ...]:
+    """Instrument names to add in an arrangement: None for all four, else names (any case) or a
+    comma-separated string."""
+    band = tuple(TRACKS[i] for i in HARMONY)
+    if tracks is None:
+        return band
+    if isinstance(tracks, str):
+        tracks = [t for t in tracks.split(",") if t.strip()]
+    names = {t.lower(): t for t in band}
+    out = []
+    for t in tracks:
+        if t.strip().lower() not in names:
+            raise ValueError(f"unknown track {t!r}; choose from {', '.join(band)}")
+        out.append(names[t.strip().lower()])
+    return tuple(out)
 
 
 def load(run_dir: str | None = None) -> TrainedModel:

@@ -30,6 +30,9 @@ from vaejax.devices import DataParallel
 log = logging.getLogger(__name__)
 STAGES = ("vae", "encode", "melody", "harmony")
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+SUSTAIN_GRID = np.round(np.arange(0.2, 0.61, 0.1), 2)  # relative to the sustain where a note starts
+ONSET_GRID = np.round(np.arange(0.05, 0.61, 0.05), 2)
+QUALIFIED_MIN = 0.9
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -48,15 +51,18 @@ def make_vae_fns(graphdef, cfg: Config, tx: optax.GradientTransformation):
     """Jitted (train_step, eval_step) for the stacked VAEs; states are pytrees, data `[5, B, T, P]`."""
     tc = cfg.train
 
-    def member_loss(params, x, key, beta):
+    def member_loss(params, x, c, key, beta):
         model = nnx.merge(graphdef, params)
-        xp = jax.lax.stop_gradient(model.patches(x))
-        out = model(xp, key)
-        return losses.elbo(out.logits, xp, out.mu, out.logvar, beta=beta, free_bits=tc.free_bits,
-                           pos_weight=tc.pos_weight)
+        target = jax.lax.stop_gradient(model.targets(x))
+        xp = target[..., : target.shape[-1] // model.channels]  # the sustain patches: the encoder's input
+        out = model(xp, key, c)
+        return losses.elbo(out.logits, target, out.mu, out.logvar, beta=beta, free_bits=tc.free_bits,
+                           pos_weight=tc.pos_weight, plays=out.plays)
 
     def total(params, x, key, beta):
-        terms = jax.vmap(member_loss, in_axes=(0, 0, 0, None))(params, x, jax.random.split(key, x.shape[0]), beta)
+        c = models.conditions(x[PIANO], cfg.data)
+        terms = jax.vmap(member_loss, in_axes=(0, 0, 0, 0, None))(params, x, c, jax.random.split(key, x.shape[0]),
+                                                                 beta)
         return jnp.sum(terms.loss), terms  # members are independent: the sum's gradient splits by member
 
     def train_step(state, x, step):
@@ -69,13 +75,14 @@ def make_vae_fns(graphdef, cfg: Config, tx: optax.GradientTransformation):
         return {"params": params, "opt": opt_state, "key": key}, m
 
     def eval_step(params, x, key):
-        def member(p, xi, k):
+        def member(p, xi, ci, k):
             model = nnx.merge(graphdef, p)
-            xp = model.patches(xi)
-            mu, logvar = model.encode_patches(xp)
-            logits = model.decode(mu)
-            terms = losses.elbo(model.decode_patches(models.reparameterize(mu, logvar, k)), xp, mu, logvar,
-                                beta=jnp.float32(tc.beta), free_bits=0.0)
+            target = model.targets(xi)
+            xp = target[..., : target.shape[-1] // model.channels]
+            mu, logvar = model.encode_patches(xp, ci)
+            logits = model.decode(mu, ci)[:, 0]  # sustain: the roll itself
+            y, plays = model.decode_patches(models.reparameterize(mu, logvar, k), ci)
+            terms = losses.elbo(y, target, mu, logvar, beta=jnp.float32(tc.beta), free_bits=0.0, plays=plays)
             probs = jax.nn.sigmoid(logits)
             on = xi > 0.5
             pred = probs[..., None] > jnp.asarray(THRESHOLDS)  # [B, T, P, nt]
@@ -84,7 +91,7 @@ def make_vae_fns(graphdef, cfg: Config, tx: optax.GradientTransformation):
             fn = jnp.sum(~pred & on[..., None], axis=(0, 1, 2))
             return terms.recon, terms.kl, tp, fp, fn, jnp.sum(on)
 
-        return jax.vmap(member)(params, x, jax.random.split(key, x.shape[0]))
+        return jax.vmap(member)(params, x, models.conditions(x[PIANO], cfg.data), jax.random.split(key, x.shape[0]))
 
     return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
 
@@ -368,7 +375,7 @@ def _data_stats(ds: dict) -> dict:
 def encode_dataset(graphdef, params, split: data_lib.Split, chunk: int = 1024) -> np.ndarray:
     """Latent parameters of every bar: `[bars, 5, 2K]` (mu then logvar), in song order."""
 
-    enc = jax.jit(lambda p, x: models.encode_stack(graphdef, p, x))
+    enc = jax.jit(lambda p, x: models.encode_stack(graphdef, p, x, split.cfg))
 
     out = []
     for i in range(0, len(split), chunk):
@@ -496,11 +503,49 @@ def start_bars(latents: np.ndarray, split: data_lib.Split, *, seed: int, n: int 
     return latents[rng.permutation(good)[:n]]
 
 
-def calibrate(run_dir: str, vae_meta: dict, latents: dict, ds: dict, seed: int = 0) -> dict:
+def calibrate_notes(graphdef, params, split: data_lib.Split, max_bars: int = 1024) -> np.ndarray:
+    """Decoding thresholds `[5, channels]` per track for `models.decode_notes`, searched on a grid over
+    held-out bars: the best note-on F1 among settings whose decoded notes are at least QUALIFIED_MIN
+    qualified (3 steps or longer; drums excepted, their hits are short), or the most qualified if none is."""
+    n = min(len(split), max_bars)
+    x = split.bars(np.arange(n))
+    probs = jax.jit(lambda p, xb: models.reconstruct_stack(graphdef, p, xb, split.cfg))(params, x.astype(np.float32))
+    channels = probs[0].shape[2]
+
+    @jax.jit
+    def counts(th, probs, x):  # th [5, channels] -> tp, fp, fn, notes, qualified notes per track
+        roll = jax.vmap(models.decode_notes)(probs[0], th, plays=probs[1])
+        nxt = lambda r, k: jnp.pad(r, ((0, 0), (0, 0), (0, k), (0, 0)))[:, :, k:]  # noqa: E731
+        start = roll & ~jnp.pad(roll, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]
+        qual = start & nxt(roll, 1) & nxt(roll, 2)
+        axes = (1, 2, 3)
+        return (jnp.sum(roll & x, axis=axes), jnp.sum(roll & ~x, axis=axes), jnp.sum(~roll & x, axis=axes),
+                jnp.sum(start, axis=axes), jnp.sum(qual, axis=axes))
+
+    grid = ([(a,) for a in THRESHOLDS] if channels == 1
+            else [(a, b) for a in SUSTAIN_GRID for b in ONSET_GRID])
+    f1, qn = [], []
+    for g in grid:
+        tp, fp, fn, notes, qual = jax.device_get(counts(jnp.tile(jnp.asarray(g, jnp.float32), (5, 1)), probs, x))
+        f1.append(metrics.prf(tp, fp, fn)[2])
+        qn.append(qual / np.maximum(notes, 1))
+    f1, qn = np.stack(f1), np.stack(qn)  # [grid, 5]
+    if channels > 1:
+        ok = qn >= QUALIFIED_MIN
+        ok[:, 0] = True  # drums
+        f1 = np.where(ok.any(0), np.where(ok, f1, -1.0), qn)
+    return np.asarray(grid, np.float32)[f1.argmax(0)]  # [5, channels]
+
+
+def calibrate(run_dir: str, vae_meta: dict, latents: dict, ds: dict, seed: int = 0, *,
+              graphdef=None, params=None) -> dict:
     """Sampling statistics saved beside the checkpoints: decoding thresholds, latent normalisation, and a
     bank of real bars to start generation from."""
     val = vae_meta.get("val", {})
-    thresholds = [val.get(f"threshold_{t}", 0.5) for t in TRACKS]
+    if graphdef is not None and len(ds["valid"]):
+        thresholds = calibrate_notes(graphdef, params, ds["valid"]).tolist()
+    else:
+        thresholds = [[val.get(f"threshold_{t}", 0.5)] for t in TRACKS]
     mean, std = latent_norm(latents["train"])
     bank = start_bars(latents["train"], ds["train"], seed=seed)
     stats = {"thresholds": thresholds, "val": val, "data": _data_stats(ds),
@@ -542,7 +587,7 @@ def train_all(run_dir: str, cfg: Config, data_dir: str, *, stages=STAGES, device
         if vae_state is None:
             vae_state, vae_meta = restore_best(run_dir, "vae", like)
         latents = run_encode(run_dir, cfg, ds, graphdef, vae_state["params"])
-        calibrate(run_dir, vae_meta, latents, ds, seed=cfg.train.seed)
+        calibrate(run_dir, vae_meta, latents, ds, seed=cfg.train.seed, graphdef=graphdef, params=vae_state["params"])
     for which in ("melody", "harmony"):
         if which in stages:
             _, _, meta = train_chain(run_dir, cfg, ds, latents, which, progress=progress)
