@@ -61,10 +61,11 @@ def reconstruction(model, split: data_lib.Split, max_bars: int = 4096) -> dict:
     return out
 
 
-def _bars_of(model, params: np.ndarray) -> np.ndarray:
-    """`[num, bars, 5, 2K]` -> `[5, num*bars, T, P]` binary bars at the calibrated thresholds."""
+def _bars_of(model, params, means=None) -> np.ndarray:
+    """`[num, bars, 5, 2K]` (and the chains' predictions before noise, which decide rests) -> `[5, num*bars,
+    T, P]` bool bars, the decoders' raw output."""
     flat = params.reshape((-1,) + params.shape[2:])
-    rolls = model.rolls(flat)
+    rolls = model.rolls(flat, plays_latents=None if means is None else means.reshape(flat.shape))
     return rolls.reshape(5, flat.shape[0], -1, rolls.shape[-1])
 
 
@@ -121,16 +122,16 @@ def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, se
         real_next = np.concatenate([test.song(i)[:, f + 1:f + 1 + bars] for i, f in pick], axis=1)
         firsts = np.stack([model._encode_roll(test.song(i)[:, f].astype(bool))[0] for i, f in pick])
     for sigma in sigmas:
-        prior = model.sample_params(bars, sigma=sigma, seed=seed, num=songs)
-        gen = _bars_of(model, prior)
+        gen = _bars_of(model, *model.sample_params(bars, sigma=sigma, seed=seed, num=songs, with_means=True))
         rows[f"prior sigma={sigma}"] = metrics.all_metrics(gen, low, song_bars=bars)
         if sigma in post_sigmas:  # what sample.py hands the user: post-processed
             post = render.postprocess(gen.reshape(5, -1, gen.shape[-1]), min_length=sampler.MIN_LENGTH,
                                       merge_gap=sampler.MERGE_GAP).reshape(gen.shape)
             rows[f"prior sigma={sigma}, post-processed"] = metrics.all_metrics(post, low, song_bars=bars)
         if pick:
-            cont = model.sample_params(bars + 1, sigma=sigma, seed=seed, num=len(pick), start=firsts)[:, 1:]
-            gen = _bars_of(model, cont)
+            cont, means = model.sample_params(bars + 1, sigma=sigma, seed=seed, num=len(pick), start=firsts,
+                                              with_means=True)
+            gen = _bars_of(model, cont[:, 1:], means[:, 1:])
             rows[f"continuation sigma={sigma}"] = metrics.all_metrics(gen, low, song_bars=bars)
             if sigma == 0.0:
                 base = gen

@@ -25,6 +25,8 @@ from vaejax.config import HARMONY, PIANO, TRACKS, Config
 from vaejax.training import init_vae_state, restore_best
 
 MAX_BARS = 4096
+HARMONY_GUIDANCE = 4.0
+"""Default `TrainedModel.harmony_guidance` (chosen on the evaluation: see docs/quality-report.md)."""
 BUCKET = 16
 """Given parts are padded to a multiple of this many segments (the chains are causal: padding at the end
 changes nothing before it), so that parts of many lengths share a few compiled programs."""
@@ -87,6 +89,10 @@ class TrainedModel:
         self.std = np.asarray(self.stats.get("latent_std", np.ones((5, k2))), np.float32)
         self.tempo = 120.0
         self._chain = jax.jit(self._chain_impl, static_argnums=(2,))
+        self.harmony_guidance = float(self.stats.get("harmony_guidance", HARMONY_GUIDANCE))
+        """Scale on the conditioned decoders' harmonic bias (`models.VAE.harmony`) when generating: above 1
+        the band leans harder on the piano's pitch classes than on its own latents (as classifier-free
+        guidance does); 1 decodes as trained."""
         self.count_notes = cfg.model.onsets
         """Two-channel decoders start as many notes as they expect (`models.decode_notes(count=True)`);
         False decodes at the calibrated onset thresholds instead."""
@@ -112,31 +118,58 @@ class TrainedModel:
         return jax.vmap(lambda p, xi: nnx.merge(self.har_def, p)(xi))(self.har, x)
 
     def _chain_impl(self, start, key, bars: int, sigma):
-        """Standardised start `[N, 5, 2K]` -> standardised latent parameters `[N, bars, 5, 2K]`."""
+        """Standardised start `[N, 5, 2K]` -> standardised latent parameters `[N, bars, 5, 2K]`, noisy, and the
+        chains' predictions before the noise was added (the same shape)."""
         def step(carry, k):
             piano, own = carry
             k1, k2 = jax.random.split(k)
-            piano = jnp.clip(self._melody(piano) + sigma * jax.random.normal(k1, piano.shape), -CLIP, CLIP)
-            own = jnp.clip(self._harmony_step(piano, own) + sigma * jax.random.normal(k2, own.shape), -CLIP, CLIP)
-            return (piano, own), (piano, own)
+            piano_mean = self._melody(piano)
+            piano = jnp.clip(piano_mean + sigma * jax.random.normal(k1, piano.shape), -CLIP, CLIP)
+            own_mean = self._harmony_step(piano, own)
+            own = jnp.clip(own_mean + sigma * jax.random.normal(k2, own.shape), -CLIP, CLIP)
+            return (piano, own), (piano, own, piano_mean, own_mean)
 
         k0, ks = jax.random.split(key)
-        start = jnp.clip(start + sigma * jax.random.normal(k0, start.shape), -CLIP, CLIP)
-        carry = (start[:, PIANO], jnp.moveaxis(start[:, jnp.array(HARMONY)], 1, 0))
-        _, (pianos, owns) = jax.lax.scan(step, carry, jax.random.split(ks, bars - 1))
-        pianos = jnp.concatenate([carry[0][None], pianos])  # [bars, N, 2K]
-        owns = jnp.concatenate([carry[1][None], owns])  # [bars, 4, N, 2K]
-        out = jnp.zeros((bars, start.shape[0], 5, start.shape[-1]))
-        out = out.at[:, :, PIANO].set(pianos)
-        out = out.at[:, :, jnp.array(HARMONY)].set(jnp.moveaxis(owns, 1, 2))
-        return jnp.moveaxis(out, 0, 1)  # standardised
+        first = jnp.clip(start + sigma * jax.random.normal(k0, start.shape), -CLIP, CLIP)
+        carry = (first[:, PIANO], jnp.moveaxis(first[:, jnp.array(HARMONY)], 1, 0))
+        _, (pianos, owns, piano_means, own_means) = jax.lax.scan(step, carry, jax.random.split(ks, bars - 1))
 
-    def _rolls_impl(self, latents, thresholds, key, piano=None, *, sample: bool = False, count: bool = False):
+        def assemble(p0, own0, p, own):
+            p = jnp.concatenate([p0[None], p])  # [bars, N, 2K]
+            own = jnp.concatenate([own0[None], own])  # [bars, 4, N, 2K]
+            out = jnp.zeros((bars, start.shape[0], 5, start.shape[-1]))
+            out = out.at[:, :, PIANO].set(p)
+            out = out.at[:, :, jnp.array(HARMONY)].set(jnp.moveaxis(own, 1, 2))
+            return jnp.moveaxis(out, 0, 1)
+
+        noisy = assemble(carry[0], carry[1], pianos, owns)
+        means = assemble(start[:, PIANO], jnp.moveaxis(start[:, jnp.array(HARMONY)], 1, 0), piano_means, own_means)
+        return noisy, means
+
+    def _harmony_impl(self, piano, own0, key, sigma):
+        """Harmony chain under a fixed piano (standardised), noise carried forward as in `_chain_impl`:
+        piano `[bars, 2K]`, own0 `[4, 2K]` -> (noisy, predicted before noise), each `[bars, 4, 2K]`."""
+        def step(own, pk):
+            p, k = pk
+            mean = self._harmony_step(p[None], own[:, None])[:, 0]
+            own = jnp.clip(mean + sigma * jax.random.normal(k, own.shape), -CLIP, CLIP)
+            return own, (own, mean)
+        return jax.lax.scan(step, own0, (piano, jax.random.split(key, piano.shape[0])))[1]
+
+    def _rolls_impl(self, latents, thresholds, key, piano=None, plays_latents=None, guidance=1.0, *,
+                    sample: bool = False, count: bool = False):
         """`[M, 5, 2K]` latent parameters -> `[5, M, T, P]` bool rolls. The piano decodes first (or is
         given, `[M, T, P]`); the other tracks decode conditioned on its pitch classes, each with its own
-        decoder; `sample` draws cells instead of thresholding."""
+        decoder; `sample` draws cells instead of thresholding. Whether a track plays in a segment is
+        decided from `plays_latents` when given (the chains' predictions before noise: sigma varies what
+        is played, not whether), else from `latents`."""
         d = self.cfg.data
+        vae = self.vae
+        if self.cfg.model.condition:
+            vae = jax.tree.map(lambda a: a, vae)
+            vae["harmony"] = jax.tree.map(lambda a: a * guidance, vae["harmony"])
         z = jnp.moveaxis(latents[..., :self.K], 1, 0)  # [5, M, K]
+        zp = z if plays_latents is None else jnp.moveaxis(plays_latents[..., :self.K], 1, 0)
 
         def notes(probs, plays, th, k):
             kc, kp = jax.random.split(k)
@@ -146,27 +179,21 @@ class TrainedModel:
 
         kp, kb = jax.random.split(key)
         if piano is None:
-            vae = nnx.merge(self.vae_def, jax.tree.map(lambda a: a[PIANO], self.vae))
-            logits, plays = vae.decode_all(z[PIANO], jnp.zeros((z.shape[1], models.condition_dim(d))))
-            plays = jnp.ones(z.shape[1]) if plays is None else jax.nn.sigmoid(plays)
+            pvae = nnx.merge(self.vae_def, jax.tree.map(lambda a: a[PIANO], vae))
+            none = jnp.zeros((z.shape[1], models.condition_dim(d)))
+            logits, plays = pvae.decode_all(z[PIANO], none)
+            plays = jnp.ones(z.shape[1]) if plays is None else jax.nn.sigmoid(pvae.decode_all(zp[PIANO], none)[1])
             piano = notes(jax.nn.sigmoid(logits), plays, thresholds[PIANO], kp)
-        probs, plays = models.decode_stack(self.vae_def, self.vae, z, models.conditions(piano.astype(jnp.float32), d))
+        c = models.conditions(piano.astype(jnp.float32), d)
+        probs, plays = models.decode_stack(self.vae_def, vae, z, c)
+        if plays_latents is not None:
+            plays = models.decode_stack(self.vae_def, vae, zp, c)[1]
         rolls = jax.vmap(notes)(probs, plays, thresholds, jax.random.split(kb, len(TRACKS)))
         return rolls.at[PIANO].set(piano.astype(bool))
 
     def _encode_impl(self, x):
         """`[5, M, T, P]` -> `[M, 5, 2K]`."""
         return jnp.moveaxis(models.encode_stack(self.vae_def, self.vae, x, self.cfg.data), 0, 1)
-
-    def _harmony_impl(self, piano, own0, key, sigma):
-        """Harmony chain under a fixed piano (standardised), noise carried forward as in `_chain_impl`:
-        piano `[bars, 2K]`, own0 `[4, 2K]` -> `[bars, 4, 2K]`."""
-        def step(own, pk):
-            p, k = pk
-            own = self._harmony_step(p[None], own[:, None])[:, 0]
-            own = jnp.clip(own + sigma * jax.random.normal(k, own.shape), -CLIP, CLIP)
-            return own, own
-        return jax.lax.scan(step, own0, (piano, jax.random.split(key, piano.shape[0])))[1]
 
     # ---- arrays ------------------------------------------------------------------------------------
 
@@ -194,17 +221,19 @@ class TrainedModel:
         return self._encode_roll(self._in_model_key(self._roll_of(song))[0])
 
     def rolls(self, latents: np.ndarray, *, threshold: float | None = None, sample: bool = False, seed: int = 0,
-              piano: np.ndarray | None = None) -> np.ndarray:
+              piano: np.ndarray | None = None, plays_latents: np.ndarray | None = None) -> np.ndarray:
         """Latent parameters `[M, 5, 2K]` -> `[5, M*T, P]` bool rolls: the decoders' raw output, notes
         decoded at the calibrated thresholds (`threshold` replaces the sustain threshold), before any
-        post-processing. `piano` (`[M*T, P]`) fixes the piano part that the band follows."""
+        post-processing. `piano` (`[M*T, P]`) fixes the piano part that the band follows; `plays_latents`
+        (like `latents`) decide which tracks play in which segments."""
         th = self.thresholds.copy()
         if threshold is not None:
             th[:, 0] = float(threshold)
         lat = jnp.asarray(latents, jnp.float32)
         p = None if piano is None else jnp.asarray(piano.reshape(lat.shape[0], self.cfg.data.steps, -1))
-        out = np.asarray(self._rolls(lat, jnp.asarray(th), jax.random.key(seed), p, sample=sample,
-                                     count=bool(self.count_notes)))
+        pl = None if plays_latents is None else jnp.asarray(plays_latents, jnp.float32)
+        out = np.asarray(self._rolls(lat, jnp.asarray(th), jax.random.key(seed), p, pl,
+                                     jnp.float32(self.harmony_guidance), sample=sample, count=bool(self.count_notes)))
         return out.reshape(5, -1, out.shape[-1])
 
     def _finish(self, roll, *, name, shift=0, key=0, min_length=MIN_LENGTH, merge_gap=MERGE_GAP, tempo=None,
@@ -215,26 +244,29 @@ class TrainedModel:
         return render.to_multitrack(roll, tempo=tempo or self.tempo, name=self._label(name), cfg=self.cfg.data)
 
     def decode(self, params: np.ndarray, *, threshold: float | None = None, sample: bool = False, seed: int = 0,
-               name: str = "decoded", **finish_kw):
+               name: str = "decoded", plays_latents: np.ndarray | None = None, **finish_kw):
         """Latent parameters `[bars, 5, 2K]` -> Multitrack (thresholds calibrated on validation data by
         default; `sample=True` draws each cell from its Bernoulli instead). `key`: semitones to transpose
         the output by; `min_length`, `merge_gap`: post-processing (0 and 0 for the raw output)."""
-        roll = self.rolls(params, threshold=threshold, sample=sample, seed=seed)
+        roll = self.rolls(params, threshold=threshold, sample=sample, seed=seed, plays_latents=plays_latents)
         return self._finish(roll, name=name, **finish_kw)
 
     # ---- generation --------------------------------------------------------------------------------
 
     def sample_params(self, bars: int = 32, *, sigma: float = 0.5, seed: int = 0, num: int = 1,
-                      start: np.ndarray | None = None) -> np.ndarray:
+                      start: np.ndarray | None = None, with_means: bool = False):
         """Latent parameters `[num, bars, 5, 2K]` from the chain (`bars` counts segments). The first comes
-        from `start` (`[num, 5, 2K]`) or from a random real training bar where most of the band plays."""
+        from `start` (`[num, 5, 2K]`) or from a random real training bar where most of the band plays.
+        `with_means`: also the chains' predictions before the noise (the same shape)."""
         _check(bars, sigma)
         key = jax.random.key(seed)
         if start is None:
             pick = np.random.default_rng(seed).integers(len(self.start_bars), size=num)
             start = self.start_bars[pick]
-        z = self._chain(jnp.asarray((start - self.mean) / self.std, jnp.float32), key, int(bars), jnp.float32(sigma))
-        return np.asarray(z) * self.std + self.mean
+        z, means = self._chain(jnp.asarray((start - self.mean) / self.std, jnp.float32), key, int(bars),
+                               jnp.float32(sigma))
+        z, means = np.asarray(z) * self.std + self.mean, np.asarray(means) * self.std + self.mean
+        return (z, means) if with_means else z
 
     def sample(self, bars: int = 32, *, sigma: float = 0.5, seed: int = 0, num: int = 1, threshold=None,
                sample: bool = False, **finish_kw):
@@ -244,9 +276,9 @@ class TrainedModel:
         _check(bars, sigma)
         d = self.cfg.data
         segments = -(-bars // d.segment_bars)
-        params = self.sample_params(segments, sigma=sigma, seed=seed, num=num)
-        roll = self.rolls(params.reshape((-1,) + params.shape[2:]), threshold=threshold, sample=sample,
-                          seed=seed + 1)
+        params, means = self.sample_params(segments, sigma=sigma, seed=seed, num=num, with_means=True)
+        flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
+        roll = self.rolls(flat(params), threshold=threshold, sample=sample, seed=seed + 1, plays_latents=flat(means))
         per_song = segments * d.steps
         length = bars * d.resolution * d.beats_per_bar
         return [self._finish(roll[:, i * per_song:i * per_song + length], name=f"vaejax seed {seed} #{i}",
@@ -269,9 +301,10 @@ class TrainedModel:
         """Roll the chain forward from the last bar of `song` (in the song's key unless `key` is given)."""
         roll, shift = self._in_model_key(self._roll_of(song))
         start = self._encode_roll(roll)[-1:]
-        params = self.sample_params(bars, sigma=sigma, seed=seed, num=1, start=start)[0]
+        params, means = self.sample_params(bars, sigma=sigma, seed=seed, num=1, start=start, with_means=True)
         decode_kw.setdefault("key", 0)
-        return self.decode(params, seed=seed, name="continuation", shift=shift, **decode_kw)
+        return self.decode(params[0], seed=seed, name="continuation", shift=shift, plays_latents=means[0],
+                           **decode_kw)
 
     def arrange(self, piano, *, sigma: float = 0.5, seed: int = 0, tracks=None, threshold=None,
                 sample: bool = False, **finish_kw):
@@ -309,12 +342,15 @@ class TrainedModel:
         ps = (p - self.mean[PIANO]) / self.std[PIANO]
         rng = np.random.default_rng(seed)
         own0 = (self.start_bars[rng.integers(len(self.start_bars))][h] - self.mean[h]) / self.std[h]
-        own = np.asarray(self._harm(jnp.asarray(ps, jnp.float32), jnp.asarray(own0, jnp.float32),
-                                    jax.random.key(seed), jnp.float32(sigma)))  # [n, 4, 2K], standardised
-        params = np.zeros((n, 5, p.shape[-1]), np.float32)
+        own, own_mean = (np.asarray(a) for a in self._harm(jnp.asarray(ps, jnp.float32), jnp.asarray(own0, jnp.float32),
+                                                           jax.random.key(seed), jnp.float32(sigma)))
+        params = np.zeros((n, 5, p.shape[-1]), np.float32)  # [n, 4, 2K] standardised -> the data's units
         params[:, PIANO] = p
+        means = params.copy()
         params[:, h] = own * self.std[h] + self.mean[h]
-        out = self.rolls(params, threshold=threshold, sample=sample, seed=seed, piano=roll[PIANO])
+        means[:, h] = own_mean * self.std[h] + self.mean[h]
+        out = self.rolls(params, threshold=threshold, sample=sample, seed=seed, piano=roll[PIANO],
+                         plays_latents=means)
         out = render.postprocess(out, min_length=finish_kw.pop("min_length", MIN_LENGTH),
                                  merge_gap=finish_kw.pop("merge_gap", MERGE_GAP))
         out = music.transpose(out, int(finish_kw.pop("key", 0)) - shift)[:, :length]

@@ -29,6 +29,8 @@ from vaejax.devices import DataParallel
 
 log = logging.getLogger(__name__)
 STAGES = ("vae", "encode", "melody", "harmony")
+START_BAND = 0
+"""Generation starts from real bars where the piano and at least this many other tracks play."""
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 SUSTAIN_GRID = np.round(np.arange(0.2, 0.61, 0.1), 2)  # relative to the sustain where a note starts
 ONSET_GRID = np.round(np.arange(0.05, 0.61, 0.05), 2)
@@ -490,14 +492,16 @@ def train_chain(run_dir: str, cfg: Config, ds: dict, latents: dict, which: str, 
 
 
 def start_bars(latents: np.ndarray, split: data_lib.Split, *, seed: int, n: int = 1024,
-               look_at: int = 20000) -> np.ndarray:
-    """Latent parameters `[<=n, 5, 2K]` of real training bars where the piano and at least two other tracks
-    play: where generation starts. (Songs' first bars are a poor start: most are intros, and in the
-    LPD-cleansed sample nine in ten have a silent piano, so a chain started there stays silent.)"""
+               look_at: int = 20000, band: int = START_BAND) -> np.ndarray:
+    """Latent parameters `[<=n, 5, 2K]` of real training bars where the piano and at least `band` other
+    tracks play: where generation starts. (Songs' first bars are a poor start: most are intros, and in the
+    LPD-cleansed sample nine in ten have a silent piano, so a chain started there stays silent.) With
+    `band=0` the other tracks play or rest as often as they do beside a playing piano, and a chain that
+    starts with a track resting tends to keep it resting, as songs without that instrument do."""
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(split), size=min(look_at, len(split)), replace=False))
     sounding = split.bars(idx).any(axis=(2, 3))  # [5, m]
-    good = idx[sounding[PIANO] & (sounding.sum(axis=0) >= 3)]
+    good = idx[sounding[PIANO] & (sounding.sum(axis=0) >= 1 + band)]
     if len(good) == 0:  # a corpus without such bars: take any bars
         good = idx
     return latents[rng.permutation(good)[:n]]
