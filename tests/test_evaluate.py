@@ -21,8 +21,13 @@ def test_evaluate_writes_report(tiny_run, tmp_path):
     roll[1, 0:48, 36] = roll[1, 0:48, 40] = True  # two 48-step notes: QN 100%, UPC 2, one empty bar in two
     roll[0, 100:104, 12] = True  # a drum hit in bar 2, so that the MIDI file lasts two bars
     ref = render.write_midi(str(tmp_path / "ref.mid"), render.to_multitrack(roll))
+    pianos = tmp_path / "pianos"  # two piano parts to arrange, and a file that is not MIDI at all
+    pianos.mkdir()
+    render.write_midi(str(pianos / "a.mid"), render.to_multitrack(roll))
+    render.write_midi(str(pianos / "b.mid"), render.to_multitrack(np.roll(roll, 7, axis=2)))
+    (pianos / "c.mid").write_bytes(b"not midi")
     assert evaluate.main(["--runs", tiny_run, tiny_run, "--data", prepared, "--out", out, "--songs", "3",
-                          "--bars", "2", "--sigmas", "0", "0.5", "--reference", ref]) == 0
+                          "--bars", "2", "--sigmas", "0", "0.5", "--reference", ref, "--arrange", str(pianos)]) == 0
     rep = json.load(open(os.path.join(out, "report.json")))
     assert len(rep["runs"]) == 2 and set(TRACKS) <= set(rep["runs"][0]["reconstruction"])
     rows = rep["generation"]["rows"]
@@ -39,5 +44,12 @@ def test_evaluate_writes_report(tiny_run, tmp_path):
     md = open(os.path.join(out, "report.md")).read()
     assert "reference: ref.mid" in md
     assert "Reconstruction" in md and "real (test split)" in md
+    # chance lies where the band's tracks come from other songs; songs are scored for scale consistency
+    assert "real, tracks shuffled across songs" in rep["real_rows"] and "SC" in rep["real_rows"]["real (test songs)"]
+    assert "prior sigma=0.5, post-processed" in rows and "SC" in rows["prior sigma=0.5"]
+    arr = rep["arrangement"]
+    assert arr["songs"] == 2 and len(arr["skipped"]) == 1 and "c.mid" in arr["skipped"][0]["path"]
+    assert arr["raw"]["EB Piano"] == 50.0  # the given part is kept: one bar of two sounds
+    assert "Arrangement of given piano parts" in md
     assert os.path.getsize(os.path.join(out, "metrics-vs-sigma.png")) > 1000
     assert np.isfinite(rep["runs"][0]["reconstruction"]["Piano"]["f1"])

@@ -94,6 +94,8 @@ def test_decode_notes_starts_only_at_onsets():
     assert roll[0, 10:20, 5].all() and not roll[0, 20:, 5].any()  # ends at the dip, no restart without onset
     assert not roll[0, :, 7].any()
     assert roll[0, :, 9].sum() == 1 and roll[0, 80, 9]
+    gated = models.decode_notes(jnp.asarray(probs), jnp.array([0.5, 0.5]), plays=jnp.array([0.3]))
+    assert not np.asarray(gated).any()  # the segment is judged not to play: a rest, whatever the cells say
     single = np.asarray(models.decode_notes(jnp.asarray(probs[:, :1]), jnp.array([0.5])))
     np.testing.assert_array_equal(single, probs[:, 0] > 0.5)
 
@@ -195,3 +197,16 @@ def test_harmonic_bias_follows_the_piano_pitch_classes():
     on = np.argwhere(full > 0)
     assert len(on) == 24 * 7 and set(on[:, 1]) == set(range(0, 84, 12))  # every C, ...
     assert set(on[:, 0]) == set(range(24, 48))  # ... in beat 2 only
+
+
+def test_guidance_scales_the_band_decoders_harmonic_bias():
+    """`TrainedModel.harmony_guidance` multiplies `VAE.harmony`: the logits move by (scale - 1) x bias."""
+    vae = models.VAE(ModelConfig(latent=8), DataConfig(), rngs=nnx.Rngs(0))
+    vae.harmony[...] = jax.random.normal(jax.random.key(1), vae.harmony.shape)
+    c = jnp.asarray(np.random.default_rng(0).random((2, 48)) < 0.3, jnp.float32)
+    z = jax.random.normal(jax.random.key(2), (2, 8))
+    base = vae.decode(z, c)
+    bias = vae.decode(z, c) - vae.decode(z, jnp.zeros_like(c))
+    vae.harmony[...] = 3.0 * vae.harmony[...]
+    assert float(jnp.abs(bias).max()) > 0  # the condition reaches the output
+    assert not np.allclose(np.asarray(vae.decode(z, c)), np.asarray(base))

@@ -97,6 +97,21 @@ def test_sampled_songs_keep_the_requested_key(model):
     np.testing.assert_array_equal(b, music.transpose(a, 3))
 
 
+def test_harmony_guidance_leaves_the_piano(model):
+    """Guidance leaves the piano (which has no condition) alone."""
+    lat, means = model.sample_params(4, sigma=0.8, seed=5, num=2, with_means=True)
+    flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
+    old = model.harmony_guidance
+    try:
+        model.harmony_guidance = 1.0
+        a = model.rolls(flat(lat), plays_latents=flat(means))
+        model.harmony_guidance = 12.0
+        b = model.rolls(flat(lat), plays_latents=flat(means))
+    finally:
+        model.harmony_guidance = old
+    np.testing.assert_array_equal(a[1], b[1])  # the piano has no condition: guidance leaves it alone
+
+
 def test_vary_and_interpolate(model):
     rng = np.random.default_rng(1)
     song = rng.random((5, 4 * 96, 84)) < 0.02

@@ -180,6 +180,9 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="decoding threshold (default: per-instrument thresholds calibrated on validation data)")
     p.add_argument("--sample", action="store_true", help="draw cells from their probabilities instead")
+    p.add_argument("--harmony", type=float, default=None,
+                   help="how strongly the band follows the piano's pitch classes (1: as trained; default: the "
+                        "model's, 4 for models trained with conditioning)")
     p.add_argument("--min-length", type=int, default=3, help="drop notes shorter than this many steps (0: keep all)")
     p.add_argument("--merge-gap", type=int, default=2, help="join notes separated by fewer steps than this (0: never)")
     p.add_argument("--tempo", type=float, default=None,
@@ -205,6 +208,8 @@ def sample_main(argv: list[str] | None = None) -> int:
         problems.append(f"--tempo must be from 10 to 400, got {args.tempo}")
     if not 8000 <= args.sample_rate <= 96000:
         problems.append(f"--sample-rate must be from 8000 to 96000, got {args.sample_rate}")
+    if args.harmony is not None and not 0 <= args.harmony <= 20:
+        problems.append(f"--harmony must be from 0 to 20, got {args.harmony}")
     if not -6 <= args.key <= 5:
         problems.append(f"--key must be from -6 to 5, got {args.key}")
     if args.threshold is not None and not 0 < args.threshold < 1:
@@ -226,6 +231,8 @@ def sample_main(argv: list[str] | None = None) -> int:
     except (devices.AcceleratorError, sampler.NoCheckpoint, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.harmony is not None:
+        model.harmony_guidance = args.harmony
     kw = dict(threshold=args.threshold, sample=args.sample, min_length=args.min_length, merge_gap=args.merge_gap)
 
     def song(path):

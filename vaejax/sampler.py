@@ -286,7 +286,7 @@ class TrainedModel:
 
     def vary(self, song, *, sigma: float = 0.5, seed: int = 0, bars: int | None = None, **decode_kw):
         """A variation: encode every bar of `song`, add sigma noise to its latent parameters, decode (in the
-        song's own key unless `key` is given)."""
+        song's own key unless `key` is given). Tracks play in the bars where the song has them play."""
         roll, shift = self._in_model_key(self._roll_of(song))
         params = self._encode_roll(roll)
         if bars is not None:
@@ -295,7 +295,8 @@ class TrainedModel:
         _check(len(params), sigma)
         noisy = params + sigma * self.std * np.asarray(jax.random.normal(jax.random.key(seed), params.shape))
         decode_kw.setdefault("key", 0)
-        return self.decode(noisy, seed=seed, name=f"variation sigma {sigma}", shift=shift, **decode_kw)
+        return self.decode(noisy, seed=seed, name=f"variation sigma {sigma}", shift=shift, plays_latents=params,
+                           **decode_kw)
 
     def continue_song(self, song, bars: int = 32, *, sigma: float = 0.5, seed: int = 0, **decode_kw):
         """Roll the chain forward from the last bar of `song` (in the song's key unless `key` is given)."""
