@@ -95,3 +95,12 @@ class StageCheckpoints:
         self.wait()
         self.latest.close()
         self.best.close()
+
+
+def restore_best(run_dir: str, stage: str, like: dict) -> tuple[dict, dict]:
+    """(state, meta) of a run's best checkpoint of `stage`, restored into the structure of `like`."""
+    ckpts = StageCheckpoints(os.path.join(run_dir, "ckpt", stage))
+    try:
+        return ckpts.restore_best(like)
+    finally:
+        ckpts.close()

@@ -13,6 +13,7 @@ the output pianoroll are transposed once. `PatchConv` on `[B, P, T, C]` equals `
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -170,8 +171,7 @@ class VAE(nnx.Module):
         n = kt1 * cfg.pitch_patch
         self.out_w = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (c1, self.channels * n)))
         rates = (INIT_ON_RATE, INIT_ONSET_RATE)[: self.channels]
-        self.out_b = nnx.Param(jnp.repeat(jnp.array([float(jnp.log(r / (1 - r))) for r in rates],
-                                                    jnp.float32), n))
+        self.out_b = nnx.Param(jnp.repeat(jnp.array([math.log(r / (1 - r)) for r in rates], jnp.float32), n))
 
     def patches(self, x: jax.Array) -> jax.Array:
         """`[B, T, P]` -> the patch layout the network reads and writes."""

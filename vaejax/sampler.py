@@ -22,7 +22,6 @@ from flax import nnx
 
 from vaejax import models, music, render
 from vaejax.config import HARMONY, PIANO, TRACKS, Config
-from vaejax.training import init_vae_state, restore_best
 
 MAX_BARS = 4096
 HARMONY_GUIDANCE = 4.0
@@ -49,8 +48,45 @@ def _check(bars: int, sigma: float) -> None:
 
 
 def _chain_state_like(params) -> dict:
-    """The structure a chain stage checkpoints (parameters, Adam state, key), to restore into."""
+    """The structure a stage checkpoints (parameters, Adam state, key), to restore into."""
+    params = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), params)
     return {"params": params, "opt": optax.adam(1.0).init(params), "key": jax.random.key_data(jax.random.key(0))}
+
+
+WEIGHTS = "weights.npz"
+"""A packaged model (`export`): every network's parameters and the start bars in one npz, no pickles."""
+PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+
+
+def _flatten(state, prefix: str) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    return {prefix + jax.tree_util.keystr(path): np.asarray(v) for path, v in leaves}
+
+
+def _unflatten(template, arrays: dict, prefix: str):
+    def get(path, leaf):
+        key = prefix + jax.tree_util.keystr(path)
+        if key not in arrays or arrays[key].shape != tuple(leaf.shape):
+            raise NoCheckpoint(f"packaged model lacks {key} of shape {tuple(leaf.shape)}")
+        return jnp.asarray(arrays[key], jnp.float32)
+    return jax.tree_util.tree_map_with_path(get, template)
+
+
+def export(model: "TrainedModel", out_dir: str, *, dtype=np.float16) -> dict:
+    """Write `model` as a packaged model folder (config.json, stats.json, weights.npz with parameters in
+    `dtype`) that `load(out_dir)` restores without Orbax or training code. Returns file sizes in bytes."""
+    os.makedirs(out_dir, exist_ok=True)
+    arrays = {**_flatten(model.vae, "vae/"), **_flatten(model.mel, "melody/"), **_flatten(model.har, "harmony/")}
+    arrays = {k: v.astype(dtype) for k, v in arrays.items()}
+    arrays["start_bars"] = model.start_bars.astype(dtype)
+    np.savez_compressed(os.path.join(out_dir, WEIGHTS), **arrays)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        f.write(model.cfg.to_json())
+    stats = {k: v for k, v in model.stats.items() if k != "val"}
+    stats["harmony_guidance"] = model.harmony_guidance
+    with open(os.path.join(out_dir, "stats.json"), "w") as f:
+        json.dump(stats, f, indent=1)
+    return {f: os.path.getsize(os.path.join(out_dir, f)) for f in (WEIGHTS, "config.json", "stats.json")}
 
 
 class TrainedModel:
@@ -62,28 +98,38 @@ class TrainedModel:
 
     def __init__(self, run_dir: str):
         cfg_path = os.path.join(run_dir, "config.json")
-        if not os.path.exists(cfg_path) or not os.path.isdir(os.path.join(run_dir, "ckpt", "harmony")):
+        packaged = os.path.exists(os.path.join(run_dir, WEIGHTS))
+        if not os.path.exists(cfg_path) or not (packaged or os.path.isdir(os.path.join(run_dir, "ckpt", "harmony"))):
             raise NoCheckpoint(f"{run_dir}: no trained model here; train one with `python train.py` "
                                f"(or `python train.py --data PATH` for your data)")
         with open(cfg_path) as f:
             self.cfg = Config.from_dict(json.load(f))
         self.run_dir = run_dir
         cfg = self.cfg
-        self.vae_def, like, _ = init_vae_state(cfg, jax.random.key(0))
-        self.vae = restore_best(run_dir, "vae", like)[0]["params"]
-        mel = models.melody_net(cfg.model, jax.random.key(0))
-        self.mel_def, mel_p = nnx.split(mel)
-        har = models.harmony_stack(cfg.model, jax.random.key(0))
-        self.har_def, har_p = nnx.split(har)
-        self.mel = restore_best(run_dir, "melody", _chain_state_like(mel_p))[0]["params"]
-        self.har = restore_best(run_dir, "harmony", _chain_state_like(har_p))[0]["params"]
+        # module structure only (no initialisation is computed); the weights are restored into it
+        self.vae_def, vae_t = nnx.split(nnx.eval_shape(lambda: models.vae_stack(cfg.model, cfg.data, jax.random.key(0))))
+        self.mel_def, mel_t = nnx.split(nnx.eval_shape(lambda: models.melody_net(cfg.model, jax.random.key(0))))
+        self.har_def, har_t = nnx.split(nnx.eval_shape(lambda: models.harmony_stack(cfg.model, jax.random.key(0))))
+        if packaged:
+            with np.load(os.path.join(run_dir, WEIGHTS), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            self.vae, self.mel, self.har = (_unflatten(t, arrays, name + "/")
+                                            for t, name in ((vae_t, "vae"), (mel_t, "melody"), (har_t, "harmony")))
+        else:
+            from vaejax.checkpoint import restore_best
+            self.vae = restore_best(run_dir, "vae", _chain_state_like(vae_t))[0]["params"]
+            self.mel = restore_best(run_dir, "melody", _chain_state_like(mel_t))[0]["params"]
+            self.har = restore_best(run_dir, "harmony", _chain_state_like(har_t))[0]["params"]
         with open(os.path.join(run_dir, "stats.json")) as f:
             self.stats = json.load(f)
         th = np.asarray(self.stats["thresholds"], np.float32)
         self.thresholds = th[:, None] if th.ndim == 1 else th  # [5, channels]: sustain (, onset)
         self.synthetic = bool(self.stats.get("data", {}).get("synthetic", False))
         """True when trained on the synthetic demo corpus: generated names and pictures say so."""
-        self.start_bars = np.load(os.path.join(run_dir, "start_bars.npy"), allow_pickle=False)
+        if packaged:
+            self.start_bars = arrays["start_bars"].astype(np.float32)
+        else:
+            self.start_bars = np.load(os.path.join(run_dir, "start_bars.npy"), allow_pickle=False)
         k2 = self.start_bars.shape[-1]
         self.mean = np.asarray(self.stats.get("latent_mean", np.zeros((5, k2))), np.float32)
         self.std = np.asarray(self.stats.get("latent_std", np.ones((5, k2))), np.float32)
@@ -387,8 +433,18 @@ def _track_list(tracks) -> tuple[str, ...]:
     return tuple(out)
 
 
+def pretrained_names() -> list[str]:
+    """Names of the models packaged with vaejax (`load(name)`)."""
+    if not os.path.isdir(PRETRAINED):
+        return []
+    return sorted(d for d in os.listdir(PRETRAINED) if os.path.exists(os.path.join(PRETRAINED, d, WEIGHTS)))
+
+
 def load(run_dir: str | None = None) -> TrainedModel:
-    """Load a trained run (default: the latest one trained in this folder)."""
+    """Load a trained run or packaged model folder, or a packaged model by name (`pretrained_names()`);
+    default: the latest run trained in this folder."""
+    if run_dir is not None and not os.path.exists(run_dir) and run_dir in pretrained_names():
+        return TrainedModel(os.path.join(PRETRAINED, run_dir))
     if run_dir is None:
         from vaejax.cli import latest_run
         run_dir = latest_run()

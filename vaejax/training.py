@@ -23,7 +23,7 @@ from flax import nnx
 
 from vaejax import data as data_lib
 from vaejax import losses, metrics, models
-from vaejax.checkpoint import StageCheckpoints
+from vaejax.checkpoint import StageCheckpoints, restore_best
 from vaejax.config import HARMONY, PIANO, TRACKS, Config
 from vaejax.devices import DataParallel
 
@@ -241,14 +241,6 @@ def fit(stage: Stage, run_dir: str, cfg: Config, meta_extra: dict, *, progress: 
         ckpts.close()
     plot_losses(run_dir, stage.name)
     return restore_best(run_dir, stage.name, stage.state)
-
-
-def restore_best(run_dir: str, stage: str, like: dict) -> tuple[dict, dict]:
-    ckpts = StageCheckpoints(os.path.join(run_dir, "ckpt", stage))
-    try:
-        return ckpts.restore_best(like)
-    finally:
-        ckpts.close()
 
 
 def plot_losses(run_dir: str, stage: str) -> str | None:
