@@ -9,12 +9,10 @@ import logging
 import os
 import sys
 
-from vaejax.config import LATENT_SIZES, PRESETS, preset
+from vaejax.config import LATENT_SIZES, LATEST, PRESETS, RUNS_DIR, latest_run, preset
 
 DEMO_DIR = os.path.join("data", "demo")
 PREPARED_DIR = os.path.join("data", "prepared")
-RUNS_DIR = "runs"
-LATEST = os.path.join(RUNS_DIR, "LATEST")
 
 
 def resolve_data(data: str | None, *, progress: bool = True) -> str:
@@ -149,21 +147,14 @@ def _quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def latest_run() -> str | None:
-    if os.path.exists(LATEST):
-        with open(LATEST) as f:
-            path = f.read().strip()
-        if os.path.isdir(path):
-            return path
-    return None
-
-
 def sample_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sample.py",
         description="Generate multitrack songs from a trained run: MIDI, a pianoroll picture and WAV audio.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", default=None, help="run directory (default: the latest run, runs/LATEST)")
+    p.add_argument("--checkpoint", default=None,
+                   help="run directory, packaged model folder or packaged model name (default: the latest run, "
+                        "runs/LATEST, else the packaged model lpd5)")
     p.add_argument("--bars", type=int, default=32, help="bars per song")
     p.add_argument("--sigma", type=float, default=0.5, help="noise added to latent parameters each bar")
     p.add_argument("--seed", type=int, default=0)
@@ -227,6 +218,9 @@ def sample_main(argv: list[str] | None = None) -> int:
     from vaejax.checkpoint import CheckpointError
     try:
         devices.select(args.accelerator)
+        if args.checkpoint is None and latest_run() is None and sampler.DEFAULT_PRETRAINED in sampler.pretrained_names():
+            print(f"note: no trained run here (runs/LATEST); using the packaged model {sampler.DEFAULT_PRETRAINED} "
+                  f"(see MODEL.md)", file=sys.stderr)
         model = sampler.load(args.checkpoint)
     except (devices.AcceleratorError, sampler.NoCheckpoint, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any
 
 TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
@@ -14,6 +15,21 @@ HARMONY = (0, 2, 3, 4)
 """The four non-piano tracks, in the order of the stacked HarmonyNNs."""
 
 LATENT_SIZES = (8, 16, 32, 64)
+
+RUNS_DIR = "runs"
+"""Where `train.py` puts run directories by default (relative to the working folder)."""
+LATEST = os.path.join(RUNS_DIR, "LATEST")
+"""A file naming the run trained last: what `sample.py` and `vaejax.load()` use by default."""
+
+
+def latest_run() -> str | None:
+    """The run directory trained last from this working folder, or None."""
+    if os.path.exists(LATEST):
+        with open(LATEST) as f:
+            path = f.read().strip()
+        if os.path.isdir(path):
+            return path
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ import optax
 from flax import nnx
 
 from vaejax import models, music, render
-from vaejax.config import HARMONY, PIANO, TRACKS, Config
+from vaejax.config import HARMONY, PIANO, TRACKS, Config, latest_run
 
 MAX_BARS = 4096
 HARMONY_GUIDANCE = 4.0
@@ -56,6 +56,7 @@ def _chain_state_like(params) -> dict:
 WEIGHTS = "weights.npz"
 """A packaged model (`export`): every network's parameters and the start bars in one npz, no pickles."""
 PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+DEFAULT_PRETRAINED = "lpd5"
 
 
 def _flatten(state, prefix: str) -> dict[str, np.ndarray]:
@@ -442,12 +443,13 @@ def pretrained_names() -> list[str]:
 
 def load(run_dir: str | None = None) -> TrainedModel:
     """Load a trained run or packaged model folder, or a packaged model by name (`pretrained_names()`);
-    default: the latest run trained in this folder."""
+    default: the latest run trained in this folder, else the packaged model `DEFAULT_PRETRAINED`."""
     if run_dir is not None and not os.path.exists(run_dir) and run_dir in pretrained_names():
         return TrainedModel(os.path.join(PRETRAINED, run_dir))
     if run_dir is None:
-        from vaejax.cli import latest_run
         run_dir = latest_run()
         if run_dir is None:
+            if DEFAULT_PRETRAINED in pretrained_names():
+                return TrainedModel(os.path.join(PRETRAINED, DEFAULT_PRETRAINED))
             raise NoCheckpoint("no trained run found (runs/LATEST); train one with `python train.py`")
     return TrainedModel(run_dir)
