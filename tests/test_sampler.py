@@ -199,3 +199,21 @@ def test_fluidsynth_rendering_when_available():
     audio, how = render.synthesize(render.to_multitrack(roll), sample_rate=16000)
     assert how == "fluidsynth"
     assert len(audio) >= 2 * 16000 and np.abs(audio).max() > 0.1  # one 4/4 bar at 120 bpm = 2 s
+
+
+def test_packaged_model_round_trip(model, tmp_path):
+    """export() writes float16 weights that load() restores without Orbax; the songs hardly change."""
+    from vaejax import sampler
+    out = str(tmp_path / "pk")
+    assert sampler.main(["export", model.run_dir, out]) == 0
+    assert sorted(os.listdir(out)) == ["config.json", "stats.json", "weights.npz"]
+    packed = sampler.load(out)
+    assert packed.cfg == model.cfg and packed.harmony_guidance == model.harmony_guidance
+    lat = model.sample_params(3, sigma=0.5, seed=2)[0]
+    np.testing.assert_allclose(packed._encode_roll(np.zeros((5, 96, 84), bool)),
+                               model._encode_roll(np.zeros((5, 96, 84), bool)), atol=2e-2, rtol=2e-2)
+    a, b = model.rolls(lat), packed.rolls(lat)
+    assert (a == b).mean() > 0.99
+    with np.load(os.path.join(out, "weights.npz"), allow_pickle=False) as z:
+        assert all(z[k].dtype == np.float16 for k in z.files)
+    assert sampler.main(["export", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2

@@ -453,3 +453,29 @@ def load(run_dir: str | None = None) -> TrainedModel:
                 return TrainedModel(os.path.join(PRETRAINED, DEFAULT_PRETRAINED))
             raise NoCheckpoint("no trained run found (runs/LATEST); train one with `python train.py`")
     return TrainedModel(run_dir)
+
+
+def main(argv=None) -> int:
+    """`python -m vaejax.sampler export RUN OUT`: package a trained run for `load(OUT)`."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m vaejax.sampler", description=main.__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("export", help="write a run's best weights (float16) as a packaged model folder")
+    ex.add_argument("run")
+    ex.add_argument("out")
+    ex.add_argument("--float32", action="store_true", help="keep float32 weights")
+    args = ap.parse_args(argv)
+    try:
+        model = load(args.run)
+    except NoCheckpoint as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sizes = export(model, args.out, dtype=np.float32 if args.float32 else np.float16)
+    print(f"{args.out}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
