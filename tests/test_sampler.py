@@ -217,3 +217,12 @@ def test_packaged_model_round_trip(model, tmp_path):
     with np.load(os.path.join(out, "weights.npz"), allow_pickle=False) as z:
         assert all(z[k].dtype == np.float16 for k in z.files)
     assert sampler.main(["export", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
+
+
+def test_saving_a_picture_keeps_the_matplotlib_backend(tmp_path):
+    import matplotlib
+    before = matplotlib.get_backend()
+    roll = np.zeros((5, 96, 84), bool)
+    roll[1, :10, 30] = True
+    path = render.plot(render.to_multitrack(roll), str(tmp_path / "p.png"))
+    assert os.path.getsize(path) > 1000 and matplotlib.get_backend() == before

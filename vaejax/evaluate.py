@@ -252,13 +252,10 @@ def write_report(out_dir: str, result: dict) -> str:
 
 
 def _plot(out_dir, result):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = result["generation"]["rows"]
     sig = [float(k.split("=")[1]) for k in rows if k.startswith("prior") and "post" not in k]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig = render.new_figure((14, 4))
+    axes = fig.subplots(1, 3)
     for ax, metric in zip(axes, ("EB", "UPC", "QN")):
         for t in TRACKS[1:]:
             key = f"{metric} {t}"
@@ -269,7 +266,6 @@ def _plot(out_dir, result):
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "metrics-vs-sigma.png"), dpi=90)
-    plt.close(fig)
 
 
 def _cpu_name() -> str:

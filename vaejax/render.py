@@ -102,14 +102,10 @@ def write_midi(path: str, mt) -> str:
 def plot(mt, path: str | None = None, *, title: str | None = None, cfg: DataConfig = DataConfig()):
     """One row per instrument (Piano, Guitar, Bass, Strings, Drums), pitch against beat. Returns the figure,
     or saves it as PNG when `path` is given."""
-    import matplotlib
-    if path is not None:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     roll = from_multitrack(mt, cfg)
     beats = roll.shape[1] / cfg.resolution
-    fig, axes = plt.subplots(len(PLOT_ORDER), 1, figsize=(min(24, 4 + beats / 8), 8), sharex=True)
+    fig = new_figure(figsize=(min(24, 4 + beats / 8), 8), shown=path is None)
+    axes = fig.subplots(len(PLOT_ORDER), 1, sharex=True)
     for ax, t in zip(axes, PLOT_ORDER):
         ax.imshow(roll[t].T, aspect="auto", origin="lower", cmap="Greys", interpolation="nearest",
                   extent=(0, beats, cfg.lowest_pitch, cfg.lowest_pitch + cfg.num_pitches))
@@ -123,9 +119,18 @@ def plot(mt, path: str | None = None, *, title: str | None = None, cfg: DataConf
         return fig
     tmp = path + ".part.png"
     fig.savefig(tmp, dpi=90)
-    plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def new_figure(figsize, *, shown: bool = False):
+    """A matplotlib figure: through pyplot when it is to be shown (a notebook displays it), else a bare
+    `Figure` that only saves files, so that writing pictures never changes the session's backend."""
+    if shown:
+        import matplotlib.pyplot as plt
+        return plt.figure(figsize=figsize)
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize)
 
 
 def synthesize(mt, sample_rate: int = 22050, soundfont: str | None = None) -> tuple[np.ndarray, str]:

@@ -250,15 +250,14 @@ def plot_losses(run_dir: str, stage: str) -> str | None:
     recs = [r for r in read_metrics(run_dir) if r["stage"] == stage]
     if not recs:
         return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from vaejax.render import new_figure
 
     key = "loss" if stage == "vae" else "mse"
     train = [r for r in recs if r["kind"] == "train"]
     valid = [r for r in recs if r["kind"] == "valid"]
     spe = max(1, max(r["step"] for r in recs) / max(1, max(r["epoch"] for r in recs) + 1))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure((6, 4))
+    ax = fig.subplots()
     ax.plot([r["step"] / spe for r in train], [r[key] for r in train], label="train", alpha=0.8)
     ax.plot([r["epoch"] + 1 for r in valid], [r["val_loss"] for r in valid], "o-", label="validation")
     if valid and "baseline" in valid[-1]:
@@ -270,7 +269,6 @@ def plot_losses(run_dir: str, stage: str) -> str | None:
     fig.tight_layout()
     path = os.path.join(run_dir, f"loss-{stage}.png")
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
