@@ -222,7 +222,11 @@ def test_packaged_model_round_trip(model, tmp_path):
 def test_saving_a_picture_keeps_the_matplotlib_backend(tmp_path):
     import matplotlib
     before = matplotlib.get_backend()
-    roll = np.zeros((5, 96, 84), bool)
-    roll[1, :10, 30] = True
-    path = render.plot(render.to_multitrack(roll), str(tmp_path / "p.png"))
-    assert os.path.getsize(path) > 1000 and matplotlib.get_backend() == before
+    matplotlib.use("svg")  # a backend other than the Agg a careless writer would switch to
+    try:
+        roll = np.zeros((5, 96, 84), bool)
+        roll[1, :10, 30] = True
+        path = render.plot(render.to_multitrack(roll), str(tmp_path / "p.png"))
+        assert os.path.getsize(path) > 1000 and matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
