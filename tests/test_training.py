@@ -161,3 +161,5 @@ def test_two_bar_segments_train_through_the_cli(tmp_path):
     saved = json.load(open(os.path.join(run, "config.json")))
     assert saved["data"]["segment_bars"] == 2
     assert any(rec["stage"] == "vae" and rec["kind"] == "valid" for rec in read_metrics(run))
+    # --quiet and a redirected stderr: no progress bars, but every epoch's line is logged
+    assert "vae epoch 1/2 (step 2)" in r.stderr and "vae epoch 2/2" in r.stderr and "\r" not in r.stderr

@@ -155,7 +155,8 @@ def read_metrics(run_dir: str) -> list[dict]:
 
 
 def _bar(total: int, desc: str, initial: int, enabled: bool):
-    if not enabled or jax.process_index() != 0:
+    """A tqdm bar on an interactive terminal only: redirected to a file, a run logs its epochs instead."""
+    if not enabled or jax.process_index() != 0 or not sys.stderr.isatty():
         return None
     from tqdm.auto import tqdm
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
@@ -228,10 +229,13 @@ def fit(stage: Stage, run_dir: str, cfg: Config, meta_extra: dict, *, progress: 
             best = min(best, val["val_loss"])
             logger.write({"stage": stage.name, "kind": "valid", "step": step, "epoch": epoch,
                           "seconds": round(time.perf_counter() - t_epoch, 3), **val})
+            line = f"{stage.name} epoch {epoch + 1}/{stage.epochs} (step {step}): " + ", ".join(
+                f"{k} {v:.4g}" for k, v in val.items()
+                if k.startswith(("val_loss", "f1_", "baseline", "mse_")) and "@" not in k)
             if bar is not None:
-                bar.write(f"{stage.name} epoch {epoch + 1}/{stage.epochs}: " +
-                          ", ".join(f"{k} {v:.4g}" for k, v in val.items()
-                                    if k.startswith(("val_loss", "f1_", "baseline", "mse_")) and "@" not in k))
+                bar.clear()
+            if jax.process_index() == 0:
+                log.info(line)  # a log line whatever the mode: files and --quiet keep the epochs
             meta = {**meta_extra, "step": step, "epoch": epoch, "best_val": best, "epoch_end": True,
                     "done": epoch == stage.epochs - 1, "val": val}
             ckpts.save(step, state, meta, best=improved)
