@@ -230,3 +230,34 @@ def test_saving_a_picture_keeps_the_matplotlib_backend(tmp_path):
         assert os.path.getsize(path) > 1000 and matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before)
+
+
+def test_cli_arrange_unusual_inputs(model, tmp_path):
+    """A piano part in 3/4, one without notes and one over 1,000 bars: a result or a one-line error."""
+    import pretty_midi
+
+    def write(name, notes, meter=(4, 4), seconds_per_note=0.5):
+        pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+        pm.time_signature_changes.append(pretty_midi.TimeSignature(*meter, 0.0))
+        inst = pretty_midi.Instrument(program=0)
+        inst.notes = [pretty_midi.Note(velocity=90, pitch=60 + (i % 7), start=i * seconds_per_note,
+                                       end=(i + 0.9) * seconds_per_note) for i in range(notes)]
+        pm.instruments.append(inst)
+        path = str(tmp_path / name)
+        pm.write(path)
+        return path
+
+    def run(path):
+        return subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", model.run_dir,
+                               "--arrange", path, "--no-audio", "--out", str(tmp_path / "o")],
+                              capture_output=True, text=True)
+
+    r = run(write("waltz.mid", 24, meter=(3, 4)))  # 24 beats of 3/4: read on its beat grid, cut every 4 beats
+    assert r.returncode == 0, r.stderr
+    pm = pretty_midi.PrettyMIDI(r.stdout.split()[0])
+    assert [len(i.notes) for i in pm.instruments if i.name == "Piano"] == [24]
+    r = run(write("empty.mid", 0))
+    assert r.returncode == 2 and "no notes" in r.stderr and "Traceback" not in r.stderr
+    r = run(write("long.mid", 4 * 1100, seconds_per_note=0.5))  # 1,100 bars
+    assert r.returncode == 0, r.stderr
+    assert pretty_midi.PrettyMIDI(r.stdout.split()[0]).get_end_time() > 1100 * 2 * 0.99

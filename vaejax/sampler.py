@@ -380,6 +380,8 @@ class TrainedModel:
         n = -(-length // steps)
         if n == 0:
             raise ValueError("the piano part is empty (no time steps)")
+        if n > MAX_BARS:
+            raise ValueError(f"the piano part has {n} segments; at most {MAX_BARS} can be arranged at once")
         _check(n, sigma)
         n = -(-n // BUCKET) * BUCKET  # whole buckets of segments: one compiled program serves many lengths
         roll = np.zeros((5, n * steps, cfg.num_pitches), bool)
