@@ -261,3 +261,20 @@ def test_cli_arrange_unusual_inputs(model, tmp_path):
     r = run(write("long.mid", 4 * 1100, seconds_per_note=0.5))  # 1,100 bars
     assert r.returncode == 0, r.stderr
     assert pretty_midi.PrettyMIDI(r.stdout.split()[0]).get_end_time() > 1100 * 2 * 0.99
+
+
+def test_general_midi_audio_from_the_wheel_and_silence_labelled():
+    roll = np.zeros((5, 96, 84), bool)
+    roll[1, 0:48, 36] = roll[3, 0:24, 12] = roll[0, 0:2, 12] = True
+    mt = render.to_multitrack(roll)
+    audio, how = render.synthesize(mt, sample_rate=16000)
+    try:
+        import midirenderer  # noqa: F401
+    except ImportError:
+        pytest.skip("midirenderer not installed (no wheel for this platform); the built-in synthesis is used")
+    if how != "fluidsynth":  # FluidSynth, where installed, comes first
+        assert how.startswith("midirenderer")
+    assert len(audio) == 2 * 16000 and np.abs(audio).max() > 0.1  # one 4/4 bar at 120 bpm = 2 s
+    silent, how = render.synthesize(render.to_multitrack(np.zeros_like(roll)), sample_rate=16000)
+    assert how == render.SILENT and len(silent) == 2 * 16000 and not silent.any()
+    assert render.silent_tracks(mt) == ["Guitar", "Strings"]

@@ -270,6 +270,11 @@ def sample_main(argv: list[str] | None = None) -> int:
         if not args.no_audio:
             audio, how = render.synthesize(mt, sample_rate=args.sample_rate)
             print(render.write_wav(base + ".wav", audio, sample_rate=args.sample_rate))
+        silent = render.silent_tracks(mt)
+        if len(silent) == len(mt.tracks):
+            print(f"warning: {name} is silent (no track has a note)", file=sys.stderr)
+        elif silent:
+            print(f"note: {name}: {', '.join(silent)} play no note", file=sys.stderr)
     if not args.no_audio:
         print(f"audio: {how}", file=sys.stderr)
     if model.synthetic:

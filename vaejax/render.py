@@ -133,38 +133,89 @@ def new_figure(figsize, *, shown: bool = False):
     return Figure(figsize=figsize)
 
 
+def _soundfont() -> str:
+    """The General MIDI SoundFont that pretty_midi ships (TimGM6mb)."""
+    import pretty_midi
+    return os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2")
+
+
+def _midirenderer(pm, sample_rate: int, soundfont: str | None) -> np.ndarray:
+    """Render with the self-contained `midirenderer` wheel (a SoundFont synthesiser): mono at `sample_rate`."""
+    import io
+
+    import midirenderer
+
+    with open(soundfont or _soundfont(), "rb") as f:
+        sf2 = f.read()
+    buf = io.BytesIO()
+    pm.write(buf)
+    with wave.open(io.BytesIO(midirenderer.render_wave_from(sf2, buf.getvalue()))) as w:
+        rate, channels = w.getframerate(), w.getnchannels()
+        raw = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
+    mono = raw.reshape(-1, channels).mean(axis=1)
+    if rate == sample_rate or mono.size == 0:
+        return mono
+    t = np.arange(int(round(mono.size * sample_rate / rate))) * (rate / sample_rate)
+    return np.interp(t, np.arange(mono.size), mono).astype(np.float32)
+
+
+def _builtin(pm, sample_rate: int) -> np.ndarray:
+    """Sine tones for pitched notes and noise bursts for drum hits."""
+    audio = pm.synthesize(fs=sample_rate)
+    for inst in pm.instruments:
+        if not inst.is_drum:
+            continue
+        rng = np.random.default_rng(0)
+        hit = rng.standard_normal(int(0.08 * sample_rate)) * np.exp(-np.linspace(0, 8, int(0.08 * sample_rate)))
+        for n in inst.notes:
+            a = int(n.start * sample_rate)
+            if a >= len(audio):
+                audio = np.pad(audio, (0, a + len(hit) - len(audio)))
+            seg = audio[a:a + len(hit)]
+            seg += 0.3 * hit[: len(seg)] * (1.0 if n.pitch != 42 else 0.4)
+    return audio
+
+
+SILENT = "silence (the song has no notes)"
+
+
 def synthesize(mt, sample_rate: int = 22050, soundfont: str | None = None) -> tuple[np.ndarray, str]:
     """Audio for a Multitrack: (float samples in [-1, 1], how it was made).
 
-    Uses FluidSynth with a General MIDI soundfont when `pyfluidsynth` is installed (`pip install vaejax[audio]`
-    and the fluidsynth library); otherwise a simple built-in synthesis (sine tones, noise drums).
+    General MIDI sounds from FluidSynth when `pyfluidsynth` and the fluidsynth library are installed, else
+    from the `midirenderer` wheel (installed with vaejax on Linux x86-64), both with pretty_midi's SoundFont
+    unless `soundfont` names another; else a simple built-in synthesis (sine tones, noise drums). A song
+    without notes is silence, and says so.
     """
     pm = to_pretty_midi(mt)
-    try:
-        audio = pm.fluidsynth(fs=sample_rate, sf2_path=soundfont)
-        how = "fluidsynth"
-    except Exception:  # pyfluidsynth or libfluidsynth missing
-        audio = pm.synthesize(fs=sample_rate)
-        for inst in pm.instruments:
-            if not inst.is_drum:
-                continue
-            rng = np.random.default_rng(0)
-            hit = rng.standard_normal(int(0.08 * sample_rate)) * np.exp(-np.linspace(0, 8, int(0.08 * sample_rate)))
-            for n in inst.notes:
-                a = int(n.start * sample_rate)
-                if a >= len(audio):
-                    audio = np.pad(audio, (0, a + len(hit) - len(audio)))
-                seg = audio[a:a + len(hit)]
-                seg += 0.3 * hit[: len(seg)] * (1.0 if n.pitch != 42 else 0.4)
-        how = "sine tones and noise drums (install pyfluidsynth for General MIDI sounds)"
-    tempo = float(mt.tempo[0]) if mt.tempo is not None and len(mt.tempo) else 120.0
-    length = int(round(mt.get_max_length() * 60.0 / tempo / mt.resolution * sample_rate))
+    if not any(inst.notes for inst in pm.instruments):
+        audio, how = np.zeros(0, np.float32), SILENT
+    else:
+        audio = how = None
+        try:
+            audio, how = pm.fluidsynth(fs=sample_rate, sf2_path=soundfont), "fluidsynth"
+        except Exception:  # pyfluidsynth or libfluidsynth missing
+            pass
+        if audio is None:
+            try:
+                audio, how = _midirenderer(pm, sample_rate, soundfont), "midirenderer (General MIDI SoundFont)"
+            except Exception:  # not installed, or no wheel for this platform
+                pass
+        if audio is None:
+            audio = _builtin(pm, sample_rate)
+            how = "sine tones and noise drums (pip install midirenderer for General MIDI sounds)"
+    length = int(round(mt.get_max_length() * 60.0 / tempo_of(mt) / mt.resolution * sample_rate))
     if audio.size < length:  # silent bars at the end (or a silent song) still last their time
         audio = np.pad(audio, (0, length - audio.size))
     peak = np.max(np.abs(audio)) if audio.size else 0.0
     if peak > 0:
         audio = audio / peak * 0.9
     return audio.astype(np.float32), how
+
+
+def silent_tracks(mt) -> list[str]:
+    """Names of the tracks of a Multitrack that hold no note."""
+    return [tr.name for tr in mt.tracks if not np.asarray(tr.pianoroll).any()]
 
 
 def write_wav(path: str, audio: np.ndarray, sample_rate: int = 22050) -> str:
