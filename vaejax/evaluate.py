@@ -296,6 +296,9 @@ def main(argv=None) -> int:
     ap.add_argument("--arrange-songs", type=int, default=200, help="at most this many files from --arrange")
     ap.add_argument("--arrange-sigma", type=float, default=None,
                     help="noise for the arrangement (default: the arrange() default)")
+    ap.add_argument("--harmony", type=float, default=None, help="harmony guidance for generation (default: the model's)")
+    ap.add_argument("--threshold-notes", action="store_true",
+                    help="decode notes at the calibrated onset thresholds instead of counting them (ablation)")
     args = ap.parse_args(argv)
     ds = data_lib.open_dataset(args.data)
     test = ds["test"]
@@ -306,6 +309,10 @@ def main(argv=None) -> int:
                      "reconstruction": reconstruction(model, test)})
         print(f"{run}: reconstruction F1 " + ", ".join(f"{t} {runs[-1]['reconstruction'][t]['f1']:.3f}" for t in TRACKS))
     model = sampler.load(args.runs[0])
+    if args.harmony is not None:
+        model.harmony_guidance = args.harmony
+    if args.threshold_notes:
+        model.count_notes = False
     real = metrics.all_metrics(test.bars(np.arange(len(test))))
     real_extra = real_rows(test, _song_windows(test, args.bars), args.bars, test.cfg.lowest_pitch)
     gen = generation(model, test, songs=args.songs, bars=args.bars, sigmas=args.sigmas, seed=args.seed)
