@@ -294,3 +294,14 @@ def test_packaged_lpd5_model_loads_offline_and_plays(tmp_path):
                         str(tmp_path / "o")], capture_output=True, text=True, cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert "using the packaged model lpd5" in r.stderr  # no run trained in this folder: says which model
+
+
+def test_cli_does_not_overwrite_earlier_songs(model, tmp_path):
+    cmd = [sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", model.run_dir, "--bars", "2",
+           "--no-audio", "--out", str(tmp_path)]
+    first = subprocess.run(cmd, capture_output=True, text=True).stdout.split()
+    second = subprocess.run(cmd, capture_output=True, text=True).stdout.split()
+    third = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True).stdout.split()
+    assert [os.path.basename(p) for p in first] == ["sample-seed0-0.mid", "sample-seed0-0.png"]
+    assert [os.path.basename(p) for p in second] == ["sample-seed0-0-2.mid", "sample-seed0-0-2.png"]
+    assert third == first

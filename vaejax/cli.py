@@ -180,6 +180,8 @@ def sample_parser() -> argparse.ArgumentParser:
                    help="beats per minute (default: the given song's tempo, or 120 for sampled songs)")
     p.add_argument("--out", default="out", help="output folder")
     p.add_argument("--no-audio", action="store_true", help="skip WAV rendering")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files of the same name in --out (default: add -2, -3, ... to new names)")
     p.add_argument("--sample-rate", type=int, default=22050, help="WAV sample rate (Hz)")
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"))
     return p
@@ -265,6 +267,10 @@ def sample_main(argv: list[str] | None = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     for mt, name in zip(songs, names):
         base = os.path.join(args.out, name)
+        n = 1
+        while not args.overwrite and any(os.path.exists(base + ext) for ext in (".mid", ".png", ".wav")):
+            n += 1
+            base = os.path.join(args.out, f"{name}-{n}")
         print(render.write_midi(base + ".mid", mt))
         print(render.plot(mt, base + ".png", title=f"{mt.name}: {name}, sigma {args.sigma}", cfg=model.cfg.data))
         if not args.no_audio:
