@@ -163,3 +163,22 @@ def test_two_bar_segments_train_through_the_cli(tmp_path):
     assert any(rec["stage"] == "vae" and rec["kind"] == "valid" for rec in read_metrics(run))
     # --quiet and a redirected stderr: no progress bars, but every epoch's line is logged
     assert "vae epoch 1/2 (step 2)" in r.stderr and "vae epoch 2/2" in r.stderr and "\r" not in r.stderr
+
+
+def test_cli_sets_any_field_and_prints_the_config(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--set",
+                        "model.hidden=48", "--set", "train.chain_lr=0.0003", "--set", "model.time_patch=2,8",
+                        "--set", "model.onsets=false", "--print-config"], capture_output=True, text=True,
+                       cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    cfg = json.loads(r.stdout)
+    assert cfg["model"]["hidden"] == 48 and cfg["train"]["chain_lr"] == 0.0003
+    assert cfg["model"]["time_patch"] == [2, 8] and cfg["model"]["onsets"] is False
+    assert cfg["model"]["channels"] == [8, 16]  # the rest is the tiny preset's
+    assert not os.path.exists(tmp_path / "runs")  # printing trains nothing
+    for bad in ("model.nope=1", "model.hidden=big", "hidden=3"):
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--set", bad, "--print-config"],
+                           capture_output=True, text=True, cwd=str(tmp_path))
+        assert r.returncode == 2 and "--set" in r.stderr
+    h = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--help"], capture_output=True, text=True)
+    assert "(default preset: 20)" in h.stdout and "default: None" not in h.stdout

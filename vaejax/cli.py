@@ -44,13 +44,13 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None,
                    help="prepared dataset (python -m vaejax.data prepare) or a raw folder of LPD npz / MIDI "
                         "files (prepared on the fly); default: the offline SYNTHETIC demo corpus")
-    p.add_argument("--latent", type=int, default=None, choices=LATENT_SIZES, help="latent size K (preset: 16)")
+    p.add_argument("--latent", type=int, default=None, choices=LATENT_SIZES, help="latent size K")
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"),
                    help="JAX backend; an absent one is an error, never a silent fall-back")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="model and training sizes")
     p.add_argument("--stage", default="all", choices=("all", "vae", "encode", "melody", "harmony"),
                    help="run one stage only (later stages need the earlier ones' checkpoints)")
-    p.add_argument("--run", default=None, help="run directory (default: runs/<preset>-k<latent>)")
+    p.add_argument("--run", default=None, help="run directory (default: runs/<preset>-k<latent>)%(default).0s")
     p.add_argument("--vae-epochs", type=int, default=None)
     p.add_argument("--chain-epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="global batch (split over all devices)")
@@ -71,8 +71,58 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--coordinator", default=None, help="multi-host: coordinator host:port")
     p.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
     p.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="set any configuration field, e.g. --set model.hidden=512 --set train.chain_lr=3e-4 "
+                        "(fields: see --print-config)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the full configuration this command would train with, and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    defaults = PRESETS["default"]
+    for action in p._actions:
+        if action.default is None and action.help and "%(default)" not in action.help:
+            action.help += "%(default).0s"  # "None" says nothing: options without a default say so in words  # show the default preset's value where an option only overrides it
+        field = action.dest.replace("-", "_")
+        for section in (defaults.train, defaults.model):
+            if action.default is None and hasattr(section, field):
+                # "%(default).0s" prints nothing and keeps the formatter from adding "(default: None)"
+                action.help = (action.help.replace("%(default).0s", "") + " " if action.help else "") + \
+                    f"(default preset: {getattr(section, field)})%(default).0s"
     return p
+
+
+def _no_none_defaults(p: argparse.ArgumentParser) -> None:
+    """Keep the help formatter from printing "(default: None)": such options say their default in words."""
+    for action in p._actions:
+        if action.default is None and action.help and "%(default)" not in action.help:
+            action.help += "%(default).0s"  # formats as nothing
+
+
+def parse_sets(cfg, sets: list[str]):
+    """Apply `section.field=value` settings to a Config, parsing each value as its field's type."""
+    import dataclasses
+
+    out = cfg
+    for item in sets:
+        name, eq, value = item.partition("=")
+        section, dot, field = name.strip().partition(".")
+        part = getattr(out, section, None) if dot and eq else None
+        if part is None or not dataclasses.is_dataclass(part) or field not in {f.name for f in dataclasses.fields(part)}:
+            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION data, model or train and "
+                             f"a field that --print-config lists")
+        current = getattr(part, field)
+        try:
+            if isinstance(current, bool):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                parsed = value.lower() in ("true", "1")
+            elif isinstance(current, tuple):
+                parsed = tuple(type(current[0])(v) for v in value.split(","))
+            else:
+                parsed = type(current)(value)
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {value!r} is not a {type(current).__name__}") from None
+        out = out.replace(**{section: {field: parsed}})
+    return out
 
 
 def _env_int(name: str) -> int | None:
@@ -103,6 +153,14 @@ def train_main(argv: list[str] | None = None) -> int:
             "max_steps_per_epoch": args.max_steps_per_epoch, "seed": args.seed,
             "checkpoint_every": _env_int("VAEJAX_CHECKPOINT_EVERY"), "log_every": _env_int("VAEJAX_LOG_EVERY"),
         }.items() if v is not None})
+    try:
+        cfg = parse_sets(cfg, args.sets)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(cfg.to_json())
+        return 0
     run = args.run or os.path.join(RUNS_DIR, f"{args.preset}-k{cfg.model.latent}")
     try:
         data_dir = resolve_data(args.data, progress=not args.quiet)
@@ -184,6 +242,7 @@ def sample_parser() -> argparse.ArgumentParser:
                    help="replace files of the same name in --out (default: add -2, -3, ... to new names)")
     p.add_argument("--sample-rate", type=int, default=22050, help="WAV sample rate (Hz)")
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"))
+    _no_none_defaults(p)
     return p
 
 
