@@ -305,3 +305,30 @@ def test_cli_does_not_overwrite_earlier_songs(model, tmp_path):
     assert [os.path.basename(p) for p in first] == ["sample-seed0-0.mid", "sample-seed0-0.png"]
     assert [os.path.basename(p) for p in second] == ["sample-seed0-0-2.mid", "sample-seed0-0-2.png"]
     assert third == first
+
+
+def test_any_multitrack_is_accepted(model, tmp_path):
+    """A Multitrack whose tempo is `[T, 1]` (as pypianoroll.read gives) writes, sounds and arranges."""
+    import pypianoroll
+    roll = np.zeros((5, 96, 84), bool)
+    roll[1, 0:48, 36] = True
+    mt = render.to_multitrack(roll, tempo=90.0)
+    mt = pypianoroll.Multitrack(resolution=24, tempo=np.full((96, 1), 90.0), downbeat=mt.downbeat, tracks=mt.tracks)
+    path = render.write_midi(str(tmp_path / "t.mid"), mt)
+    assert abs(pretty_midi.PrettyMIDI(path).get_tempo_changes()[1][0] - 90.0) < 1e-3
+    audio, _ = render.synthesize(mt, sample_rate=8000)
+    assert len(audio) == int(round(96 / 24 * 60 / 90 * 8000))
+    assert render.tempo_of(model.arrange(mt, seed=0)) == pytest.approx(90.0)
+
+
+def test_muspy_round_trip(tmp_path):
+    """The README's MusPy recipe: to MusPy and back gives the same roll."""
+    muspy = pytest.importorskip("muspy", reason="muspy not installed (optional; pip install muspy)")
+    roll = np.zeros((5, 2 * 96, 84), bool)
+    roll[1, 0:48, 36] = roll[3, 48:96, 12] = roll[0, 0:2, 12] = roll[4, 100:190, 50] = True
+    m = muspy.from_pypianoroll(render.to_multitrack(roll, tempo=100.0))
+    assert [t.name for t in m.tracks] == ["Drums", "Piano", "Guitar", "Bass", "Strings"]
+    m.barlines = [b for b in m.barlines if b.time < m.get_end_time()]
+    back = render.from_multitrack(muspy.to_pypianoroll(m))
+    np.testing.assert_array_equal(back, roll[:, :back.shape[1]])
+    assert not roll[:, back.shape[1]:].any()
