@@ -566,8 +566,10 @@ def train_all(run_dir: str, cfg: Config, data_dir: str, *, stages=STAGES, device
             raise ValueError(f"{run_dir} was started with a different configuration; use a new --run "
                              f"directory or the same settings (saved in {cfg_path})")
     elif jax.process_index() == 0:
-        with open(cfg_path, "w") as f:
+        # written whole or not at all: the other processes of a job may be reading it at this moment
+        with open(cfg_path + ".tmp", "w") as f:
             f.write(cfg.to_json())
+        os.replace(cfg_path + ".tmp", cfg_path)
     with open(os.path.join(run_dir, "data.txt"), "w") as f:
         f.write(os.path.abspath(data_dir) + "\n")
     ds = data_lib.open_dataset(data_dir)
