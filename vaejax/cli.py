@@ -78,15 +78,12 @@ def train_parser() -> argparse.ArgumentParser:
                    help="print the full configuration this command would train with, and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     defaults = PRESETS["default"]
-    for action in p._actions:
-        if action.default is None and action.help and "%(default)" not in action.help:
-            action.help += "%(default).0s"  # "None" says nothing: options without a default say so in words  # show the default preset's value where an option only overrides it
-        field = action.dest.replace("-", "_")
+    for action in p._actions:  # an option that only overrides the preset shows the default preset's value
         for section in (defaults.train, defaults.model):
-            if action.default is None and hasattr(section, field):
-                # "%(default).0s" prints nothing and keeps the formatter from adding "(default: None)"
-                action.help = (action.help.replace("%(default).0s", "") + " " if action.help else "") + \
-                    f"(default preset: {getattr(section, field)})%(default).0s"
+            if action.default is None and hasattr(section, action.dest):
+                action.help = (action.help + " " if action.help else "") + \
+                    f"(default preset: {getattr(section, action.dest)})"
+    _no_none_defaults(p)
     return p
 
 

@@ -195,8 +195,8 @@ def write_report(out_dir: str, result: dict) -> str:
     keys = list(real)
     lines += [f"## MuseGAN metrics ({result['runs'][0]['name']})", "",
               "EB, QN, DP and polyphony rate in %, UPC in pitch classes (0-12, pitch % 12), TD per beat. "
-              "Rows: real held-out bars (the whole test split; windows of its songs as long as the generated ones; the same with the band taken "
-              "from other songs); songs from the prior (a random real training bar where the piano plays, then the "
+              "Rows: real held-out bars (the whole test split; windows of its songs as long as the generated ones; "
+              "the same with the band taken from other songs); songs from the prior (a random real training bar where the piano plays, then the "
               "chain); continuations of held-out songs from their first bar where the piano and two more tracks play. "
               "Generated rows are "
               "the decoder's raw output (notes decoded at the calibrated thresholds, no post-processing) unless marked "

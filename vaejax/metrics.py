@@ -142,11 +142,9 @@ def tonal_distance(a: np.ndarray, b: np.ndarray, lowest_pitch: int = 24, resolut
 def scale_consistency(song: np.ndarray, lowest_pitch: int = 24) -> float:
     """Share of the pitched tracks' sounding cells (tracks 1-4 of `[5, bars, steps, pitches]` or
     `[5, steps, pitches]`) that lie in the song's best-fitting diatonic scale (0-1; NaN without notes)."""
-    from vaejax.music import scale_masks
+    from vaejax.music import pitch_class_histogram, scale_masks
 
-    per_pitch = song[1:].reshape(-1, song.shape[-1]).sum(axis=0, dtype=np.int64)
-    hist = np.zeros(12, np.int64)
-    np.add.at(hist, (np.arange(song.shape[-1]) + lowest_pitch) % 12, per_pitch)
+    hist = pitch_class_histogram(song, lowest_pitch)
     total = hist.sum()
     return float((scale_masks().astype(np.int64) @ hist).max() / total) if total else float("nan")
 

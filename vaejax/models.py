@@ -51,12 +51,11 @@ class PatchConv(nnx.Module):
 class PatchDeconv(nnx.Module):
     """Transposed convolution with kernel == stride: `[B, P, T, C]` -> `[B, P*kp, T*kt, c_out]`."""
 
-    def __init__(self, kernel: tuple[int, int], c_in: int, c_out: int, *, rngs: nnx.Rngs,
-                 bias_init: float = 0.0):
+    def __init__(self, kernel: tuple[int, int], c_in: int, c_out: int, *, rngs: nnx.Rngs):
         self.kernel = kernel
         self.c_out = c_out
         self.w = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (c_in, kernel[0] * kernel[1] * c_out)))
-        self.b = nnx.Param(jnp.full((c_out,), bias_init, jnp.float32))
+        self.b = nnx.Param(jnp.zeros((c_out,), jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, p, t, _ = x.shape
@@ -110,16 +109,16 @@ def onsets(x: jax.Array) -> jax.Array:
     return x * (1 - prev)
 
 
-def pitch_class_matrix(data: DataConfig) -> jax.Array:
+def pitch_class_matrix(num_pitches: int, lowest_pitch: int) -> jax.Array:
     """`[P, 12]` one-hot pitch class (pitch % 12) of every pianoroll row."""
-    return jax.nn.one_hot((jnp.arange(data.num_pitches) + data.lowest_pitch) % 12, 12, dtype=jnp.float32)
+    return jax.nn.one_hot((jnp.arange(num_pitches) + lowest_pitch) % 12, 12, dtype=jnp.float32)
 
 
 def beat_chroma(x: jax.Array, data: DataConfig) -> jax.Array:
     """`[..., T, P]` roll -> `[..., beats * 12]` in {0, 1}: which pitch classes sound in each beat."""
     *lead, t, p = x.shape
     beats = x.reshape(*lead, data.beats, t // data.beats, p).max(axis=-2)  # [..., beats, P]
-    return (beats @ pitch_class_matrix(data) > 0).astype(jnp.float32).reshape(*lead, -1)
+    return (beats @ pitch_class_matrix(data.num_pitches, data.lowest_pitch) > 0).astype(jnp.float32).reshape(*lead, -1)
 
 
 def condition_dim(data: DataConfig) -> int:
@@ -198,7 +197,7 @@ class VAE(nnx.Module):
         """Condition `[B, beats*12]` -> logit bias in the decoder's patch layout `[B, P/kp, T/kt, ch*kt*kp]`."""
         b = c.shape[0]
         per_pc = jnp.einsum("bkq,cqr->bckr", c.reshape(b, self.beats, 12), self.harmony[...])  # [B, ch, beats, 12]
-        pcs = jax.nn.one_hot((jnp.arange(self.pitches) + self.lowest) % 12, 12, dtype=per_pc.dtype)  # [P, 12]
+        pcs = pitch_class_matrix(self.pitches, self.lowest)  # [P, 12]
         full = jnp.repeat(per_pc @ pcs.T, self.steps // self.beats, axis=2)  # [B, ch, T, P]
         patches = to_patches(full, *self.patch)  # [B, ch, P/kp, T/kt, kt*kp]
         return jnp.moveaxis(patches, 1, -2).reshape(patches.shape[0], *patches.shape[2:4], -1)

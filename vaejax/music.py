@@ -253,8 +253,8 @@ def scale_masks() -> np.ndarray:
 
 
 def pitch_class_histogram(roll: np.ndarray, lowest_pitch: int = 24) -> np.ndarray:
-    """`[12]` sounding cells per pitch class (pitch % 12) over the pitched tracks of a `[5, T, P]` roll."""
-    per_pitch = roll[1:].sum(axis=(0, 1), dtype=np.int64)  # drums carry no pitch class
+    """`[12]` sounding cells per pitch class (pitch % 12) over the pitched tracks of a `[5, ..., P]` roll."""
+    per_pitch = roll[1:].reshape(-1, roll.shape[-1]).sum(axis=0, dtype=np.int64)  # drums carry no pitch class
     hist = np.zeros(12, np.int64)
     np.add.at(hist, (np.arange(per_pitch.shape[0]) + lowest_pitch) % 12, per_pitch)
     return hist

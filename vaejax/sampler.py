@@ -303,7 +303,7 @@ class TrainedModel:
     def sample_params(self, bars: int = 32, *, sigma: float = 0.5, seed: int = 0, num: int = 1,
                       start: np.ndarray | None = None, with_means: bool = False):
         """Latent parameters `[num, bars, 5, 2K]` from the chain (`bars` counts segments). The first comes
-        from `start` (`[num, 5, 2K]`) or from a random real training bar where most of the band plays.
+        from `start` (`[num, 5, 2K]`) or from a random real training bar where the piano plays.
         `with_means`: also the chains' predictions before the noise (the same shape)."""
         _check(bars, sigma)
         key = jax.random.key(seed)
@@ -394,7 +394,7 @@ class TrainedModel:
         own0 = (self.start_bars[rng.integers(len(self.start_bars))][h] - self.mean[h]) / self.std[h]
         own, own_mean = (np.asarray(a) for a in self._harm(jnp.asarray(ps, jnp.float32), jnp.asarray(own0, jnp.float32),
                                                            jax.random.key(seed), jnp.float32(sigma)))
-        params = np.zeros((n, 5, p.shape[-1]), np.float32)  # [n, 4, 2K] standardised -> the data's units
+        params = np.zeros((n, 5, p.shape[-1]), np.float32)  # in the data's units; `own` is standardised
         params[:, PIANO] = p
         means = params.copy()
         params[:, h] = own * self.std[h] + self.mean[h]
