@@ -44,8 +44,8 @@ def main():
             rates.append(n / (time.perf_counter() - t))
         pipe = statistics.median(rates)
         cfg = preset("default").replace(train={"batch_size": bs})
-        g, st, tx = training.init_vae_state(cfg, jax.random.key(0))
-        step, _ = training.make_vae_fns(g, cfg, tx)
+        g, st, tx = training.steps.init_vae_state(cfg.model, cfg.data, cfg.train, jax.random.key(0))
+        step, _ = training.steps.make_vae_fns(g, cfg.train, cfg.data, tx)
         x = jnp.asarray(next(data.batches(split, bs, seed=0, epoch=0)).x)
         for i in range(2):
             st, m = step(st, x, jnp.int32(i))

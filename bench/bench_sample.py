@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from vaejax import render, sampler  # noqa: E402
+from vaejax import render, trained_model  # noqa: E402
 
 
 def timed(fn, repeats):
@@ -36,7 +36,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    model = sampler.load(args.run)
+    model = trained_model.load(args.run)
     tmp = tempfile.mkdtemp()
     out = {"run": args.run, "latent": model.cfg.model.latent}
     seeds = itertools.count(1)

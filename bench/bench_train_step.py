@@ -79,8 +79,8 @@ def matmul_peak(repeats):
 
 
 def jax_vmapped(cfg, x):
-    g, state, tx = training.init_vae_state(cfg, jax.random.key(0))
-    step, _ = training.make_vae_fns(g, cfg, tx)
+    g, state, tx = training.steps.init_vae_state(cfg.model, cfg.data, cfg.train, jax.random.key(0))
+    step, _ = training.steps.make_vae_fns(g, cfg.train, cfg.data, tx)
     xs = jnp.asarray(x)
     box = {"s": state, "i": 0}
 

@@ -16,9 +16,9 @@ from vaejax.devices import DataParallel
 def run(devices, prepared, steps=4):
     cfg = preset("tiny")
     dp = DataParallel(devices)
-    g, state, tx = training.init_vae_state(cfg, jax.random.key(0))
+    g, state, tx = training.steps.init_vae_state(cfg.model, cfg.data, cfg.train, jax.random.key(0))
     state = dp.replicate(state)
-    step, _ = training.make_vae_fns(g, cfg, tx)
+    step, _ = training.steps.make_vae_fns(g, cfg.train, cfg.data, tx)
     split = data_lib.open_dataset(prepared)["train"]
     losses, shard_devices = [], None
     for i, b in enumerate(data_lib.batches(split, 16, seed=0, epoch=0, limit=steps)):

@@ -132,8 +132,8 @@ def test_members_start_different():
 def test_members_train_independently():
     """A gradient from one instrument's data moves only that instrument's parameters."""
     cfg = preset("tiny")
-    g, state, tx = training.init_vae_state(cfg, jax.random.key(0))
-    step, _ = training.make_vae_fns(g, cfg, tx)
+    g, state, tx = training.steps.init_vae_state(cfg.model, cfg.data, cfg.train, jax.random.key(0))
+    step, _ = training.steps.make_vae_fns(g, cfg.train, cfg.data, tx)
     x = np.zeros((5, 4, 96, 84), np.float32)
     before = jax.tree.map(np.array, state["params"])
     x2 = x.copy()
@@ -151,8 +151,8 @@ def test_members_train_independently():
 
 def test_train_step_compiles_once():
     cfg = preset("tiny")
-    g, state, tx = training.init_vae_state(cfg, jax.random.key(0))
-    step, _ = training.make_vae_fns(g, cfg, tx)
+    g, state, tx = training.steps.init_vae_state(cfg.model, cfg.data, cfg.train, jax.random.key(0))
+    step, _ = training.steps.make_vae_fns(g, cfg.train, cfg.data, tx)
     x = np.zeros((5, 4, 96, 84), np.float32)
     for i in range(4):
         state, m = step(state, x + (i % 2), jnp.asarray(i, jnp.int32))

@@ -8,7 +8,7 @@ import pretty_midi
 import pytest
 
 from conftest import save_npz
-from vaejax import music
+from vaejax import data, music
 from vaejax.config import DataConfig
 
 
@@ -161,7 +161,7 @@ def test_missing_file():
 def test_pack_roundtrip():
     rng = np.random.default_rng(0)
     bars = rng.random((3, 5, 96, 84)) < 0.1
-    assert np.array_equal(music.unpack(music.pack(bars), 84), bars)
+    assert np.array_equal(data.unpack(data.pack(bars), 84), bars)
 
 
 def test_song_id_uses_msd_folder(tmp_path):
@@ -172,4 +172,4 @@ def test_song_id_uses_msd_folder(tmp_path):
 def test_packed_bars_equals_pack_of_bars():
     rng = np.random.default_rng(3)
     roll = rng.random((5, 96 * 3 + 17, 84)) < 0.05
-    assert np.array_equal(music.packed_bars(roll), music.pack(music.to_bars(roll)))
+    assert np.array_equal(data.packed_bars(roll), data.pack(music.to_bars(roll)))

@@ -17,8 +17,8 @@ def test_quickstart_notebook_runs(tmp_path):
             pytest.skip("no python3 Jupyter kernel here (pip install ipykernel)")
     except ImportError as e:
         pytest.skip(f"jupyter_client not installed ({e})")
-    from vaejax import sampler
-    if "lpd5" not in sampler.pretrained_names():
+    from vaejax import packaging
+    if "lpd5" not in packaging.pretrained_names():
         pytest.skip("the packaged model is not in this checkout")
     work = tmp_path / "examples"
     shutil.copytree(os.path.join(ROOT, "examples"), work)  # outputs (song.mid) land in the copy

@@ -9,16 +9,16 @@ import pretty_midi
 import pytest
 
 from conftest import ROOT
-from vaejax import render, sampler
+from vaejax import cli, music, packaging, render, trained_model
 
 
 @pytest.fixture(scope="module")
 def model(tiny_run):
-    return sampler.load(tiny_run)
+    return trained_model.load(tiny_run)
 
 
 def _roll(mt):
-    return render.from_multitrack(mt)
+    return music.from_multitrack(mt)
 
 
 def test_midi_written_and_read_back(model, tmp_path):
@@ -44,14 +44,15 @@ def test_seeds_and_sigma(model):
     a = _roll(model.sample(bars=4, sigma=0.5, seed=1)[0])
     b = _roll(model.sample(bars=4, sigma=0.5, seed=1)[0])
     assert np.array_equal(a, b)
-    pa = model.sample_params(4, sigma=0.5, seed=1)
-    pb = model.sample_params(4, sigma=0.5, seed=2)
-    assert not np.allclose(pa, pb)
+    pa = model.sample_latents(4, sigma=0.5, seed=1)
+    pb = model.sample_latents(4, sigma=0.5, seed=2)
+    assert pa.shape == (1, 4, 5) and pa.size == model.K
+    assert not np.allclose(pa.concat(), pb.concat())
     # sigma 0: the chain is deterministic given its start
     start = model.start_bars[:1]
-    z1 = model.sample_params(4, sigma=0.0, seed=1, start=start)
-    z2 = model.sample_params(4, sigma=0.0, seed=99, start=start)
-    np.testing.assert_array_equal(z1, z2)
+    z1 = model.sample_latents(4, sigma=0.0, seed=1, start=start)
+    z2 = model.sample_latents(4, sigma=0.0, seed=99, start=start)
+    np.testing.assert_array_equal(z1.concat(), z2.concat())
 
 
 def test_num_songs_in_one_call(model):
@@ -82,7 +83,7 @@ def test_arrange_tracks_length_tempo_and_key(model, tmp_path):
         model.arrange(piano, tracks="banjo")
     # a Multitrack keeps its tempo
     song = render.to_multitrack(np.stack([np.zeros_like(piano), piano] + [np.zeros_like(piano)] * 3), tempo=93.0)
-    assert render.tempo_of(model.arrange(song, seed=0)) == pytest.approx(93.0)
+    assert music.tempo_of(model.arrange(song, seed=0)) == pytest.approx(93.0)
     # a part longer than one compiled bucket, and one that is silent, give sensible results
     long = np.tile(piano[:96], (40, 1))
     assert _roll(model.arrange(long, seed=0)).shape == (5, 40 * 96, 84)
@@ -99,8 +100,8 @@ def test_sampled_songs_keep_the_requested_key(model):
 
 def test_harmony_guidance_leaves_the_piano(model):
     """Guidance leaves the piano (which has no condition) alone."""
-    lat, means = model.sample_params(4, sigma=0.8, seed=5, num=2, with_means=True)
-    flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
+    lat, means = model.sample_latents(4, sigma=0.8, seed=5, num=2, with_means=True)
+    flat = lambda z: z.concat().reshape((-1,) + z.shape[2:] + (2 * z.size,))  # noqa: E731
     old = model.harmony_guidance
     try:
         model.harmony_guidance = 1.0
@@ -119,7 +120,7 @@ def test_vary_and_interpolate(model):
     steps = model.interpolate(song, song[:, ::-1], steps=3, bars=2)
     assert len(steps) == 3
     z = model.encode(song)
-    assert z.shape == (4, 5, 16)
+    assert z.shape == (4, 5) and z.concat().shape == (4, 5, 16)
     cont = model.continue_song(song, bars=3, sigma=0.5, seed=0)
     assert _roll(cont).shape == (5, 3 * 96, 84)
 
@@ -203,20 +204,19 @@ def test_fluidsynth_rendering_when_available():
 
 def test_packaged_model_round_trip(model, tmp_path):
     """export() writes float16 weights that load() restores without Orbax; the songs hardly change."""
-    from vaejax import sampler
     out = str(tmp_path / "pk")
-    assert sampler.main(["export", model.run_dir, out]) == 0
+    assert cli.export_main([model.run_dir, out]) == 0
     assert sorted(os.listdir(out)) == ["config.json", "stats.json", "weights.npz"]
-    packed = sampler.load(out)
+    packed = trained_model.load(out)
     assert packed.cfg == model.cfg and packed.harmony_guidance == model.harmony_guidance
-    lat = model.sample_params(3, sigma=0.5, seed=2)[0]
-    np.testing.assert_allclose(packed._encode_roll(np.zeros((5, 96, 84), bool)),
-                               model._encode_roll(np.zeros((5, 96, 84), bool)), atol=2e-2, rtol=2e-2)
+    lat = model.sample_latents(3, sigma=0.5, seed=2)[0]
+    np.testing.assert_allclose(packed.encode(np.zeros((5, 96, 84), bool)).concat(),
+                               model.encode(np.zeros((5, 96, 84), bool)).concat(), atol=2e-2, rtol=2e-2)
     a, b = model.rolls(lat), packed.rolls(lat)
     assert (a == b).mean() > 0.99
     with np.load(os.path.join(out, "weights.npz"), allow_pickle=False) as z:
         assert all(z[k].dtype == np.float16 for k in z.files)
-    assert sampler.main(["export", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
+    assert cli.export_main([str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
 
 
 def test_saving_a_picture_keeps_the_matplotlib_backend(tmp_path):
@@ -282,10 +282,9 @@ def test_general_midi_audio_from_the_wheel_and_silence_labelled():
 
 def test_packaged_lpd5_model_loads_offline_and_plays(tmp_path):
     """The shipped model loads by name without training or network, and makes a band that plays."""
-    from vaejax import sampler
-    if "lpd5" not in sampler.pretrained_names():
+    if "lpd5" not in packaging.pretrained_names():
         pytest.skip("the packaged model is not in this checkout")
-    m = sampler.load("lpd5")
+    m = trained_model.load("lpd5")
     assert not m.synthetic and m.cfg.data.key_normalize and m.cfg.model.condition
     song = m.sample(bars=8, sigma=0.5, seed=0, min_length=0, merge_gap=0)[0]
     roll = _roll(song)
@@ -318,7 +317,7 @@ def test_any_multitrack_is_accepted(model, tmp_path):
     assert abs(pretty_midi.PrettyMIDI(path).get_tempo_changes()[1][0] - 90.0) < 1e-3
     audio, _ = render.synthesize(mt, sample_rate=8000)
     assert len(audio) == int(round(96 / 24 * 60 / 90 * 8000))
-    assert render.tempo_of(model.arrange(mt, seed=0)) == pytest.approx(90.0)
+    assert music.tempo_of(model.arrange(mt, seed=0)) == pytest.approx(90.0)
 
 
 def test_muspy_round_trip(tmp_path):
@@ -329,6 +328,6 @@ def test_muspy_round_trip(tmp_path):
     m = muspy.from_pypianoroll(render.to_multitrack(roll, tempo=100.0))
     assert [t.name for t in m.tracks] == ["Drums", "Piano", "Guitar", "Bass", "Strings"]
     m.barlines = [b for b in m.barlines if b.time < m.get_end_time()]
-    back = render.from_multitrack(muspy.to_pypianoroll(m))
+    back = music.from_multitrack(muspy.to_pypianoroll(m))
     np.testing.assert_array_equal(back, roll[:, :back.shape[1]])
     assert not roll[:, back.shape[1]:].any()

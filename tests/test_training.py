@@ -15,7 +15,11 @@ import pytest
 from conftest import ROOT
 from vaejax import devices, training
 from vaejax.config import preset
-from vaejax.training import read_metrics
+from vaejax.runs import RunError, RunFolder
+
+
+def read_metrics(run):
+    return RunFolder(run).read_metrics()
 
 CFG = preset("tiny").replace(train={"max_steps_per_epoch": 6, "checkpoint_every": 4, "log_every": 1})
 
@@ -66,9 +70,9 @@ def test_resume_matches_uninterrupted(tmp_path, demo_prepared, full_run):
     from vaejax import data as data_lib
     from vaejax.devices import DataParallel
     ds = data_lib.open_dataset(demo_prepared)
-    training.train_vae(run, CFG, ds, DataParallel(), progress=False, stop_after=3)
+    training.train_vae(RunFolder(run), CFG, ds, DataParallel(), progress=False, stop_after=3)
     assert max(_losses(run)) == 3
-    training.train_vae(run, CFG, ds, DataParallel(), progress=False)
+    training.train_vae(RunFolder(run), CFG, ds, DataParallel(), progress=False)
     a, b = _losses(ref), _losses(run)
     assert sorted(a) == sorted(b)
     np.testing.assert_allclose([a[s] for s in sorted(a)], [b[s] for s in sorted(a)], rtol=1e-5)
@@ -112,7 +116,7 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, full_run):
         if os.path.isfile(f):
             with open(f, "wb") as fh:
                 fh.write(b"\0garbage")
-    _, like, _ = training.init_vae_state(CFG, jax.random.key(0))
+    _, like, _ = training.steps.init_vae_state(CFG.model, CFG.data, CFG.train, jax.random.key(0))
     ck = StageCheckpoints(root)
     with pytest.warns(UserWarning, match="unreadable"):
         state, meta = ck.restore_latest(like)
@@ -127,7 +131,7 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, full_run):
 
 def test_config_mismatch_is_refused(full_run, demo_prepared):
     run, _ = full_run
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(RunError, match="different configuration"):
         training.train_all(run, CFG.replace(model={"latent": 32}), demo_prepared, progress=False)
 
 
@@ -182,3 +186,30 @@ def test_cli_sets_any_field_and_prints_the_config(tmp_path):
         assert r.returncode == 2 and "--set" in r.stderr
     h = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--help"], capture_output=True, text=True)
     assert "(default preset: 20)" in h.stdout and "default: None" not in h.stdout
+
+
+def test_library_trains_as_the_command_line_does(tmp_path, monkeypatch):
+    """`vaejax.train` takes the data section from a 2-bar prepared dataset and makes its run the default
+    model of `vaejax.load()`, as train.py does."""
+    import vaejax
+    from vaejax import data, demo
+    demo.write_corpus(str(tmp_path / "src"), songs=12, seed=2, bars=8)
+    data.prepare(str(tmp_path / "src"), str(tmp_path / "prep2"), data.DataConfig(segment_bars=2), workers=1,
+                 progress=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = preset("tiny").replace(train={"max_steps_per_epoch": 2, "batch_size": 4, "vae_epochs": 1,
+                                        "chain_epochs": 1})
+    run, results = vaejax.train("myrun", str(tmp_path / "prep2"), cfg, progress=False)
+    assert run == str(tmp_path / "myrun") and set(results) == {"vae", "melody", "harmony"}
+    model = vaejax.load()
+    assert os.path.abspath(model.run_dir) == run and model.cfg.data.segment_bars == 2
+    assert model.sample(bars=4, seed=0)[0].tracks[1].pianoroll.shape[0] == 4 * 96
+
+
+def test_generation_options_are_checked_in_one_place():
+    from vaejax.config import check_generation, generation_problems
+    assert generation_problems(bars=32, sigma=0.5, num=1, key=-6, tempo=120.0, threshold=None) == []
+    got = dict(generation_problems(bars=0, sigma=float("nan"), key=6, threshold=1.0, num=2.5, sample_rate=100))
+    assert set(got) == {"bars", "sigma", "key", "threshold", "num", "sample_rate"}
+    with pytest.raises(ValueError, match="bars must be an integer from 1 to 4096"):
+        check_generation(bars=5000)

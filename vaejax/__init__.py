@@ -1,4 +1,8 @@
-"""vaejax: multi-instrument music generation with per-instrument VAEs and latent melody / harmony chains."""
+"""vaejax: multi-instrument music generation with per-instrument VAEs and latent melody / harmony chains.
+
+The library does what the command lines do: `load` is `sample.py`'s model, `train` is `train.py`,
+`prepare` is `python -m vaejax.data prepare`.
+"""
 
 from vaejax import config, music, render
 from vaejax.config import TRACKS, Config, preset
@@ -7,10 +11,11 @@ __all__ = ["config", "music", "render", "TRACKS", "Config", "preset", "load", "p
 __version__ = "0.1.0"
 
 
-def load(run_dir: str | None = None):
-    """A trained model from a run directory (default: the latest run). See `vaejax.sampler.TrainedModel`."""
-    from vaejax.sampler import load as _load
-    return _load(run_dir)
+def load(name: str | None = None):
+    """A trained model: a run or packaged model folder, a packaged model's name ("lpd5"), or by default
+    the latest run trained here, else "lpd5". See `vaejax.trained_model.TrainedModel`."""
+    from vaejax.trained_model import load as _load
+    return _load(name)
 
 
 def prepare(src: str, out: str, **kw) -> dict:
@@ -19,7 +24,8 @@ def prepare(src: str, out: str, **kw) -> dict:
     return _prepare(src, out, **kw)
 
 
-def train(run_dir: str, data_dir: str, cfg: Config | None = None, **kw) -> dict:
-    """Run every training stage; see `vaejax.training.train_all`."""
-    from vaejax.training import train_all
-    return train_all(run_dir, cfg or preset("default"), data_dir, **kw)
+def train(run_dir: str | None = None, data: str | None = None, cfg: Config | None = None, **kw):
+    """Train every stage as `train.py` does; returns (run folder, validation figures). See
+    `vaejax.training.train`."""
+    from vaejax.training import train as _train
+    return _train(run_dir, data, cfg, **kw)

@@ -97,10 +97,42 @@ class StageCheckpoints:
         self.best.close()
 
 
-def restore_best(run_dir: str, stage: str, like: dict) -> tuple[dict, dict]:
-    """(state, meta) of a run's best checkpoint of `stage`, restored into the structure of `like`."""
-    ckpts = StageCheckpoints(os.path.join(run_dir, "ckpt", stage))
+def _on_one_device(tree):
+    """Shape/dtype structs placed on the default device: generation runs on one device whatever sharding
+    the run was trained with."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), tree)
+
+
+def restore_best(root: str, like: dict) -> tuple[dict, dict]:
+    """(state, meta) of the best checkpoint under `root` (a stage's folder), restored into `like`'s
+    structure."""
+    ckpts = StageCheckpoints(root)
     try:
         return ckpts.restore_best(like)
     finally:
         ckpts.close()
+
+
+def restore_params(root: str, like_params):
+    """The parameters alone of the best checkpoint under `root` (a stage's folder): what generation needs,
+    restored without the optimiser state the checkpoint also holds (so a change of optimiser never
+    breaks loading a model). `like_params`: arrays or shape/dtype structs of the parameters."""
+    errors = []
+    for name in ("best", "latest"):
+        folder = os.path.join(os.path.abspath(root), name)
+        if not os.path.isdir(folder):
+            continue
+        manager = ocp.CheckpointManager(folder)
+        try:
+            for step in sorted(manager.all_steps(), reverse=True):
+                args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                    item={"params": _on_one_device(like_params)}, partial_restore=True))
+                try:
+                    return manager.restore(step, args=args).state["params"]
+                except Exception as e:  # orbax raises many types for damaged or mismatched files
+                    errors.append(f"{folder}/{step}: {type(e).__name__}: {str(e)[:160]}")
+                    warnings.warn(f"checkpoint {errors[-1]} is unreadable; trying an older one", stacklevel=2)
+        finally:
+            manager.close()
+    raise CheckpointError(f"{root}: no readable checkpoint" + (f" ({'; '.join(errors)})" if errors else ""))

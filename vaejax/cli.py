@@ -1,38 +1,15 @@
-"""Command lines behind `train.py` and `sample.py` (kept here so that notebooks can call them too)."""
+"""Command lines behind `train.py`, `sample.py` and `vaejax-export`: argument parsing and messages only; the
+work is the library's (`vaejax.training.train`, `vaejax.load`), so a notebook can do the same."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import os
 import sys
 
-from vaejax.config import LATENT_SIZES, LATEST, PRESETS, RUNS_DIR, latest_run, preset
-
-DEMO_DIR = os.path.join("data", "demo")
-PREPARED_DIR = os.path.join("data", "prepared")
-
-
-def resolve_data(data: str | None, *, progress: bool = True) -> str:
-    """A prepared dataset folder for `--data`: prepared as given, a raw folder (prepared on the fly, cached
-    under data/prepared/), or nothing (the SYNTHETIC demo corpus, written under data/demo/)."""
-    from vaejax import data as data_lib
-
-    if data is None:
-        from vaejax import demo
-        if not os.path.exists(os.path.join(DEMO_DIR, "SYNTHETIC")):
-            print(f"no --data given: writing the SYNTHETIC demo corpus to {DEMO_DIR}/", file=sys.stderr)
-        demo.write_corpus(DEMO_DIR)
-        data = DEMO_DIR
-    if os.path.exists(os.path.join(data, "report.json")) and os.path.exists(os.path.join(data, "train.bars")):
-        return data
-    tag = hashlib.sha1(os.path.abspath(data).encode()).hexdigest()[:8]
-    out = os.path.join(PREPARED_DIR, f"{os.path.basename(os.path.normpath(data))}-{tag}")
-    report = data_lib.prepare(data, out, progress=progress)
-    print(data_lib.summary(report), file=sys.stderr)
-    return out
+from vaejax import config as config_lib
+from vaejax.config import LATENT_SIZES, PRESETS, preset
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -158,31 +135,20 @@ def train_main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(cfg.to_json())
         return 0
-    run = args.run or os.path.join(RUNS_DIR, f"{args.preset}-k{cfg.model.latent}")
-    try:
-        data_dir = resolve_data(args.data, progress=not args.quiet)
-    except Exception as e:
-        from vaejax.data import PrepareError
-        if isinstance(e, PrepareError):
-            print(f"error: {e}", file=sys.stderr)
-            return e.code
-        raise
-    # the prepared data defines the segment (bars per segment, pitch range, binarisation)
-    with open(os.path.join(data_dir, "report.json")) as f:
-        cfg = cfg.replace(data={"key_normalize": False, **json.load(f)["config"]})
-    stages = training.STAGES if args.stage == "all" else (args.stage,)
-    import jax
-    print(f"training {', '.join(stages)} in {run} on {jax.device_count()} {devs[0].platform} device(s) "
-          f"({jax.process_count()} process(es))", file=sys.stderr)
     from vaejax.checkpoint import CheckpointError
+    from vaejax.data import PrepareError
+    from vaejax.runs import RunError
+
+    stages = training.STAGES if args.stage == "all" else (args.stage,)
     try:
-        results = training.train_all(run, cfg, data_dir, stages=stages, devices=devs, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        run, results = training.train(args.run, args.data, cfg, preset_name=args.preset, stages=stages, devices=devs,
+                                      progress=not args.quiet)
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except (ValueError, FileNotFoundError, CheckpointError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    os.makedirs(RUNS_DIR, exist_ok=True)
-    with open(LATEST, "w") as f:
-        f.write(os.path.abspath(run) + "\n")
     for stage, val in results.items():
         shown = {k: round(v, 4) for k, v in val.items() if isinstance(v, float) and not k.startswith(("on_", "f1@"))}
         print(f"{stage}: {shown}")
@@ -210,8 +176,8 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="run directory, packaged model folder or packaged model name (default: the latest run, "
                         "runs/LATEST, else the packaged model lpd5)")
-    p.add_argument("--bars", type=int, default=32, help="bars per song")
-    p.add_argument("--sigma", type=float, default=0.5, help="noise added to latent parameters each bar")
+    p.add_argument("--bars", type=int, default=config_lib.BARS, help="bars per song")
+    p.add_argument("--sigma", type=float, default=config_lib.SIGMA, help="noise added to latent parameters each bar")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num", type=int, default=1, help="songs generated together")
     p.add_argument("--from", dest="source", default=None,
@@ -228,16 +194,16 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", action="store_true", help="draw cells from their probabilities instead")
     p.add_argument("--harmony", type=float, default=None,
                    help="how strongly the band follows the piano's pitch classes (1: as trained; default: the "
-                        "model's, 4 for models trained with conditioning)")
-    p.add_argument("--min-length", type=int, default=3, help="drop notes shorter than this many steps (0: keep all)")
-    p.add_argument("--merge-gap", type=int, default=2, help="join notes separated by fewer steps than this (0: never)")
+                        f"model's, {config_lib.HARMONY_GUIDANCE:g} for models trained with conditioning)")
+    p.add_argument("--min-length", type=int, default=config_lib.MIN_LENGTH, help="drop notes shorter than this many steps (0: keep all)")
+    p.add_argument("--merge-gap", type=int, default=config_lib.MERGE_GAP, help="join notes separated by fewer steps than this (0: never)")
     p.add_argument("--tempo", type=float, default=None,
-                   help="beats per minute (default: the given song's tempo, or 120 for sampled songs)")
+                   help=f"beats per minute (default: the given song's tempo, or {config_lib.TEMPO:g} for sampled songs)")
     p.add_argument("--out", default="out", help="output folder")
     p.add_argument("--no-audio", action="store_true", help="skip WAV rendering")
     p.add_argument("--overwrite", action="store_true",
                    help="replace files of the same name in --out (default: add -2, -3, ... to new names)")
-    p.add_argument("--sample-rate", type=int, default=22050, help="WAV sample rate (Hz)")
+    p.add_argument("--sample-rate", type=int, default=config_lib.SAMPLE_RATE, help="WAV sample rate (Hz)")
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"))
     _no_none_defaults(p)
     return p
@@ -246,23 +212,9 @@ def sample_parser() -> argparse.ArgumentParser:
 def sample_main(argv: list[str] | None = None) -> int:
     args = sample_parser().parse_args(argv)
     _quiet_logs()
-    problems = []
-    if not 1 <= args.bars <= 4096:
-        problems.append(f"--bars must be from 1 to 4096, got {args.bars}")
-    if not args.sigma >= 0 or args.sigma != args.sigma:
-        problems.append(f"--sigma must be >= 0, got {args.sigma}")
-    if not 1 <= args.num <= 1000:
-        problems.append(f"--num must be from 1 to 1000, got {args.num}")
-    if args.tempo is not None and not 10 <= args.tempo <= 400:
-        problems.append(f"--tempo must be from 10 to 400, got {args.tempo}")
-    if not 8000 <= args.sample_rate <= 96000:
-        problems.append(f"--sample-rate must be from 8000 to 96000, got {args.sample_rate}")
-    if args.harmony is not None and not 0 <= args.harmony <= 20:
-        problems.append(f"--harmony must be from 0 to 20, got {args.harmony}")
-    if not -6 <= args.key <= 5:
-        problems.append(f"--key must be from -6 to 5, got {args.key}")
-    if args.threshold is not None and not 0 < args.threshold < 1:
-        problems.append(f"--threshold must be between 0 and 1, got {args.threshold}")
+    problems = [f"--{name.replace('_', '-')} {msg}" for name, msg in config_lib.generation_problems(
+        bars=args.bars, sigma=args.sigma, num=args.num, tempo=args.tempo, sample_rate=args.sample_rate,
+        harmony=args.harmony, key=args.key, threshold=args.threshold)]
     for path in [args.source, args.arrange] + list(args.interpolate or []):
         if path is not None and not os.path.isfile(path):
             problems.append(f"{path}: no such file")
@@ -270,17 +222,18 @@ def sample_main(argv: list[str] | None = None) -> int:
         for msg in problems:
             print(f"error: {msg}", file=sys.stderr)
         return 2
-    from vaejax import devices, render, sampler
-    from vaejax.music import BadSong, read_song
-
+    from vaejax import devices, render, trained_model
     from vaejax.checkpoint import CheckpointError
+    from vaejax.music import BadSong, read_song
+    from vaejax.runs import RunError
+
     try:
         devices.select(args.accelerator)
-        if args.checkpoint is None and latest_run() is None and sampler.DEFAULT_PRETRAINED in sampler.pretrained_names():
-            print(f"note: no trained run here (runs/LATEST); using the packaged model {sampler.DEFAULT_PRETRAINED} "
-                  f"(see MODEL.md)", file=sys.stderr)
-        model = sampler.load(args.checkpoint)
-    except (devices.AcceleratorError, sampler.NoCheckpoint, CheckpointError) as e:
+        folder, how = trained_model.resolve(args.checkpoint)
+        if args.checkpoint is None:
+            print(f"note: using {how}", file=sys.stderr)
+        model = trained_model.TrainedModel(folder)
+    except (devices.AcceleratorError, RunError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.harmony is not None:
@@ -343,3 +296,42 @@ def sample_main(argv: list[str] | None = None) -> int:
         print("note: this model was trained on the SYNTHETIC demo corpus; train on LPD-5 for real music "
               "(see data/README.md)", file=sys.stderr)
     return 0
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    """`vaejax-export RUN OUT`: package a trained run as a folder that `vaejax.load(OUT)` restores."""
+    ap = argparse.ArgumentParser(prog="vaejax-export", description=export_main.__doc__)
+    ap.add_argument("run", help="a trained run folder")
+    ap.add_argument("out", help="the packaged model folder to write")
+    ap.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
+    args = ap.parse_args(argv)
+    import numpy as np
+
+    from vaejax import packaging, trained_model
+    from vaejax.checkpoint import CheckpointError
+    from vaejax.runs import RunError
+
+    try:
+        model = trained_model.load(args.run)
+    except (RunError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    sizes = packaging.export(model, args.out, dtype=np.float32 if args.float32 else np.float16)
+    print(f"{args.out}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()))
+    return 0
+
+
+COMMANDS = {"train": "train_main", "sample": "sample_main", "export": "export_main"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m vaejax.cli {train,sample,export} ...`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m vaejax.cli {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
+        return 2
+    return globals()[COMMANDS[argv[0]]](argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

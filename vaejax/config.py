@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
@@ -16,20 +15,59 @@ HARMONY = (0, 2, 3, 4)
 
 LATENT_SIZES = (8, 16, 32, 64)
 
-RUNS_DIR = "runs"
-"""Where `train.py` puts run directories by default (relative to the working folder)."""
-LATEST = os.path.join(RUNS_DIR, "LATEST")
-"""A file naming the run trained last: what `sample.py` and `vaejax.load()` use by default."""
+# ---- generation: defaults and limits, for the library and the command line alike ---------------------
+
+TEMPO = 120.0
+"""Beats per minute of sampled songs (given songs keep their own)."""
+SIGMA = 0.5
+"""Noise on the latent parameters per segment, in units of each parameter's spread over the training data."""
+BARS = 32
+MAX_BARS = 4096
+MAX_SONGS = 1000
+HARMONY_GUIDANCE = 4.0
+"""Scale on the band decoders' harmonic bias when generating, for models trained with conditioning (chosen
+on the evaluation: docs/quality-report.md); 1 decodes as trained."""
+MIN_LENGTH = 3
+"""Post-processing of generated songs: notes shorter than this many steps are dropped ..."""
+MERGE_GAP = 2
+"""... after silences shorter than this many steps between notes of one pitch are filled."""
+SAMPLE_RATE = 22050
+
+_LIMITS = {  # name: (low, high, inclusive); what each generation option accepts
+    "bars": (1, MAX_BARS, True), "num": (1, MAX_SONGS, True), "tempo": (10, 400, True),
+    "harmony": (0, 20, True), "key": (-6, 5, True), "threshold": (0, 1, False),
+    "sample_rate": (8000, 96000, True), "sigma": (0, float("inf"), True),
+}
+_INTEGER = ("bars", "num", "key", "sample_rate")
 
 
-def latest_run() -> str | None:
-    """The run directory trained last from this working folder, or None."""
-    if os.path.exists(LATEST):
-        with open(LATEST) as f:
-            path = f.read().strip()
-        if os.path.isdir(path):
-            return path
-    return None
+def generation_problems(**options) -> list[tuple[str, str]]:
+    """(option, what is wrong) for each generation option out of range; None means "not given"."""
+    out = []
+    for name, value in options.items():
+        if value is None:
+            continue
+        lo, hi, inclusive = _LIMITS[name]
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            out.append((name, f"must be a number, got {value!r}"))
+            continue
+        ok = v == v and (lo <= v <= hi if inclusive else lo < v < hi)
+        ok = ok and (name not in _INTEGER or v.is_integer())
+        if not ok:
+            kind = "an integer" if name in _INTEGER else "a number"
+            span = (f">= {lo}" if hi == float("inf") else f"from {lo} to {hi}" if inclusive
+                    else f"between {lo} and {hi}")
+            out.append((name, f"must be {kind} {span}, got {value!r}"))
+    return out
+
+
+def check_generation(**options) -> None:
+    """Raise ValueError naming every generation option out of range (see `generation_problems`)."""
+    problems = generation_problems(**options)
+    if problems:
+        raise ValueError("; ".join(f"{name} {msg}" for name, msg in problems))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,11 +131,11 @@ class ModelConfig:
     """Encoders and decoders of the non-piano tracks also see the piano's pitch classes per beat (the
     piano's own are zeros): the band follows the piano's harmony."""
     onsets: bool = True
+    """Decoders emit two channels, sustain (the roll) and onset: a note starts only at an onset and lasts
+    while sustain is on, so decoded notes are notes, not fragments."""
     plays: bool = True
     """Decoders also predict whether the track plays in the segment at all, so rests are decided rather
     than left to a threshold (and counted notes are placed only where the track plays)."""
-    """Decoders emit two channels, sustain (the roll) and onset: a note starts only at an onset and lasts
-    while sustain is on, so decoded notes are notes, not fragments."""
 
     def __post_init__(self):
         if self.latent not in LATENT_SIZES:

@@ -31,6 +31,27 @@ from vaejax.config import TRACKS, DataConfig
 
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 2
+DEMO_DIR = os.path.join("data", "demo")
+"""Where the SYNTHETIC demo corpus is written when training is given no data (relative to the working folder)."""
+PREPARED_DIR = os.path.join("data", "prepared")
+"""Where raw folders given for training are prepared (relative to the working folder)."""
+
+
+def packed_bars(roll: np.ndarray, cfg: DataConfig = DataConfig()) -> np.ndarray:
+    """`pack(to_bars(roll))`, but packing before rearranging (8x less data to move): `[n, 5, steps, P/8]`."""
+    n = roll.shape[1] // cfg.steps
+    packed = np.packbits(roll[:, : n * cfg.steps], axis=-1)
+    return packed.reshape(roll.shape[0], n, cfg.steps, packed.shape[-1]).transpose(1, 0, 2, 3)
+
+
+def pack(bars: np.ndarray) -> np.ndarray:
+    """Pack boolean bars along pitch: `[..., P]` -> `[..., ceil(P/8)]` uint8."""
+    return np.packbits(bars, axis=-1)
+
+
+def unpack(packed: np.ndarray, num_pitches: int) -> np.ndarray:
+    """Inverse of `pack`."""
+    return np.unpackbits(packed, axis=-1, count=num_pitches).astype(bool)
 
 
 class PrepareError(Exception):
@@ -68,7 +89,7 @@ def _work(args: tuple[str, DataConfig]):
     try:
         song = music.read_song(path, cfg)
         shift = music.key_shift(song.roll, cfg.lowest_pitch) if cfg.key_normalize else 0
-        packed = music.packed_bars(music.transpose(song.roll, shift), cfg)  # [n, 5, steps, P/8]
+        packed = packed_bars(music.transpose(song.roll, shift), cfg)  # [n, 5, steps, P/8]
         if packed.shape[0] == 0:
             raise music.BadSong("shorter than one segment")
         nonempty = packed.any(axis=(2, 3)).sum(axis=0)  # a bar is empty when all its bytes are zero
@@ -238,19 +259,50 @@ class Split:
     def bars(self, idx) -> np.ndarray:
         """Unpacked bars `[instrument, n, steps, pitch]` (bool) for bar indices `idx`."""
         packed = self.packed[idx]
-        return music.unpack(packed, self.cfg.num_pitches).transpose(1, 0, 2, 3)
+        return unpack(packed, self.cfg.num_pitches).transpose(1, 0, 2, 3)
 
     def song(self, i: int) -> np.ndarray:
         """Bars of song i, `[instrument, n, steps, pitch]`."""
         s, n = int(self.start[i]), int(self.length[i])
-        return music.unpack(self.packed[s:s + n], self.cfg.num_pitches).transpose(1, 0, 2, 3)
+        return unpack(self.packed[s:s + n], self.cfg.num_pitches).transpose(1, 0, 2, 3)
+
+
+def read_report(root: str) -> dict:
+    """A prepared dataset's `report.json`."""
+    path = os.path.join(root, "report.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{root}: not a prepared dataset (no report.json); "
+                                f"run `python -m vaejax.data prepare SRC {root}`")
+    with open(path) as f:
+        return json.load(f)
+
+
+def is_prepared(root: str) -> bool:
+    return os.path.exists(os.path.join(root, "report.json")) and os.path.exists(os.path.join(root, "train.bars"))
+
+
+def resolve(data: str | None, *, progress: bool = True) -> str:
+    """A prepared dataset folder for training from `data`: a prepared folder as given, a raw folder of
+    songs (prepared on the fly, cached under PREPARED_DIR), or None (the SYNTHETIC demo corpus, written
+    under DEMO_DIR)."""
+    if data is None:
+        from vaejax import demo
+        if not os.path.exists(os.path.join(DEMO_DIR, "SYNTHETIC")):
+            print(f"no data given: writing the SYNTHETIC demo corpus to {DEMO_DIR}/", file=sys.stderr)
+        demo.write_corpus(DEMO_DIR)
+        data = DEMO_DIR
+    if is_prepared(data):
+        return data
+    tag = hashlib.sha1(os.path.abspath(data).encode()).hexdigest()[:8]
+    out = os.path.join(PREPARED_DIR, f"{os.path.basename(os.path.normpath(data))}-{tag}")
+    report = prepare(data, out, progress=progress)
+    print(summary(report), file=sys.stderr)
+    return out
 
 
 def open_dataset(root: str) -> dict[str, Split]:
     """All splits of a prepared dataset."""
-    if not os.path.exists(os.path.join(root, "report.json")):
-        raise FileNotFoundError(f"{root}: not a prepared dataset (no report.json); "
-                                f"run `python -m vaejax.data prepare SRC {root}`")
+    read_report(root)
     return {s: Split(root, s) for s in SPLITS}
 
 

@@ -21,18 +21,17 @@ import sys
 import numpy as np
 
 from vaejax import data as data_lib
-from vaejax import metrics, music, render, sampler
-from vaejax.config import TRACKS
+from vaejax import metrics, music, render, trained_model
+from vaejax.config import MERGE_GAP, MIN_LENGTH, SIGMA, TRACKS
+from vaejax.latents import Latents, playing
 
 SIGMAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
-ARRANGE_SIGMA = 0.5
+ARRANGE_SIGMA = SIGMA
 """The default noise of `TrainedModel.arrange`."""
 
 
 def _f1(pred: np.ndarray, true: np.ndarray, axis=None):
-    tp = np.sum(pred & true, axis=axis)
-    fp = np.sum(pred & ~true, axis=axis)
-    fn = np.sum(~pred & true, axis=axis)
+    tp, fp, fn = metrics.confusion(pred, true, axis=axis)
     p, r, f1 = metrics.prf(tp, fp, fn)
     return p, r, np.where(tp + fp + fn == 0, 1.0, f1)  # two silent rolls are identical: F1 1
 
@@ -47,13 +46,12 @@ def reconstruction(model, split: data_lib.Split, max_bars: int = 4096) -> dict:
     fn = np.zeros(5)
     for i in range(0, n, 512):
         xb = x[:, i:i + 512]
-        z = np.asarray(model._encode(xb.astype(np.float32)))
+        z = model.encode_bars(xb)
         # the band decodes under the real piano, as in training; the piano from its own latents
         pred = model.rolls(z, piano=xb[1].reshape(-1, xb.shape[-1])).reshape(xb.shape).copy()
         pred[1] = model.rolls(z).reshape(xb.shape)[1]
-        tp += np.sum(pred & xb, axis=(1, 2, 3))
-        fp += np.sum(pred & ~xb, axis=(1, 2, 3))
-        fn += np.sum(~pred & xb, axis=(1, 2, 3))
+        counts = metrics.confusion(pred, xb, axis=(1, 2, 3))
+        tp, fp, fn = tp + counts[0], fp + counts[1], fn + counts[2]
     p, r, f1 = metrics.prf(tp, fp, fn)
     for i, t in enumerate(TRACKS):
         out[t] = {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f1[i])}
@@ -61,12 +59,12 @@ def reconstruction(model, split: data_lib.Split, max_bars: int = 4096) -> dict:
     return out
 
 
-def _bars_of(model, params, means=None) -> np.ndarray:
-    """`[num, bars, 5, 2K]` (and the chains' predictions before noise, which decide rests) -> `[5, num*bars,
-    T, P]` bool bars, the decoders' raw output."""
-    flat = params.reshape((-1,) + params.shape[2:])
-    rolls = model.rolls(flat, plays_latents=None if means is None else means.reshape(flat.shape))
-    return rolls.reshape(5, flat.shape[0], -1, rolls.shape[-1])
+def _bars_of(model, latents: Latents, means: Latents | None = None) -> np.ndarray:
+    """Latents `[num, bars, 5]` (and the chains' predictions before noise, which decide rests) -> `[5,
+    num*bars, T, P]` bool bars, the decoders' raw output."""
+    flat = lambda z: z.map(lambda a: a.reshape((-1,) + a.shape[2:]))  # noqa: E731
+    rolls = model.rolls(flat(latents), plays_latents=None if means is None else flat(means))
+    return rolls.reshape(5, len(flat(latents)), -1, rolls.shape[-1])
 
 
 def _song_windows(test: data_lib.Split, bars: int):
@@ -75,8 +73,7 @@ def _song_windows(test: data_lib.Split, bars: int):
     starts = []
     for i in range(len(test.ids)):
         song = test.song(i)  # [5, n, T, P]
-        sounding = song.any(axis=(2, 3))
-        full = np.flatnonzero(sounding[1] & (sounding.sum(axis=0) >= 3))
+        full = np.flatnonzero(playing(song, band=2))
         full = full[full + bars < song.shape[1]]
         if len(full):
             starts.append((i, int(full[0])))
@@ -120,16 +117,16 @@ def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, se
     rows, variation = {}, {}
     if pick:
         real_next = np.concatenate([test.song(i)[:, f + 1:f + 1 + bars] for i, f in pick], axis=1)
-        firsts = np.stack([model._encode_roll(test.song(i)[:, f].astype(bool))[0] for i, f in pick])
+        firsts = model.encode_bars(np.stack([test.song(i)[:, f] for i, f in pick], axis=1))
     for sigma in sigmas:
-        gen = _bars_of(model, *model.sample_params(bars, sigma=sigma, seed=seed, num=songs, with_means=True))
+        gen = _bars_of(model, *model.sample_latents(bars, sigma=sigma, seed=seed, num=songs, with_means=True))
         rows[f"prior sigma={sigma}"] = metrics.all_metrics(gen, low, song_bars=bars)
         if sigma in post_sigmas:  # what sample.py hands the user: post-processed
-            post = render.postprocess(gen.reshape(5, -1, gen.shape[-1]), min_length=sampler.MIN_LENGTH,
-                                      merge_gap=sampler.MERGE_GAP).reshape(gen.shape)
+            post = render.postprocess(gen.reshape(5, -1, gen.shape[-1]), min_length=MIN_LENGTH,
+                                      merge_gap=MERGE_GAP).reshape(gen.shape)
             rows[f"prior sigma={sigma}, post-processed"] = metrics.all_metrics(post, low, song_bars=bars)
         if pick:
-            cont, means = model.sample_params(bars + 1, sigma=sigma, seed=seed, num=len(pick), start=firsts,
+            cont, means = model.sample_latents(bars + 1, sigma=sigma, seed=seed, num=len(pick), start=firsts,
                                               with_means=True)
             gen = _bars_of(model, cont[:, 1:], means[:, 1:])
             rows[f"continuation sigma={sigma}"] = metrics.all_metrics(gen, low, song_bars=bars)
@@ -156,7 +153,7 @@ def arrangement(model, paths: list[str], *, sigma: float, seed: int = 0) -> dict
         piano = roll[1] if roll[1].any() else roll[1:].any(axis=0)
         for out, kw in ((raw, {"min_length": 0, "merge_gap": 0}), (post, {})):
             mt = model.arrange(piano, sigma=sigma, seed=seed + i, **kw)
-            out.append(music.to_bars(render.from_multitrack(mt, cfg), cfg).transpose(1, 0, 2, 3))
+            out.append(music.to_bars(music.from_multitrack(mt, cfg), cfg).transpose(1, 0, 2, 3))
     result = {"songs": len(raw), "skipped": skipped, "sigma": sigma}
     for name, got in (("raw", raw), ("post-processed", post)):
         if got:
@@ -306,11 +303,11 @@ def main(argv=None) -> int:
     test = ds["test"]
     runs = []
     for run in args.runs:
-        model = sampler.load(run)
+        model = trained_model.load(run)
         runs.append({"name": os.path.basename(os.path.normpath(run)), "latent": model.cfg.model.latent,
                      "reconstruction": reconstruction(model, test)})
         print(f"{run}: reconstruction F1 " + ", ".join(f"{t} {runs[-1]['reconstruction'][t]['f1']:.3f}" for t in TRACKS))
-    model = sampler.load(args.runs[0])
+    model = trained_model.load(args.runs[0])
     if args.harmony is not None:
         model.harmony_guidance = args.harmony
     if args.threshold_notes:

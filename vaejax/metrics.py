@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from vaejax.config import TRACKS
+from vaejax.music import note_runs, pitch_class_histogram, scale_masks
+
 RES = 24
 STEPS_16TH = RES // 4
+
+
+def confusion(pred, true, axis=None):
+    """(true positives, false positives, false negatives) of two boolean arrays (NumPy or JAX), summed
+    over `axis`."""
+    return (pred & true).sum(axis=axis), (pred & ~true).sum(axis=axis), (~pred & true).sum(axis=axis)
 
 
 def prf(tp, fp, fn):
@@ -58,11 +67,8 @@ def used_pitch_classes(bars: np.ndarray, lowest_pitch: int = 24) -> float:
 
 def note_lengths(bars: np.ndarray) -> np.ndarray:
     """Lengths (steps) of every note: runs of "on" along time, per bar and pitch (a note ends at the bar)."""
-    a = np.pad(bars.transpose(0, 2, 1).astype(np.int8), ((0, 0), (0, 0), (1, 1)))  # [n, P, T+2]
-    d = np.diff(a, axis=2)
-    starts = np.nonzero(d == 1)
-    ends = np.nonzero(d == -1)
-    return ends[2] - starts[2]  # nonzero() orders by (bar, pitch, time): starts and ends pair up
+    _, start, end = note_runs(bars)
+    return end - start
 
 
 def qualified_note_rate(bars: np.ndarray, min_steps: int = 3) -> float:
@@ -142,7 +148,6 @@ def tonal_distance(a: np.ndarray, b: np.ndarray, lowest_pitch: int = 24, resolut
 def scale_consistency(song: np.ndarray, lowest_pitch: int = 24) -> float:
     """Share of the pitched tracks' sounding cells (tracks 1-4 of `[5, bars, steps, pitches]` or
     `[5, steps, pitches]`) that lie in the song's best-fitting diatonic scale (0-1; NaN without notes)."""
-    from vaejax.music import pitch_class_histogram, scale_masks
 
     hist = pitch_class_histogram(song, lowest_pitch)
     total = hist.sum()
@@ -169,7 +174,6 @@ def all_metrics(bars5: np.ndarray, lowest_pitch: int = 24, song_bars: int = 0) -
     """Every metric for `[5, bars, steps, pitches]` (Drums, Piano, Guitar, Bass, Strings). With
     `song_bars`, the bars are consecutive songs of that many bars and SC (scale consistency, %, mean over
     songs) is added."""
-    from vaejax.config import TRACKS
 
     out = {}
     if song_bars:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vaejax.config import TRACKS, DataConfig
+from vaejax.config import TEMPO, TRACKS, DataConfig
 
 LPD5_PROGRAMS = (0, 0, 24, 32, 48)
 """Program written for each LPD-5 track (drums go on the drum channel)."""
@@ -166,7 +166,7 @@ def read_npz(path: str, cfg: DataConfig = DataConfig()) -> Song:
             rows = rows * cfg.resolution // res
         ok = rows < steps
         roll[t, rows[ok], pitch[keep][ok]] = True
-    tempo = float(tempo_arr[0]) if tempo_arr is not None and tempo_arr.size else 120.0
+    tempo = float(tempo_arr[0]) if tempo_arr is not None and tempo_arr.size else TEMPO
     return Song(name=song_id(path), roll=roll, tempo=tempo)
 
 
@@ -224,7 +224,7 @@ def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = T
         keep = (notes[:, 3] > cfg.velocity_threshold) & (pitch >= 0) & (pitch < cfg.num_pitches)
         for a, b, p in zip(on[keep], off[keep], pitch[keep]):
             roll[t, a:b, p] = True
-    tempo = float(pm.get_tempo_changes()[1][0]) if len(pm.get_tempo_changes()[1]) else 120.0
+    tempo = float(pm.get_tempo_changes()[1][0]) if len(pm.get_tempo_changes()[1]) else TEMPO
     return Song(name=song_id(path), roll=roll, tempo=tempo)
 
 
@@ -295,23 +295,6 @@ def to_bars(roll: np.ndarray, cfg: DataConfig = DataConfig()) -> np.ndarray:
     return bars.transpose(1, 0, 2, 3)
 
 
-def packed_bars(roll: np.ndarray, cfg: DataConfig = DataConfig()) -> np.ndarray:
-    """`pack(to_bars(roll))`, but packing before rearranging (8x less data to move): `[n, 5, steps, P/8]`."""
-    n = roll.shape[1] // cfg.steps
-    packed = np.packbits(roll[:, : n * cfg.steps], axis=-1)
-    return packed.reshape(roll.shape[0], n, cfg.steps, packed.shape[-1]).transpose(1, 0, 2, 3)
-
-
-def pack(bars: np.ndarray) -> np.ndarray:
-    """Pack boolean bars along pitch: `[..., P]` -> `[..., ceil(P/8)]` uint8."""
-    return np.packbits(bars, axis=-1)
-
-
-def unpack(packed: np.ndarray, num_pitches: int) -> np.ndarray:
-    """Inverse of `pack`."""
-    return np.unpackbits(packed, axis=-1, count=num_pitches).astype(bool)
-
-
 def find_songs(src: str) -> list[str]:
     """All .npz/.mid/.midi files under `src` (or `src` itself), sorted for a stable order."""
     if os.path.isfile(src):
@@ -323,3 +306,27 @@ def find_songs(src: str) -> list[str]:
             if f.lower().endswith(SUFFIXES):
                 found.append(os.path.join(root, f))
     return sorted(found)
+
+
+def from_multitrack(mt, cfg: DataConfig = DataConfig()) -> np.ndarray:
+    """`pypianoroll.Multitrack` with the five LPD-5 tracks in order -> `[5, T, P]` bool roll."""
+    rolls = [np.asarray(tr.pianoroll)[:, cfg.lowest_pitch:cfg.lowest_pitch + cfg.num_pitches] > 0
+             for tr in mt.tracks]
+    return np.stack(rolls)
+
+
+def tempo_of(mt, default: float = TEMPO) -> float:
+    """A Multitrack's first tempo in BPM (pypianoroll keeps tempo as `[T]` or `[T, 1]`)."""
+    tempo = None if mt.tempo is None else np.asarray(mt.tempo, np.float64).ravel()
+    return float(tempo[0]) if tempo is not None and tempo.size and np.isfinite(tempo[0]) and tempo[0] > 0 else default
+
+
+def note_runs(roll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Notes of a `[..., T, P]` bool roll as runs of "on" along time: (index of the leading axes and pitch
+    flattened as `[..., P]`, start, end) arrays, end exclusive, ordered by (leading index, pitch, start)."""
+    a = np.swapaxes(roll, -1, -2).astype(np.int8)  # [..., P, T]
+    a = np.pad(a.reshape(-1, a.shape[-1]), ((0, 0), (1, 1)))
+    d = np.diff(a, axis=1)
+    row, start = np.nonzero(d == 1)
+    _, end = np.nonzero(d == -1)  # nonzero orders by (row, time): starts and ends pair up
+    return row, start, end

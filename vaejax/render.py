@@ -8,20 +8,10 @@ import wave
 
 import numpy as np
 
-from vaejax.config import TRACKS, DataConfig
-from vaejax.music import LPD5_PROGRAMS
+from vaejax.config import TEMPO, TRACKS, DataConfig
+from vaejax.music import LPD5_PROGRAMS, from_multitrack, note_runs, tempo_of
 
 PLOT_ORDER = (1, 2, 3, 4, 0)  # Piano, Guitar, Bass, Strings, Drums, as in the seed report's figure
-
-
-def runs(row_major: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Note runs of a `[T, P]` bool roll: (pitch, start, end) arrays, end exclusive."""
-    a = np.pad(row_major.T.astype(np.int8), ((0, 0), (1, 1)))  # [P, T+2]
-    d = np.diff(a, axis=1)
-    sp, st = np.nonzero(d == 1)
-    ep, en = np.nonzero(d == -1)
-    assert np.array_equal(sp, ep)
-    return sp, st, en
 
 
 def postprocess(roll: np.ndarray, *, min_length: int = 0, merge_gap: int = 0) -> np.ndarray:
@@ -31,19 +21,19 @@ def postprocess(roll: np.ndarray, *, min_length: int = 0, merge_gap: int = 0) ->
     out = roll.copy()
     for t in range(1, roll.shape[0]):
         if merge_gap > 0:
-            p, s, e = runs(out[t])
+            p, s, e = note_runs(out[t])
             same = (p[1:] == p[:-1]) & (s[1:] - e[:-1] < merge_gap)
             for pp, a, b in zip(p[1:][same], e[:-1][same], s[1:][same]):
                 out[t, a:b, pp] = True
         if min_length > 1:
-            p, s, e = runs(out[t])
+            p, s, e = note_runs(out[t])
             short = (e - s) < min_length
             for pp, a, b in zip(p[short], s[short], e[short]):
                 out[t, a:b, pp] = False
     return out
 
 
-def to_multitrack(roll: np.ndarray, *, tempo: float = 120.0, name: str = "vaejax",
+def to_multitrack(roll: np.ndarray, *, tempo: float = TEMPO, name: str = "vaejax",
                   cfg: DataConfig = DataConfig()):
     """`[5, T, P]` bool roll -> `pypianoroll.Multitrack` with 128-pitch binary tracks."""
     import pypianoroll
@@ -61,19 +51,6 @@ def to_multitrack(roll: np.ndarray, *, tempo: float = 120.0, name: str = "vaejax
                                   downbeat=downbeat, tracks=tracks)
 
 
-def from_multitrack(mt, cfg: DataConfig = DataConfig()) -> np.ndarray:
-    """`pypianoroll.Multitrack` with the five LPD-5 tracks in order -> `[5, T, P]` bool roll."""
-    rolls = [np.asarray(tr.pianoroll)[:, cfg.lowest_pitch:cfg.lowest_pitch + cfg.num_pitches] > 0
-             for tr in mt.tracks]
-    return np.stack(rolls)
-
-
-def tempo_of(mt, default: float = 120.0) -> float:
-    """A Multitrack's first tempo in BPM (pypianoroll keeps tempo as `[T]` or `[T, 1]`)."""
-    tempo = None if mt.tempo is None else np.asarray(mt.tempo, np.float64).ravel()
-    return float(tempo[0]) if tempo is not None and tempo.size and np.isfinite(tempo[0]) and tempo[0] > 0 else default
-
-
 def to_pretty_midi(mt, velocity: int = 100):
     """Multitrack -> PrettyMIDI: all five tracks (empty ones too), drums on the drum channel, the tempo."""
     import pretty_midi
@@ -84,7 +61,7 @@ def to_pretty_midi(mt, velocity: int = 100):
     pm.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0.0))
     for tr in mt.tracks:
         inst = pretty_midi.Instrument(program=int(tr.program), is_drum=bool(tr.is_drum), name=tr.name)
-        p, s, e = runs(np.asarray(tr.pianoroll) > 0)
+        p, s, e = note_runs(np.asarray(tr.pianoroll) > 0)
         inst.notes = [pretty_midi.Note(velocity=velocity, pitch=int(a), start=float(b * step), end=float(c * step))
                       for a, b, c in sorted(zip(p, s, e), key=lambda n: (n[1], n[0]))]
         pm.instruments.append(inst)

@@ -1,0 +1,77 @@
+"""Packaged models: a trained run's best weights in one npz beside its config and statistics, loadable with
+no Orbax checkpoint, no training code and no network (`vaejax.load("lpd5")`).
+
+`vaejax-export RUN OUT` (or `python -m vaejax.cli export RUN OUT`) writes one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaejax.runs import NoCheckpoint, RunFolder
+
+PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+"""The packaged models shipped inside vaejax."""
+DEFAULT_PRETRAINED = "lpd5"
+NETWORKS = ("vae", "melody", "harmony")
+
+
+def pretrained_names() -> list[str]:
+    """Names of the models packaged with vaejax (`load(name)`)."""
+    if not os.path.isdir(PRETRAINED):
+        return []
+    return sorted(d for d in os.listdir(PRETRAINED) if RunFolder(os.path.join(PRETRAINED, d)).packaged)
+
+
+def pretrained_path(name: str) -> str:
+    return os.path.join(PRETRAINED, name)
+
+
+def _flatten(tree, prefix: str) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {prefix + jax.tree_util.keystr(path): np.asarray(v) for path, v in leaves}
+
+
+def read_weights(run: RunFolder, templates: dict) -> tuple[dict, np.ndarray]:
+    """({network: parameters in the structure of `templates[network]`}, start bars) of a packaged model."""
+    try:
+        with np.load(run.weights_path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise NoCheckpoint(f"{run.weights_path}: unreadable packaged weights ({e})") from None
+
+    def get(prefix):
+        def leaf(path, like):
+            key = prefix + jax.tree_util.keystr(path)
+            if key not in arrays or arrays[key].shape != tuple(like.shape):
+                raise NoCheckpoint(f"{run.weights_path}: packaged model lacks {key} of shape {tuple(like.shape)}")
+            return jnp.asarray(arrays[key], jnp.float32)
+        return leaf
+
+    params = {name: jax.tree_util.tree_map_with_path(get(name + "/"), templates[name]) for name in NETWORKS}
+    if "start_bars" not in arrays:
+        raise NoCheckpoint(f"{run.weights_path}: packaged model lacks its start bars")
+    return params, arrays["start_bars"].astype(np.float32)
+
+
+def export(model, out_dir: str, *, dtype=np.float16) -> dict:
+    """Write a `TrainedModel` as a packaged model folder (config.json, stats.json, weights.npz with
+    parameters in `dtype`) that `load(out_dir)` restores. Returns file sizes in bytes."""
+    run = RunFolder(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    arrays = {}
+    for name, params in zip(NETWORKS, (model.vae, model.mel, model.har)):
+        arrays.update(_flatten(params, name + "/"))
+    arrays = {k: v.astype(dtype) for k, v in arrays.items()}
+    arrays["start_bars"] = model.start_bars.astype(dtype)
+    np.savez_compressed(run.weights_path + ".tmp.npz", **arrays)
+    os.replace(run.weights_path + ".tmp.npz", run.weights_path)
+    run.write_config(model.cfg)
+    stats = {k: v for k, v in model.stats.items() if k != "val"}
+    stats["harmony_guidance"] = model.harmony_guidance
+    run.write_stats(stats, indent=1)
+    return {os.path.basename(p): os.path.getsize(p) for p in (run.weights_path, run.config_path, run.stats_path)}

@@ -1,0 +1,101 @@
+"""After the VAEs: encode every bar, and the statistics generation needs (decoding thresholds, latent
+normalisation, start bars), written to the run folder."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vaejax import data as data_lib
+from vaejax import latents as latents_lib
+from vaejax import metrics, models
+from vaejax.config import TRACKS
+from vaejax.runs import RunFolder
+
+SUSTAIN_GRID = np.round(np.arange(0.2, 0.61, 0.1), 2)  # relative to the sustain where a note starts
+ONSET_GRID = np.round(np.arange(0.05, 0.61, 0.05), 2)
+SINGLE_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)  # one-channel decoders: the cell threshold
+QUALIFIED_MIN = 0.9
+
+
+def encode_dataset(graphdef, params, split: data_lib.Split, chunk: int = 1024) -> np.ndarray:
+    """Latent parameters of every bar: `[bars, 5, 2K]` (mu then logvar), in song order."""
+    enc = jax.jit(lambda p, x: models.encode_stack(graphdef, p, x, split.cfg))
+    out = []
+    for i in range(0, len(split), chunk):
+        idx = np.arange(i, min(i + chunk, len(split)))
+        x = split.bars(idx).astype(np.float32)
+        if x.shape[1] < chunk:  # pad to one compiled shape
+            x = np.concatenate([x, np.zeros((5, chunk - x.shape[1]) + x.shape[2:], np.float32)], 1)
+        out.append(np.asarray(enc(params, x)).transpose(1, 0, 2)[: len(idx)])
+    return np.concatenate(out) if out else np.zeros((0, len(TRACKS), 0), np.float32)
+
+
+def run_encode(run: RunFolder, ds: dict, graphdef, params) -> dict[str, np.ndarray]:
+    """Encode every split with the best VAEs into the run's latents; return them."""
+    out = {}
+    for name in data_lib.SPLITS:
+        out[name] = encode_dataset(graphdef, params, ds[name])
+        if jax.process_index() == 0:
+            run.write_latents(name, out[name], ds[name].start, ds[name].length)
+    return out
+
+
+def calibrate_notes(graphdef, params, split: data_lib.Split, max_bars: int = 1024) -> np.ndarray:
+    """Decoding thresholds `[5, channels]` per track for `models.decode_notes`, searched on a grid over
+    held-out bars: the best note-on F1 among settings whose decoded notes are at least QUALIFIED_MIN
+    qualified (3 steps or longer; drums excepted, their hits are short), or the most qualified if none is."""
+    n = min(len(split), max_bars)
+    x = split.bars(np.arange(n))
+    probs = jax.jit(lambda p, xb: models.reconstruct_stack(graphdef, p, xb, split.cfg))(params, x.astype(np.float32))
+    channels = probs[0].shape[2]
+
+    @jax.jit
+    def counts(th, probs, x):  # th [5, channels] -> tp, fp, fn, notes, qualified notes per track
+        roll = jax.vmap(models.decode_notes)(probs[0], th, plays=probs[1])
+        nxt = lambda r, k: jnp.pad(r, ((0, 0), (0, 0), (0, k), (0, 0)))[:, :, k:]  # noqa: E731
+        start = roll & ~jnp.pad(roll, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]
+        qual = start & nxt(roll, 1) & nxt(roll, 2)
+        axes = (1, 2, 3)
+        return (*metrics.confusion(roll, x, axis=axes), jnp.sum(start, axis=axes), jnp.sum(qual, axis=axes))
+
+    grid = ([(a,) for a in SINGLE_GRID] if channels == 1
+            else [(a, b) for a in SUSTAIN_GRID for b in ONSET_GRID])
+    f1, qn = [], []
+    for g in grid:
+        tp, fp, fn, notes, qual = jax.device_get(counts(jnp.tile(jnp.asarray(g, jnp.float32), (5, 1)), probs, x))
+        f1.append(metrics.prf(tp, fp, fn)[2])
+        qn.append(qual / np.maximum(notes, 1))
+    f1, qn = np.stack(f1), np.stack(qn)  # [grid, 5]
+    if channels > 1:
+        ok = qn >= QUALIFIED_MIN
+        ok[:, 0] = True  # drums
+        f1 = np.where(ok.any(0), np.where(ok, f1, -1.0), qn)
+    return np.asarray(grid, np.float32)[f1.argmax(0)]  # [5, channels]
+
+
+def data_stats(ds: dict) -> dict:
+    """What a run records about the prepared data it was trained on."""
+    r = ds["train"].report
+    return {"source": r["source"], "synthetic": r.get("synthetic", False), "songs_read": r["songs_read"],
+            "bars_per_split": r["bars_per_split"], "nonempty_bar_share": r["nonempty_bar_share"]}
+
+
+def calibrate(run: RunFolder, vae_meta: dict, latents: dict, ds: dict, seed: int = 0, *,
+              graphdef=None, params=None) -> dict:
+    """Sampling statistics saved beside the checkpoints: decoding thresholds, latent normalisation, and a
+    bank of real bars to start generation from."""
+    val = vae_meta.get("val", {})
+    if graphdef is not None and len(ds["valid"]):
+        thresholds = calibrate_notes(graphdef, params, ds["valid"]).tolist()
+    else:
+        thresholds = [[val.get(f"threshold_{t}", 0.5)] for t in TRACKS]
+    norm = latents_lib.LatentNorm.fit(latents["train"])
+    bank = latents_lib.start_bars(latents["train"], ds["train"], seed=seed)
+    stats = {"thresholds": thresholds, "val": val, "data": data_stats(ds),
+             "latent_mean": norm.mean.tolist(), "latent_std": norm.std.tolist()}
+    if jax.process_index() == 0:
+        run.write_stats(stats)
+        run.write_start_bars(bank)
+    return stats

@@ -1,0 +1,212 @@
+"""The stages, in order: five vmapped VAEs -> encoded latents -> MelodyNN -> four vmapped HarmonyNNs; and
+`train`, which runs them on a dataset exactly as `train.py` does."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from flax import nnx
+
+from vaejax import data as data_lib
+from vaejax import latents as latents_lib
+from vaejax import metrics, models
+from vaejax.config import HARMONY, TRACKS, Config, TrainConfig
+from vaejax.devices import DataParallel
+from vaejax.runs import STAGES, RunFolder, default_run, mark_latest
+from vaejax.training import calibration
+from vaejax.training.loop import Stage, fit, log
+from vaejax.training.steps import (THRESHOLDS, chain_optimizer, init_vae_state, make_chain_fns, make_vae_fns,
+                                   train_state)
+from vaejax.checkpoint import restore_best
+
+
+def train_vae(run: RunFolder, cfg: Config, ds: dict, dp: DataParallel, *, progress=True, stop_after=0):
+    tc = cfg.train
+    key = jax.random.fold_in(jax.random.key(tc.seed), 0)
+    graphdef, state, tx = init_vae_state(cfg.model, cfg.data, tc, key)
+    state = dp.replicate(state)
+    step_fn, eval_fn = make_vae_fns(graphdef, tc, cfg.data, tx)
+    train = ds["train"]
+    spe = data_lib.num_batches(train, tc.batch_size, tc.max_steps_per_epoch)
+    if spe == 0:
+        raise ValueError(f"training split has {len(train)} bars, fewer than one batch of {tc.batch_size}")
+    shard = (jax.process_index(), jax.process_count())
+
+    def batches(epoch, start):
+        it = data_lib.batches(train, tc.batch_size, seed=tc.seed, epoch=epoch, shard=shard,
+                              limit=tc.max_steps_per_epoch, start=start)
+        for b in data_lib.prefetch(it):
+            yield (dp.shard(b.x, axis=1),)
+
+    def evaluate(state):
+        return evaluate_vae(eval_fn, state["params"], ds["valid"], tc, dp)
+
+    def summarize(host):
+        stacked = jax.tree.map(lambda *xs: np.stack(xs), *host)
+        rec = {"loss": float(stacked.loss.sum(-1).mean()), "recon": float(stacked.recon.sum(-1).mean()),
+               "kl": float(stacked.kl.sum(-1).mean()), "kl_bits": float(stacked.kl_bits.sum(-1).mean()),
+               "beta": float(stacked.beta[-1])}
+        for i, t in enumerate(TRACKS):
+            rec[f"recon_{t}"] = float(stacked.recon[:, i].mean())
+        return rec
+
+    stage = Stage("vae", state, spe, tc.vae_epochs, batches, step_fn, evaluate, summarize)
+    meta_extra = {"config": cfg.to_dict(), "data": calibration.data_stats(ds)}
+    state, meta = fit(stage, run, tc, meta_extra, progress=progress, stop_after=stop_after)
+    return graphdef, state, meta
+
+
+def evaluate_vae(eval_fn, params, split: data_lib.Split, train: TrainConfig, dp: DataParallel,
+                 max_bars: int = 4096) -> dict:
+    """Validation ELBO and note-on precision / recall / F1 per instrument, at every candidate threshold."""
+    bs = min(train.batch_size * 4, 512)
+    bs -= bs % max(dp.size, jax.process_count())
+    n = min(len(split), max_bars) // bs * bs
+    if n == 0:
+        bs = len(split) - len(split) % max(dp.size, jax.process_count())
+        n = bs
+    if n == 0:
+        return {"val_loss": float("nan")}
+    recon = kl = 0.0
+    tp = fp = fn = 0
+    on = 0
+    key = jax.random.key(train.seed + 1)
+    host, hosts = jax.process_index(), jax.process_count()
+    local = bs // hosts
+    for i in range(0, n, bs):
+        lo = i + host * local  # each host reads its slice of the global batch
+        x = split.bars(np.arange(lo, lo + local)).astype(np.float32)
+        r, k, a, b, c, o = jax.device_get(eval_fn(params, dp.shard(x, axis=1), jax.random.fold_in(key, i)))
+        recon, kl = recon + r * bs, kl + k * bs
+        tp, fp, fn, on = tp + a, fp + b, fn + c, on + o
+    recon, kl = recon / n, kl / n
+    prec, rec, f1 = metrics.prf(tp, fp, fn)  # [5, thresholds]
+    best = f1.argmax(-1)
+    half = int(np.argmin(np.abs(THRESHOLDS - 0.5)))
+    out = {"val_loss": float((recon + kl).sum()), "val_recon": float(recon.sum()), "val_kl": float(kl.sum())}
+    for i, t in enumerate(TRACKS):
+        out[f"f1_{t}"] = float(f1[i, best[i]])
+        out[f"f1@0.5_{t}"] = float(f1[i, half])
+        out[f"precision_{t}"] = float(prec[i, best[i]])
+        out[f"recall_{t}"] = float(rec[i, best[i]])
+        out[f"threshold_{t}"] = float(THRESHOLDS[best[i]])
+        # density of predicted vs real on-cells at 0.5: near 0 means the decoder collapsed to silence
+        out[f"on_ratio@0.5_{t}"] = float((tp[i, half] + fp[i, half]) / max(on[i], 1))
+    return out
+
+
+def train_chain(run: RunFolder, cfg: Config, ds: dict, latents: dict, which: str, *, progress=True,
+                stop_after=0):
+    """Train MelodyNN (`which='melody'`) or the stacked HarmonyNNs (`which='harmony'`)."""
+    tc = cfg.train
+    harmony = which == "harmony"
+    key = jax.random.fold_in(jax.random.key(tc.seed), 2 if harmony else 1)
+    net = models.harmony_stack(cfg.model, key) if harmony else models.melody_net(cfg.model, key)
+    graphdef, params = nnx.split(net)
+    tx = chain_optimizer(tc)
+    state = train_state(params, tx, key)
+    step_fn, eval_fn = make_chain_fns(graphdef, tx, stacked=harmony)
+    norm = latents_lib.LatentNorm.fit(latents["train"])
+    xt, yt = latents_lib.chain_data(norm.standardize(latents["train"]), ds["train"].start, ds["train"].length,
+                                    harmony=harmony)
+    xv, yv = latents_lib.chain_data(norm.standardize(latents["valid"]), ds["valid"].start, ds["valid"].length,
+                                    harmony=harmony)
+    n = xt.shape[-2]
+    bs = min(tc.chain_batch_size, n)
+    if bs == 0:
+        raise ValueError("no consecutive bars to train the latent chains on")
+    spe = n // bs
+    axis = 1 if harmony else 0
+
+    def batches(epoch, start):
+        order = np.random.default_rng([tc.seed, 1000 + epoch]).permutation(n)
+        for b in range(start, spe):
+            idx = order[b * bs:(b + 1) * bs]
+            x = np.take(xt, idx, axis=axis)
+            if tc.chain_noise > 0:  # denoising inputs; the noise depends on (seed, epoch, batch) only
+                x = x + tc.chain_noise * np.random.default_rng([tc.seed, 2000 + epoch, b]).standard_normal(
+                    x.shape).astype(np.float32)
+            yield (x, np.take(yt, idx, axis=axis))
+
+    def evaluate(state):
+        if xv.shape[-2] == 0:
+            xe, ye = xt, yt
+        else:
+            xe, ye = xv, yv
+        per = np.asarray(eval_fn(state["params"], xe, ye))
+        base = np.mean((xe[..., -yv.shape[-1]:] - ye) ** 2, axis=tuple(range(axis, ye.ndim)))
+        out = {"val_loss": float(np.mean(per)), "baseline": float(np.mean(base))}
+        if harmony:
+            for j, h in enumerate(HARMONY):
+                out[f"mse_{TRACKS[h]}"] = float(per[j])
+                out[f"baseline_{TRACKS[h]}"] = float(base[j])
+        return out
+
+    def summarize(host):
+        return {"mse": float(np.mean(np.stack(host)))}
+
+    stage = Stage(which, state, spe, tc.chain_epochs, batches, step_fn, evaluate, summarize)
+    state, meta = fit(stage, run, tc, {"config": cfg.to_dict()}, progress=progress, stop_after=stop_after)
+    return graphdef, state, meta
+
+
+def train_all(run_dir: str, cfg: Config, data_dir: str, *, stages=STAGES, devices=None, progress=True) -> dict:
+    """Run the requested stages in order on a prepared dataset; each resumes from its own checkpoints.
+    `cfg.data` must be the dataset's (see `train`, which takes it from the dataset)."""
+    run = RunFolder(run_dir)
+    ds = data_lib.open_dataset(data_dir)
+    if ds["train"].cfg != cfg.data:
+        raise ValueError(f"{data_dir} was prepared with {ds['train'].cfg}, the run expects {cfg.data}")
+    run.start(cfg, data_dir, writer=jax.process_index() == 0)
+    dp = DataParallel(devices)
+    results = {}
+    vae_state = None
+    graphdef, like, _ = init_vae_state(cfg.model, cfg.data, cfg.train, jax.random.key(0))
+    if "vae" in stages:
+        graphdef, vae_state, vae_meta = train_vae(run, cfg, ds, dp, progress=progress)
+        results["vae"] = vae_meta.get("val", {})
+    latents = run.read_latents(data_lib.SPLITS)
+    if "encode" in stages or (latents is None and ({"melody", "harmony"} & set(stages))):
+        if vae_state is None:
+            vae_state, vae_meta = restore_best(run.ckpt("vae"), like)
+        latents = calibration.run_encode(run, ds, graphdef, vae_state["params"])
+        calibration.calibrate(run, vae_meta, latents, ds, seed=cfg.train.seed, graphdef=graphdef,
+                              params=vae_state["params"])
+    for which in ("melody", "harmony"):
+        if which in stages:
+            _, _, meta = train_chain(run, cfg, ds, latents, which, progress=progress)
+            results[which] = meta.get("val", {})
+    return results
+
+
+def with_data(cfg: Config, data_dir: str) -> Config:
+    """`cfg` with the data section of the prepared dataset: the data defines the segment (bars per segment,
+    pitch range, binarisation, key normalisation)."""
+    report = data_lib.read_report(data_dir)
+    return cfg.replace(data={"key_normalize": False, **report["config"]})
+
+
+def train(run_dir: str | None = None, data: str | None = None, cfg: Config | None = None, *,
+          preset_name: str = "default", stages=STAGES, devices=None, progress: bool = True) -> tuple[str, dict]:
+    """Train every stage (or `stages`) as `train.py` does; returns (run folder, validation figures).
+
+    `data`: a prepared dataset, a raw folder of LPD npz / MIDI files (prepared on the fly and cached under
+    data/prepared/), or None for the SYNTHETIC demo corpus. `cfg` (default: the preset `preset_name`) takes
+    its data section from the dataset. The run folder defaults to runs/<preset>-k<latent>; when training
+    ends it becomes the default model of `vaejax.load()` and `sample.py` (runs/LATEST).
+    """
+    from vaejax.config import preset
+
+    cfg = cfg or preset(preset_name)
+    data_dir = data_lib.resolve(data, progress=progress)
+    cfg = with_data(cfg, data_dir)
+    run_dir = run_dir or default_run(preset_name, cfg.model.latent)
+    log.info("training %s in %s on %d %s device(s) (%d process(es))", ", ".join(stages), run_dir,
+             jax.device_count(), (devices or jax.devices())[0].platform, jax.process_count())
+    results = train_all(run_dir, cfg, data_dir, stages=stages, devices=devices, progress=progress)
+    if jax.process_index() == 0:
+        mark_latest(run_dir)
+    return os.path.abspath(run_dir), results
+

@@ -1,0 +1,114 @@
+"""Pure training steps: jitted functions of (state, batch, step) -> (state, metrics), no I/O.
+
+A stage's state is a pytree `{"params", "opt", "key"}` (`train_state`): network parameters, optimiser state,
+and the key that step randomness is folded from (`fold_in(key, step)`), so a resumed run repeats the
+losses of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from vaejax import losses, metrics, models
+from vaejax.config import PIANO, DataConfig, ModelConfig, TrainConfig
+
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
+"""Candidate decoding thresholds at which validation counts note-on cells."""
+
+
+def train_state(params, tx: optax.GradientTransformation, key: jax.Array) -> dict:
+    """A stage's checkpointed state."""
+    return {"params": params, "opt": tx.init(params), "key": jax.random.key_data(key)}
+
+
+def vae_optimizer(train: TrainConfig) -> optax.GradientTransformation:
+    return optax.adam(train.lr)
+
+
+def chain_optimizer(train: TrainConfig) -> optax.GradientTransformation:
+    return optax.adam(train.chain_lr)
+
+
+def init_vae_state(model: ModelConfig, data: DataConfig, train: TrainConfig, key: jax.Array):
+    """(graphdef, state, optimiser) of the five stacked VAEs."""
+    graphdef, params = nnx.split(models.vae_stack(model, data, key))
+    tx = vae_optimizer(train)
+    return graphdef, train_state(params, tx, key), tx
+
+
+class VAEMetrics(NamedTuple):
+    loss: jax.Array  # [5]
+    recon: jax.Array  # [5]
+    kl: jax.Array  # [5]
+    kl_bits: jax.Array  # [5]
+    beta: jax.Array  # []
+
+
+def make_vae_fns(graphdef, train: TrainConfig, data: DataConfig, tx: optax.GradientTransformation):
+    """Jitted (train_step, eval_step) for the stacked VAEs; states are pytrees, data `[5, B, T, P]`."""
+
+    def member_loss(params, x, c, key, beta):
+        model = nnx.merge(graphdef, params)
+        target = jax.lax.stop_gradient(model.targets(x))
+        xp = target[..., : target.shape[-1] // model.channels]  # the sustain patches: the encoder's input
+        out = model(xp, key, c)
+        return losses.elbo(out.logits, target, out.mu, out.logvar, beta=beta, free_bits=train.free_bits,
+                           pos_weight=train.pos_weight, plays=out.plays)
+
+    def total(params, x, key, beta):
+        c = models.conditions(x[PIANO], data)
+        terms = jax.vmap(member_loss, in_axes=(0, 0, 0, 0, None))(params, x, c, jax.random.split(key, x.shape[0]),
+                                                                 beta)
+        return jnp.sum(terms.loss), terms  # members are independent: the sum's gradient splits by member
+
+    def train_step(state, x, step):
+        params, opt_state, key = state["params"], state["opt"], state["key"]
+        beta = losses.kl_beta(step, train.beta, train.beta_rate)
+        (_, terms), grads = jax.value_and_grad(total, has_aux=True)(params, x, jax.random.fold_in(key, step), beta)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        m = VAEMetrics(terms.loss, terms.recon, terms.kl, terms.kl_bits, beta)
+        return {"params": params, "opt": opt_state, "key": key}, m
+
+    def eval_step(params, x, key):
+        def member(p, xi, ci, k):
+            model = nnx.merge(graphdef, p)
+            target = model.targets(xi)
+            xp = target[..., : target.shape[-1] // model.channels]
+            mu, logvar = model.encode_patches(xp, ci)
+            logits = model.decode(mu, ci)[:, 0]  # sustain: the roll itself
+            y, plays = model.decode_patches(models.reparameterize(mu, logvar, k), ci)
+            terms = losses.elbo(y, target, mu, logvar, beta=jnp.float32(train.beta), free_bits=0.0, plays=plays)
+            pred = jax.nn.sigmoid(logits)[..., None] > jnp.asarray(THRESHOLDS)  # [B, T, P, thresholds]
+            tp, fp, fn = metrics.confusion(pred, (xi > 0.5)[..., None], axis=(0, 1, 2))
+            return terms.recon, terms.kl, tp, fp, fn, jnp.sum(xi > 0.5)
+
+        return jax.vmap(member)(params, x, models.conditions(x[PIANO], data), jax.random.split(key, x.shape[0]))
+
+    return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+
+
+def make_chain_fns(graphdef, tx, *, stacked: bool):
+    """Jitted steps for MelodyNN (`stacked=False`, x `[B, 2K]`) or the HarmonyNNs (x `[4, B, 4K]`)."""
+
+    def loss(params, x, y):
+        f = lambda p, xi: nnx.merge(graphdef, p)(xi)  # noqa: E731
+        pred = jax.vmap(f)(params, x) if stacked else f(params, x)
+        per = jnp.mean((pred - y) ** 2, axis=tuple(range(1, pred.ndim))) if stacked else losses.mse(pred, y)
+        return jnp.sum(per), per
+
+    def train_step(state, x, y, step):
+        (_, per), grads = jax.value_and_grad(loss, has_aux=True)(state["params"], x, y)
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "opt": opt, "key": state["key"]}, per
+
+    def eval_step(params, x, y):
+        return loss(params, x, y)[1]
+
+    return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
