@@ -135,4 +135,7 @@ def restore_params(root: str, like_params):
                     warnings.warn(f"checkpoint {errors[-1]} is unreadable; trying an older one", stacklevel=2)
         finally:
             manager.close()
-    raise CheckpointError(f"{root}: no readable checkpoint" + (f" ({'; '.join(errors)})" if errors else ""))
+    if errors:
+        raise CheckpointError(f"{root}: no checkpoint fits the networks config.json describes, or all are damaged "
+                              f"(first: {errors[0]})")
+    raise CheckpointError(f"{root}: no checkpoint")

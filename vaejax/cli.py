@@ -136,7 +136,7 @@ def train_main(argv: list[str] | None = None) -> int:
         print(cfg.to_json())
         return 0
     from vaejax.checkpoint import CheckpointError
-    from vaejax.data import PrepareError
+    from vaejax.data import CacheError, PrepareError
     from vaejax.runs import RunError
 
     stages = training.STAGES if args.stage == "all" else (args.stage,)
@@ -146,8 +146,12 @@ def train_main(argv: list[str] | None = None) -> int:
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
-    except (ValueError, FileNotFoundError, CheckpointError, RunError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError, RunError, CacheError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk or a folder that cannot be written: what was saved before stays usable
+        print(f"error: {getattr(e, 'filename', None) or args.run or 'run folder'}: {e.strerror or e} "
+              f"(the last complete checkpoint is kept; re-run the same command to resume)", file=sys.stderr)
         return 2
     for stage, val in results.items():
         shown = {k: round(v, 4) for k, v in val.items() if isinstance(v, float) and not k.startswith(("on_", "f1@"))}
@@ -166,6 +170,14 @@ def _quiet_logs() -> None:
     ours.propagate = False
     for name in ("absl", "orbax", "jax"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _writable(path: str) -> bool:
+    """Whether `path` (or the folder that would hold it, for one not yet made) can be written."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
 
 
 def sample_parser() -> argparse.ArgumentParser:
@@ -218,6 +230,8 @@ def sample_main(argv: list[str] | None = None) -> int:
     for path in [args.source, args.arrange] + list(args.interpolate or []):
         if path is not None and not os.path.isfile(path):
             problems.append(f"{path}: no such file")
+    if not _writable(args.out):  # reported before any work, without creating anything
+        problems.append(f"--out {args.out}: cannot write there (read-only or no permission)")
     if problems:
         for msg in problems:
             print(f"error: {msg}", file=sys.stderr)

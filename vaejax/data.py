@@ -6,8 +6,12 @@ A prepared dataset folder holds, per split (train / valid / test):
 and `report.json` (what was read and skipped, bars per split, per-track share of non-empty bars, the data
 configuration and a fingerprint of the input so that re-running reuses the cache).
 
+`report.json` also records each split's byte size and CRC-32, so that a damaged cache (a full disk, a partial
+copy) is caught when it is opened (`verify`; `python -m vaejax.data verify OUT` checks everything).
+
 Exit codes of the command: 0 done (skipped files are listed in the report); 1 nothing usable was found;
-2 bad arguments (missing path, no music files); 3 `--strict` and a bad file.
+2 bad arguments (missing path, no music files, an output folder that cannot be written, a damaged cache to
+verify); 3 `--strict` and a bad file; 4 writing failed (disk full): the previous cache is unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import queue
 import sys
 import threading
 import time
+import zipfile
+import zlib
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -52,6 +58,10 @@ def pack(bars: np.ndarray) -> np.ndarray:
 def unpack(packed: np.ndarray, num_pitches: int) -> np.ndarray:
     """Inverse of `pack`."""
     return np.unpackbits(packed, axis=-1, count=num_pitches).astype(bool)
+
+
+class CacheError(Exception):
+    """A prepared cache whose files do not match its report (truncated, damaged, half-copied)."""
 
 
 class PrepareError(Exception):
@@ -95,26 +105,165 @@ def _work(args: tuple[str, DataConfig]):
         nonempty = packed.any(axis=(2, 3)).sum(axis=0)  # a bar is empty when all its bytes are zero
         return path, song.name, None, packed.tobytes(), packed.shape[0], nonempty, shift
     except music.BadSong as e:
-        return path, None, str(e), b"", 0, None, 0
+        return _failed(path, str(e))
     except Exception as e:  # keep the batch going; report the file
-        return path, None, f"unexpected {type(e).__name__}: {e}", b"", 0, None, 0
+        return _failed(path, f"unexpected {type(e).__name__}: {str(e)[:200]}")
+
+
+def _failed(path: str, reason: str):
+    return path, None, reason, b"", 0, None, 0
+
+
+FILE_TIMEOUT = 60.0
+"""Seconds one file may take to read in `prepare` before it is skipped (its reader is stopped)."""
+
+
+class _Timeout(BaseException):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Timeout()
+
+
+def _work_in_process(task, timeout: float):
+    """`_work` in this process, stopped after `timeout` seconds where a timer signal can be used."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        return _work(task)
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        return _work(task)
+    except _Timeout:
+        return _failed(task[0], f"took longer than {timeout:g} s to read (skipped)")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _serve(conn) -> None:
+    """A reader process: files in, results out, until told to stop."""
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        conn.send(_work(task))
+
+
+def _read_files(tasks: list, workers: int, timeout: float, method: str):
+    """Results of `_work` for every task, in task order. With several workers each file is read in a
+    worker process: one that takes longer than `timeout` or kills its process (out of memory, a crash)
+    costs that file only; the process is replaced and the batch goes on."""
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield _work_in_process(task, timeout)
+        return
+    from multiprocessing.connection import wait
+
+    ctx = mp.get_context(method)
+
+    def start():
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+        proc.start()
+        child.close()
+        return {"proc": proc, "conn": parent, "task": None, "since": 0.0}
+
+    slots = [start() for _ in range(min(workers, len(tasks)))]
+    window = 16 * len(slots)  # results waiting for an earlier slow file are bounded
+    done: dict[int, tuple] = {}
+    sent = emitted = 0
+    try:
+        while emitted < len(tasks):
+            for slot in slots:
+                if slot["task"] is None and sent < len(tasks) and sent < emitted + window:
+                    slot["conn"].send(tasks[sent])
+                    slot["task"], slot["since"] = sent, time.monotonic()
+                    sent += 1
+            busy = [slot for slot in slots if slot["task"] is not None]
+            wait([x for slot in busy for x in (slot["conn"], slot["proc"].sentinel)], timeout=0.25)
+            for i, slot in enumerate(slots):
+                k = slot["task"]
+                if k is None:
+                    continue
+                result = None
+                try:
+                    if slot["conn"].poll():
+                        result = slot["conn"].recv()
+                except (EOFError, OSError):
+                    pass
+                dead = not slot["proc"].is_alive()
+                if result is None and dead:
+                    code = slot["proc"].exitcode
+                    how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+                    result = _failed(tasks[k][0], f"its reader process died ({how}; out of memory?)")
+                elif result is None and time.monotonic() - slot["since"] > timeout:
+                    result = _failed(tasks[k][0], f"took longer than {timeout:g} s to read (skipped)")
+                    slot["proc"].kill()
+                    dead = True
+                if result is None:
+                    continue
+                done[k] = result
+                slot["task"] = None
+                if dead:  # a fresh reader takes its place
+                    slot["proc"].join(1)
+                    slot["conn"].close()
+                    slots[i] = start()
+            while emitted in done:
+                yield done.pop(emitted)
+                emitted += 1
+    finally:
+        for slot in slots:
+            try:
+                slot["conn"].send(None)
+            except (OSError, ValueError):
+                pass
+        for slot in slots:
+            slot["proc"].join(0.5)
+            if slot["proc"].is_alive():
+                slot["proc"].kill()
+                slot["proc"].join(1)
+
+
+def _writable(folder: str) -> None:
+    """Refuse an output folder that cannot be written, before any work starts."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
+        with open(probe, "wb") as f:
+            f.write(b"x")
+        os.remove(probe)
+    except OSError as e:
+        raise PrepareError(f"{folder}: cannot write here ({e.strerror or e})", 2) from None
 
 
 def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int | None = None,
-            strict: bool = False, progress: bool = True, force: bool = False) -> dict:
+            strict: bool = False, progress: bool = True, force: bool = False,
+            timeout: float = FILE_TIMEOUT) -> dict:
     """Turn a folder of LPD npz / MIDI files into a prepared bar cache; return the report.
 
-    Memory stays bounded: workers return one song at a time and bars are streamed to disk.
+    Memory stays bounded: workers return one song at a time and bars are streamed to disk. Each file has
+    `timeout` seconds; a file that is too long, too large, takes too long or crashes its reader is skipped
+    and listed in the report. The new cache replaces the old one only once it is complete: interrupted,
+    or on a full disk, the previous cache stays as it was (or, if the swap itself was cut short, the next
+    run rebuilds it).
 
     Raises:
-      PrepareError: missing source, no music files, strict mode and a bad file, or no usable song.
+      PrepareError: missing source, no music files, unwritable output, disk full, strict mode and a bad
+      file, or no usable song.
     """
     if not os.path.exists(src):
         raise PrepareError(f"{src}: no such file or folder", 2)
-    files = music.find_songs(src)
+    problems: list[dict] = []
+    files = music.find_songs(src, problems)
     if not files:
         raise PrepareError(f"{src}: no .npz, .mid or .midi files found", 2)
-    os.makedirs(out, exist_ok=True)
+    _writable(out)
     fingerprint = _fingerprint(files, cfg)
     report_path = os.path.join(out, "report.json")
     if not force and os.path.exists(report_path):
@@ -123,26 +272,41 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
                 old = json.load(f)
             if old.get("fingerprint") == fingerprint and all(
                 os.path.exists(os.path.join(out, f"{s}.bars")) for s in SPLITS):
+                verify(out, old)
                 old["reused"] = True
                 return old
-        except (OSError, json.JSONDecodeError):
-            pass
+        except (OSError, json.JSONDecodeError, CacheError):
+            pass  # damaged or unreadable: rebuilt below
+    try:
+        return _prepare(src, out, cfg, files, problems, fingerprint, workers=workers, strict=strict,
+                        progress=progress, timeout=timeout)
+    except OSError as e:
+        for name in os.listdir(out):
+            if ".tmp" in name:
+                try:
+                    os.remove(os.path.join(out, name))
+                except OSError:
+                    pass
+        raise PrepareError(f"{out}: {e.strerror or e} while writing the cache"
+                           + (" (the previous cache is unchanged)" if os.path.exists(report_path) else ""), 4) from None
 
+
+def _prepare(src, out, cfg, files, problems, fingerprint, *, workers, strict, progress, timeout) -> dict:
+    report_path = os.path.join(out, "report.json")
     workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()
     handles = {s: open(os.path.join(out, f"{s}.bars.tmp"), "wb") for s in SPLITS}
+    crc = {s: 0 for s in SPLITS}
     index = {s: ([], [], [], []) for s in SPLITS}
     bars_in = {s: 0 for s in SPLITS}
     nonempty = np.zeros(len(TRACKS), dtype=np.int64)
-    skipped, seen_ids = [], set()
+    skipped, seen_ids = list(problems), set()
     tasks = [(f, cfg) for f in files]
     # fork is fastest, but forking a process that already runs JAX's threads can deadlock
     method = "spawn" if "jax" in sys.modules else "fork"
-    pool = mp.get_context(method).Pool(workers) if workers > 1 and len(files) > 1 else None
-    results = pool.imap(_work, tasks, chunksize=4) if pool else map(_work, tasks)
     bar = _progress(len(files), "prepare") if progress else None
     try:
-        for path, sid, err, blob, n, song_nonempty, shift in results:
+        for path, sid, err, blob, n, song_nonempty, shift in _read_files(tasks, workers, timeout, method):
             if bar is not None:
                 bar.update(1)
             if err is None and sid in seen_ids:
@@ -155,6 +319,7 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
             seen_ids.add(sid)
             split = split_of(sid, cfg)
             handles[split].write(blob)
+            crc[split] = zlib.crc32(blob, crc[split])
             ids, starts, lengths, shifts = index[split]
             ids.append(sid)
             starts.append(bars_in[split])
@@ -162,11 +327,12 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
             shifts.append(shift)
             bars_in[split] += n
             nonempty += song_nonempty
+        for h in handles.values():
+            h.flush()
+            os.fsync(h.fileno())
     finally:
         if bar is not None:
             bar.close()
-        if pool is not None:
-            pool.terminate()
         for h in handles.values():
             h.close()
     songs_read = sum(len(index[s][0]) for s in SPLITS)
@@ -175,14 +341,13 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
             os.remove(os.path.join(out, f"{s}.bars.tmp"))
         raise PrepareError(f"{src}: none of {len(files)} files could be read "
                            f"(first reason: {skipped[0]['path']}: {skipped[0]['reason']})", 1)
-    for s in SPLITS:
+    for s in SPLITS:  # every new file complete before any old one is replaced
         ids, starts, lengths, shifts = index[s]
         np.savez(os.path.join(out, f"{s}.songs.tmp.npz"), ids=np.array(ids, dtype=str),
                  start=np.array(starts, np.int64), length=np.array(lengths, np.int64),
                  shift=np.array(shifts, np.int64))
-        os.replace(os.path.join(out, f"{s}.songs.tmp.npz"), os.path.join(out, f"{s}.songs.npz"))
-        os.replace(os.path.join(out, f"{s}.bars.tmp"), os.path.join(out, f"{s}.bars"))
     total = sum(bars_in.values())
+    bar_bytes = len(TRACKS) * cfg.steps * cfg.packed_pitches
     report = {
         "format": FORMAT_VERSION,
         "source": os.path.abspath(src),
@@ -194,6 +359,7 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
         "skipped": skipped,
         "songs_per_split": {s: len(index[s][0]) for s in SPLITS},
         "bars_per_split": bars_in,
+        "splits": {s: {"bytes": bars_in[s] * bar_bytes, "crc32": crc[s]} for s in SPLITS},
         "nonempty_bar_share": {t: round(float(nonempty[i]) / max(total, 1), 4) for i, t in enumerate(TRACKS)},
         "seconds": round(time.perf_counter() - t0, 2),
         "workers": workers,
@@ -201,6 +367,12 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
     }
     with open(report_path + ".tmp", "w") as f:
         json.dump(report, f, indent=2)
+    # the swap: without report.json the folder is not a cache, so a swap cut short is rebuilt, never used
+    if os.path.exists(report_path):
+        os.remove(report_path)
+    for s in SPLITS:
+        os.replace(os.path.join(out, f"{s}.songs.tmp.npz"), os.path.join(out, f"{s}.songs.npz"))
+        os.replace(os.path.join(out, f"{s}.bars.tmp"), os.path.join(out, f"{s}.bars"))
     os.replace(report_path + ".tmp", report_path)
     report["reused"] = False
     return report
@@ -232,6 +404,59 @@ def _progress(total: int, desc: str):
 
 # ---------------------------------------------------------------------------------------------------
 # Reading a prepared dataset
+
+
+VERIFY_BYTES = 256 << 20
+"""Opening a cache always checks its files' sizes and song index; checksums too when a split is smaller than
+this (larger ones on request: `open_dataset(verify=True)`, `python -m vaejax.data verify OUT`)."""
+
+
+def _damaged(path: str, why: str) -> CacheError:
+    root = os.path.dirname(path) or "."
+    return CacheError(f"{path}: {why}; the cache is damaged or incomplete, rebuild it with "
+                      f"`python -m vaejax.data prepare SRC {root} --force`")
+
+
+def verify(root: str, report: dict | None = None, *, checksums: bool | None = None) -> None:
+    """Check a prepared cache against its report: each split's byte size (always), song index (always) and
+    checksum (`checksums=True`, or None: when the split is small). Raises CacheError naming the file."""
+    report = report if report is not None else read_report(root)
+    cfg = DataConfig(**{"key_normalize": False, **report["config"]})
+    bar_bytes = len(TRACKS) * cfg.steps * cfg.packed_pitches
+    recorded = report.get("splits", {})
+    for split in SPLITS:
+        path = os.path.join(root, f"{split}.bars")
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            raise _damaged(path, "missing") from None
+        expected = recorded.get(split, {}).get("bytes")
+        if expected is None:  # caches written before sizes were recorded: the bar count must still agree
+            expected = report.get("bars_per_split", {}).get(split, size // bar_bytes) * bar_bytes
+        if size != expected:
+            raise _damaged(path, f"{size} bytes, the cache recorded {expected}")
+        want = recorded.get(split, {}).get("crc32")
+        if want is not None and (checksums or (checksums is None and size <= VERIFY_BYTES)):
+            crc = 0
+            with open(path, "rb") as f:
+                while chunk := f.read(16 << 20):
+                    crc = zlib.crc32(chunk, crc)
+            if crc != want:
+                raise _damaged(path, "its checksum does not match the one recorded when it was written")
+        songs = os.path.join(root, f"{split}.songs.npz")
+        try:
+            with np.load(songs, allow_pickle=False) as z:
+                start, length = z["start"], z["length"]
+                ids = z["ids"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise _damaged(songs, f"unreadable ({type(e).__name__})") from None
+        n = size // bar_bytes
+        ok = (len(start) == len(length) == len(ids) and (length > 0).all()
+              and np.array_equal(start, np.concatenate([[0], np.cumsum(length)[:-1]]).astype(start.dtype)
+                                 if len(length) else start)
+              and int(length.sum()) == n)
+        if not ok:
+            raise _damaged(songs, f"its song index does not cover the {n} bars of {split}.bars")
 
 
 class Split:
@@ -273,8 +498,13 @@ def read_report(root: str) -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{root}: not a prepared dataset (no report.json); "
                                 f"run `python -m vaejax.data prepare SRC {root}`")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            report = json.load(f)
+        report["config"], report["bars_per_split"]  # noqa: B018 - the fields every reader needs
+        return report
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _damaged(path, f"unreadable ({type(e).__name__}: {str(e)[:80]})") from None
 
 
 def is_prepared(root: str) -> bool:
@@ -300,9 +530,10 @@ def resolve(data: str | None, *, progress: bool = True) -> str:
     return out
 
 
-def open_dataset(root: str) -> dict[str, Split]:
-    """All splits of a prepared dataset."""
-    read_report(root)
+def open_dataset(root: str, *, verify_checksums: bool | None = None) -> dict[str, Split]:
+    """All splits of a prepared dataset, checked against its report first (see `verify`)."""
+    report = read_report(root)
+    verify(root, report, checksums=verify_checksums)
     return {s: Split(root, s) for s in SPLITS}
 
 
@@ -376,7 +607,10 @@ def main(argv: list[str] | None = None) -> int:
     pp.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
     pp.add_argument("--strict", action="store_true", help="stop at the first bad file (exit 3)")
     pp.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
+    pp.add_argument("--timeout", type=float, default=FILE_TIMEOUT, help="seconds one file may take to read")
     pp.add_argument("--quiet", action="store_true", help="no progress bar")
+    vf = sub.add_parser("verify", help="check a prepared cache's sizes, song index and checksums")
+    vf.add_argument("out", help="a prepared dataset folder")
     dm = sub.add_parser("demo", help="write the synthetic demo corpus")
     dm.add_argument("out", nargs="?", default="data/demo")
     dm.add_argument("--songs", type=int, default=96)
@@ -392,6 +626,14 @@ def main(argv: list[str] | None = None) -> int:
         n = demo.write_corpus(args.out, songs=args.songs, seed=args.seed)
         print(f"wrote {n} SYNTHETIC demo songs to {args.out}")
         return 0
+    if args.cmd == "verify":
+        try:
+            verify(args.out, checksums=True)
+        except (CacheError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"{args.out}: sizes, song index and checksums match its report")
+        return 0
     if args.cmd == "download":
         from vaejax import download
         try:
@@ -406,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
                      key_normalize=not args.keep_key)
     try:
         report = prepare(args.src, args.out, cfg, workers=args.workers or None, strict=args.strict,
-                         progress=not args.quiet, force=args.force)
+                         progress=not args.quiet, force=args.force, timeout=args.timeout)
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code

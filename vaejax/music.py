@@ -20,6 +20,14 @@ from vaejax.config import TEMPO, TRACKS, DataConfig
 LPD5_PROGRAMS = (0, 0, 24, 32, 48)
 """Program written for each LPD-5 track (drums go on the drum channel)."""
 
+MAX_SONG_BARS = 4096
+"""Songs longer than this many 4/4 bars (about 2.7 hours at 100 bpm) are skipped before their roll is built."""
+MAX_NOTES = 200_000
+"""MIDI files with more notes than this are skipped (no song in LPD comes near)."""
+MAX_FILE_BYTES = 64 << 20
+"""npz files whose members would inflate past this are refused unread (zip bombs)."""
+MAX_MIDI_BYTES = 4 << 20
+"""MIDI files larger than this are refused unread (parsing one takes seconds and hundreds of MB)."""
 MIDI_SUFFIXES = (".mid", ".midi")
 SUFFIXES = (".npz",) + MIDI_SUFFIXES
 _MSD_ID = re.compile(r"^TR[A-Z0-9]{16}$")
@@ -96,10 +104,18 @@ def _npy(blob: bytes, name: str) -> np.ndarray:
 
 
 def _load_npz(path: str) -> dict:
-    """All members of an npz: arrays by name (without .npy), other members (info.json) as bytes."""
+    """All members of an npz: arrays by name (without .npy), other members (info.json) as bytes. Members
+    that would inflate past MAX_FILE_BYTES are refused before they are read (zip bombs)."""
     out = {}
     with zipfile.ZipFile(path) as zf:
-        for info in zf.infolist():
+        members = zf.infolist()
+        if len(members) > 1024:
+            raise BadSong(f"npz with {len(members)} members (a pypianoroll file has a few per track)")
+        total = sum(info.file_size for info in members)
+        if total > MAX_FILE_BYTES:
+            raise BadSong(f"npz members would inflate to {total / 2**20:.0f} MiB, more than the cap of "
+                          f"{MAX_FILE_BYTES >> 20} MiB")
+        for info in members:
             blob = zf.read(info)
             if info.filename.endswith(".npy"):
                 out[info.filename[:-4]] = _npy(blob, info.filename)
@@ -137,13 +153,15 @@ def read_npz(path: str, cfg: DataConfig = DataConfig()) -> Song:
             idx += 1
     except BadSong:
         raise
-    except (OSError, EOFError, ValueError, TypeError, zipfile.BadZipFile, KeyError, json.JSONDecodeError,
-            UnicodeDecodeError, zlib.error) as e:
-        raise BadSong(f"corrupt npz ({type(e).__name__}: {e})") from None
+    except Exception as e:  # zipfile, json and numpy raise many types for damaged bytes
+        raise BadSong(f"corrupt npz ({type(e).__name__}: {str(e)[:120]})") from None
 
     if not tracks:
         raise BadSong("no tracks")
+    if any(len(shape) != 2 or shape[0] < 0 or shape[1] <= 0 for *_, shape in tracks):
+        raise BadSong(f"corrupt npz (track shapes {[shape for *_, shape in tracks][:3]})")
     length = max(shape[0] for *_, shape in tracks)
+    _check_size(length / res / 4, 0)  # the cells themselves are bounded by the members' inflated size
     if downbeat is not None and downbeat.size:
         beats = np.flatnonzero(downbeat)
         if beats.size == 0 or beats[0] != 0:
@@ -164,7 +182,7 @@ def read_npz(path: str, cfg: DataConfig = DataConfig()) -> Song:
         rows = indices[keep].astype(np.int64)
         if res != cfg.resolution:
             rows = rows * cfg.resolution // res
-        ok = rows < steps
+        ok = (rows >= 0) & (rows < steps)
         roll[t, rows[ok], pitch[keep][ok]] = True
     tempo = float(tempo_arr[0]) if tempo_arr is not None and tempo_arr.size else TEMPO
     return Song(name=song_id(path), roll=roll, tempo=tempo)
@@ -183,6 +201,41 @@ def _beat_positions(times: np.ndarray, beats: np.ndarray) -> np.ndarray:
     return pos
 
 
+def _check_size(bars: float, notes: int, what: str = "notes") -> None:
+    """Refuse a song too long or too dense to read (before anything of its size is allocated)."""
+    if not bars <= MAX_SONG_BARS:
+        raise BadSong(f"{bars:.0f} bars long, more than the cap of {MAX_SONG_BARS} bars")
+    if notes > MAX_NOTES:
+        raise BadSong(f"{notes} {what}, more than the cap of {MAX_NOTES}")
+
+
+def _midi_extent(path: str) -> None:
+    """Length in beats and note count of a MIDI file from its events alone (tempo does not matter to beats),
+    checked against the caps before pretty_midi builds its tick tables and the roll is allocated."""
+    import mido
+
+    size = os.path.getsize(path)
+    if size > MAX_MIDI_BYTES:
+        raise BadSong(f"{size / 2**20:.1f} MiB, more than the cap of {MAX_MIDI_BYTES >> 20} MiB for a MIDI file")
+    try:
+        mid = mido.MidiFile(path)
+    except Exception as e:  # mido raises many types for bad bytes
+        raise BadSong(f"not a readable MIDI file ({type(e).__name__}: {str(e)[:80]})") from None
+    if mid.type == 2:
+        raise BadSong("MIDI type 2 (independent sequences) is not supported")
+    tpb = mid.ticks_per_beat
+    if not isinstance(tpb, int) or tpb <= 0:
+        raise BadSong(f"unusable ticks per beat ({tpb!r}; SMPTE time division is not supported)")
+    end = notes = 0
+    for track in mid.tracks:
+        tick = 0
+        for msg in track:
+            tick += msg.time
+            notes += msg.type == "note_on" and msg.velocity > 0
+        end = max(end, tick)
+    _check_size(end / tpb / 4, notes)
+
+
 def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = True) -> Song:
     """Read a MIDI file, quantise notes to `cfg.resolution` steps per beat and merge into LPD-5.
 
@@ -196,6 +249,7 @@ def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = T
     """
     import pretty_midi
 
+    _midi_extent(path)
     try:
         pm = pretty_midi.PrettyMIDI(path)
     except Exception as e:  # mido/pretty_midi raise many types for bad bytes
@@ -211,6 +265,7 @@ def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = T
     # part is kept rather than dropped
     steps = int(np.ceil(_beat_positions(np.array([end]), beats)[0] * cfg.resolution - 1e-6))
     steps = max(1, -(-steps // cfg.steps)) * cfg.steps
+    _check_size(steps / cfg.resolution / 4, 0)  # the beat grid can stretch a file's ticks (tempo-less files)
     roll = _empty_roll(cfg, steps)
     for inst in pm.instruments:
         t = lpd5_track(inst.program, inst.is_drum)
@@ -295,16 +350,47 @@ def to_bars(roll: np.ndarray, cfg: DataConfig = DataConfig()) -> np.ndarray:
     return bars.transpose(1, 0, 2, 3)
 
 
-def find_songs(src: str) -> list[str]:
-    """All .npz/.mid/.midi files under `src` (or `src` itself), sorted for a stable order."""
+def find_songs(src: str, problems: list | None = None) -> list[str]:
+    """All .npz/.mid/.midi files under `src` (or `src` itself), sorted for a stable order. Symbolic links
+    are followed, but a folder reached again (a link loop) is entered once and reported in `problems` (a
+    list of {"path", "reason"} it appends to), as are folders that cannot be listed."""
     if os.path.isfile(src):
         return [src]
-    found = []
-    for root, dirs, files in os.walk(src, followlinks=True):
-        dirs.sort()
-        for f in files:
-            if f.lower().endswith(SUFFIXES):
-                found.append(os.path.join(root, f))
+    found, seen = [], set()
+
+    def note(path, reason):
+        if problems is not None:
+            problems.append({"path": path, "reason": reason})
+
+    def walk(folder):
+        try:
+            st = os.stat(folder)
+        except OSError as e:
+            note(folder, f"cannot be read ({e.strerror})")
+            return
+        if (st.st_dev, st.st_ino) in seen:
+            note(folder, "a symbolic link loop (this folder was already searched; not followed again)")
+            return
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            note(folder, f"cannot be listed ({e.strerror})")
+            return
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                walk(entry.path)
+            elif is_file and entry.name.lower().endswith(SUFFIXES):
+                found.append(entry.path)
+            elif not is_dir and not is_file and entry.is_symlink() and entry.name.lower().endswith(SUFFIXES):
+                note(entry.path, "a broken symbolic link")
+
+    walk(src)
     return sorted(found)
 
 

@@ -9,6 +9,7 @@
     RUN/metrics.jsonl      one JSON line per logged step and per validation
     RUN/loss-<stage>.png   loss curves
     RUN/weights.npz        (packaged models only) every network's weights and the start bars
+    RUN/.lock              held by the process training the run (released when it ends or dies)
 
 `runs/LATEST` (relative to the working folder) names the run trained last: what `vaejax.load()` and
 `sample.py` use by default.
@@ -81,6 +82,8 @@ class RunFolder:
     metrics_path = property(lambda self: self.path("metrics.jsonl"))
     weights_path = property(lambda self: self.path(WEIGHTS))
 
+    lock_path = property(lambda self: self.path(".lock"))
+
     def ckpt(self, stage: str) -> str:
         return self.path("ckpt", stage)
 
@@ -100,6 +103,11 @@ class RunFolder:
     def trained(self) -> bool:
         """Holds a complete model: a config and either packaged weights or the last stage's checkpoints."""
         return os.path.exists(self.config_path) and (self.packaged or os.path.isdir(self.ckpt(STAGES[-1])))
+
+    # ---- one trainer at a time ----------------------------------------------------------------------
+
+    def lock(self) -> "RunLock":
+        return RunLock(self)
 
     # ---- config ---------------------------------------------------------------------------------
 
@@ -135,6 +143,24 @@ class RunFolder:
             raise RunError(f"{self.stats_path}: unreadable sampling statistics ({e}); "
                            f"re-run `train.py --stage encode` for this run") from None
 
+    def check_stats(self, stats: dict, cfg: Config, start_bars: np.ndarray | None = None) -> None:
+        """The sampling statistics (and start bars) must fit the networks that `cfg` describes."""
+        k2, channels = 2 * cfg.model.latent, 2 if cfg.model.onsets else 1
+        problems = []
+        th = np.asarray(stats.get("thresholds", []), np.float32)
+        th = th[:, None] if th.ndim == 1 else th
+        if th.ndim != 2 or th.shape[0] != 5 or th.shape[1] not in (1, channels):
+            problems.append(f"thresholds of shape {th.shape}, not (5, {channels})")
+        for name in ("latent_mean", "latent_std"):
+            if name in stats and np.shape(stats[name]) != (5, k2):
+                problems.append(f"{name} of shape {np.shape(stats[name])}, not (5, {k2}) for latent size "
+                                f"{cfg.model.latent}")
+        if start_bars is not None and (start_bars.ndim != 3 or start_bars.shape[1:] != (5, k2) or not len(start_bars)):
+            problems.append(f"start bars of shape {start_bars.shape}, not (n, 5, {k2})")
+        if problems:
+            raise RunError(f"{self.root}: the sampling statistics do not match config.json ({'; '.join(problems)}); "
+                           f"re-run `train.py --stage encode` for this run")
+
     def write_stats(self, stats: dict, *, indent: int = 2) -> None:
         _write_text(self.stats_path, json.dumps(stats, indent=indent))
 
@@ -158,18 +184,29 @@ class RunFolder:
         np.savez(path + ".tmp.npz", latents=latents, start=start, length=length)
         os.replace(path + ".tmp.npz", path)
 
-    def read_latents(self, splits) -> dict[str, np.ndarray] | None:
-        """`{split: [bars, 5, 2K]}`, or None when any split is missing (not encoded yet)."""
+    @property
+    def encoded(self) -> bool:
+        """The encode stage finished: its last write, the statistics, is there."""
+        return os.path.exists(self.stats_path) and os.path.exists(self.start_bars_path)
+
+    def read_latents(self, splits: dict, latent: int) -> dict[str, np.ndarray] | None:
+        """`{split: [bars, 5, 2K]}` for `splits` ({name: number of bars}), or None when the encode stage has not
+        finished. Latents that do not fit the dataset or the latent size are an error, not a silent reuse."""
+        if not self.encoded:
+            return None
         out = {}
-        for name in splits:
+        for name, bars in splits.items():
             path = self.latents_path(name)
             if not os.path.exists(path):
                 return None
             try:
                 with np.load(path, allow_pickle=False) as z:
                     out[name] = z["latents"]
-            except (OSError, ValueError, KeyError) as e:
-                raise RunError(f"{path}: unreadable latents ({e}); re-run `train.py --stage encode`") from None
+            except (OSError, ValueError, KeyError, EOFError) as e:
+                raise RunError(f"{path}: unreadable latents ({type(e).__name__}); re-run `train.py --stage encode`") from None
+            if out[name].shape != (bars, 5, 2 * latent):
+                raise RunError(f"{path}: latents of shape {out[name].shape}, but the dataset's {name} split has {bars} "
+                               f"bars and the run latent size {latent}; re-run `train.py --stage encode`")
         return out
 
     # ---- metrics log ----------------------------------------------------------------------------
@@ -183,3 +220,36 @@ class RunFolder:
             return []
         with open(self.metrics_path) as f:
             return [json.loads(line) for line in f if line.strip()]
+
+
+class RunLock:
+    """An exclusive lock on a run folder while it trains. The operating system releases it when the
+    process ends, however it ends, so a killed run never leaves the folder locked."""
+
+    def __init__(self, run: RunFolder):
+        self.run = run
+        self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # no POSIX locks here: run unguarded
+            return self
+        os.makedirs(self.run.root, exist_ok=True)
+        fd = os.open(self.run.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunError(f"{self.run.root} is being trained by another process (pid {holder}); wait for it to "
+                           f"finish or train into another --run folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+            self.fd = None

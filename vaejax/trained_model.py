@@ -57,6 +57,7 @@ class TrainedModel:
                                             (("vae", vae_t), ("melody", mel_t), ("harmony", har_t)))
             self.start_bars = run.read_start_bars()
         self.stats = run.read_stats()
+        run.check_stats(self.stats, cfg, self.start_bars)
         th = np.asarray(self.stats["thresholds"], np.float32)
         self.thresholds = th[:, None] if th.ndim == 1 else th  # [5, channels]: sustain (, onset)
         self.synthetic = bool(self.stats.get("data", {}).get("synthetic", False))

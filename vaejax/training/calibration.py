@@ -96,6 +96,6 @@ def calibrate(run: RunFolder, vae_meta: dict, latents: dict, ds: dict, seed: int
     stats = {"thresholds": thresholds, "val": val, "data": data_stats(ds),
              "latent_mean": norm.mean.tolist(), "latent_std": norm.std.tolist()}
     if jax.process_index() == 0:
-        run.write_stats(stats)
         run.write_start_bars(bank)
+        run.write_stats(stats)  # last: its presence marks the encode stage done
     return stats

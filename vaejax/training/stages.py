@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import jax
@@ -159,15 +160,20 @@ def train_all(run_dir: str, cfg: Config, data_dir: str, *, stages=STAGES, device
     ds = data_lib.open_dataset(data_dir)
     if ds["train"].cfg != cfg.data:
         raise ValueError(f"{data_dir} was prepared with {ds['train'].cfg}, the run expects {cfg.data}")
-    run.start(cfg, data_dir, writer=jax.process_index() == 0)
-    dp = DataParallel(devices)
+    writer = jax.process_index() == 0
+    with run.lock() if writer else contextlib.nullcontext():
+        run.start(cfg, data_dir, writer=writer)
+        return _stages(run, cfg, ds, stages, DataParallel(devices), progress)
+
+
+def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, progress: bool) -> dict:
     results = {}
     vae_state = None
     graphdef, like, _ = init_vae_state(cfg.model, cfg.data, cfg.train, jax.random.key(0))
     if "vae" in stages:
         graphdef, vae_state, vae_meta = train_vae(run, cfg, ds, dp, progress=progress)
         results["vae"] = vae_meta.get("val", {})
-    latents = run.read_latents(data_lib.SPLITS)
+    latents = run.read_latents({name: len(ds[name]) for name in data_lib.SPLITS}, cfg.model.latent)
     if "encode" in stages or (latents is None and ({"melody", "harmony"} & set(stages))):
         if vae_state is None:
             vae_state, vae_meta = restore_best(run.ckpt("vae"), like)
