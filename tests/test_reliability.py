@@ -22,9 +22,11 @@ PEAK_MB = 600
 
 def _prepare_in_subprocess(src, out, *extra):
     """Run prepare in a fresh process; (report, peak RSS in MB of it and its reader processes, seconds)."""
+    # ru_maxrss of this process would include the test runner's size before exec: read VmHWM instead
     code = ("import json, resource, sys, time; from vaejax import data; t = time.perf_counter(); "
             f"r = data.prepare({src!r}, {out!r}, workers=2, progress=False, force=True{''.join(extra)}); "
-            "peak = max(resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)); "
+            "hwm = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]); "
+            "peak = max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
             "print(json.dumps({'report': r, 'peak_kb': peak, 'seconds': time.perf_counter() - t}))")
     out_ = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out_.returncode == 0, out_.stderr[-3000:]
@@ -247,3 +249,42 @@ def test_a_run_trains_in_one_process_at_a_time(tmp_path):
     proc.wait()
     with run.lock():
         pass
+
+
+def test_run_files_that_do_not_match_are_named(tmp_path, tiny_run):
+    from vaejax import trained_model
+    from vaejax.checkpoint import CheckpointError
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model"]["latent"] = 16
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="networks do not match config.json"):
+        trained_model.load(str(run))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", str(run), "--bars", "2",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    shutil.rmtree(run)
+    shutil.copytree(tiny_run, run)
+    stats = json.loads((run / "stats.json").read_text())
+    stats["latent_mean"] = stats["latent_mean"][:3]
+    (run / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(RunError, match="latent_mean of shape"):
+        trained_model.load(str(run))
+    (run / "stats.json").write_text("{not json")
+    with pytest.raises(RunError, match="stats.json: unreadable"):
+        trained_model.load(str(run))
+
+
+def test_latents_that_do_not_fit_the_dataset_are_refused(tmp_path, tiny_run, demo_prepared):
+    from vaejax import training
+    from vaejax.config import Config
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    z = dict(np.load(run / "latents" / "train.npz"))
+    z["latents"] = z["latents"][:-3]
+    np.savez(run / "latents" / "train.npz", **z)
+    cfg = Config.from_dict(json.loads((run / "config.json").read_text()))
+    with pytest.raises(RunError, match=r"train\.npz: latents of shape .* re-run `train.py --stage encode`"):
+        training.train_all(str(run), cfg, demo_prepared, stages=("melody",), progress=False)

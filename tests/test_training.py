@@ -1,6 +1,7 @@
 """End-to-end training on the tiny preset: stages, checkpoints, resume, corrupt checkpoints, devices."""
 
 import glob
+import shutil
 import json
 import os
 import signal
@@ -213,3 +214,123 @@ def test_generation_options_are_checked_in_one_place():
     assert set(got) == {"bars", "sigma", "key", "threshold", "num", "sample_rate"}
     with pytest.raises(ValueError, match="bars must be an integer from 1 to 4096"):
         check_generation(bars=5000)
+
+
+def _chain_losses(run):
+    return {stage: _losses(run, stage) for stage in ("melody", "harmony")}
+
+
+def test_interrupted_encode_stage_is_redone(tmp_path, demo_prepared, full_run):
+    """Killed during encoding (latents partly written, no statistics yet): the same command encodes again
+    and trains the chains to the same losses."""
+    ref, _ = full_run
+    run = tmp_path / "e"
+    shutil.copytree(ref, run)
+    for f in ("stats.json", "start_bars.npy", "latents/valid.npz", "latents/test.npz"):
+        os.remove(run / f)
+    (run / "latents" / "valid.npz.tmp.npz").write_bytes(b"PK\x03\x04 half written")
+    for stage in ("melody", "harmony"):
+        shutil.rmtree(run / "ckpt" / stage)
+    training.train_all(str(run), CFG, demo_prepared, progress=False)
+    a, b = _chain_losses(ref), _chain_losses(str(run))
+    for stage in a:
+        assert sorted(a[stage]) == sorted(b[stage])
+        np.testing.assert_allclose([a[stage][s] for s in sorted(a[stage])], [b[stage][s] for s in sorted(a[stage])],
+                                   rtol=1e-5)
+    assert (run / "stats.json").exists()
+
+
+def test_kill_9_during_encode_then_resume(tmp_path, demo_prepared, full_run):
+    ref, _ = full_run
+    run = tmp_path / "k"
+    shutil.copytree(ref, run)
+    for f in ("stats.json", "start_bars.npy"):
+        os.remove(run / f)
+    shutil.rmtree(run / "latents")
+    for stage in ("melody", "harmony"):
+        shutil.rmtree(run / "ckpt" / stage)
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
+           "--run", str(run), "--max-steps-per-epoch", "6", "--quiet"]
+    env = dict(os.environ, VAEJAX_CHECKPOINT_EVERY="4", VAEJAX_LOG_EVERY="1")
+    proc = subprocess.Popen(cmd, env=env, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (run / "latents" / "train.npz").exists():
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(cmd, env=env, cwd=str(tmp_path), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    a, b = _chain_losses(ref), _chain_losses(str(run))
+    for stage in a:
+        np.testing.assert_allclose([a[stage][s] for s in sorted(a[stage])], [b[stage][s] for s in sorted(a[stage])],
+                                   rtol=1e-5)
+
+
+def test_torn_checkpoint_write_is_ignored_on_resume(tmp_path, demo_prepared, full_run):
+    """A checkpoint write cut short (Orbax's temporary folder left behind) does not stop the resume."""
+    ref, _ = full_run
+    run = str(tmp_path / "t")
+    os.makedirs(run)
+    RunFolder(run).write_config(CFG)
+    from vaejax import data as data_lib
+    from vaejax.devices import DataParallel
+    ds = data_lib.open_dataset(demo_prepared)
+    training.train_vae(RunFolder(run), CFG, ds, DataParallel(), progress=False, stop_after=3)
+    latest = os.path.join(run, "ckpt", "vae", "latest")
+    torn = os.path.join(latest, "4.orbax-checkpoint-tmp-1700000000")
+    shutil.copytree(os.path.join(latest, "3"), torn)
+    for f in glob.glob(os.path.join(torn, "state", "**", "*"), recursive=True)[::2]:
+        if os.path.isfile(f):
+            os.remove(f)
+    training.train_vae(RunFolder(run), CFG, ds, DataParallel(), progress=False)
+    a, b = _losses(ref), _losses(run)
+    assert sorted(a) == sorted(b)
+    np.testing.assert_allclose([a[s] for s in sorted(a)], [b[s] for s in sorted(a)], rtol=1e-5)
+
+
+def test_full_disk_while_checkpointing(tmp_path, demo_prepared):
+    """The disk fills during training: one line, exit 2; the last complete checkpoint resumes."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small filesystem here")
+    try:
+        proc = None
+        run = disk / "run"
+        cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
+               "--run", str(run), "--stage", "vae", "--max-steps-per-epoch", "400", "--vae-epochs", "1", "--quiet"]
+        env = dict(os.environ, VAEJAX_CHECKPOINT_EVERY="2", VAEJAX_LOG_EVERY="50")
+        proc = subprocess.Popen(cmd, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        latest = run / "ckpt" / "vae" / "latest"
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not (latest.exists() and any(
+                d.isdigit() for d in os.listdir(latest))):
+            time.sleep(0.01)
+        filler = disk / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:  # fill the disk
+            while os.write(fd, b"\0" * (16 << 10)):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        _, err = proc.communicate(timeout=300)
+        if proc.returncode == 0:
+            pytest.skip("training finished before the disk filled")
+        assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
+        assert err.strip().splitlines()[-1].startswith("error: ") and "space" in err.strip().splitlines()[-1]
+        os.remove(filler)
+        from vaejax.checkpoint import StageCheckpoints
+        _, like, _ = training.steps.init_vae_state(CFG.model, CFG.data, CFG.train, jax.random.key(0))
+        ck = StageCheckpoints(str(run / "ckpt" / "vae"))
+        try:
+            state, meta = ck.restore_latest(like)
+        finally:
+            ck.close()
+        assert meta["step"] >= 2
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["umount", "-l", str(disk)])

@@ -161,15 +161,22 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def _quiet_logs() -> None:
-    """Our progress lines at INFO; checkpoint libraries' chatter only from WARNING up."""
+    """Our progress lines at INFO; checkpoint libraries' chatter only from WARNING up, and their errors
+    (logged with tracebacks from background threads) not at all: a failed save reaches us as one
+    CheckpointError line. VAEJAX_DEBUG=1 shows everything."""
+    if os.environ.get("VAEJAX_DEBUG"):
+        logging.basicConfig(level=logging.DEBUG)
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     ours = logging.getLogger("vaejax")
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)
     ours.propagate = False
-    for name in ("absl", "orbax", "jax"):
+    for name in ("orbax", "jax"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _writable(path: str) -> bool:

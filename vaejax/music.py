@@ -10,7 +10,6 @@ import json
 import os
 import re
 import zipfile
-import zlib
 from dataclasses import dataclass
 
 import numpy as np

@@ -204,7 +204,7 @@ class RunFolder:
                     out[name] = z["latents"]
             except (OSError, ValueError, KeyError, EOFError) as e:
                 raise RunError(f"{path}: unreadable latents ({type(e).__name__}); re-run `train.py --stage encode`") from None
-            if out[name].shape != (bars, 5, 2 * latent):
+            if out[name].shape != (bars, 5, 2 * latent) and not (bars == 0 and out[name].shape[0] == 0):
                 raise RunError(f"{path}: latents of shape {out[name].shape}, but the dataset's {name} split has {bars} "
                                f"bars and the run latent size {latent}; re-run `train.py --stage encode`")
         return out
