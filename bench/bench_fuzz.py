@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -58,8 +57,9 @@ def main() -> int:
                              "seconds": seconds, "peak_mb": peak / 2**20})
         code = ("import json, resource; from vaejax import data; "
                 f"r = data.prepare({os.path.join(tmp, 'src')!r}, {os.path.join(tmp, 'out')!r}, workers=2, "
-                "progress=False); peak = max(resource.getrusage(w).ru_maxrss for w in "
-                "(resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)); "
+                "progress=False); "
+                "hwm = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]); "
+                "peak = max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
                 "print(json.dumps({'read': r['songs_read'], 'skipped': r['songs_skipped'], 'peak_mb': peak / 1024}))")
         t = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -164,6 +164,14 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps
     log_every: int = 20  # steps
     seed: int = 0
+    precision: str = "auto"
+    """Compute dtype of the VAE step: "float32", "bfloat16" (parameters, optimiser state and the loss stay
+    float32; the networks run in bfloat16), or "auto": bfloat16 on GPU and TPU, float32 on CPU (where
+    bfloat16 has no fast matrix units)."""
+
+    def __post_init__(self):
+        if self.precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"precision must be auto, float32 or bfloat16, got {self.precision!r}")
 
 
 @dataclasses.dataclass(frozen=True)

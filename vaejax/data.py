@@ -481,6 +481,10 @@ class Split:
     def __len__(self) -> int:
         return self.packed.shape[0]
 
+    def packed_bars(self, idx) -> np.ndarray:
+        """Bit-packed bars `[instrument, n, steps, ceil(pitch/8)]` (uint8) for bar indices `idx`."""
+        return np.ascontiguousarray(self.packed[np.sort(idx)][np.argsort(np.argsort(idx))].transpose(1, 0, 2, 3))
+
     def bars(self, idx) -> np.ndarray:
         """Unpacked bars `[instrument, n, steps, pitch]` (bool) for bar indices `idx`."""
         packed = self.packed[idx]
@@ -538,16 +542,17 @@ def open_dataset(root: str, *, verify_checksums: bool | None = None) -> dict[str
 
 
 class Batch(NamedTuple):
-    x: np.ndarray  # [instrument, batch, steps, pitch] float32 in {0, 1}
+    x: np.ndarray  # [instrument, batch, steps, pitch] float32 in {0, 1}, or packed: uint8 [..., ceil(pitch/8)]
 
 
 def batches(split: Split, batch_size: int, *, seed: int, epoch: int, shard: tuple[int, int] = (0, 1),
-            limit: int = 0, start: int = 0) -> Iterator[Batch]:
+            limit: int = 0, start: int = 0, packed: bool = False) -> Iterator[Batch]:
     """Shuffled full batches of one epoch (order fixed by `seed` and `epoch`).
 
     `shard=(i, n)`: host i of n reads only its slice of every global batch (`batch_size // n` bars), so
     n hosts together see exactly the batches one host would. `start` skips batches already trained on
-    (resuming mid-epoch) without reading them.
+    (resuming mid-epoch) without reading them. `packed`: bars stay bit-packed (uint8: 32x less than float32
+    to gather and to send to the device; the training step unpacks them).
     """
     host, hosts = shard
     if batch_size % hosts:
@@ -556,7 +561,8 @@ def batches(split: Split, batch_size: int, *, seed: int, epoch: int, shard: tupl
     order = np.random.default_rng([seed, epoch]).permutation(len(split))
     for b in range(start, num_batches(split, batch_size, limit)):
         lo = b * batch_size + host * local
-        yield Batch(split.bars(order[lo:lo + local]).astype(np.float32))
+        idx = order[lo:lo + local]
+        yield Batch(split.packed_bars(idx) if packed else split.bars(idx).astype(np.float32))
 
 
 def num_batches(split: Split, batch_size: int, limit: int = 0) -> int:

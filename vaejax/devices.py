@@ -86,6 +86,10 @@ class DataParallel:
     def size(self) -> int:
         return self.mesh.size
 
+    @property
+    def platform(self) -> str:
+        return self.mesh.devices.flat[0].platform
+
     def batch_sharding(self, ndim: int, axis: int) -> NamedSharding:
         spec = [None] * ndim
         spec[axis] = "data"

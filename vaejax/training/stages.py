@@ -28,7 +28,7 @@ def train_vae(run: RunFolder, cfg: Config, ds: dict, dp: DataParallel, *, progre
     key = jax.random.fold_in(jax.random.key(tc.seed), 0)
     graphdef, state, tx = init_vae_state(cfg.model, cfg.data, tc, key)
     state = dp.replicate(state)
-    step_fn, eval_fn = make_vae_fns(graphdef, tc, cfg.data, tx)
+    step_fn, eval_fn = make_vae_fns(graphdef, tc, cfg.data, tx, platform=dp.platform)
     train = ds["train"]
     spe = data_lib.num_batches(train, tc.batch_size, tc.max_steps_per_epoch)
     if spe == 0:
@@ -37,7 +37,7 @@ def train_vae(run: RunFolder, cfg: Config, ds: dict, dp: DataParallel, *, progre
 
     def batches(epoch, start):
         it = data_lib.batches(train, tc.batch_size, seed=tc.seed, epoch=epoch, shard=shard,
-                              limit=tc.max_steps_per_epoch, start=start)
+                              limit=tc.max_steps_per_epoch, start=start, packed=True)
         for b in data_lib.prefetch(it):
             yield (dp.shard(b.x, axis=1),)
 
@@ -78,7 +78,7 @@ def evaluate_vae(eval_fn, params, split: data_lib.Split, train: TrainConfig, dp:
     local = bs // hosts
     for i in range(0, n, bs):
         lo = i + host * local  # each host reads its slice of the global batch
-        x = split.bars(np.arange(lo, lo + local)).astype(np.float32)
+        x = split.packed_bars(np.arange(lo, lo + local))
         r, k, a, b, c, o = jax.device_get(eval_fn(params, dp.shard(x, axis=1), jax.random.fold_in(key, i)))
         recon, kl = recon + r * bs, kl + k * bs
         tp, fp, fn, on = tp + a, fp + b, fn + c, on + o

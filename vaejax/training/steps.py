@@ -50,18 +50,47 @@ class VAEMetrics(NamedTuple):
     beta: jax.Array  # []
 
 
-def make_vae_fns(graphdef, train: TrainConfig, data: DataConfig, tx: optax.GradientTransformation):
-    """Jitted (train_step, eval_step) for the stacked VAEs; states are pytrees, data `[5, B, T, P]`."""
+def compute_dtype(train: TrainConfig, platform: str | None = None):
+    """The dtype the networks run in (`TrainConfig.precision`; "auto" by the platform of the devices)."""
+    if train.precision == "auto":
+        return jnp.bfloat16 if (platform or jax.default_backend()) in ("gpu", "tpu", "cuda", "rocm") else jnp.float32
+    return jnp.dtype(train.precision)
+
+
+def unpack(x, data: DataConfig):
+    """Bars as sent to the device -> `[..., T, P]` float32: bit-packed uint8 bars are unpacked here, inside
+    the jitted step, so that the host gathers and transfers 1 bit per cell instead of 32."""
+    if x.dtype == jnp.uint8:
+        return jnp.unpackbits(x, axis=-1, count=data.num_pitches).astype(jnp.float32)
+    return x.astype(jnp.float32)
+
+
+def make_vae_fns(graphdef, train: TrainConfig, data: DataConfig, tx: optax.GradientTransformation, *,
+                 platform: str | None = None):
+    """Jitted (train_step, eval_step) for the stacked VAEs; states are pytrees, data `[5, B, T, P]` (float or
+    bit-packed uint8 `[5, B, T, ceil(P/8)]`). With bfloat16 precision the networks compute in bfloat16 from
+    float32 parameters (cast inside the step; gradients, Adam and the loss stay float32)."""
+    dt = compute_dtype(train, platform)
+
+    def low(tree):
+        if dt == jnp.float32:
+            return tree
+        return jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+    def f32(tree):
+        return jax.tree.map(lambda a: None if a is None else a.astype(jnp.float32), tree)
 
     def member_loss(params, x, c, key, beta):
-        model = nnx.merge(graphdef, params)
+        model = nnx.merge(graphdef, low(params))
         target = jax.lax.stop_gradient(model.targets(x))
         xp = target[..., : target.shape[-1] // model.channels]  # the sustain patches: the encoder's input
-        out = model(xp, key, c)
-        return losses.elbo(out.logits, target, out.mu, out.logvar, beta=beta, free_bits=train.free_bits,
-                           pos_weight=train.pos_weight, plays=out.plays)
+        out = model(xp.astype(dt), key, c.astype(dt))
+        return losses.elbo(out.logits.astype(jnp.float32), target, out.mu.astype(jnp.float32),
+                           out.logvar.astype(jnp.float32), beta=beta, free_bits=train.free_bits,
+                           pos_weight=train.pos_weight, plays=None if out.plays is None else out.plays.astype(jnp.float32))
 
     def total(params, x, key, beta):
+        x = unpack(x, data)
         c = models.conditions(x[PIANO], data)
         terms = jax.vmap(member_loss, in_axes=(0, 0, 0, 0, None))(params, x, c, jax.random.split(key, x.shape[0]),
                                                                  beta)
@@ -89,6 +118,7 @@ def make_vae_fns(graphdef, train: TrainConfig, data: DataConfig, tx: optax.Gradi
             tp, fp, fn = metrics.confusion(pred, (xi > 0.5)[..., None], axis=(0, 1, 2))
             return terms.recon, terms.kl, tp, fp, fn, jnp.sum(xi > 0.5)
 
+        x = unpack(x, data)
         return jax.vmap(member)(params, x, models.conditions(x[PIANO], data), jax.random.split(key, x.shape[0]))
 
     return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
