@@ -234,3 +234,16 @@ def test_bfloat16_step_keeps_float32_parameters_and_matches_the_loss():
     assert float(m.loss.sum()) == pytest.approx(losses["float32"], rel=1e-6)
     assert training.steps.compute_dtype(cfg.train, "cpu") == jnp.float32
     assert training.steps.compute_dtype(cfg.train, "gpu") == jnp.bfloat16
+
+
+def test_threshold_counts_match_one_comparison_per_threshold():
+    from vaejax import metrics
+    from vaejax.training.steps import THRESHOLDS, threshold_counts
+    rng = np.random.default_rng(0)
+    p = rng.random((8, 96, 84)).astype(np.float32)
+    p[0, 0, :len(THRESHOLDS)] = THRESHOLDS  # probabilities exactly at a threshold are not above it
+    on = rng.random(p.shape) < 0.1
+    got = threshold_counts(jnp.asarray(p), jnp.asarray(on))
+    want = metrics.confusion(p[..., None] > THRESHOLDS.astype(np.float32), on[..., None], axis=(0, 1, 2))
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(a), b)

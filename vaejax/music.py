@@ -110,6 +110,10 @@ def _load_npz(path: str) -> dict:
         members = zf.infolist()
         if len(members) > 1024:
             raise BadSong(f"npz with {len(members)} members (a pypianoroll file has a few per track)")
+        size = os.path.getsize(path)
+        for info in members:
+            if info.compress_size > size or info.header_offset > size:
+                raise BadSong(f"corrupt npz ({info.filename} claims {info.compress_size} bytes in a {size}-byte file)")
         total = sum(info.file_size for info in members)
         if total > MAX_FILE_BYTES:
             raise BadSong(f"npz members would inflate to {total / 2**20:.0f} MiB, more than the cap of "
@@ -208,16 +212,28 @@ def _check_size(bars: float, notes: int, what: str = "notes") -> None:
         raise BadSong(f"{notes} {what}, more than the cap of {MAX_NOTES}")
 
 
-def _midi_extent(path: str) -> None:
-    """Length in beats and note count of a MIDI file from its events alone (tempo does not matter to beats),
-    checked against the caps before pretty_midi builds its tick tables and the roll is allocated."""
+def _midi_extent(path: str) -> bytes:
+    """The bytes of a MIDI file, checked before pretty_midi builds its tick tables and the roll is allocated:
+    size, chunk lengths (a chunk may not claim more bytes than the file holds: readers would reserve them),
+    then length in beats and note count from the events alone (tempo does not matter to beats)."""
+    import io
+
     import mido
 
     size = os.path.getsize(path)
     if size > MAX_MIDI_BYTES:
         raise BadSong(f"{size / 2**20:.1f} MiB, more than the cap of {MAX_MIDI_BYTES >> 20} MiB for a MIDI file")
+    with open(path, "rb") as f:
+        blob = f.read()
+    pos = 0
+    while pos + 8 <= len(blob):
+        length = int.from_bytes(blob[pos + 4:pos + 8], "big")
+        if length > len(blob) - pos - 8:
+            raise BadSong(f"not a readable MIDI file (a chunk at byte {pos} claims {length} bytes, "
+                          f"{len(blob) - pos - 8} remain)")
+        pos += 8 + length
     try:
-        mid = mido.MidiFile(path)
+        mid = mido.MidiFile(file=io.BytesIO(blob))
     except Exception as e:  # mido raises many types for bad bytes
         raise BadSong(f"not a readable MIDI file ({type(e).__name__}: {str(e)[:80]})") from None
     if mid.type == 2:
@@ -233,6 +249,7 @@ def _midi_extent(path: str) -> None:
             notes += msg.type == "note_on" and msg.velocity > 0
         end = max(end, tick)
     _check_size(end / tpb / 4, notes)
+    return blob
 
 
 def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = True) -> Song:
@@ -248,9 +265,11 @@ def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = T
     """
     import pretty_midi
 
-    _midi_extent(path)
+    import io
+
+    blob = _midi_extent(path)
     try:
-        pm = pretty_midi.PrettyMIDI(path)
+        pm = pretty_midi.PrettyMIDI(io.BytesIO(blob))
     except Exception as e:  # mido/pretty_midi raise many types for bad bytes
         raise BadSong(f"not a readable MIDI file ({type(e).__name__}: {str(e)[:80]})") from None
     for ts in pm.time_signature_changes if require_44 else ():
