@@ -1,4 +1,6 @@
+import contextlib
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -47,3 +49,16 @@ def tiny_run(tmp_path_factory, demo_prepared):
     run = str(tmp_path_factory.mktemp("tinyrun") / "run")
     training.train_all(run, preset("tiny").replace(train={"max_steps_per_epoch": 4}), demo_prepared, progress=False)
     return run
+
+
+@contextlib.contextmanager
+def tmpfs(path, options: str):
+    """A tmpfs mounted at `path` with mount `options` (e.g. "size=600k", "size=64k,ro") for the test's
+    duration; the test is skipped where mounting is not allowed."""
+    os.makedirs(path, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)

@@ -115,8 +115,15 @@ def crafted_midi() -> dict[str, bytes]:
 
 def _npy(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.lib.format.write_array(buf, arr, allow_pickle=True)
+    np.lib.format.write_array(buf, arr)
     return buf.getvalue()
+
+
+def _object_npy() -> bytes:
+    """A .npy member declaring an object dtype (its payload is never looked at: readers must refuse the
+    header; no pickle is written or read here)."""
+    header = "{'descr': '|O', 'fortran_order': False, 'shape': (2,), }".ljust(117) + "\n"
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin1") + b"\x80\x04N."
 
 
 def _npz(members: dict[str, bytes]) -> bytes:
@@ -157,12 +164,10 @@ def zip_bomb(inflated: int = 2 << 30) -> bytes:
 
 
 def crafted_npz() -> dict[str, bytes]:
-    obj = np.empty(2, dtype=object)
-    obj[:] = [{"a": 1}, [2]]
     m = _lpd_members
     return {
         "zip-bomb": zip_bomb(),
-        "object-dtype": _npz({**m(), "pianoroll_0_csc_data.npy": _npy(obj)}),
+        "object-dtype": _npz({**m(), "pianoroll_0_csc_data.npy": _object_npy()}),
         "csc-indptr-short": _npz(m(indptr=np.zeros(5, np.int32))),
         "csc-indices-mismatch": _npz(m(indices=np.array([0, 1, 2, 3, 4], np.int32))),
         "csc-negative-indices": _npz(m(indices=np.array([-5, -1], np.int32))),

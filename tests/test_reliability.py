@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, tmpfs
 import fuzz_corpus
 from vaejax import data, music
 from vaejax.runs import RunError, RunFolder
@@ -195,19 +195,13 @@ def test_symlink_loops_spaces_and_non_ascii_names(tmp_path):
 
 
 def test_unwritable_output_is_reported_before_work(tmp_path, demo_prepared):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(ro)], capture_output=True).returncode:
-        pytest.skip("cannot mount a read-only filesystem here")
-    try:
+    with tmpfs(tmp_path / "ro", "size=64k,ro") as ro:
         with pytest.raises(data.PrepareError, match="cannot write here") as e:
             data.prepare(demo_prepared.replace("prep", "src"), str(ro / "cache"), workers=1, progress=False)
         assert e.value.code == 2
         r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", "lpd5", "--out",
                             str(ro / "songs")], capture_output=True, text=True)
         assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
-    finally:
-        subprocess.run(["umount", str(ro)])
 
 
 def test_full_disk_keeps_the_previous_cache(tmp_path):
@@ -215,11 +209,7 @@ def test_full_disk_keeps_the_previous_cache(tmp_path):
     small, big = tmp_path / "small", tmp_path / "big"
     demo.write_corpus(str(small), songs=4, seed=1, bars=4)
     demo.write_corpus(str(big), songs=200, seed=2, bars=32)
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small filesystem here")
-    try:
+    with tmpfs(tmp_path / "disk", "size=600k") as disk:
         out = disk / "cache"
         data.prepare(str(small), str(out), workers=1, progress=False)
         before = data.open_dataset(str(out), verify_checksums=True)["train"].ids.tolist()
@@ -228,8 +218,6 @@ def test_full_disk_keeps_the_previous_cache(tmp_path):
         assert e.value.code == 4
         assert data.open_dataset(str(out), verify_checksums=True)["train"].ids.tolist() == before
         assert not [f for f in os.listdir(out) if ".tmp" in f]
-    finally:
-        subprocess.run(["umount", str(disk)])
 
 
 def test_a_run_trains_in_one_process_at_a_time(tmp_path):

@@ -1,9 +1,9 @@
 """End-to-end training on the tiny preset: stages, checkpoints, resume, corrupt checkpoints, devices."""
 
 import glob
-import shutil
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, tmpfs
 from vaejax import devices, training
 from vaejax.config import preset
 from vaejax.runs import RunError, RunFolder
@@ -289,33 +289,33 @@ def test_torn_checkpoint_write_is_ignored_on_resume(tmp_path, demo_prepared, ful
 
 def test_full_disk_while_checkpointing(tmp_path, demo_prepared):
     """The disk fills during training: one line, exit 2; the last complete checkpoint resumes."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small filesystem here")
-    try:
-        proc = None
+    with tmpfs(tmp_path / "disk", "size=8m") as disk:
         run = disk / "run"
         cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
                "--run", str(run), "--stage", "vae", "--max-steps-per-epoch", "400", "--vae-epochs", "1", "--quiet"]
         env = dict(os.environ, VAEJAX_CHECKPOINT_EVERY="2", VAEJAX_LOG_EVERY="50")
         proc = subprocess.Popen(cmd, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
-        latest = run / "ckpt" / "vae" / "latest"
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None and not (latest.exists() and any(
-                d.isdigit() for d in os.listdir(latest))):
-            time.sleep(0.01)
-        filler = disk / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-        try:  # fill the disk
-            while os.write(fd, b"\0" * (16 << 10)):
+        try:
+            latest = run / "ckpt" / "vae" / "latest"
+            deadline = time.time() + 120
+            while time.time() < deadline and proc.poll() is None and not (latest.exists() and any(
+                    d.isdigit() for d in os.listdir(latest))):
+                time.sleep(0.01)
+            filler = disk / "filler"
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+            try:  # fill the disk
+                while os.write(fd, b"\0" * (16 << 10)):
+                    pass
+            except OSError:
                 pass
-        except OSError:
-            pass
+            finally:
+                os.close(fd)
+            _, err = proc.communicate(timeout=300)
         finally:
-            os.close(fd)
-        _, err = proc.communicate(timeout=300)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         if proc.returncode == 0:
             pytest.skip("training finished before the disk filled")
         assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
@@ -329,8 +329,3 @@ def test_full_disk_while_checkpointing(tmp_path, demo_prepared):
         finally:
             ck.close()
         assert meta["step"] >= 2
-    finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        subprocess.run(["umount", "-l", str(disk)])

@@ -483,7 +483,7 @@ class Split:
 
     def packed_bars(self, idx) -> np.ndarray:
         """Bit-packed bars `[instrument, n, steps, ceil(pitch/8)]` (uint8) for bar indices `idx`."""
-        return np.ascontiguousarray(self.packed[np.sort(idx)][np.argsort(np.argsort(idx))].transpose(1, 0, 2, 3))
+        return np.ascontiguousarray(self.packed[idx].transpose(1, 0, 2, 3))
 
     def bars(self, idx) -> np.ndarray:
         """Unpacked bars `[instrument, n, steps, pitch]` (bool) for bar indices `idx`."""

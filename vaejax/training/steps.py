@@ -68,7 +68,7 @@ class VAEMetrics(NamedTuple):
 def compute_dtype(train: TrainConfig, platform: str | None = None):
     """The dtype the networks run in (`TrainConfig.precision`; "auto" by the platform of the devices)."""
     if train.precision == "auto":
-        return jnp.bfloat16 if (platform or jax.default_backend()) in ("gpu", "tpu", "cuda", "rocm") else jnp.float32
+        return jnp.bfloat16 if (platform or jax.default_backend()) in ("gpu", "tpu") else jnp.float32
     return jnp.dtype(train.precision)
 
 
@@ -91,9 +91,6 @@ def make_vae_fns(graphdef, train: TrainConfig, data: DataConfig, tx: optax.Gradi
         if dt == jnp.float32:
             return tree
         return jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
-
-    def f32(tree):
-        return jax.tree.map(lambda a: None if a is None else a.astype(jnp.float32), tree)
 
     def member_loss(params, x, c, key, beta):
         model = nnx.merge(graphdef, low(params))
