@@ -121,8 +121,14 @@ class ModelConfig:
     """
 
     latent: int = 16
+    grid: int = 4
+    """Time steps per beat that the VAEs model (4: sixteenth notes, as MusicVAE does); 0 models the data's own
+    resolution (24 per beat, the earlier design). On a sixteenth grid each bar becomes three maps: sustain,
+    onset (a note starts within half a sixteenth of this one) and "early" (it starts one data step before
+    the sixteenth, LPD's most common placement off the grid); decoded notes are drawn back at the data's
+    resolution with a per-track last-sixteenth length (`models.decode_notes`)."""
     pitch_patch: int = 12
-    time_patch: tuple[int, int] = (4, 4)
+    time_patch: tuple[int, int] = (2, 2)
     channels: tuple[int, int] = (32, 64)
     hidden: int = 256
     chain_hidden: int = 256
@@ -190,7 +196,8 @@ class Config:
     def from_dict(cls, d: dict[str, Any]) -> "Config":
         """From `to_dict` output. Fields a saved run predates take the value that matches what it was
         trained with (no key normalisation, no conditioning, one output channel), not today's default."""
-        model = {"condition": False, "onsets": False, "plays": False, **d.get("model", {})}
+        model = {"condition": False, "onsets": False, "plays": False, "grid": 0, "time_patch": (4, 4),
+                 **d.get("model", {})}
         data = {"key_normalize": False, **d.get("data", {})}
         for key in ("time_patch", "channels"):
             if key in model:

@@ -145,7 +145,8 @@ class RunFolder:
 
     def check_stats(self, stats: dict, cfg: Config, start_bars: np.ndarray | None = None) -> None:
         """The sampling statistics (and start bars) must fit the networks that `cfg` describes."""
-        k2, channels = 2 * cfg.model.latent, 2 if cfg.model.onsets else 1
+        k2 = 2 * cfg.model.latent
+        channels = (3 if cfg.model.grid else 2) if cfg.model.onsets else 1
         problems = []
         th = np.asarray(stats.get("thresholds", []), np.float32)
         th = th[:, None] if th.ndim == 1 else th

@@ -71,7 +71,7 @@ class TrainedModel:
         """Scale on the conditioned decoders' harmonic bias (`models.VAE.harmony`) when generating: above 1
         the band leans harder on the piano's pitch classes than on its own latents (as classifier-free
         guidance does); 1 decodes as trained."""
-        self.count_notes = cfg.model.onsets
+        self.count_notes = cfg.model.onsets and not cfg.model.grid
         """Two-channel decoders start as many notes as they expect (`models.decode_notes(count=True)`);
         False decodes at the calibrated onset thresholds instead."""
         self._chain = jax.jit(self._chain_impl, static_argnums=(2,))
@@ -155,7 +155,8 @@ class TrainedModel:
             kc, kp = jax.random.split(k)
             draws = jax.random.uniform(kc, probs.shape) if sample else None
             cut = jax.random.uniform(kp, plays.shape) if sample else 0.5
-            return models.decode_notes(probs, th, draws, count=count, plays=plays, plays_cut=cut)
+            return models.decode_notes(probs, th, draws, count=count, plays=plays, plays_cut=cut,
+                                       sub=models.model_sub(self.cfg.model, d))
 
         kp, kb = jax.random.split(key)
         if piano is None:

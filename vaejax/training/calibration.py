@@ -50,29 +50,43 @@ def calibrate_notes(graphdef, params, split: data_lib.Split, max_bars: int = 102
     x = split.bars(np.arange(n))
     probs = jax.jit(lambda p, xb: models.reconstruct_stack(graphdef, p, xb, split.cfg))(params, x.astype(np.float32))
     channels = probs[0].shape[2]
+    sub = x.shape[2] // probs[0].shape[3]
 
     @jax.jit
     def counts(th, probs, x):  # th [5, channels] -> tp, fp, fn, notes, qualified notes per track
-        roll = jax.vmap(models.decode_notes)(probs[0], th, plays=probs[1])
+        roll = jax.vmap(lambda p, t, pl: models.decode_notes(p, t, plays=pl, sub=sub))(probs[0], th, probs[1])
         nxt = lambda r, k: jnp.pad(r, ((0, 0), (0, 0), (0, k), (0, 0)))[:, :, k:]  # noqa: E731
         start = roll & ~jnp.pad(roll, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]
         qual = start & nxt(roll, 1) & nxt(roll, 2)
         axes = (1, 2, 3)
         return (*metrics.confusion(roll, x, axis=axes), jnp.sum(start, axis=axes), jnp.sum(qual, axis=axes))
 
-    grid = ([(a,) for a in SINGLE_GRID] if channels == 1
-            else [(a, b) for a in SUSTAIN_GRID for b in ONSET_GRID])
-    f1, qn = [], []
-    for g in grid:
-        tp, fp, fn, notes, qual = jax.device_get(counts(jnp.tile(jnp.asarray(g, jnp.float32), (5, 1)), probs, x))
-        f1.append(metrics.prf(tp, fp, fn)[2])
-        qn.append(qual / np.maximum(notes, 1))
-    f1, qn = np.stack(f1), np.stack(qn)  # [grid, 5]
-    if channels > 1:
-        ok = qn >= QUALIFIED_MIN
-        ok[:, 0] = True  # drums
-        f1 = np.where(ok.any(0), np.where(ok, f1, -1.0), qn)
-    return np.asarray(grid, np.float32)[f1.argmax(0)]  # [5, channels]
+    def search(grid):
+        f1, qn = [], []
+        for g in grid:
+            th = jnp.asarray(g, jnp.float32)
+            tp, fp, fn, notes, qual = jax.device_get(counts(th if th.ndim == 2 else jnp.tile(th, (5, 1)), probs, x))
+            f1.append(metrics.prf(tp, fp, fn)[2])
+            qn.append(qual / np.maximum(notes, 1))
+        f1, qn = np.stack(f1), np.stack(qn)  # [grid, 5]
+        if channels > 1:
+            ok = qn >= QUALIFIED_MIN
+            ok[:, 0] = True  # drums
+            f1 = np.where(ok.any(0), np.where(ok, f1, -1.0), qn)
+        return f1.argmax(0)
+
+    if channels == 1:
+        grid = [(a,) for a in SINGLE_GRID]
+    elif channels == 2:
+        grid = [(a, b) for a in SUSTAIN_GRID for b in ONSET_GRID]
+    else:  # on a grid: thresholds first (notes sounding whole last cells), then each track's last-cell length
+        grid = [(a, b, sub) for a in SUSTAIN_GRID for b in ONSET_GRID]
+    best = np.asarray(grid, np.float32)[search(grid)]  # [5, channels]
+    if channels == 3:
+        tails = [np.concatenate([best[:, :2], np.full((5, 1), n, np.float32)], 1) for n in range(1, sub + 1)]
+        pick = search(tails)
+        best[:, 2] = pick + 1
+    return best
 
 
 def data_stats(ds: dict) -> dict:
