@@ -22,7 +22,7 @@ import numpy as np
 
 from vaejax import data as data_lib
 from vaejax import metrics, music, realism, render, trained_model
-from vaejax.config import MERGE_GAP, MIN_LENGTH, SIGMA, TRACKS
+from vaejax.config import SIGMA, TRACKS
 from vaejax.latents import Latents, playing
 
 SIGMAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -122,8 +122,7 @@ def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, se
         gen = _bars_of(model, *model.sample_latents(bars, sigma=sigma, seed=seed, num=songs, with_means=True))
         rows[f"prior sigma={sigma}"] = metrics.all_metrics(gen, low, song_bars=bars)
         if sigma in post_sigmas:  # what sample.py hands the user: post-processed
-            post = render.postprocess(gen.reshape(5, -1, gen.shape[-1]), min_length=MIN_LENGTH,
-                                      merge_gap=MERGE_GAP).reshape(gen.shape)
+            post = _post(model, gen)
             rows[f"prior sigma={sigma}, post-processed"] = metrics.all_metrics(post, low, song_bars=bars)
         if pick:
             cont, means = model.sample_latents(bars + 1, sigma=sigma, seed=seed, num=len(pick), start=firsts,
@@ -170,10 +169,10 @@ def _songs_of(bars5: np.ndarray, songs: int) -> np.ndarray:
     return x.transpose(1, 0, 2, 3, 4).reshape(songs, 5, -1, bars5.shape[-1])
 
 
-def _post(roll5: np.ndarray) -> np.ndarray:
-    """What sample.py delivers: `render.postprocess` with the default lengths, on `[5, ..., P]` bars."""
+def _post(model, roll5: np.ndarray) -> np.ndarray:
+    """What sample.py delivers: `render.postprocess` with the model's default lengths, on `[5, ..., P]` bars."""
     flat = roll5.reshape(5, -1, roll5.shape[-1])
-    return render.postprocess(flat, min_length=MIN_LENGTH, merge_gap=MERGE_GAP).reshape(roll5.shape)
+    return render.postprocess(flat, min_length=model.min_length, merge_gap=model.merge_gap).reshape(roll5.shape)
 
 
 def realism_section(model, test: data_lib.Split, *, songs: int, bars: int, sigma: float = SIGMA, seed: int = 0,
@@ -193,9 +192,9 @@ def realism_section(model, test: data_lib.Split, *, songs: int, bars: int, sigma
     recon = model.rolls(z).reshape(flat_real.shape)
     gen = _bars_of(model, *model.sample_latents(bars, sigma=sigma, seed=seed, num=len(pick), with_means=True))
     n = len(pick)
-    systems = {"reconstructed": _songs_of(recon, n), "reconstructed, post-processed": _songs_of(_post(recon), n),
+    systems = {"reconstructed": _songs_of(recon, n), "reconstructed, post-processed": _songs_of(_post(model, recon), n),
                f"generated sigma={sigma}": _songs_of(gen, n),
-               f"generated sigma={sigma}, post-processed": _songs_of(_post(gen), n)}
+               f"generated sigma={sigma}, post-processed": _songs_of(_post(model, gen), n)}
     out = realism.realism(_songs_of(flat_real, n), systems, phrase_bars=phrase_bars,
                           lowest_pitch=test.cfg.lowest_pitch, steps_per_bar=test.cfg.steps, seed=seed)
     out["songs"], out["bars"] = n, bars

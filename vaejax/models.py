@@ -113,15 +113,15 @@ def to_grid(x: jax.Array, sub: int) -> jax.Array:
     """`[..., T, P]` roll at the data's resolution -> `[..., 3, T/sub, P]` maps on a coarser grid of `sub`
     data steps per cell: sustain (the note sounds over at least half the cell, or starts in it), onset (a
     note starts within half a cell of the cell's start: LPD's notes that begin a step early belong to the
-    next cell) and early (a note starts exactly one data step before the cell). Onsets in the last half
-    cell of the segment are kept in its last cell."""
+    next cell) and early (a note starts exactly one data step before the cell). A note starting in the
+    last half cell of the segment belongs to the next segment's first cell, which sees it sounding at its
+    first step and so starts it there."""
     *lead, t, p = x.shape
     n, half = t // sub, sub // 2
     on = onsets(x)
     pad = [(0, 0)] * len(lead)
     shifted = jnp.pad(on, pad + [(half, 0), (0, 0)])[..., :t, :].reshape(*lead, n, sub, p)  # [.., n, sub, P]
     onset = jnp.max(shifted, axis=-2)
-    onset = onset.at[..., -1, :].max(jnp.max(on[..., t - half:, :], axis=-2))
     early = shifted[..., half - 1, :]
     sustain = jnp.maximum((jnp.mean(x.reshape(*lead, n, sub, p), axis=-2) >= 0.5).astype(x.dtype), onset)
     return jnp.stack([sustain, onset, early], axis=-3)
@@ -404,14 +404,16 @@ MAX_ONSETS = 128
 
 
 def decode_notes(probs: jax.Array, thresholds: jax.Array, draws: jax.Array | None = None, *,
-                 count: bool = False, plays: jax.Array | None = None, plays_cut=0.5, sub: int = 1) -> jax.Array:
+                 count: bool = False, plays: jax.Array | None = None, plays_cut=0.5, sub: int = 1,
+                 onset_cuts: jax.Array | None = None) -> jax.Array:
     """Decoder probabilities `[B, C, T, P]` -> a `[B, T*sub, P]` bool roll.
 
     Three channels (sustain, onset, early: decoders on a grid coarser than the data by `sub` steps): a note
     starts in every cell whose onset probability is above `thresholds[1]` (no peak is needed: neighbouring
     sixteenths are distinct notes), lasts as below, starts one data step early where the decoder gives
     "early" more than half the onset's probability, and sounds `thresholds[2]` data steps of its last cell
-    (`expand_grid`). Otherwise:
+    (`expand_grid`). `onset_cuts` (`[T]`) replaces `thresholds[1]` by one onset threshold per time cell
+    (calibrated so that reconstructed bars start as many notes at each sixteenth as real ones do). Otherwise:
 
     One channel: cells above `thresholds[0]`. Two channels (sustain, onset): a note starts where the onset
     probability peaks along time and lasts while its sustain probability stays above `thresholds[0]` times
@@ -445,6 +447,8 @@ def decode_notes(probs: jax.Array, thresholds: jax.Array, draws: jax.Array | Non
         kth = jnp.take_along_axis(top, jnp.maximum(n - 1, 0)[:, None], axis=1)[:, 0]
         kth = jnp.where(n > 0, kth, jnp.inf)
         start = peak & (on >= kth[:, None, None]) & (on > 0.01)
+    elif onset_cuts is not None and draws is None:
+        start = peak & (on > onset_cuts[None, :, None])
     else:
         start = peak & (on > cut[1])
 

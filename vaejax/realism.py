@@ -24,7 +24,8 @@ from vaejax.config import TRACKS
 
 SIXTEENTHS = 16
 LENGTH_BINS = (1, 2, 3, 5, 9, 17)
-"""Note-length histogram edges, in sixteenths: 1, 2, 3-4, 5-8, 9-16, 17 and longer."""
+"""Note-length histogram edges, in sixteenths (lengths rounded to whole sixteenths, at least 1): 1, 2, 3-4,
+5-8, 9-16, 17 and longer."""
 
 
 def note_table(roll: np.ndarray, sub: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -65,7 +66,7 @@ def rhythm_stats(songs: np.ndarray, *, steps_per_bar: int = 96) -> dict:
     for t, (pos, lens, _) in enumerate(_track_notes(songs, sub)):
         n = len(pos)
         hist = np.bincount(pos, minlength=SIXTEENTHS) / max(n, 1)
-        lh = np.histogram(lens, bins=list(LENGTH_BINS) + [np.inf])[0] / max(n, 1)
+        lh = np.histogram(np.maximum(np.round(lens), 1), bins=list(LENGTH_BINS) + [np.inf])[0] / max(n, 1)
         out[TRACKS[t]] = {"notes": int(n), "onset_hist": hist.tolist(),
                           "onsets_per_bar": float(n / max(played[t], 1)),
                           "mean_length": float(lens.mean()) if n else 0.0, "length_hist": lh.tolist()}
@@ -93,7 +94,7 @@ def _onset_features(roll, sub, bars):
     n = len(six)
     pos = np.bincount(six % SIXTEENTHS, minlength=SIXTEENTHS) / max(n, 1)
     lens = length / sub
-    lh = np.histogram(lens, bins=list(LENGTH_BINS) + [np.inf])[0] / max(n, 1)
+    lh = np.histogram(np.maximum(np.round(lens), 1), bins=list(LENGTH_BINS) + [np.inf])[0] / max(n, 1)
     return np.concatenate([pos, lh, [n / bars, lens.mean() if n else 0.0,
                                      np.bincount(six, minlength=1).max() if n else 0.0]])
 

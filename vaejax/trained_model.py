@@ -59,7 +59,17 @@ class TrainedModel:
         self.stats = run.read_stats()
         run.check_stats(self.stats, cfg, self.start_bars)
         th = np.asarray(self.stats["thresholds"], np.float32)
-        self.thresholds = th[:, None] if th.ndim == 1 else th  # [5, channels]: sustain (, onset)
+        self.thresholds = th[:, None] if th.ndim == 1 else th  # [5, channels]: sustain (, onset (, tail))
+        cells = cfg.data.steps // models.model_sub(cfg.model, cfg.data)
+        cuts = self.stats.get("onset_thresholds")
+        self.onset_cuts = (np.asarray(cuts, np.float32) if cuts is not None
+                           else np.full((5, cells), np.nan, np.float32))
+        """Per track and grid cell onset thresholds (`models.decode_notes(onset_cuts=...)`), NaN: none."""
+        grid = bool(cfg.model.grid)
+        self.min_length = 0 if grid else MIN_LENGTH
+        self.merge_gap = 0 if grid else MERGE_GAP
+        """Post-processing defaults: decoders on a grid write whole notes (none to drop or join), the earlier
+        design's notes are cleaned of fragments (`render.postprocess`)."""
         self.synthetic = bool(self.stats.get("data", {}).get("synthetic", False))
         """True when trained on the synthetic demo corpus: generated names and pictures say so."""
         k2 = self.start_bars.shape[-1]
@@ -136,7 +146,7 @@ class TrainedModel:
             return own, (own, mean)
         return jax.lax.scan(step, own0, (piano, jax.random.split(key, piano.shape[0])))[1]
 
-    def _rolls_impl(self, latents, thresholds, key, piano=None, plays_latents=None, guidance=1.0, *,
+    def _rolls_impl(self, latents, thresholds, onset_cuts, key, piano=None, plays_latents=None, guidance=1.0, *,
                     sample: bool = False, count: bool = False):
         """`[M, 5, 2K]` latent parameters -> `[5, M, T, P]` bool rolls. The piano decodes first (or is
         given, `[M, T, P]`); the other tracks decode conditioned on its pitch classes, each with its own
@@ -151,12 +161,13 @@ class TrainedModel:
         z = jnp.moveaxis(latents[..., :self.K], 1, 0)  # [5, M, K]: decoders read mu
         zp = z if plays_latents is None else jnp.moveaxis(plays_latents[..., :self.K], 1, 0)
 
-        def notes(probs, plays, th, k):
+        def notes(probs, plays, th, oc, k):
             kc, kp = jax.random.split(k)
             draws = jax.random.uniform(kc, probs.shape) if sample else None
             cut = jax.random.uniform(kp, plays.shape) if sample else 0.5
+            oc = None if self.stats.get("onset_thresholds") is None else oc
             return models.decode_notes(probs, th, draws, count=count, plays=plays, plays_cut=cut,
-                                       sub=models.model_sub(self.cfg.model, d))
+                                       sub=models.model_sub(self.cfg.model, d), onset_cuts=oc)
 
         kp, kb = jax.random.split(key)
         if piano is None:
@@ -164,12 +175,12 @@ class TrainedModel:
             none = jnp.zeros((z.shape[1], models.condition_dim(d)))
             logits, plays = pvae.decode_all(z[PIANO], none)
             plays = jnp.ones(z.shape[1]) if plays is None else jax.nn.sigmoid(pvae.decode_all(zp[PIANO], none)[1])
-            piano = notes(jax.nn.sigmoid(logits), plays, thresholds[PIANO], kp)
+            piano = notes(jax.nn.sigmoid(logits), plays, thresholds[PIANO], onset_cuts[PIANO], kp)
         c = models.conditions(piano.astype(jnp.float32), d)
         probs, plays = models.decode_stack(self.vae_def, vae, z, c)
         if plays_latents is not None:
             plays = models.decode_stack(self.vae_def, vae, zp, c)[1]
-        rolls = jax.vmap(notes)(probs, plays, thresholds, jax.random.split(kb, len(TRACKS)))
+        rolls = jax.vmap(notes)(probs, plays, thresholds, onset_cuts, jax.random.split(kb, len(TRACKS)))
         return rolls.at[PIANO].set(piano.astype(bool))
 
     def _encode_impl(self, x):
@@ -216,14 +227,16 @@ class TrainedModel:
         lat = jnp.asarray(Latents.of(latents).concat(), jnp.float32)
         p = None if piano is None else jnp.asarray(piano.reshape(lat.shape[0], self.cfg.data.steps, -1))
         pl = None if plays_latents is None else jnp.asarray(Latents.of(plays_latents).concat(), jnp.float32)
-        out = np.asarray(self._rolls(lat, jnp.asarray(th), jax.random.key(seed), p, pl,
+        out = np.asarray(self._rolls(lat, jnp.asarray(th), jnp.asarray(self.onset_cuts), jax.random.key(seed), p, pl,
                                      jnp.float32(self.harmony_guidance), sample=sample, count=bool(self.count_notes)))
         return out.reshape(5, -1, out.shape[-1])
 
-    def _finish(self, roll, *, name, shift=0, key=0, min_length=MIN_LENGTH, merge_gap=MERGE_GAP, tempo=None,
+    def _finish(self, roll, *, name, shift=0, key=0, min_length=None, merge_gap=None, tempo=None,
                 **_):
-        """Post-process, move to the output key and wrap a `[5, T, P]` roll as a Multitrack."""
-        roll = render.postprocess(roll, min_length=min_length, merge_gap=merge_gap)
+        """Post-process (`min_length`, `merge_gap`: None for the model's defaults), move to the output key
+        and wrap a `[5, T, P]` roll as a Multitrack."""
+        roll = render.postprocess(roll, min_length=self.min_length if min_length is None else min_length,
+                                  merge_gap=self.merge_gap if merge_gap is None else merge_gap)
         roll = music.transpose(roll, int(key) - int(shift))
         return render.to_multitrack(roll, tempo=tempo or self.tempo, name=self._label(name), cfg=self.cfg.data)
 
@@ -341,8 +354,9 @@ class TrainedModel:
         z[:, h] = self.norm.unstandardize(own, h)
         means[:, h] = self.norm.unstandardize(own_mean, h)
         out = self.rolls(z, threshold=threshold, sample=sample, seed=seed, piano=roll[PIANO], plays_latents=means)
-        out = render.postprocess(out, min_length=finish_kw.pop("min_length", MIN_LENGTH),
-                                 merge_gap=finish_kw.pop("merge_gap", MERGE_GAP))
+        ml, mg = finish_kw.pop("min_length", None), finish_kw.pop("merge_gap", None)
+        out = render.postprocess(out, min_length=self.min_length if ml is None else ml,
+                                 merge_gap=self.merge_gap if mg is None else mg)
         out = music.transpose(out, int(finish_kw.pop("key", 0)) - shift)[:, :length]
         for i in range(5):
             if i != PIANO and TRACKS[i] not in add:
