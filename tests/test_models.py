@@ -309,3 +309,46 @@ def test_threshold_counts_match_one_comparison_per_threshold():
     want = metrics.confusion(p[..., None] > THRESHOLDS.astype(np.float32), on[..., None], axis=(0, 1, 2))
     for a, b in zip(got, want):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_onset_cuts_start_as_many_notes_per_sixteenth_as_the_real_bars():
+    """Per-cell calibration: a decoder surer of downbeats than of off-beats still places off-beat notes."""
+    from vaejax.training.calibration import onset_cuts
+
+    rng = np.random.default_rng(0)
+    x = np.zeros((5, 64, 96, 84), np.float32)
+    for b in range(64):  # every bar: a downbeat note and an off-beat note on sixteenth 3
+        x[:, b, 0:6, 30 + b % 5] = 1
+        x[:, b, 18:24, 40 + b % 7] = 1
+    maps = np.asarray(models.to_grid(jnp.asarray(x), 6))  # [5, 64, 3, 16, 84]
+    probs = maps * 0.0 + rng.random(maps.shape) * 0.05  # noise everywhere ...
+    probs[:, :, 1] += maps[:, :, 1] * np.where(np.arange(16) == 0, 0.9, 0.2)[None, None, :, None]  # ... off-beats unsure
+    probs[:, :, 0] = np.maximum(probs[:, :, 0], maps[:, :, 0] * 0.9)
+    plays = np.ones((5, 64), np.float32)
+    cuts = onset_cuts((jnp.asarray(probs), jnp.asarray(plays)), x, None)
+    assert cuts.shape == (5, 16) and cuts[0, 3] < 0.25 < cuts[0, 0]
+    roll = np.asarray(models.decode_notes(jnp.asarray(probs[1]), jnp.array([0.5, 0.5, 6.0]), sub=6,
+                                          onset_cuts=jnp.asarray(cuts[1])))
+    starts = roll & ~np.pad(roll, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+    assert starts[:, 0].sum() == 64 and starts[:, 18].sum() == 64 and starts.sum() == 128
+    one = np.asarray(models.decode_notes(jnp.asarray(probs[1]), jnp.array([0.5, 0.5, 6.0]), sub=6))
+    assert one[:, 18].sum() == 0  # one threshold for all cells keeps the downbeats only
+
+
+def test_counted_grid_notes_follow_the_calibrated_cells():
+    """Counting on a grid ranks cells by probability over their threshold: with off-beats calibrated lower,
+    the expected notes land on them too rather than all on the beats the decoder is surest of."""
+    probs = np.zeros((1, 3, 16, 84), np.float32)
+    probs[0, 0] = 0.9
+    probs[0, 1, 0, 10] = 0.6  # a sure downbeat
+    probs[0, 1, 4, 12] = 0.5  # beat 2, fairly sure
+    probs[0, 1, 3, 20] = 0.3  # an off-beat sixteenth, unsure
+    probs[0, 1, 7, 22] = 0.1  # noise
+    cuts = np.full(16, 0.5, np.float32)
+    cuts[[3, 7]] = 0.25  # the validation bars said off-beat sixteenths deserve lower thresholds
+    th = jnp.array([0.5, 0.5, 6.0])
+    plain = np.asarray(models.decode_notes(jnp.asarray(probs), th, count=True, sub=6))[0]
+    ranked = np.asarray(models.decode_notes(jnp.asarray(probs), th, count=True, sub=6, onset_cuts=jnp.asarray(cuts)))[0]
+    # 1.5 notes expected -> 2: by probability the two beats, by calibrated rank the downbeat and the off-beat
+    assert plain[0, 10] and plain[24, 12] and not plain[18, 20]
+    assert ranked[0, 10] and ranked[18, 20] and not ranked[24, 12]

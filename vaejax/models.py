@@ -443,10 +443,13 @@ def decode_notes(probs: jax.Array, thresholds: jax.Array, draws: jax.Array | Non
     if count and draws is None:
         b = on.shape[0]
         n = jnp.clip(jnp.round(on.sum(axis=(1, 2))), 0, MAX_ONSETS).astype(jnp.int32)  # [B]
-        top = jax.lax.top_k(jnp.where(peak, on, 0.0).reshape(b, -1), MAX_ONSETS)[0]  # [B, MAX], descending
+        # rank by probability, or on a grid by probability over the cell's calibrated threshold, so that the
+        # counted notes fall where real notes fall rather than on the beats the decoder is surest of
+        score = on if onset_cuts is None else on / jnp.maximum(onset_cuts, 1e-3)[None, :, None]
+        top = jax.lax.top_k(jnp.where(peak, score, 0.0).reshape(b, -1), MAX_ONSETS)[0]  # [B, MAX], descending
         kth = jnp.take_along_axis(top, jnp.maximum(n - 1, 0)[:, None], axis=1)[:, 0]
         kth = jnp.where(n > 0, kth, jnp.inf)
-        start = peak & (on >= kth[:, None, None]) & (on > 0.01)
+        start = peak & (score >= kth[:, None, None]) & (on > 0.01)
     elif onset_cuts is not None and draws is None:
         start = peak & (on > onset_cuts[None, :, None])
     else:

@@ -81,9 +81,10 @@ class TrainedModel:
         """Scale on the conditioned decoders' harmonic bias (`models.VAE.harmony`) when generating: above 1
         the band leans harder on the piano's pitch classes than on its own latents (as classifier-free
         guidance does); 1 decodes as trained."""
-        self.count_notes = cfg.model.onsets and not cfg.model.grid
-        """Two-channel decoders start as many notes as they expect (`models.decode_notes(count=True)`);
-        False decodes at the calibrated onset thresholds instead."""
+        self.count_notes = cfg.model.onsets
+        """Decoders with an onset map start as many notes as they expect (`models.decode_notes(count=True)`;
+        on a grid, ranked against each cell's calibrated threshold); False decodes at the calibrated onset
+        thresholds instead."""
         self._chain = jax.jit(self._chain_impl, static_argnums=(2,))
         self._rolls = jax.jit(self._rolls_impl, static_argnames=("sample", "count"))
         self._encode = jax.jit(self._encode_impl)

@@ -13,7 +13,9 @@ from vaejax import metrics, models
 from vaejax.config import TRACKS
 from vaejax.runs import RunFolder
 
-SUSTAIN_GRID = np.round(np.arange(0.2, 0.61, 0.1), 2)  # relative to the sustain where a note starts
+SUSTAIN_GRID = np.round(np.arange(0.2, 0.81, 0.1), 2)  # relative to the sustain where a note starts
+GRID_SUSTAIN = np.concatenate([SUSTAIN_GRID, [2.0]])
+"""Decoders on a grid also try 2 (a note never outlasts its first cell: drum hits)."""
 ONSET_GRID = np.round(np.arange(0.05, 0.61, 0.05), 2)
 SINGLE_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)  # one-channel decoders: the cell threshold
 QUALIFIED_MIN = 0.9
@@ -85,7 +87,7 @@ def calibrate_notes(graphdef, params, split: data_lib.Split, max_bars: int = 204
     elif channels == 2:
         grid = [(a, b) for a in SUSTAIN_GRID for b in ONSET_GRID]
     else:  # on a grid: onsets per cell (`onset_cuts`), then sustain, then each track's last-cell length
-        grid = [(a, float(np.median(cuts)), sub) for a in SUSTAIN_GRID]
+        grid = [(a, float(np.median(cuts)), sub) for a in GRID_SUSTAIN]
     best = np.asarray(grid, np.float32)[search(grid)]  # [5, channels]
     if channels == 3:
         tails = [np.concatenate([best[:, :2], np.full((5, 1), n, np.float32)], 1) for n in range(1, sub + 1)]
