@@ -64,7 +64,9 @@ class TrainedModel:
         cuts = self.stats.get("onset_thresholds")
         self.onset_cuts = (np.asarray(cuts, np.float32) if cuts is not None
                            else np.full((5, cells), np.nan, np.float32))
-        """Per track and grid cell onset thresholds (`models.decode_notes(onset_cuts=...)`), NaN: none."""
+        """Per track and grid cell onset thresholds (`models.decode_notes(onset_cuts=...)`)."""
+        self.per_cell_onsets = cuts is not None
+        """Decode with `onset_cuts` (False: one onset threshold per track, as the earlier design)."""
         grid = bool(cfg.model.grid)
         self.min_length = 0 if grid else MIN_LENGTH
         self.merge_gap = 0 if grid else MERGE_GAP
@@ -86,7 +88,7 @@ class TrainedModel:
         on a grid, ranked against each cell's calibrated threshold); False decodes at the calibrated onset
         thresholds instead."""
         self._chain = jax.jit(self._chain_impl, static_argnums=(2,))
-        self._rolls = jax.jit(self._rolls_impl, static_argnames=("sample", "count"))
+        self._rolls = jax.jit(self._rolls_impl, static_argnames=("sample", "count", "cells"))
         self._encode = jax.jit(self._encode_impl)
         self._harm = jax.jit(self._harmony_impl)
 
@@ -148,7 +150,7 @@ class TrainedModel:
         return jax.lax.scan(step, own0, (piano, jax.random.split(key, piano.shape[0])))[1]
 
     def _rolls_impl(self, latents, thresholds, onset_cuts, key, piano=None, plays_latents=None, guidance=1.0, *,
-                    sample: bool = False, count: bool = False):
+                    sample: bool = False, count: bool = False, cells: bool = False):
         """`[M, 5, 2K]` latent parameters -> `[5, M, T, P]` bool rolls. The piano decodes first (or is
         given, `[M, T, P]`); the other tracks decode conditioned on its pitch classes, each with its own
         decoder; `sample` draws cells instead of thresholding. Whether a track plays in a segment is
@@ -166,7 +168,7 @@ class TrainedModel:
             kc, kp = jax.random.split(k)
             draws = jax.random.uniform(kc, probs.shape) if sample else None
             cut = jax.random.uniform(kp, plays.shape) if sample else 0.5
-            oc = None if self.stats.get("onset_thresholds") is None else oc
+            oc = oc if cells else None
             return models.decode_notes(probs, th, draws, count=count, plays=plays, plays_cut=cut,
                                        sub=models.model_sub(self.cfg.model, d), onset_cuts=oc)
 
@@ -229,7 +231,8 @@ class TrainedModel:
         p = None if piano is None else jnp.asarray(piano.reshape(lat.shape[0], self.cfg.data.steps, -1))
         pl = None if plays_latents is None else jnp.asarray(Latents.of(plays_latents).concat(), jnp.float32)
         out = np.asarray(self._rolls(lat, jnp.asarray(th), jnp.asarray(self.onset_cuts), jax.random.key(seed), p, pl,
-                                     jnp.float32(self.harmony_guidance), sample=sample, count=bool(self.count_notes)))
+                                     jnp.float32(self.harmony_guidance), sample=sample, count=bool(self.count_notes),
+                                     cells=bool(self.per_cell_onsets)))
         return out.reshape(5, -1, out.shape[-1])
 
     def _finish(self, roll, *, name, shift=0, key=0, min_length=None, merge_gap=None, tempo=None,
