@@ -5,8 +5,9 @@ Built on Starlette (a small, well-kept ASGI toolkit: routing, static files, a th
 served by uvicorn; the page is plain HTML/CSS/JavaScript from `static/`, nothing from the internet.
 
 Generation runs off the event loop (in Starlette's thread pool) and one at a time (a lock around the model:
-other tabs' requests wait their turn); audio is rendered by one worker thread as soon as a song exists, so the
-page draws the roll while the WAV is being made. Options are validated with the command line's checks
+other tabs' requests wait their turn). Audio is rendered by one worker thread as soon as a song exists, a few
+bars at a time, the most recently asked-for song first, and streamed: the page draws the roll at once and can
+play after the first bars are rendered. Options are validated with the command line's checks
 (`vaejax.config.generation_problems`), uploads with its readers (`vaejax.music.read_song`) and their caps;
 a bad request gets a one-line message (HTTP 400 / 404 / 413), never a traceback.
 """
@@ -14,9 +15,7 @@ a bad request gets a one-line message (HTTP 400 / 404 / 413), never a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
-import concurrent.futures
 import contextlib
 import inspect
 import io
@@ -57,6 +56,48 @@ class StudioError(Exception):
         self.status = status
 
 
+class AudioWorker:
+    """One thread that renders audio streams span by span, always advancing the stream asked for last: a new
+    song (or mix) starts sounding at once even while earlier ones are still being rendered; those finish
+    afterwards."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._queue: list[list] = []  # [priority, stream]
+        self._order = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="studio-audio", daemon=True)
+        self._thread.start()
+
+    def submit(self, stream: payload.WavStream) -> None:
+        """Render `stream`, before everything submitted or bumped earlier."""
+        with self._cond:
+            for item in self._queue:
+                if item[1] is stream:
+                    item[0] = next(self._order)
+                    break
+            else:
+                self._queue.append([next(self._order), stream])
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._closed)
+                if self._closed:
+                    return
+                item = max(self._queue, key=lambda i: i[0])
+            more = item[1].step()  # a span of bars, outside the lock
+            if not more:
+                with self._cond:
+                    self._queue = [i for i in self._queue if i is not item]
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 class Entry:
     """One result (or upload): the song, its roll and JSON, and its audio mixes (rendered once each)."""
 
@@ -66,7 +107,7 @@ class Entry:
         self.params, self.label, self.notes, self.sample_rate = params, label, notes, sample_rate
         self.song = payload.song_payload(mt, cfg, roll=roll)
         self.created = time.time()
-        self.audio: dict[tuple[int, ...], concurrent.futures.Future] = {}
+        self.audio: dict[tuple[int, ...], payload.WavStream] = {}
 
     def summary(self) -> dict:
         return {"id": self.id, "kind": self.kind, "label": self.label, "params": self.params,
@@ -95,7 +136,7 @@ class Studio:
         self._plot_lock = threading.Lock()
         self._entries: collections.OrderedDict[str, Entry] = collections.OrderedDict()
         self._ids = itertools.count(1)
-        self._audio = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="studio-audio")
+        self._audio = AudioWorker()
         self.options = self._build_options()
 
     # ---- what can be asked ---------------------------------------------------------------------------
@@ -264,16 +305,18 @@ class Studio:
         self.audio(entry)  # the full mix starts rendering now, while the page draws the roll
         return entry
 
-    def audio(self, entry: Entry, keep=None) -> concurrent.futures.Future:
-        """The WAV bytes of `entry` with the tracks `keep` (indices; default all), rendered once."""
+    def audio(self, entry: Entry, keep=None) -> payload.WavStream:
+        """The audio of `entry` with the tracks `keep` (indices; default all): rendered once, a few bars at a
+        time, by the audio worker (read it with `part(i)` as it grows, or `data()`)."""
         key = tuple(range(len(TRACKS))) if keep is None else tuple(sorted(set(keep)))
         with self._entries_lock:
-            fut = entry.audio.get(key)
-            if fut is None:
+            stream = entry.audio.get(key)
+            if stream is None:
                 full = key == tuple(range(len(TRACKS)))
-                fut = entry.audio[key] = self._audio.submit(
-                    lambda: payload.render_wav(entry.mt, entry.sample_rate, None if full else key)[0])
-        return fut
+                stream = entry.audio[key] = payload.WavStream(entry.mt, entry.sample_rate, None if full else key)
+        if not stream.done:
+            self._audio.submit(stream)  # new, or asked for again: it goes first
+        return stream
 
     def midi(self, entry: Entry) -> bytes:
         from vaejax import render
@@ -396,7 +439,7 @@ class Studio:
         return time.perf_counter() - t
 
     def close(self) -> None:
-        self._audio.shutdown(wait=False, cancel_futures=True)
+        self._audio.close()
 
 
 # ---- the web application ---------------------------------------------------------------------------------
@@ -406,7 +449,7 @@ def make_app(studio: Studio):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
-    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
@@ -479,8 +522,23 @@ def make_app(studio: Studio):
                     raise StudioError(f"tracks must be track numbers 0-4, got {tracks!r}") from None
                 if any(not 0 <= t < len(TRACKS) for t in keep):
                     raise StudioError(f"tracks must be track numbers 0-4, got {tracks!r}")
-            data = await asyncio.wrap_future(studio.audio(entry, keep))
-            return Response(data, media_type="audio/wav", headers=attachment(entry, "wav"))
+            stream = studio.audio(entry, keep)
+
+            async def pieces():  # sent as the bars are rendered: playback starts before the song is done
+                i = 0
+                while True:
+                    try:
+                        piece = await run_in_threadpool(stream.part, i)
+                    except RuntimeError:
+                        log.exception("studio audio failed")
+                        return  # the page sees a short file and says the audio could not be loaded
+                    if piece is None:
+                        return
+                    yield piece
+                    i += 1
+
+            headers = dict(attachment(entry, "wav"), **{"Content-Length": str(stream.size)})
+            return StreamingResponse(pieces(), media_type="audio/wav", headers=headers)
         return await guarded(go)
 
     async def midi(request: Request):

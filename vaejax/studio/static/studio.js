@@ -144,9 +144,11 @@
     player.stop();
     roll.resetMix();
     roll.setSong(entry.song);
+    if (t0 !== undefined) body.dataset.drawnMs = (performance.now() - t0).toFixed(1);
     $("roll").dataset.songId = entry.id;
     $("roll").dataset.kind = entry.kind;
     $("song-title").textContent = entry.label;
+    $("song-title").title = entry.label;
     $("song-info").textContent = entry.song.bars + " bars · " + entry.song.tempo + " bpm";
     $("notes").textContent = (entry.notes || []).join(" · ");
     $("dl-midi").href = entry.midi;
@@ -156,7 +158,7 @@
     body.dataset.audioReady = "0";
     var seq = ++state.mixSeq;
     var ready = function () {
-      audio.removeEventListener("canplaythrough", ready);
+      audio.removeEventListener("canplay", ready);
       if (seq !== state.mixSeq) return;
       body.dataset.audioReady = "1";
       audio.dataset.songId = entry.id;
@@ -168,7 +170,7 @@
       setBusy(false);
       setStatus("ready");
     };
-    audio.addEventListener("canplaythrough", ready);
+    audio.addEventListener("canplay", ready);
     audio.onerror = function () {
       if (seq !== state.mixSeq) return;
       setBusy(false);
@@ -190,13 +192,13 @@
     var audio = $("audio"), seq = ++state.mixSeq;
     setStatus(tracks.length ? "rendering the mix…" : "every track is muted");
     var ready = function () {
-      audio.removeEventListener("canplaythrough", ready);
+      audio.removeEventListener("canplay", ready);
       if (seq !== state.mixSeq) return;
       body.dataset.audioReady = "1";
       body.dataset.mix = tracks.join(",");
       setStatus("ready");
     };
-    audio.addEventListener("canplaythrough", ready);
+    audio.addEventListener("canplay", ready);
     player.swap(url);
   }
 
