@@ -1,5 +1,6 @@
 """Studio benchmark in headless Chromium: page load, and the time from clicking Generate to a drawn roll with
-playable audio (32 bars), medians of 5, with the packaged model. Reuses the browser test's driver code.
+playable audio (32 bars), medians of 5, with the packaged model; audio streamed (the default) and rendered
+whole before it plays (`--whole-audio`). Reuses the browser test's driver code.
 
 Usage: python bench/bench_studio.py [--repeats 5] [--bars 32] [--json bench/results/studio.json]
 """
@@ -32,17 +33,21 @@ def main() -> int:
         print(f"error: {found}", file=sys.stderr)
         return 2
     load_before = os.getloadavg()
-    server = tb.Server()
-    try:
-        driver = tb.new_driver(*found, tempfile.mkdtemp())
+    results = {}
+    for name, flags in (("streamed", ()), ("whole", ("--whole-audio",))):  # the default, and --whole-audio
+        server = tb.Server(args=flags)
         try:
-            loads = [tb.open_page(driver, server.url) for _ in range(args.repeats)]
-            tb.time_generate(driver, args.bars, 1, seed0=999)  # the first result of a page (warms its caches)
-            runs = tb.time_generate(driver, args.bars, args.repeats)
+            driver = tb.new_driver(*found, tempfile.mkdtemp())
+            try:
+                loads = [tb.open_page(driver, server.url) for _ in range(args.repeats)]
+                tb.time_generate(driver, args.bars, 1, seed0=999)  # the first result of a page (warms its caches)
+                results[name] = (loads, tb.time_generate(driver, args.bars, args.repeats))
+            finally:
+                driver.quit()
         finally:
-            driver.quit()
-    finally:
-        server.stop()
+            server.stop()
+    loads, runs = results["streamed"]
+    whole = results["whole"][1]
     version = subprocess.run([found[0], "--version"], capture_output=True, text=True).stdout.strip()
     out = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared: load average {load_before[0]:.1f} "
@@ -58,6 +63,8 @@ def main() -> int:
         "generate_playable_ms_median": statistics.median(r["ms"] for r in runs),
         "generate_drawn_ms": [r["drawn_ms"] for r in runs],
         "generate_playable_ms": [r["ms"] for r in runs],
+        "whole_audio_generate_playable_ms_median": statistics.median(r["ms"] for r in whole),
+        "whole_audio_generate_playable_ms": [r["ms"] for r in whole],
     }
     text = json.dumps(out, indent=1)
     print(text)

@@ -294,3 +294,17 @@ def test_streamed_audio_sounds_like_the_whole_render(model):
     n = min(a.size, b.size)
     assert np.corrcoef(a[:n], b[:n])[0, 1] > 0.9
     assert 0.2 < streamed.std() / whole.std() < 5
+
+
+def test_whole_audio_is_sample_py_s(model):
+    from vaejax import render
+
+    song = model.sample(2, seed=4)[0]
+    stream = payload.WavStream(song, 22050, whole=True)
+    stream.run()
+    with wave.open(io.BytesIO(stream.data())) as w:
+        got = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    audio, _ = render.synthesize(song, 22050)
+    want = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    n = min(want.size, got.size)
+    assert np.array_equal(got[:n], want[:n]) and not got[n:].any()

@@ -44,8 +44,8 @@ def find_browser() -> tuple[str, str] | str:
 class Server:
     """`python -m vaejax.studio` on a free localhost port, in a subprocess (as a user starts it)."""
 
-    def __init__(self, model: str = "lpd5", timeout: float = 300.0):
-        cmd = [sys.executable, "-m", "vaejax.studio", "--model", model, "--port", "0", "--no-browser"]
+    def __init__(self, model: str = "lpd5", timeout: float = 300.0, args: tuple[str, ...] = ()):
+        cmd = [sys.executable, "-m", "vaejax.studio", "--model", model, "--port", "0", "--no-browser", *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.log: list[str] = []
         self.url = None

@@ -106,22 +106,37 @@ def _limit(x: np.ndarray) -> np.ndarray:
 _SOUNDFONT: list[bytes] = []
 
 
+def synth_midi(midi: bytes) -> bytes:
+    """MIDI file bytes -> WAV file bytes from the `midirenderer` SoundFont synthesiser with pretty_midi's
+    General MIDI SoundFont (as `vaejax.render` uses)."""
+    import midirenderer
+
+    from vaejax import render
+
+    if not _SOUNDFONT:
+        with open(render._soundfont(), "rb") as f:
+            _SOUNDFONT.append(f.read())
+    return midirenderer.render_wave_from(_SOUNDFONT[0], midi)
+
+
 class WavStream:
     """A song's General MIDI audio, made a few bars at a time so that playback can start before the whole song
     is rendered: the WAV's length is known up front (the song's plus `TAIL_SECONDS`), then each span of bars
     is rendered (the notes that start in it, with their release into later spans) and added into the mix,
     and the samples that no later span can change are released. Spans grow (1, 2, 4, 8 bars): the first sound
     comes quickly, the rest with few synthesiser calls. The sound is the `midirenderer` SoundFont synthesiser's
-    (as `vaejax.render` uses); where it is absent the whole song is rendered at once by `render.synthesize`.
+    (as `vaejax.render` uses); where it is absent, or with `whole=True`, the whole song is rendered at once by
+    `render.synthesize` (peak-normalised, as `sample.py` writes it) before the first sample is released.
 
     `step()` renders the next span and `run()` all of them (in a worker thread); `part(i)` waits for the i-th
     piece of bytes (the header first), `data()` for all of them; `size` is the file's length in bytes."""
 
-    def __init__(self, mt, sample_rate: int = 22050, keep=None):
+    def __init__(self, mt, sample_rate: int = 22050, keep=None, *, whole: bool = False):
         from vaejax.music import tempo_of
 
         self.mt = mt if keep is None else only_tracks(mt, set(keep))
         self.sample_rate = int(sample_rate)
+        self.whole = whole
         self.tempo = tempo_of(mt)
         self.seconds = mt.get_max_length() * 60.0 / self.tempo / mt.resolution
         self.frames = int(round((self.seconds + TAIL_SECONDS) * self.sample_rate))
@@ -190,16 +205,13 @@ class WavStream:
             import midirenderer
         except ImportError:
             midirenderer = None
-        if midirenderer is None or not any(i.notes for i in pm.instruments):
+        if self.whole or midirenderer is None or not any(i.notes for i in pm.instruments):
             audio, self.how = render.synthesize(self.mt, sample_rate=self.sample_rate)
             audio = np.pad(audio, (0, max(0, self.frames - audio.size)))[:self.frames]
             yield self._pcm(audio)
             return
         import pretty_midi
 
-        if not _SOUNDFONT:
-            with open(render._soundfont(), "rb") as f:
-                _SOUNDFONT.append(f.read())
         self.how = "midirenderer (General MIDI SoundFont), streamed"
         sr, bar = self.sample_rate, 4 * 60.0 / self.tempo
         mix = np.zeros(self.frames, np.float32)
@@ -222,7 +234,7 @@ class WavStream:
             if any_note:
                 buf = io.BytesIO()
                 part.write(buf)
-                with wave.open(io.BytesIO(midirenderer.render_wave_from(_SOUNDFONT[0], buf.getvalue()))) as w:
+                with wave.open(io.BytesIO(synth_midi(buf.getvalue()))) as w:
                     rate, channels = w.getframerate(), w.getnchannels()
                     raw = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
                 mono = raw.reshape(-1, channels).mean(axis=1)

@@ -127,8 +127,8 @@ class Studio:
     """A loaded model and the results made with it; thread-safe (the web handlers call it from threads)."""
 
     def __init__(self, model, *, name: str = "", keep: int = KEEP, max_bars: int = MAX_BARS,
-                 max_upload: int = MAX_UPLOAD_BYTES):
-        self.model, self.name, self.keep = model, name, keep
+                 max_upload: int = MAX_UPLOAD_BYTES, stream: bool = True):
+        self.model, self.name, self.keep, self.stream = model, name, keep, stream
         self.max_bars, self.max_upload = max_bars, max_upload
         self.cfg = model.cfg.data
         self._model_lock = threading.Lock()  # one generation at a time
@@ -313,7 +313,8 @@ class Studio:
             stream = entry.audio.get(key)
             if stream is None:
                 full = key == tuple(range(len(TRACKS)))
-                stream = entry.audio[key] = payload.WavStream(entry.mt, entry.sample_rate, None if full else key)
+                stream = entry.audio[key] = payload.WavStream(entry.mt, entry.sample_rate, None if full else key,
+                                                              whole=not self.stream)
         if not stream.done:
             self._audio.submit(stream)  # new, or asked for again: it goes first
         return stream
@@ -590,6 +591,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     p.add_argument("--no-warm", action="store_true", help="do not compile the default generation before serving")
+    p.add_argument("--whole-audio", action="store_true",
+                   help="render each song's audio whole before it plays (peak-normalised, as sample.py writes it) "
+                        "instead of streaming it a few bars at a time")
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"))
     return p
 
@@ -645,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         sock.close()
         return 2
-    studio = Studio(model, name=args.model or os.path.basename(os.path.normpath(folder)))
+    studio = Studio(model, name=args.model or os.path.basename(os.path.normpath(folder)), stream=not args.whole_audio)
     if not args.no_warm:
         print(f"compiled the default generation in {studio.warm():.1f} s", file=sys.stderr)
     host, port = sock.getsockname()[:2]
