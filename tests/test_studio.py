@@ -229,9 +229,9 @@ def test_several_requests_at_once(studio):
 
 def test_history_keeps_the_last(model):
     s = server.Studio(model, keep=2)
-    first = s.generate({"options": {"bars": 1}})
+    first = s.generate({"options": {"bars": 2}})
     for seed in (1, 2):
-        s.generate({"options": {"bars": 1, "seed": seed}})
+        s.generate({"options": {"bars": 2, "seed": seed}})
     with pytest.raises(server.StudioError, match="keeps its last 2 results") as e:
         s.get(first.id)
     assert e.value.status == 404 and len(s.history()) == 2
@@ -275,7 +275,10 @@ def test_streamed_audio_sounds_like_the_whole_render(model):
     pytest.importorskip("midirenderer")
     from vaejax import render
 
-    song = model.sample(8, seed=2)[0]
+    from vaejax.music import from_multitrack
+
+    parts = [from_multitrack(model.sample(2, seed=s)[0]) for s in range(4)]  # 8 bars, no new compilation
+    song = render.to_multitrack(np.concatenate(parts, axis=1), tempo=120.0)
     stream = payload.WavStream(song, 22050)
     stream.run()
     data = stream.data()
@@ -308,3 +311,9 @@ def test_whole_audio_is_sample_py_s(model):
     want = (np.clip(audio, -1, 1) * 32767).astype("<i2")
     n = min(want.size, got.size)
     assert np.array_equal(got[:n], want[:n]) and not got[n:].any()
+
+
+def test_loopback_studio_answers_its_own_names_only(studio):
+    with TestClient(server.make_app(studio, server.LOOPBACK_NAMES), base_url="http://127.0.0.1:8765") as c:
+        assert c.get("/api/options").status_code == 200
+        assert c.get("/api/options", headers={"host": "evil.example:8765"}).status_code == 400

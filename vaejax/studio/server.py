@@ -445,8 +445,12 @@ class Studio:
 
 # ---- the web application ---------------------------------------------------------------------------------
 
-def make_app(studio: Studio):
-    """The Starlette application serving `studio`."""
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
+
+def make_app(studio: Studio, allowed_hosts: list[str] | None = None):
+    """The Starlette application serving `studio`; with `allowed_hosts`, requests naming another host are
+    refused (a studio on the loopback address then cannot be reached through a web page's DNS tricks)."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -573,7 +577,13 @@ def make_app(studio: Studio):
         yield
         studio.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = []
+    if allowed_hosts:
+        from starlette.middleware import Middleware
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.studio = studio
     return app
 
@@ -661,7 +671,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_browser:
         import webbrowser
         threading.Timer(0.3, lambda: webbrowser.open(url)).start()
-    server = uvicorn.Server(uvicorn.Config(make_app(studio), log_level="warning", lifespan="on"))
+    loopback = host in ("127.0.0.1", "::1") or host.startswith("127.")
+    app = make_app(studio, LOOPBACK_NAMES if loopback else None)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:
