@@ -291,3 +291,28 @@ def test_generate_play_download_upload_arrange(browser, tmp_path):
           f"{median:.0f} ms (median of {times})")
     assert median < 15000, times  # a shared CPU machine: the figure itself goes to BENCHMARKS.md
     assert not glob.glob(os.path.join(downloads, "*.crdownload"))
+
+
+@pytest.mark.slow
+def test_notebook_view_draws_and_plays(browser, tmp_path):
+    """`vaejax.show(song)`'s HTML, opened as a page of its own (as a notebook shows it: no server)."""
+    from selenium.webdriver.common.by import By
+
+    from vaejax import trained_model
+    from vaejax.studio import inline, payload
+
+    driver = browser[0]
+    song = trained_model.load("lpd5").sample(4, seed=5)[0]
+    page = tmp_path / "show.html"
+    page.write_text("<!doctype html><meta charset=utf-8><body>" + inline.show_html(song) + "</body>", encoding="utf-8")
+    driver.get(page.as_uri())
+    wait_for(driver, "document.querySelector('.vj-roll') && document.querySelector('.vj-roll').dataset.drawn", 30,
+             "the inline roll")
+    shown = driver.execute_script("return Object.assign({}, document.querySelector('.vj-roll').dataset)")
+    want = payload.note_counts(payload.song_payload(song))
+    assert {t: int(shown[f"notes{t}"]) for t in want} == want
+    wait_for(driver, "document.querySelector('.vj-audio').readyState >= 3", 30, "the inline audio")
+    assert abs(driver.execute_script("return document.querySelector('.vj-audio').duration") - 8.0) < 0.1
+    driver.find_element(By.CSS_SELECTOR, "[data-act='play']").click()
+    wait_for(driver, "parseFloat(document.querySelector('.vj-roll').dataset.playhead || '0') > 0.3", 30,
+             "the inline playhead")

@@ -42,6 +42,8 @@ MAX_UPLOAD_BYTES = 4 << 20
 """Largest upload: the MIDI reader's cap (`vaejax.music.MAX_MIDI_BYTES`), for npz files too."""
 KEEP = 32
 """Results kept in memory (the oldest are dropped first); the page's history lists them."""
+AUDIO_KEEP = 8
+"""Results whose rendered audio stays in memory (older ones render again when asked: a WAV of 32 bars is 3 MB)."""
 MODES = ("sample", "arrange", "vary", "continue")
 """What a request can do: a new song, or a band for / a variation of / a continuation of a given song."""
 ON_SOURCE = ("arrange", "vary", "continue")
@@ -302,6 +304,10 @@ class Studio:
             self._entries[ident] = entry
             while len(self._entries) > self.keep:
                 self._entries.popitem(last=False)
+            for old in list(self._entries.values())[:-AUDIO_KEEP]:
+                for mix, stream in list(old.audio.items()):
+                    if stream.done:
+                        del old.audio[mix]
         self.audio(entry)  # the full mix starts rendering now, while the page draws the roll
         return entry
 
