@@ -22,6 +22,9 @@ LAYERS = [
     {"vaejax.training.stages"},
     {"vaejax.training", "vaejax.evaluate"},
     {"vaejax.cli"},
+    {"vaejax.studio.payload"},
+    {"vaejax.studio.inline", "vaejax.studio.server"},
+    {"vaejax.studio", "vaejax.studio.__main__"},
 ]
 
 

@@ -7,7 +7,7 @@ The library does what the command lines do: `load` is `sample.py`'s model, `trai
 from vaejax import config, music, render
 from vaejax.config import TRACKS, Config, preset
 
-__all__ = ["config", "music", "render", "TRACKS", "Config", "preset", "load", "prepare", "train"]
+__all__ = ["config", "music", "render", "TRACKS", "Config", "preset", "load", "prepare", "train", "show"]
 __version__ = "0.1.0"
 
 
@@ -29,3 +29,10 @@ def train(run_dir: str | None = None, data: str | None = None, cfg: Config | Non
     `vaejax.training.train`."""
     from vaejax.training import train as _train
     return _train(run_dir, data, cfg, **kw)
+
+
+def show(song, **kw):
+    """The studio's piano roll and player for a song, inline in a notebook (no server): an IPython HTML
+    object. See `vaejax.studio.inline.show`."""
+    from vaejax.studio.inline import show as _show
+    return _show(song, **kw)
