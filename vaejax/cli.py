@@ -301,10 +301,14 @@ def sample_main(argv: list[str] | None = None) -> int:
         while not args.overwrite and any(os.path.exists(base + ext) for ext in (".mid", ".png", ".wav")):
             n += 1
             base = os.path.join(args.out, f"{name}-{n}")
-        print(render.write_midi(base + ".mid", mt))
+        # an arrangement keeps the given MIDI file's part note for note, its tempo map and length
+        given = dict(source=args.arrange, tracks=args.tracks, cfg=model.cfg.data) if args.arrange else {}
+        print(render.write_midi(base + ".mid", mt, **given))
         print(render.plot(mt, base + ".png", title=f"{mt.name}: {name}, sigma {args.sigma}", cfg=model.cfg.data))
         if not args.no_audio:
-            audio, how = render.synthesize(mt, sample_rate=args.sample_rate)
+            sound = render.arrangement_midi(args.arrange, mt, tracks=args.tracks, cfg=model.cfg.data)[0] \
+                if args.arrange else mt
+            audio, how = render.synthesize(sound, sample_rate=args.sample_rate)
             print(render.write_wav(base + ".wav", audio, sample_rate=args.sample_rate))
         silent = render.silent_tracks(mt)
         if len(silent) == len(mt.tracks):
