@@ -14,7 +14,7 @@ from vaejax.config import LATENT_SIZES, PRESETS, preset
 
 def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="train.py",
+        prog=config_lib.program("train.py"),
         description="Train the five instrument VAEs, then MelodyNN and the four HarmonyNNs. Re-running the "
                     "same command resumes from the last checkpoint of the run directory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -167,9 +167,12 @@ def _quiet_logs() -> None:
     if os.environ.get("VAEJAX_DEBUG"):
         logging.basicConfig(level=logging.DEBUG)
         return
+    ours = logging.getLogger("vaejax")
+    if any(getattr(h, "vaejax_cli", False) for h in ours.handlers):  # one handler, however often called
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    ours = logging.getLogger("vaejax")
+    handler.vaejax_cli = True
     ours.addHandler(handler)
     ours.setLevel(logging.INFO)
     ours.propagate = False
@@ -189,7 +192,7 @@ def _writable(path: str) -> bool:
 
 def sample_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="sample.py",
+        prog=config_lib.program("sample.py"),
         description="Generate multitrack songs from a trained run: MIDI, a pianoroll picture and WAV audio.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=None,

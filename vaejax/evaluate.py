@@ -22,7 +22,7 @@ import numpy as np
 
 from vaejax import data as data_lib
 from vaejax import metrics, music, render, trained_model
-from vaejax.config import MERGE_GAP, MIN_LENGTH, SIGMA, TRACKS
+from vaejax.config import MERGE_GAP, MIN_LENGTH, SIGMA, TRACKS, program
 from vaejax.latents import Latents, playing
 
 SIGMAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -283,7 +283,7 @@ def _cpu_name() -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vaejax.evaluate", description=__doc__,
+    ap = argparse.ArgumentParser(prog=program("python -m vaejax.evaluate"), description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="+", required=True, help="run directories; the first is used for generation")
     ap.add_argument("--data", required=True, help="prepared dataset (its test split is held out)")
