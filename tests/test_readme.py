@@ -118,9 +118,13 @@ def _local(argv, cwd):
             and not os.path.exists(os.path.join(cwd, a)) else a for a in argv]
 
 
-def test_readme_sample_commands_run(tiny_run, tmp_path, monkeypatch, capsys):
-    """The README's sample.py commands, in order, in a fresh folder, on the tiny run with tiny sizes: each
-    writes the files it prints (the variation reads the song the first command wrote)."""
+@pytest.mark.slow
+def test_readme_sample_commands_run(tmp_path, monkeypatch, capsys):
+    """The README's sample.py commands, in order, in a fresh folder, on the packaged model with tiny sizes:
+    each writes the files it prints (the variation reads the song the first command wrote)."""
+    from vaejax import packaging
+    if "lpd5" not in packaging.pretrained_names():
+        pytest.skip("the packaged model is not in this checkout")
     monkeypatch.chdir(tmp_path)
     ran = 0
     for command in COMMANDS:
@@ -133,7 +137,7 @@ def test_readme_sample_commands_run(tiny_run, tmp_path, monkeypatch, capsys):
                 i = argv.index(opt) + 1
                 argv[i] = str(min(int(argv[i]), cap))
         capsys.readouterr()
-        rc = cli.sample_main(argv + ["--checkpoint", tiny_run, "--no-audio"] + ([] if "--bars" in argv else ["--bars", "2"]))
+        rc = cli.sample_main(argv + ["--checkpoint", "lpd5", "--no-audio"] + ([] if "--bars" in argv else ["--bars", "2"]))
         out = capsys.readouterr()
         assert rc == 0, f"{command}: {out.err}"
         paths = out.out.split()
