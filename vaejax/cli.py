@@ -160,6 +160,18 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever `sys.stderr` is when a record comes (redirections included)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
 def _quiet_logs() -> None:
     """Our progress lines at INFO; checkpoint libraries' chatter only from WARNING up, and their errors
     (logged with tracebacks from background threads) not at all: a failed save reaches us as one
@@ -168,12 +180,10 @@ def _quiet_logs() -> None:
         logging.basicConfig(level=logging.DEBUG)
         return
     ours = logging.getLogger("vaejax")
-    if any(getattr(h, "vaejax_cli", False) for h in ours.handlers):  # one handler, however often called
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.vaejax_cli = True
-    ours.addHandler(handler)
+    if not any(isinstance(h, _Stderr) for h in ours.handlers):  # one handler, however often called
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        ours.addHandler(handler)
     ours.setLevel(logging.INFO)
     ours.propagate = False
     for name in ("orbax", "jax"):
