@@ -48,14 +48,13 @@ def assert_given_part_kept(src: str, out: str):
 
 def _pop909_files():
     files = [os.path.join(ROOT, "examples", "pop909-001-piano.mid")]
-    for name in ("002.mid", "003.mid"):
-        path = os.path.join(POP909, name)
-        if os.path.exists(path):
-            files.append(path)
+    for name in ("002.mid", "003.mid"):  # song 002 changes tempo 16 times
+        files.append(pytest.param(os.path.join(POP909, name), marks=[pytest.mark.realdata, pytest.mark.skipif(
+            not os.path.exists(os.path.join(POP909, name)), reason=f"{POP909} absent")]))
     return files
 
 
-@pytest.mark.parametrize("src", _pop909_files(), ids=os.path.basename)
+@pytest.mark.parametrize("src", _pop909_files(), ids=lambda p: os.path.basename(str(p)))
 def test_sample_arrange_keeps_pop909_part(model, src, tmp_path):
     """`sample.py --arrange` on POP909 songs (three program-0 tracks; song 002 has 16 tempo changes)."""
     out = tmp_path / "o"
@@ -67,7 +66,8 @@ def test_sample_arrange_keeps_pop909_part(model, src, tmp_path):
     assert names[-3:] == ["Drums", "Bass", "Strings"] and "Guitar" not in names
 
 
-def test_pop909_002_is_in_the_shared_data():
+@pytest.mark.realdata
+def test_pop909_002_changes_tempo():
     if not os.path.exists(os.path.join(POP909, "002.mid")):
         pytest.skip(f"{POP909} absent: the tempo-changing POP909 song is not tested")
     assert len(pretty_midi.PrettyMIDI(os.path.join(POP909, "002.mid")).get_tempo_changes()[0]) > 1
