@@ -230,3 +230,12 @@ def test_training_options_reach_the_configuration(capsys):
         json.loads(printed)
         if opt not in ("--data", "--stage", "--run", "--quiet", "--accelerator"):
             assert printed != base, f"{argv} left the configuration unchanged"
+
+
+@pytest.mark.parametrize("script,parser,default", [("vaejax-sample", cli.sample_parser, "sample.py"),
+                                                   ("vaejax-train", cli.train_parser, "train.py")])
+def test_usage_lines_name_the_program_that_was_started(script, parser, default, monkeypatch):
+    monkeypatch.setattr("sys.argv", [f"/venv/bin/{script}"])
+    assert parser().format_usage().startswith(f"usage: {script} ")
+    monkeypatch.setattr("sys.argv", [default])
+    assert parser().format_usage().startswith(f"usage: {default} ")
