@@ -40,15 +40,29 @@ def demo_prepared(tmp_path_factory):
     return str(root / "prep")
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, demo_prepared):
-    """Every stage trained briefly on the tiny preset: a real run directory to sample and evaluate from."""
-    from vaejax import training
+def tiny_config():
+    """The configuration of the shared trained run: the tiny preset, 6 steps an epoch, a checkpoint every 4
+    steps and a log line every step (the resume tests compare their losses with it step by step)."""
     from vaejax.config import preset
 
+    return preset("tiny").replace(train={"max_steps_per_epoch": 6, "checkpoint_every": 4, "log_every": 1})
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory, demo_prepared):
+    """(run folder, per-stage results): every stage trained briefly on the tiny preset, once per test session.
+    Tests read it; a test that changes a run copies it first."""
+    from vaejax import training
+
     run = str(tmp_path_factory.mktemp("tinyrun") / "run")
-    training.train_all(run, preset("tiny").replace(train={"max_steps_per_epoch": 4}), demo_prepared, progress=False)
-    return run
+    results = training.train_all(run, tiny_config(), demo_prepared, progress=False)
+    return run, results
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_trained):
+    """The shared trained run's folder: a real run directory to sample and evaluate from."""
+    return tiny_trained[0]
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""The quick-start notebook runs top to bottom from examples/ (Jupyter's working folder there)."""
+"""The quick-start notebook runs top to bottom from examples/ (Jupyter's working folder there) and writes only
+into a temporary folder."""
 
 import os
 import shutil
@@ -8,7 +9,8 @@ import pytest
 from conftest import ROOT
 
 
-def test_quickstart_notebook_runs(tmp_path):
+@pytest.mark.slow
+def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat", reason="nbformat not installed (pip install -e '.[test]')")
     nbclient = pytest.importorskip("nbclient", reason="nbclient not installed (pip install -e '.[test]')")
     try:
@@ -21,7 +23,11 @@ def test_quickstart_notebook_runs(tmp_path):
     if "lpd5" not in packaging.pretrained_names():
         pytest.skip("the packaged model is not in this checkout")
     work = tmp_path / "examples"
-    shutil.copytree(os.path.join(ROOT, "examples"), work)  # outputs (song.mid) land in the copy
+    shutil.copytree(os.path.join(ROOT, "examples"), work)
+    before = sorted(os.listdir(work))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # the kernel's tempfile folder
     nb = nbformat.read(str(work / "quickstart.ipynb"), as_version=4)
     nbformat.validate(nb)  # cell ids and all
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
@@ -30,4 +36,6 @@ def test_quickstart_notebook_runs(tmp_path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     kinds = {k for o in outputs for k in o.get("data", {})}
     assert "image/png" in kinds and "text/html" in kinds  # plots and an audio player, inline
-    assert (work / "song.mid").exists()
+    assert sorted(os.listdir(work)) == before  # nothing written into the checkout's examples/
+    (made,) = os.listdir(temp)
+    assert sorted(os.listdir(temp / made)) == ["arranged.mid", "song.mid"]

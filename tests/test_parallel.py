@@ -15,6 +15,7 @@ from vaejax.runs import RunFolder
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one(demo_prepared):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     r = subprocess.run([sys.executable, os.path.join(HERE, "sharding_check.py"), demo_prepared], env=env,
@@ -34,6 +35,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_on_loopback_match_one(tmp_path, demo_prepared):
     """Two hosts, each reading its half of every batch, train exactly as one host does."""
     common = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,

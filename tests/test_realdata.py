@@ -10,6 +10,7 @@ from vaejax import data, music
 
 needs_lpd = pytest.mark.skipif(not os.path.isdir(LPD_SAMPLE), reason=f"real LPD sample not found at {LPD_SAMPLE}")
 needs_pop = pytest.mark.skipif(not os.path.isdir(POP909), reason=f"POP909 sample not found at {POP909}")
+pytestmark = pytest.mark.realdata
 
 
 @needs_lpd

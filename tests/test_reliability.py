@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, tmpfs
 import fuzz_corpus
-from vaejax import data, music
+from vaejax import cli, data, music
 from vaejax.runs import RunError, RunFolder
 
 PEAK_MB = 600
@@ -104,7 +104,7 @@ def test_a_hanging_or_dying_reader_costs_one_file(tmp_path, monkeypatch):
     code = f"""
 import os, signal, time, sys
 sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
-from vaejax import data, music
+from vaejax import cli, data, music
 real = music.read_song
 def read(path, *a, **k):
     if path.endswith("hang.mid"):
@@ -129,7 +129,7 @@ for s in r["skipped"]:
     assert "reader process died (signal 9" in reasons["die.mid"]
 
 
-def test_damaged_cache_is_named_with_the_fix(tmp_path, demo_prepared):
+def test_damaged_cache_is_named_with_the_fix(tmp_path, demo_prepared, monkeypatch, capsys):
     cache = tmp_path / "c"
     shutil.copytree(demo_prepared, cache)
     data.open_dataset(str(cache), verify_checksums=True)
@@ -138,10 +138,11 @@ def test_damaged_cache_is_named_with_the_fix(tmp_path, demo_prepared):
     bars.write_bytes(blob[: len(blob) // 2])  # a full disk, a partial copy
     with pytest.raises(data.CacheError, match=r"train\.bars: .* bytes, the cache recorded .*--force"):
         data.open_dataset(str(cache))
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", str(cache),
-                        "--run", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, cwd=str(tmp_path))
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "--force" in r.stderr
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert cli.train_main(["--preset", "tiny", "--data", str(cache), "--run", str(tmp_path / "run"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: ") and "--force" in err
     flipped = bytearray(blob)
     flipped[len(blob) // 3] ^= 0xFF
     bars.write_bytes(bytes(flipped))  # same size, one byte changed: the checksum tells
@@ -156,6 +157,7 @@ def test_damaged_cache_is_named_with_the_fix(tmp_path, demo_prepared):
         data.open_dataset(str(cache))
 
 
+@pytest.mark.slow
 def test_kill_9_during_prepare_then_the_same_command(tmp_path):
     from vaejax import demo
     demo.write_corpus(str(tmp_path / "src"), songs=150, seed=4, bars=16)
@@ -194,14 +196,15 @@ def test_symlink_loops_spaces_and_non_ascii_names(tmp_path):
     assert any("broken symbolic link" in r for r in reasons)
 
 
-def test_unwritable_output_is_reported_before_work(tmp_path, demo_prepared):
+def test_unwritable_output_is_reported_before_work(tmp_path, demo_prepared, capsys):
     with tmpfs(tmp_path / "ro", "size=64k,ro") as ro:
         with pytest.raises(data.PrepareError, match="cannot write here") as e:
             data.prepare(demo_prepared.replace("prep", "src"), str(ro / "cache"), workers=1, progress=False)
         assert e.value.code == 2
-        r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", "lpd5", "--out",
-                            str(ro / "songs")], capture_output=True, text=True)
-        assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
+        capsys.readouterr()
+        assert cli.sample_main(["--checkpoint", "lpd5", "--out", str(ro / "songs")]) == 2
+        err = capsys.readouterr().err
+        assert "cannot write" in err and "Traceback" not in err
 
 
 def test_full_disk_keeps_the_previous_cache(tmp_path):
@@ -239,7 +242,7 @@ def test_a_run_trains_in_one_process_at_a_time(tmp_path):
         pass
 
 
-def test_run_files_that_do_not_match_are_named(tmp_path, tiny_run):
+def test_run_files_that_do_not_match_are_named(tmp_path, tiny_run, capsys):
     from vaejax import trained_model
     from vaejax.checkpoint import CheckpointError
 
@@ -250,9 +253,10 @@ def test_run_files_that_do_not_match_are_named(tmp_path, tiny_run):
     (run / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="networks do not match config.json"):
         trained_model.load(str(run))
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", str(run), "--bars", "2",
-                        "--out", str(tmp_path / "o")], capture_output=True, text=True)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    capsys.readouterr()
+    assert cli.sample_main(["--checkpoint", str(run), "--bars", "2", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
     shutil.rmtree(run)
     shutil.copytree(tiny_run, run)
     stats = json.loads((run / "stats.json").read_text())

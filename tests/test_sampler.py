@@ -98,31 +98,67 @@ def test_sampled_songs_keep_the_requested_key(model):
     np.testing.assert_array_equal(b, music.transpose(a, 3))
 
 
-def test_harmony_guidance_leaves_the_piano(model):
-    """Guidance leaves the piano (which has no condition) alone."""
-    lat, means = model.sample_latents(4, sigma=0.8, seed=5, num=2, with_means=True)
+@pytest.fixture(scope="module")
+def packaged():
+    """The packaged model: trained on LPD-5, so its band plays (a tiny run's may be silent)."""
+    if "lpd5" not in packaging.pretrained_names():
+        pytest.skip("the packaged model is not in this checkout")
+    return trained_model.load("lpd5")
+
+
+def _in_piano_classes(roll, lowest_pitch=24):
+    """Share of the band's pitched cells (guitar, bass, strings), counted per beat, whose pitch class the
+    piano plays in the same beat."""
+    beats = roll.reshape(5, -1, 24, roll.shape[-1]).any(axis=2)  # [5, beats, P]
+    pc = (np.arange(roll.shape[-1]) + lowest_pitch) % 12
+    piano = np.stack([beats[1][:, pc == c].any(axis=1) for c in range(12)], axis=1)  # [beats, 12]
+    band = beats[2:]  # [3, beats, P]
+    inside = band & piano[None][:, :, pc]
+    return inside.sum() / max(1, band.sum())
+
+
+def test_harmony_guidance_moves_the_band_toward_the_piano(packaged):
+    """Stronger guidance puts more of the band's notes in the pitch classes the piano plays in each beat,
+    and leaves the piano (which has no condition) alone."""
+    lat, means = packaged.sample_latents(8, sigma=0.5, seed=5, num=2, with_means=True)
     flat = lambda z: z.concat().reshape((-1,) + z.shape[2:] + (2 * z.size,))  # noqa: E731
-    old = model.harmony_guidance
+    old = packaged.harmony_guidance
     try:
-        model.harmony_guidance = 1.0
-        a = model.rolls(flat(lat), plays_latents=flat(means))
-        model.harmony_guidance = 12.0
-        b = model.rolls(flat(lat), plays_latents=flat(means))
+        packaged.harmony_guidance = 0.0
+        a = packaged.rolls(flat(lat), plays_latents=flat(means))
+        packaged.harmony_guidance = 12.0
+        b = packaged.rolls(flat(lat), plays_latents=flat(means))
     finally:
-        model.harmony_guidance = old
+        packaged.harmony_guidance = old
     np.testing.assert_array_equal(a[1], b[1])  # the piano has no condition: guidance leaves it alone
+    assert a[2:].any() and b[2:].any()
+    assert _in_piano_classes(b) > _in_piano_classes(a) + 0.1, (_in_piano_classes(a), _in_piano_classes(b))
 
 
-def test_vary_and_interpolate(model):
-    rng = np.random.default_rng(1)
-    song = rng.random((5, 4 * 96, 84)) < 0.02
-    assert _roll(model.vary(song, sigma=0.5, seed=0)).shape == (5, 4 * 96, 84)
-    steps = model.interpolate(song, song[:, ::-1], steps=3, bars=2)
+def test_vary_interpolate_and_continue(packaged):
+    """At sigma 0 a variation is the decoding of the song's encoding; interpolation starts and ends at the
+    two songs' decodings; a continuation at sigma 0 is the chain's decoding from the song's last bar.
+    (The packaged model, so that the songs have notes to compare.)"""
+    m = packaged
+    raw = dict(min_length=0, merge_gap=0)
+    song, other = (music.transpose(_roll(s), 2) for s in m.sample(bars=4, sigma=0.5, seed=2, num=2, **raw))
+    assert song.any() and other.any()
+    shift = music.key_shift(song)  # the model works in C major / A minor; outputs return to the song's key
+    z = m.encode(song)
+    assert z.shape == (4, 5) and z.concat().shape == (4, 5, m.K * 2)
+    still = _roll(m.vary(song, sigma=0.0, seed=0, **raw))
+    assert still.any()
+    np.testing.assert_array_equal(still, _roll(m.decode(z, plays_latents=z, shift=shift, **raw)))
+    moved = _roll(m.vary(song, sigma=1.0, seed=0, **raw))
+    assert moved.shape == still.shape and not np.array_equal(moved, still)
+    steps = m.interpolate(song, other, steps=3, bars=2, **raw)
     assert len(steps) == 3
-    z = model.encode(song)
-    assert z.shape == (4, 5) and z.concat().shape == (4, 5, 16)
-    cont = model.continue_song(song, bars=3, sigma=0.5, seed=0)
-    assert _roll(cont).shape == (5, 3 * 96, 84)
+    np.testing.assert_array_equal(_roll(steps[0]), _roll(m.decode(z[:2], **raw)))
+    np.testing.assert_array_equal(_roll(steps[-1]), _roll(m.decode(m.encode(other)[:2], **raw)))
+    assert not np.array_equal(_roll(steps[1]), _roll(steps[0]))
+    cont = m.continue_song(song, bars=3, sigma=0.0, seed=0, **raw)
+    again, means = m.sample_latents(3, sigma=0.0, seed=0, start=z[-1:], with_means=True)
+    np.testing.assert_array_equal(_roll(cont), _roll(m.decode(again[0], plays_latents=means[0], shift=shift, **raw)))
 
 
 def test_postprocess_merges_and_drops():
@@ -143,13 +179,20 @@ def test_bad_arguments(model):
         model.sample(bars=2, sigma=-1.0)
 
 
-def test_cli_outputs_and_errors(model, tmp_path):
+def _sample(capsys, *argv):
+    """`sample.py ARGV` in this process: (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    rc = cli.sample_main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_cli_outputs_and_errors(model, tmp_path, capsys):
     run = model.run_dir
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", run, "--bars", "4",
-                        "--sigma", "0.5", "--out", str(out)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    paths = r.stdout.split()
+    rc, stdout, err = _sample(capsys, "--checkpoint", run, "--bars", "4", "--sigma", "0.5", "--out", out)
+    assert rc == 0, err
+    paths = stdout.split()
     assert [os.path.splitext(p)[1] for p in paths] == [".mid", ".png", ".wav"]
     import mido
     assert len(mido.MidiFile(paths[0]).tracks) == 6  # a tempo track and the five instruments, even if silent
@@ -160,29 +203,35 @@ def test_cli_outputs_and_errors(model, tmp_path):
     for args, msg in ((["--bars", "0"], "--bars"), (["--bars", "100000"], "--bars"), (["--sigma", "-1"], "--sigma"),
                       (["--arrange", str(tmp_path / "missing.mid")], "no such file")):
         bad = tmp_path / "bad"
-        r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", run, "--out", str(bad)]
-                           + args, capture_output=True, text=True)
-        assert r.returncode == 2 and msg in r.stderr
+        rc, _, err = _sample(capsys, "--checkpoint", run, "--out", bad, *args)
+        assert rc == 2 and msg in err
         assert not bad.exists()  # nothing half-written
     junk = tmp_path / "junk.mid"
     junk.write_bytes(os.urandom(100))
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", run, "--arrange", str(junk),
-                        "--out", str(tmp_path / "bad2")], capture_output=True, text=True)
-    assert r.returncode == 2 and "not a readable MIDI" in r.stderr and not (tmp_path / "bad2").exists()
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", str(tmp_path / "none")],
-                       capture_output=True, text=True)
-    assert r.returncode == 2 and "python train.py" in r.stderr
+    rc, _, err = _sample(capsys, "--checkpoint", run, "--arrange", junk, "--out", tmp_path / "bad2")
+    assert rc == 2 and "not a readable MIDI" in err and not (tmp_path / "bad2").exists()
+    rc, _, err = _sample(capsys, "--checkpoint", tmp_path / "none")
+    assert rc == 2 and "python train.py" in err
     # --arrange with --tracks: the MIDI file holds the piano and the asked-for bass only
     piano = np.zeros((5, 2 * 96, 84), bool)
     piano[1, 0:90, 40] = True
     src = render.write_midi(str(tmp_path / "piano.mid"), render.to_multitrack(piano, tempo=100.0))
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", run, "--arrange", src,
-                        "--tracks", "bass", "--no-audio", "--out", str(tmp_path / "arr")], capture_output=True,
-                       text=True)
-    assert r.returncode == 0, r.stderr
-    pm = pretty_midi.PrettyMIDI(r.stdout.split()[0])
+    rc, stdout, err = _sample(capsys, "--checkpoint", run, "--arrange", src, "--tracks", "bass", "--no-audio",
+                              "--out", tmp_path / "arr")
+    assert rc == 0, err
+    pm = pretty_midi.PrettyMIDI(stdout.split()[0])
     assert abs(pm.get_tempo_changes()[1][0] - 100.0) < 1e-3  # the input's tempo
     assert {i.name for i in pm.instruments if i.notes} <= {"Piano", "Bass"}
+
+
+def test_sample_runs_as_its_own_program():
+    """`python sample.py` as a process: its usage line, and a one-line error with exit code 2 (argument
+    checks come before the libraries load). What it writes is tested in this process above."""
+    script = os.path.join(ROOT, "sample.py")
+    r = subprocess.run([sys.executable, script, "--bars", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--bars" in r.stderr, r.stderr
+    h = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
+    assert h.returncode == 0 and h.stdout.startswith("usage: sample.py")
 
 
 def test_synthetic_training_is_labelled(model):
@@ -232,7 +281,7 @@ def test_saving_a_picture_keeps_the_matplotlib_backend(tmp_path):
         matplotlib.use(before)
 
 
-def test_cli_arrange_unusual_inputs(model, tmp_path):
+def test_cli_arrange_unusual_inputs(model, tmp_path, capsys):
     """A piano part in 3/4, one without notes and one over 1,000 bars: a result or a one-line error."""
     import pretty_midi
 
@@ -248,19 +297,19 @@ def test_cli_arrange_unusual_inputs(model, tmp_path):
         return path
 
     def run(path):
-        return subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", model.run_dir,
-                               "--arrange", path, "--no-audio", "--out", str(tmp_path / "o")],
-                              capture_output=True, text=True)
+        return _sample(capsys, "--checkpoint", model.run_dir, "--arrange", path, "--no-audio", "--out", tmp_path / "o")
 
-    r = run(write("waltz.mid", 24, meter=(3, 4)))  # 24 beats of 3/4: read on its beat grid, cut every 4 beats
-    assert r.returncode == 0, r.stderr
-    pm = pretty_midi.PrettyMIDI(r.stdout.split()[0])
-    assert [len(i.notes) for i in pm.instruments if i.name == "Piano"] == [24]
-    r = run(write("empty.mid", 0))
-    assert r.returncode == 2 and "no notes" in r.stderr and "Traceback" not in r.stderr
-    r = run(write("long.mid", 4 * 1100, seconds_per_note=0.5))  # 1,100 bars
-    assert r.returncode == 0, r.stderr
-    assert pretty_midi.PrettyMIDI(r.stdout.split()[0]).get_end_time() > 1100 * 2 * 0.99
+    rc, out, err = run(write("waltz.mid", 24, meter=(3, 4)))  # 24 beats of 3/4: on its beat grid, cut every 4
+    assert rc == 0, err
+    pm = pretty_midi.PrettyMIDI(out.split()[0])
+    given = [i for i in pm.instruments if i.name not in ("Drums", "Guitar", "Bass", "Strings")]
+    assert [len(i.notes) for i in given] == [24]  # the given part, note for note
+    assert pm.time_signature_changes[0].numerator == 3  # and its meter
+    rc, _, err = run(write("empty.mid", 0))
+    assert rc == 2 and "no notes" in err and "Traceback" not in err
+    rc, out, err = run(write("long.mid", 4 * 1100, seconds_per_note=0.5))  # 1,100 bars
+    assert rc == 0, err
+    assert pretty_midi.PrettyMIDI(out.split()[0]).get_end_time() > 1100 * 2 * 0.99
 
 
 def test_general_midi_audio_from_the_wheel_and_silence_labelled():
@@ -280,7 +329,7 @@ def test_general_midi_audio_from_the_wheel_and_silence_labelled():
     assert render.silent_tracks(mt) == ["Guitar", "Strings"]
 
 
-def test_packaged_lpd5_model_loads_offline_and_plays(tmp_path):
+def test_packaged_lpd5_model_loads_offline_and_plays(tmp_path, monkeypatch, capsys):
     """The shipped model loads by name without training or network, and makes a band that plays."""
     if "lpd5" not in packaging.pretrained_names():
         pytest.skip("the packaged model is not in this checkout")
@@ -289,18 +338,17 @@ def test_packaged_lpd5_model_loads_offline_and_plays(tmp_path):
     song = m.sample(bars=8, sigma=0.5, seed=0, min_length=0, merge_gap=0)[0]
     roll = _roll(song)
     assert roll.shape == (5, 8 * 96, 84) and roll.any(axis=(1, 2)).sum() >= 3  # at least three tracks play
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--bars", "4", "--no-audio", "--out",
-                        str(tmp_path / "o")], capture_output=True, text=True, cwd=str(tmp_path))
-    assert r.returncode == 0, r.stderr
-    assert "using the packaged model lpd5" in r.stderr  # no run trained in this folder: says which model
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _sample(capsys, "--bars", "4", "--no-audio", "--out", tmp_path / "o")
+    assert rc == 0, err
+    assert "using the packaged model lpd5" in err  # no run trained in this folder: says which model
 
 
-def test_cli_does_not_overwrite_earlier_songs(model, tmp_path):
-    cmd = [sys.executable, os.path.join(ROOT, "sample.py"), "--checkpoint", model.run_dir, "--bars", "2",
-           "--no-audio", "--out", str(tmp_path)]
-    first = subprocess.run(cmd, capture_output=True, text=True).stdout.split()
-    second = subprocess.run(cmd, capture_output=True, text=True).stdout.split()
-    third = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True).stdout.split()
+def test_cli_does_not_overwrite_earlier_songs(model, tmp_path, capsys):
+    cmd = ["--checkpoint", model.run_dir, "--bars", "2", "--no-audio", "--out", tmp_path]
+    first = _sample(capsys, *cmd)[1].split()
+    second = _sample(capsys, *cmd)[1].split()
+    third = _sample(capsys, *cmd, "--overwrite")[1].split()
     assert [os.path.basename(p) for p in first] == ["sample-seed0-0.mid", "sample-seed0-0.png"]
     assert [os.path.basename(p) for p in second] == ["sample-seed0-0-2.mid", "sample-seed0-0-2.png"]
     assert third == first

@@ -14,7 +14,7 @@ from vaejax.config import LATENT_SIZES, PRESETS, preset
 
 def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="train.py",
+        prog=config_lib.program("train.py"),
         description="Train the five instrument VAEs, then MelodyNN and the four HarmonyNNs. Re-running the "
                     "same command resumes from the last checkpoint of the run directory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -160,6 +160,18 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever `sys.stderr` is when a record comes (redirections included)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _):
+        pass
+
+
 def _quiet_logs() -> None:
     """Our progress lines at INFO; checkpoint libraries' chatter only from WARNING up, and their errors
     (logged with tracebacks from background threads) not at all: a failed save reaches us as one
@@ -167,10 +179,11 @@ def _quiet_logs() -> None:
     if os.environ.get("VAEJAX_DEBUG"):
         logging.basicConfig(level=logging.DEBUG)
         return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
     ours = logging.getLogger("vaejax")
-    ours.addHandler(handler)
+    if not any(isinstance(h, _Stderr) for h in ours.handlers):  # one handler, however often called
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        ours.addHandler(handler)
     ours.setLevel(logging.INFO)
     ours.propagate = False
     for name in ("orbax", "jax"):
@@ -189,7 +202,7 @@ def _writable(path: str) -> bool:
 
 def sample_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="sample.py",
+        prog=config_lib.program("sample.py"),
         description="Generate multitrack songs from a trained run: MIDI, a pianoroll picture and WAV audio.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=None,
@@ -305,10 +318,14 @@ def sample_main(argv: list[str] | None = None) -> int:
         while not args.overwrite and any(os.path.exists(base + ext) for ext in (".mid", ".png", ".wav")):
             n += 1
             base = os.path.join(args.out, f"{name}-{n}")
-        print(render.write_midi(base + ".mid", mt))
+        # an arrangement keeps the given MIDI file's part note for note, its tempo map and length
+        given = dict(source=args.arrange, tracks=args.tracks, cfg=model.cfg.data) if args.arrange else {}
+        print(render.write_midi(base + ".mid", mt, **given))
         print(render.plot(mt, base + ".png", title=f"{mt.name}: {name}, sigma {args.sigma}", cfg=model.cfg.data))
         if not args.no_audio:
-            audio, how = render.synthesize(mt, sample_rate=args.sample_rate)
+            sound = render.arrangement_midi(args.arrange, mt, tracks=args.tracks, cfg=model.cfg.data)[0] \
+                if args.arrange else mt
+            audio, how = render.synthesize(sound, sample_rate=args.sample_rate)
             print(render.write_wav(base + ".wav", audio, sample_rate=args.sample_rate))
         silent = render.silent_tracks(mt)
         if len(silent) == len(mt.tracks):

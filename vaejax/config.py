@@ -237,3 +237,13 @@ def preset(name: str) -> Config:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None
+
+
+def program(default: str) -> str:
+    """The name a command's usage line shows: the installed console script's name (`vaejax-sample`, ...)
+    when it was started as one, else `default` (`sample.py`, `python -m vaejax.data`, ...)."""
+    import os
+    import sys
+
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("vaejax-") else default

@@ -33,7 +33,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from vaejax import music
-from vaejax.config import TRACKS, DataConfig
+from vaejax.config import TRACKS, DataConfig, program
 
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 2
@@ -598,7 +598,7 @@ def prefetch(it: Iterator, size: int = 2) -> Iterator:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vaejax.data", description=__doc__,
+    p = argparse.ArgumentParser(prog=program("python -m vaejax.data"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     pp = sub.add_parser("prepare", help="turn LPD npz / MIDI files into a prepared bar cache")

@@ -22,7 +22,7 @@ import numpy as np
 
 from vaejax import data as data_lib
 from vaejax import metrics, music, realism, render, trained_model
-from vaejax.config import SIGMA, TRACKS
+from vaejax.config import SIGMA, TRACKS, program
 from vaejax.latents import Latents, playing
 
 SIGMAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
@@ -118,6 +118,14 @@ def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, se
     if pick:
         real_next = np.concatenate([test.song(i)[:, f + 1:f + 1 + bars] for i, f in pick], axis=1)
         firsts = model.encode_bars(np.stack([test.song(i)[:, f] for i, f in pick], axis=1))
+
+        def continuation(sigma):
+            cont, means = model.sample_latents(bars + 1, sigma=sigma, seed=seed, num=len(pick), start=firsts,
+                                              with_means=True)
+            return _bars_of(model, cont[:, 1:], means[:, 1:])
+
+        # the reference of "variation from sigma 0", whether or not 0 is among the sigmas asked for
+        base = continuation(0.0)
     for sigma in sigmas:
         gen = _bars_of(model, *model.sample_latents(bars, sigma=sigma, seed=seed, num=songs, with_means=True))
         rows[f"prior sigma={sigma}"] = metrics.all_metrics(gen, low, song_bars=bars)
@@ -125,12 +133,8 @@ def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, se
             post = _post(model, gen)
             rows[f"prior sigma={sigma}, post-processed"] = metrics.all_metrics(post, low, song_bars=bars)
         if pick:
-            cont, means = model.sample_latents(bars + 1, sigma=sigma, seed=seed, num=len(pick), start=firsts,
-                                              with_means=True)
-            gen = _bars_of(model, cont[:, 1:], means[:, 1:])
+            gen = base if sigma == 0.0 else continuation(sigma)
             rows[f"continuation sigma={sigma}"] = metrics.all_metrics(gen, low, song_bars=bars)
-            if sigma == 0.0:
-                base = gen
             _, _, f_base = _f1(gen, base, axis=(1, 2, 3))
             _, _, f_src = _f1(gen, real_next, axis=(1, 2, 3))
             variation[str(sigma)] = {"from_sigma0": {t: float(1 - f_base[i]) for i, t in enumerate(TRACKS)},
@@ -351,7 +355,7 @@ def _cpu_name() -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vaejax.evaluate", description=__doc__,
+    ap = argparse.ArgumentParser(prog=program("python -m vaejax.evaluate"), description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", nargs="+", required=True, help="run directories; the first is used for generation")
     ap.add_argument("--data", required=True, help="prepared dataset (its test split is held out)")

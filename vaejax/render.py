@@ -9,7 +9,7 @@ import wave
 import numpy as np
 
 from vaejax.config import TEMPO, TRACKS, DataConfig
-from vaejax.music import LPD5_PROGRAMS, from_multitrack, note_runs, tempo_of
+from vaejax.music import LPD5_PROGRAMS, from_multitrack, lpd5_track, note_runs, tempo_of
 
 PLOT_ORDER = (1, 2, 3, 4, 0)  # Piano, Guitar, Bass, Strings, Drums, as in the seed report's figure
 
@@ -68,10 +68,106 @@ def to_pretty_midi(mt, velocity: int = 100):
     return pm
 
 
-def write_midi(path: str, mt) -> str:
-    pm = to_pretty_midi(mt)
+def given_part(pm) -> list:
+    """The instruments of a PrettyMIDI that an arrangement keeps: its piano tracks (programs 0-7), else all its
+    pitched tracks that LPD-5 maps (the part `music.read_midi` reads as the piano, or as all pitched tracks)."""
+    playing = [inst for inst in pm.instruments if inst.notes and not inst.is_drum]
+    piano = [inst for inst in playing if lpd5_track(inst.program, inst.is_drum) == 1]
+    return piano or [inst for inst in playing if lpd5_track(inst.program, inst.is_drum) is not None]
+
+
+def _midi_ticks(blob: bytes) -> int:
+    """A MIDI file's length in ticks: where its longest track ends (its end-of-track event)."""
+    import io
+
+    import mido
+
+    return max((sum(msg.time for msg in track) for track in mido.MidiFile(file=io.BytesIO(blob)).tracks), default=0)
+
+
+def arrangement_midi(source: str, mt, *, tracks=None, cfg: DataConfig = DataConfig()):
+    """The MIDI of an arrangement of the MIDI file `source`: `(PrettyMIDI, length in ticks)`.
+
+    The given part is the source's own instruments (`given_part`), note for note (times, durations,
+    velocities, pedals and bends, each as its own track with its name and program), with the source's tempo
+    map, time and key signatures and resolution. The band is `mt`'s tracks other than the piano (those named
+    in `tracks`, default every band track that plays), whose steps lie on the beat grid `music.read_midi`
+    read the source onto (`cfg.resolution` steps per beat from time 0): each step is placed through the
+    source's beat ticks, so the band follows its beats and bars also where the tempo changes. Band notes end
+    where the source file ends."""
+    import copy
+    import io
+
+    import pretty_midi
+
+    with open(source, "rb") as f:
+        blob = f.read()
+    src = pretty_midi.PrettyMIDI(io.BytesIO(blob))
+    end_tick = _midi_ticks(blob)
+    pm = copy.deepcopy(src)
+    pm.instruments = [copy.deepcopy(inst) for inst in given_part(src)]
+    beats = np.asarray(src.get_beats(), np.float64)
+    beat_ticks = np.array([src.time_to_tick(b) for b in beats], np.float64)
+    if beat_ticks.size < 2:
+        beat_ticks = np.array([0.0, float(src.resolution)])
+    period = beat_ticks[-1] - beat_ticks[-2]
+
+    def tick_of(steps: np.ndarray) -> np.ndarray:
+        pos = steps / cfg.resolution  # beats
+        idx = np.arange(beat_ticks.size, dtype=np.float64)
+        ticks = np.interp(pos, idx, beat_ticks)
+        after = pos > idx[-1]
+        ticks[after] = beat_ticks[-1] + (pos[after] - idx[-1]) * period
+        return np.rint(ticks).astype(np.int64)
+
+    wanted = None if tracks is None else {t.strip().lower() for t in
+                                          (tracks.split(",") if isinstance(tracks, str) else tracks)}
+    for tr in mt.tracks:
+        if tr.name == TRACKS[1] or (wanted is None and not np.asarray(tr.pianoroll).any()) or \
+                (wanted is not None and tr.name.lower() not in wanted):
+            continue
+        inst = pretty_midi.Instrument(program=int(tr.program), is_drum=bool(tr.is_drum), name=tr.name)
+        p, s, e = note_runs(np.asarray(tr.pianoroll) > 0)
+        on, off = tick_of(s.astype(np.float64)), np.minimum(tick_of(e.astype(np.float64)), end_tick)
+        inst.notes = [pretty_midi.Note(velocity=100, pitch=int(a), start=src.tick_to_time(int(b)),
+                                       end=src.tick_to_time(int(c)))
+                      for a, b, c in sorted(zip(p, on, off), key=lambda n: (n[1], n[0])) if b < c]
+        pm.instruments.append(inst)
+    return pm, end_tick
+
+
+def _midi_bytes(pm, length_ticks: int | None = None) -> bytes:
+    """A PrettyMIDI as MIDI file bytes; with `length_ticks`, every track ends there (the file keeps the
+    length of the one it came from, not pretty_midi's 'one tick after the last event')."""
+    import io
+
+    import mido
+
+    buf = io.BytesIO()
+    pm.write(buf)
+    if length_ticks is None:
+        return buf.getvalue()
+    mid = mido.MidiFile(file=io.BytesIO(buf.getvalue()))
+    for track in mid.tracks:
+        if track and track[-1].type == "end_of_track":
+            before = sum(msg.time for msg in track[:-1])
+            track[-1] = track[-1].copy(time=max(0, int(length_ticks) - before))
+    out = io.BytesIO()
+    mid.save(file=out)
+    return out.getvalue()
+
+
+def write_midi(path: str, mt, *, source: str | None = None, tracks=None, cfg: DataConfig = DataConfig()) -> str:
+    """Write a Multitrack as a MIDI file. With `source` (the MIDI file `mt` arranges, see
+    `TrainedModel.arrange`): the source's given part note for note, its tempo map, signatures and length, and
+    `mt`'s band placed on the source's beats (`arrangement_midi`)."""
+    if source is None:
+        blob = _midi_bytes(to_pretty_midi(mt))
+    else:
+        blob = _midi_bytes(*arrangement_midi(source, mt, tracks=tracks, cfg=cfg))
     tmp = path + ".part"
-    pm.write(tmp)
+    with open(tmp, "wb") as f:
+        f.write(blob)
     os.replace(tmp, path)
     return path
 
@@ -157,14 +253,16 @@ SILENT = "silence (the song has no notes)"
 
 
 def synthesize(mt, sample_rate: int = 22050, soundfont: str | None = None) -> tuple[np.ndarray, str]:
-    """Audio for a Multitrack: (float samples in [-1, 1], how it was made).
+    """Audio for a Multitrack or a PrettyMIDI (e.g. `arrangement_midi`'s): (float samples in [-1, 1], how it
+    was made).
 
     General MIDI sounds from FluidSynth when `pyfluidsynth` and the fluidsynth library are installed, else
     from the `midirenderer` wheel (installed with vaejax on Linux x86-64), both with pretty_midi's SoundFont
     unless `soundfont` names another; else a simple built-in synthesis (sine tones, noise drums). A song
     without notes is silence, and says so.
     """
-    pm = to_pretty_midi(mt)
+    is_pm = hasattr(mt, "instruments")
+    pm = mt if is_pm else to_pretty_midi(mt)
     if not any(inst.notes for inst in pm.instruments):
         audio, how = np.zeros(0, np.float32), SILENT
     else:
@@ -181,7 +279,8 @@ def synthesize(mt, sample_rate: int = 22050, soundfont: str | None = None) -> tu
         if audio is None:
             audio = _builtin(pm, sample_rate)
             how = "sine tones and noise drums (pip install midirenderer for General MIDI sounds)"
-    length = int(round(mt.get_max_length() * 60.0 / tempo_of(mt) / mt.resolution * sample_rate))
+    seconds = pm.get_end_time() if is_pm else mt.get_max_length() * 60.0 / tempo_of(mt) / mt.resolution
+    length = int(round(seconds * sample_rate))
     if audio.size < length:  # silent bars at the end (or a silent song) still last their time
         audio = np.pad(audio, (0, length - audio.size))
     peak = np.max(np.abs(audio)) if audio.size else 0.0

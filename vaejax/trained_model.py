@@ -298,8 +298,8 @@ class TrainedModel:
             z = z[:bars]
         check_generation(bars=len(z), sigma=sigma)
         x = z.concat()
-        noisy = self.norm.unstandardize(np.asarray(add_noise(jnp.asarray(self.norm.standardize(x)), sigma,
-                                                             jax.random.key(seed))))
+        noisy = x if sigma == 0 else self.norm.unstandardize(np.asarray(  # sigma 0: the song's own latents
+            add_noise(jnp.asarray(self.norm.standardize(x)), sigma, jax.random.key(seed))))
         decode_kw.setdefault("key", 0)
         return self.decode(noisy, seed=seed, name=f"variation sigma {sigma}", shift=shift, plays_latents=z,
                            **decode_kw)
