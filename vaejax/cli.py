@@ -25,8 +25,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"),
                    help="JAX backend; an absent one is an error, never a silent fall-back")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="model and training sizes")
-    p.add_argument("--stage", default="all", choices=("all", "vae", "encode", "melody", "harmony"),
-                   help="run one stage only (later stages need the earlier ones' checkpoints)")
+    p.add_argument("--stage", default="all", choices=("all", "vae", "encode", "melody", "harmony", "prior"),
+                   help="run one stage only (later stages need the earlier ones' checkpoints); `--stage prior` "
+                        "on an existing run keeps its config.json and (re)trains the prior over bar latents only")
     p.add_argument("--run", default=None, help="run directory (default: runs/<preset>-k<latent>)%(default).0s")
     p.add_argument("--vae-epochs", type=int, default=None)
     p.add_argument("--chain-epochs", type=int, default=None)
@@ -81,7 +82,7 @@ def parse_sets(cfg, sets: list[str]):
         section, dot, field = name.strip().partition(".")
         part = getattr(out, section, None) if dot and eq else None
         if part is None or not dataclasses.is_dataclass(part) or field not in {f.name for f in dataclasses.fields(part)}:
-            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION data, model or train and "
+            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION data, model, train or prior and "
                              f"a field that --print-config lists")
         current = getattr(part, field)
         try:
