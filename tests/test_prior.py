@@ -42,10 +42,13 @@ def test_shapes_and_causality():
     z2[:, 5:] += 3.0
     p2[:, 6:] = 1 - p2[:, 6:]  # (a bar's own plays bits condition its latent mixture, as when sampling)
     out2 = net(z2, p2, phase)
-    for a, b in zip(out, out2):  # bar t reads bars < t only: outputs up to bar 5 are unchanged
-        np.testing.assert_allclose(np.asarray(a)[:, :6], np.asarray(b)[:, :6], atol=1e-5)
-    for a, b in zip(out[:3], out2[:3]):  # (the log scales start at zero everywhere)
-        assert not np.allclose(np.asarray(a)[:, 6:], np.asarray(b)[:, 6:])
+    assert out.new.shape == (2, 8) and out.copies.shape == (2, 8, 8)
+    assert (np.asarray(out.copies[0])[np.triu_indices(8)] < -1e8).all()  # bar t copies only bars before it
+    fields = ("plays", "weights", "means", "log_scales", "new", "copies")
+    for f in fields:  # bar t reads bars < t only: outputs up to bar 5 are unchanged
+        np.testing.assert_allclose(np.asarray(getattr(out, f))[:, :6], np.asarray(getattr(out2, f))[:, :6], atol=1e-5)
+    for f in ("plays", "weights", "means", "new"):  # (the log scales start at zero everywhere)
+        assert not np.allclose(np.asarray(getattr(out, f))[:, 6:], np.asarray(getattr(out2, f))[:, 6:])
 
 
 def test_band_prior_looks_ahead_at_the_piano_only():

@@ -7,6 +7,12 @@ those bits, a mixture of diagonal Gaussians over the 5K latent means. Sampling d
 distribution bar by bar, so a song can repeat an earlier bar (attention copies it) and can rest: the
 seed's chain regresses the next bar's mean instead, and wanders.
 
+Besides the Gaussian mixture, each bar may be a copy of an earlier bar of the window (a pointer, as in
+pointer networks): one more component per earlier bar s, centred on bar s's latents with a small learned
+spread and taking its plays bits (each flipped with a small learned probability), weighted by attention
+from bar t to bar s plus a learned bias per distance t - s. Real songs repeat about a third of their bars
+nearly exactly; a mixture of Gaussians alone spreads its mass and never lands on an earlier bar.
+
 Position embeddings: the bar's place in the context window, and its place in the phrase (bar index in
 the song mod 4, 8 and 16), so that a bar can look back to the same place in the previous phrase.
 
@@ -50,6 +56,10 @@ class PriorOut(NamedTuple):
     weights: jax.Array  # [B, L, M] mixture logits
     means: jax.Array  # [B, L, M, 5, K]
     log_scales: jax.Array  # [B, L, M, 5, K]
+    new: jax.Array | None = None  # [B, L] logit of "a new bar" (the mixture above) against the copies
+    copies: jax.Array | None = None  # [B, L, L] logit of copying bar s (earlier in the window) at bar t
+    copy_scale: jax.Array | None = None  # [5, K] log spread of a copy
+    copy_flip: jax.Array | None = None  # [5] logit of a copied plays bit flipping
 
 
 class Block(nnx.Module):
@@ -113,6 +123,12 @@ class BarPrior(nnx.Module):
         self.weight_head = nnx.Linear(d, m, rngs=rngs)
         self.mean_head = nnx.Linear(d, m * n * k, rngs=rngs)
         self.scale_head = nnx.Linear(d, m * n * k, kernel_init=nnx.initializers.zeros, rngs=rngs)
+        self.new_head = nnx.Linear(d, 1, rngs=rngs)
+        self.copy_q = nnx.Linear(d, d, rngs=rngs)
+        self.copy_k = nnx.Linear(d, d, rngs=rngs)
+        self.copy_lag = nnx.Embed(cfg.context, 1, embedding_init=nnx.initializers.zeros, rngs=rngs)
+        self.copy_scale = nnx.Param(jnp.full((n, k), -1.5))  # log spread of a copy, per track and dimension
+        self.copy_flip = nnx.Param(jnp.full((n,), -3.0))  # logit of a copied plays bit flipping
 
     def token(self, z, plays):
         """A bar as the next position reads it: z `[..., 5, K]`, plays `[..., 5]` -> `[..., d]`."""
@@ -180,8 +196,28 @@ class BarPrior(nnx.Module):
         return PriorOut(logits, self.weight_head(g), self.mean_head(g).reshape(shape),
                         jnp.clip(self.scale_head(g).reshape(shape), *LOG_SCALE))
 
+    def copy_keys(self, z, plays, phase, piano=None):
+        """What bar t's query meets at each bar s `[B, L, d]`: the bar itself and its place."""
+        return self.copy_k(self.token(z, plays) + self.context(phase, piano))
+
+    def copy_logits(self, h, keys, t=None):
+        """Logits `[B, L, L]` (or `[B, L]` for one position `t`, h `[B, d]`) of bar t copying bar s < t."""
+        q = self.copy_q(h)
+        length = keys.shape[1]
+        s = jnp.arange(length)
+        if t is None:
+            t = jnp.arange(length)[:, None]
+            logits = jnp.einsum("btd,bsd->bts", q, keys) / np.sqrt(q.shape[-1])
+        else:
+            logits = jnp.einsum("bd,bsd->bs", q, keys) / np.sqrt(q.shape[-1])
+        lag = jnp.clip(t - s, 0, length - 1)
+        return jnp.where(s < t, logits + self.copy_lag(lag)[..., 0], -1e9)
+
     def __call__(self, z, plays, phase, piano=None) -> PriorOut:
-        return self.heads(self.hidden(z, plays, phase, piano), plays)
+        h = self.hidden(z, plays, phase, piano)
+        out = self.heads(h, plays)
+        return out._replace(new=self.new_head(h)[..., 0], copies=self.copy_logits(h, self.copy_keys(z, plays, phase, piano)),
+                            copy_scale=jnp.clip(self.copy_scale[...], *LOG_SCALE), copy_flip=self.copy_flip[...])
 
 
 def prior_net(cfg: PriorConfig, latent: int, key: jax.Array, *, band: bool = False) -> BarPrior:
@@ -208,29 +244,58 @@ def loss(out: PriorOut, z, plays, band: bool = False) -> PriorLoss:
     logp = jnp.sum(w[:, None] * logp, axis=(-2, -1))  # [B, L, M]
     nll = -jax.nn.logsumexp(jax.nn.log_softmax(out.weights, -1) + logp, -1)  # [B, L]
     dims = jnp.sum(w) * z.shape[-1]
-    return PriorLoss(jnp.mean(bce + nll), jnp.mean(bce), jnp.mean(nll) / dims)
+    if out.copies is None:
+        return PriorLoss(jnp.mean(bce + nll), jnp.mean(bce), jnp.mean(nll) / dims)
+    # copies of earlier bars s: z_t ~ N(z_s, copy spread), plays_t = plays_s up to flips
+    scale, flip = out.copy_scale, out.copy_flip  # [5, K], [5]
+    d = (z[:, :, None] - z[:, None, :]) * jnp.exp(-scale)  # [B, t, s, 5, K]
+    lz = jnp.sum(w[:, None] * (-0.5 * d ** 2 - scale - 0.5 * np.log(2 * np.pi)), axis=(-2, -1))
+    same = plays[:, :, None] == plays[:, None, :]  # [B, t, s, 5]
+    lp = jnp.sum(w * jnp.where(same, jax.nn.log_sigmoid(-flip), jax.nn.log_sigmoid(flip)), -1)
+    logw = jax.nn.log_softmax(jnp.concatenate([out.new[..., None], out.copies], -1), -1)  # [B, t, 1 + s]
+    lp_new = -(bce + nll)
+    total = -jax.nn.logsumexp(logw + jnp.concatenate([lp_new[..., None], lz + lp], -1), -1)
+    return PriorLoss(jnp.mean(total), jnp.mean(bce), jnp.mean(nll) / dims)
 
 
-def _draw(model: BarPrior, h, key, temp, given_plays=None):
+def _draw(model: BarPrior, h, key, temp, given_plays=None, *, pos=None, window=None, window_plays=None,
+          keys=None):
     """One bar from hidden states `h` `[B, d]` at temperature `temp` (0: the likeliest choices): (z `[B, 5, K]`,
-    plays `[B, 5]` float). `given_plays` (`[B, 5]`, NaN where free) fixes some bits."""
-    kp, kc, kn = jax.random.split(key, 3)
+    plays `[B, 5]` float). `given_plays` (`[B, 5]`, NaN where free) fixes some bits. With the window so far
+    (`window` `[B, L, 5, K]`, `window_plays` `[B, L, 5]`, `keys` from `copy_keys`) and the bar's position
+    `pos` in it, the bar may be a copy of an earlier one."""
+    kp, kc, kn, kk, kf, ks = jax.random.split(key, 6)
     greedy = temp <= 0
-    t = jnp.maximum(temp, 1e-6)
+    tt = jnp.maximum(temp, 1e-6)
+    spread = jnp.where(greedy, 0.0, tt)
     logits = model.plays_head(h)
     u = jax.random.uniform(kp, logits.shape)
-    plays = jnp.where(greedy, logits > 0, u < jax.nn.sigmoid(logits / t)).astype(jnp.float32)
+    plays = jnp.where(greedy, logits > 0, u < jax.nn.sigmoid(logits / tt)).astype(jnp.float32)
     if given_plays is not None:
         plays = jnp.where(jnp.isnan(given_plays), plays, given_plays)
     out = model.heads(h, plays)
-    comp = jnp.where(greedy, jnp.argmax(out.weights, -1), jax.random.categorical(kc, out.weights / t))
+    comp = jnp.where(greedy, jnp.argmax(out.weights, -1), jax.random.categorical(kc, out.weights / tt))
     pick = lambda a: jnp.take_along_axis(a, comp[:, None, None, None], 1)[:, 0]  # noqa: E731
-    z = pick(out.means) + jnp.where(greedy, 0.0, t) * jnp.exp(pick(out.log_scales)) * jax.random.normal(
+    new = pick(out.means) + spread * jnp.exp(pick(out.log_scales)) * jax.random.normal(
         kn, (h.shape[0],) + out.means.shape[2:])
-    return z, plays
+    if keys is None:
+        return new, plays
+    choice = jnp.concatenate([model.new_head(h), model.copy_logits(h, keys, pos)], -1)  # [B, 1 + L]
+    c = jnp.where(greedy, jnp.argmax(choice, -1), jax.random.categorical(kk, choice / tt))
+    src = jnp.maximum(c - 1, 0)
+    copied = jnp.take_along_axis(window, src[:, None, None, None], 1)[:, 0]
+    scale = jnp.exp(jnp.clip(model.copy_scale[...], *LOG_SCALE))
+    copied = copied + spread * scale * jax.random.normal(ks, copied.shape)
+    cp = jnp.take_along_axis(window_plays, src[:, None, None], 1)[:, 0]
+    flip = jax.random.uniform(kf, cp.shape) < jnp.where(greedy, 0.0, jax.nn.sigmoid(model.copy_flip[...] / tt))
+    cp = jnp.where(flip, 1.0 - cp, cp)
+    if given_plays is not None:
+        cp = jnp.where(jnp.isnan(given_plays), cp, given_plays)
+    is_copy = (c > 0)[:, None]
+    return jnp.where(is_copy[..., None], copied, new), jnp.where(is_copy, cp, plays)
 
 
-def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_len, piano=None):
+def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_len, piano=None, given=None):
     """Fill one window of `context` bars: bars before `prefix_len` are kept, the rest drawn bar by bar
     (`lax.fori_loop` over positions, keys and values cached).
 
@@ -238,16 +303,17 @@ def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_le
       z, plays, phase: `[B, L, 5, K]`, `[B, L, 5]`, `[B, L]` with L the prior's context.
       temperature: scalar (see `temperature_of`); prefix_len: traced int.
       piano: `[B, L, K+1]` the given piano part (band models): the piano's tokens are taken from it.
+      given: `[B, L, 5]` plays bits to keep (NaN where the prior draws them), e.g. "the piano plays in the
+        first bar", as real passages are taken.
     Returns:
       (z, plays) of the window, plays as float bits.
     """
     model = nnx.merge(graphdef, params)
     k = model.k
-    given = None
     if model.band:
         z = z.at[:, :, PIANO].set(piano[..., :k])
         plays = plays.at[:, :, PIANO].set(piano[..., k])
-        given = jnp.full(plays.shape, jnp.nan).at[:, :, PIANO].set(piano[..., k])
+        given = (jnp.full(plays.shape, jnp.nan) if given is None else given).at[:, :, PIANO].set(piano[..., k])
     ctx = model.context(phase, piano)  # [B, L, d]
     _, cache = model.hidden(z, plays, phase, piano, cache=True)  # positions before prefix_len are final
     temp = jnp.asarray(temperature, jnp.float32)
@@ -257,7 +323,9 @@ def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_le
         prev = model.token(z[:, t - 1], plays[:, t - 1])
         x = jnp.where(t == 0, model.bos[...], prev) + ctx[:, t]
         h, cache = model.step(x, cache, t)
-        zt, pt = _draw(model, h, jax.random.fold_in(key, t), temp, None if given is None else given[:, t])
+        keys = model.copy_k(model.token(z, plays) + ctx)
+        zt, pt = _draw(model, h, jax.random.fold_in(key, t), temp, None if given is None else given[:, t], pos=t,
+                       window=z, window_plays=plays, keys=keys)
         if model.band:
             zt = zt.at[:, PIANO].set(z[:, t, PIANO])
         return z.at[:, t].set(zt), plays.at[:, t].set(pt), cache
@@ -267,7 +335,7 @@ def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_le
 
 
 def generate(window, key, *, num: int, bars: int, latent: int, context: int, temperature, prefix=None,
-             prefix_plays=None, piano=None, phase0: int = 0):
+             prefix_plays=None, piano=None, phase0: int = 0, given=None):
     """`num` songs of `bars` bars drawn window by window: the first window (`context` bars) from the start,
     each further one keeping the last `context // 2` bars drawn so far as its prefix.
 
@@ -277,10 +345,14 @@ def generate(window, key, *, num: int, bars: int, latent: int, context: int, tem
         after it, and `bars` counts it).
       piano: `[num, bars, K+1]` the given piano part (band priors).
       phase0: the first bar's index in its song.
+      given: `[num, bars, 5]` plays bits to keep (NaN where drawn).
     Returns:
       (z `[num, bars, 5, K]` standardised means, plays `[num, bars, 5]` bool).
     """
     n = len(TRACKS)
+    fixed = np.full((num, max(bars, context), n), np.nan, np.float32)
+    if given is not None:
+        fixed[:, :bars] = given[:, :bars]
     size = max(bars, context)
     z = np.zeros((num, size, n, latent), np.float32)
     plays = np.zeros((num, size, n), np.float32)
@@ -299,7 +371,7 @@ def generate(window, key, *, num: int, bars: int, latent: int, context: int, tem
         sl = slice(s, s + context)
         phase = jnp.broadcast_to(jnp.arange(phase0 + s, phase0 + s + context, dtype=jnp.int32), (num, context))
         zw, pw = window(jax.random.fold_in(key, s), z[:, sl], plays[:, sl], phase, jnp.float32(temperature),
-                        jnp.int32(done - s), None if pn is None else jnp.asarray(pn[:, sl]))
+                        jnp.int32(done - s), None if pn is None else jnp.asarray(pn[:, sl]), jnp.asarray(fixed[:, sl]))
         z, plays = z.at[:, sl].set(zw), plays.at[:, sl].set(pw)
         done = s + context
     return np.asarray(z[:, :bars]), np.asarray(plays[:, :bars]) > 0.5

@@ -117,12 +117,17 @@ class TrainedModel:
     def _prior_draw(self, which: str, num: int, bars: int, *, sigma: float, seed: int, prefix=None,
                     prefix_plays=None, piano=None, phase0: int = 0):
         """Standardised means `[num, bars, 5, K]` and plays `[num, bars, 5]` drawn from the prior `which`
-        ("song" or "band") at temperature `prior.temperature_of(sigma)`."""
+        ("song" or "band") at temperature `prior.temperature_of(sigma)`. New songs start with the piano
+        playing, as the chain starts from a real bar where it plays (most songs open with an intro)."""
         params = self.prior[which]
+        given = None
+        if prefix is None and piano is None:
+            given = np.full((num, bars, len(TRACKS)), np.nan, np.float32)
+            given[:, 0, PIANO] = 1.0
         window = lambda *a: self._prior_windows[which](params, *a)  # noqa: E731
         return prior_lib.generate(window, jax.random.key(seed), num=num, bars=bars, latent=self.K,
                                   context=self.cfg.prior.context, temperature=prior_lib.temperature_of(sigma),
-                                  prefix=prefix, prefix_plays=prefix_plays, piano=piano, phase0=phase0)
+                                  prefix=prefix, prefix_plays=prefix_plays, piano=piano, phase0=phase0, given=given)
 
     def _prior_latents(self, z_std) -> Latents:
         """Standardised means `[..., 5, K]` -> latent parameters in data units (log variances at the
@@ -392,7 +397,8 @@ class TrainedModel:
             z, plays = self._prior_draw("song", 1, keep + bars, sigma=sigma, seed=seed,
                                         prefix=self._standardized_means(given[n - keep:])[None],
                                         prefix_plays=sounds[None, n - keep:].astype(np.float32), phase0=n - keep)
-            out = self._prior_rolls(z[:, keep:], plays[:, keep:], seed=seed)[:, 0]
+            out = self._prior_rolls(z[:, keep:], plays[:, keep:], seed=seed, threshold=decode_kw.pop("threshold", None),
+                                    sample=decode_kw.pop("sample", False))[:, 0]
             decode_kw.setdefault("key", 0)
             return self._finish(out, name="continuation", shift=shift, **decode_kw)
         start = self._encode_roll(roll)[-1:]
