@@ -15,8 +15,9 @@ ROOT = os.path.dirname(vaejax.__file__)
 LAYERS = [
     {"vaejax.config"},
     {"vaejax.music", "vaejax.losses", "vaejax.devices", "vaejax.download"},
-    {"vaejax.metrics", "vaejax.render", "vaejax.demo", "vaejax.models", "vaejax.latents", "vaejax.runs"},
-    {"vaejax.data", "vaejax.checkpoint"},
+    {"vaejax.metrics", "vaejax.render", "vaejax.demo", "vaejax.models", "vaejax.latents", "vaejax.runs",
+     "vaejax.prior"},
+    {"vaejax.data", "vaejax.checkpoint", "vaejax.form"},
     {"vaejax.packaging", "vaejax.training.steps"},
     {"vaejax.training.loop", "vaejax.training.calibration", "vaejax.trained_model"},
     {"vaejax.training.stages"},

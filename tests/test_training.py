@@ -43,7 +43,7 @@ def test_all_stages_write_checkpoints_metrics_and_plots(full_run):
         assert glob.glob(os.path.join(run, "ckpt", stage, "latest", "*"))
         assert glob.glob(os.path.join(run, "ckpt", stage, "best", "*"))
         assert os.path.getsize(os.path.join(run, f"loss-{stage}.png")) > 1000
-    assert set(results) == {"vae", "melody", "harmony"}
+    assert set(results) == {"vae", "melody", "harmony", "prior"}
     assert np.isfinite(results["vae"]["val_loss"]) and "baseline" in results["melody"]
     stats = json.load(open(os.path.join(run, "stats.json")))
     th = np.asarray(stats["thresholds"])

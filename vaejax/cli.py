@@ -25,8 +25,9 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"),
                    help="JAX backend; an absent one is an error, never a silent fall-back")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="model and training sizes")
-    p.add_argument("--stage", default="all", choices=("all", "vae", "encode", "melody", "harmony"),
-                   help="run one stage only (later stages need the earlier ones' checkpoints)")
+    p.add_argument("--stage", default="all", choices=("all", "vae", "encode", "melody", "harmony", "prior"),
+                   help="run one stage only (later stages need the earlier ones' checkpoints); `--stage prior` "
+                        "on an existing run keeps its config.json and (re)trains the prior over bar latents only")
     p.add_argument("--run", default=None, help="run directory (default: runs/<preset>-k<latent>)%(default).0s")
     p.add_argument("--vae-epochs", type=int, default=None)
     p.add_argument("--chain-epochs", type=int, default=None)
@@ -81,7 +82,7 @@ def parse_sets(cfg, sets: list[str]):
         section, dot, field = name.strip().partition(".")
         part = getattr(out, section, None) if dot and eq else None
         if part is None or not dataclasses.is_dataclass(part) or field not in {f.name for f in dataclasses.fields(part)}:
-            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION data, model or train and "
+            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION data, model, train or prior and "
                              f"a field that --print-config lists")
         current = getattr(part, field)
         try:
@@ -209,11 +210,19 @@ def sample_parser() -> argparse.ArgumentParser:
                    help="run directory, packaged model folder or packaged model name (default: the latest run, "
                         "runs/LATEST, else the packaged model lpd5)")
     p.add_argument("--bars", type=int, default=config_lib.BARS, help="bars per song")
-    p.add_argument("--sigma", type=float, default=config_lib.SIGMA, help="noise added to latent parameters each bar")
+    p.add_argument("--sigma", type=float, default=config_lib.SIGMA,
+                   help="variation: the learned prior's temperature is 2 x sigma (0: its likeliest song; 0.5: its "
+                        "distribution as learned); for the chain, noise added to latent parameters each bar")
+    p.add_argument("--prior", default=None, choices=config_lib.PRIORS,
+                   help="how bars follow each other: the learned prior over bar sequences (default where the model "
+                        "carries one) or the seed's MelodyNN / HarmonyNN chain")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num", type=int, default=1, help="songs generated together")
     p.add_argument("--from", dest="source", default=None,
                    help="a MIDI or LPD npz song to vary (bar-wise noise on its latents) instead of sampling")
+    p.add_argument("--continue", dest="cont", action="store_true",
+                   help="with --from: continue the song for --bars bars instead (the prior reads its last bars, so "
+                        "its material and phrase positions carry on)")
     p.add_argument("--arrange", default=None, help="a MIDI file whose piano part is kept; the rest is generated")
     p.add_argument("--tracks", default="drums,guitar,bass,strings",
                    help="with --arrange: the instruments to add, comma-separated")
@@ -292,18 +301,22 @@ def sample_main(argv: list[str] | None = None) -> int:
                 print(f"note: {args.arrange} has no piano part (programs 0-7); arranging all its pitched tracks "
                       f"as one part", file=sys.stderr)
                 piano = roll[1:].any(axis=0)
-            songs = [model.arrange(piano, sigma=args.sigma, seed=args.seed, tracks=args.tracks, **kw)]
+            songs = [model.arrange(piano, sigma=args.sigma, seed=args.seed, tracks=args.tracks, prior=args.prior, **kw)]
             names = ["arrangement"]
         elif args.interpolate:
             songs = model.interpolate(song(args.interpolate[0]), song(args.interpolate[1]),
                                       bars=min(args.bars, 8), **kw)
             names = [f"interpolation-{i}" for i in range(len(songs))]
+        elif args.source and args.cont:
+            songs = [model.continue_song(song(args.source), args.bars, sigma=args.sigma, seed=args.seed,
+                                         prior=args.prior, **kw)]
+            names = ["continuation"]
         elif args.source:
             songs = [model.vary(song(args.source), sigma=args.sigma, seed=args.seed, bars=args.bars, **kw)]
             names = ["variation"]
         else:
             songs = model.sample(args.bars, sigma=args.sigma, seed=args.seed, num=args.num, key=args.key,
-                                 tempo=args.tempo, **kw)
+                                 tempo=args.tempo, prior=args.prior, **kw)
             names = [f"sample-seed{args.seed}-{i}" for i in range(len(songs))]
     except BadSong as e:
         print(f"error: {e}", file=sys.stderr)

@@ -32,6 +32,12 @@ MIN_LENGTH = 3
 MERGE_GAP = 2
 """... after silences shorter than this many steps between notes of one pitch are filled."""
 SAMPLE_RATE = 22050
+PRIORS = ("chain", "transformer")
+"""How generation rolls bar latents forward: the seed's MelodyNN / HarmonyNN chain, or the learned prior over
+bar sequences (`vaejax.prior`)."""
+PRIOR = "transformer"
+"""The default for models that carry a trained prior (others use the chain): closer to real music in
+form, rests and density (docs/quality-report.md, "Form: a prior over bar latents")."""
 
 _LIMITS = {  # name: (low, high, inclusive); what each generation option accepts
     "bars": (1, MAX_BARS, True), "num": (1, MAX_SONGS, True), "tempo": (10, 400, True),
@@ -181,10 +187,46 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PriorConfig:
+    """The prior over sequences of bar latents (`vaejax.prior`) and its training (stage `prior`).
+
+    A section of its own: the prior is trained on a run's encoded latents after everything else, so it can
+    be retrained (`train.py --run RUN --stage prior`) without touching the VAEs or the chains.
+    """
+
+    layers: int = 3
+    dim: int = 128
+    heads: int = 4
+    context: int = 32
+    """Bars the prior sees (training windows and the sampling window)."""
+    mixtures: int = 8
+    """Diagonal Gaussians in the mixture over a bar's five tracks' latent means."""
+    band: bool = True
+    """Also train the arranging prior: the band tracks given the whole window's piano part."""
+    steps: int = 2000
+    batch_size: int = 16
+    """Windows of `context` bars per step."""
+    lr: float = 1e-3
+    warmup: int = 100
+    input_noise: float = 0.1
+    """Gaussian noise on the input tokens' latents while training (standardised units), so that its own
+    samples, slightly off the data, keep the prior on it."""
+    epochs: int = 4
+    """Validation and checkpoint points over `steps` (the steps are split evenly among them)."""
+
+    def __post_init__(self):
+        if self.dim % self.heads:
+            raise ValueError(f"prior dim {self.dim} must be divisible by its heads {self.heads}")
+        if self.context < 2:
+            raise ValueError(f"prior context must be at least 2 bars, got {self.context}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    prior: PriorConfig = PriorConfig()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -206,6 +248,7 @@ class Config:
             data=DataConfig(**data),
             model=ModelConfig(**model),
             train=TrainConfig(**d.get("train", {})),
+            prior=PriorConfig(**d.get("prior", {})),
         )
 
     def replace(self, **sections: dict[str, Any]) -> "Config":
@@ -223,6 +266,8 @@ PRESETS: dict[str, Config] = {
         model=ModelConfig(latent=8, channels=(8, 16), hidden=32, chain_hidden=32),
         train=TrainConfig(batch_size=16, vae_epochs=2, chain_epochs=2, chain_batch_size=32,
                           checkpoint_every=5, log_every=2),
+        prior=PriorConfig(layers=1, dim=16, heads=2, context=4, mixtures=2, steps=6, batch_size=8, warmup=2,
+                          epochs=2),
     ),
     "default": Config(),
     "large": Config(

@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 from vaejax import data as data_lib
-from vaejax import metrics, music, realism, render, trained_model
+from vaejax import form, metrics, music, realism, render, trained_model
 from vaejax.config import SIGMA, TRACKS, program
 from vaejax.latents import Latents, playing
 
@@ -142,7 +142,7 @@ def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, se
     return {"rows": rows, "variation": variation, "continued_songs": len(pick)}
 
 
-def arrangement(model, paths: list[str], *, sigma: float, seed: int = 0) -> dict:
+def arrangement(model, paths: list[str], *, sigma: float, seed: int = 0, prior: str | None = None) -> dict:
     """Arrange the piano part of each MIDI file; metrics of the added tracks, raw and post-processed, and
     per-song scale consistency. Files that cannot be read are listed with the reason."""
     cfg = model.cfg.data
@@ -155,7 +155,7 @@ def arrangement(model, paths: list[str], *, sigma: float, seed: int = 0) -> dict
             continue
         piano = roll[1] if roll[1].any() else roll[1:].any(axis=0)
         for out, kw in ((raw, {"min_length": 0, "merge_gap": 0}), (post, {})):
-            mt = model.arrange(piano, sigma=sigma, seed=seed + i, **kw)
+            mt = model.arrange(piano, sigma=sigma, seed=seed + i, prior=prior, **kw)
             out.append(music.to_bars(music.from_multitrack(mt, cfg), cfg).transpose(1, 0, 2, 3))
     result = {"songs": len(raw), "skipped": skipped, "sigma": sigma}
     for name, got in (("raw", raw), ("post-processed", post)):
@@ -203,6 +203,65 @@ def realism_section(model, test: data_lib.Split, *, songs: int, bars: int, sigma
                           lowest_pitch=test.cfg.lowest_pitch, steps_per_bar=test.cfg.steps, seed=seed)
     out["songs"], out["bars"] = n, bars
     return out
+
+
+def real_passages(test: data_lib.Split, bars: int) -> np.ndarray:
+    """Held-out passages `[S, 5, bars, T, P]`: each test song's `bars` bars from the first bar where the
+    piano plays (songs too short after it are left out)."""
+    out = []
+    for i in range(len(test.ids)):
+        song = test.song(i)
+        first = np.flatnonzero(song[1].any(axis=(1, 2)))
+        if len(first) and first[0] + bars <= song.shape[1]:
+            out.append(song[:, first[0]:first[0] + bars])
+    return np.stack(out) if out else np.zeros((0, 5, bars, test.cfg.steps, test.cfg.num_pitches), bool)
+
+
+FORM_SIGMAS = (0.25, 0.5, 0.75, 1.0)
+
+
+def form_rows(model, test: data_lib.Split, *, songs: int = 100, bars: int = 32, sigmas=FORM_SIGMAS, seed: int = 0,
+              priors=None, picture: str | None = None) -> dict:
+    """Form measures (`vaejax.form`) and the metrics that must keep holding (SC, QN, TD) of real held-out
+    passages and of `songs` songs of `bars` bars from each prior at each sigma (the decoders' raw output,
+    in the model's key), and the time each prior took to draw them; with `picture`, self-similarity
+    matrices of a few songs of each beside real ones."""
+    low = test.cfg.lowest_pitch
+    priors = priors or (["chain", "transformer"] if model.prior is not None else ["chain"])
+    real = real_passages(test, bars)
+    flat = lambda x: np.moveaxis(x, 1, 0).reshape((5, -1) + x.shape[3:])  # noqa: E731
+
+    def row(x):
+        out = form.form_metrics(x, low)
+        m = metrics.all_metrics(flat(x), low, song_bars=bars)
+        out.update({k: m[k] for k in m if k == "SC" or k.startswith(("QN", "TD B-P", "TD G-P", "TD S-P"))})
+        return out
+
+    rows = {f"real (test, {len(real)} passages)": row(real)}
+    shown = {"real": real}
+    import time
+    for prior in priors:
+        for sigma in sigmas:
+            model.prior_bars(bars, sigma=sigma, seed=seed, num=songs, prior=prior)  # compiled before timing
+            t0 = time.perf_counter()
+            x = np.moveaxis(model.prior_bars(bars, sigma=sigma, seed=seed + 1, num=songs, prior=prior), 1, 0)
+            seconds = time.perf_counter() - t0
+            rows[f"{prior} sigma={sigma}"] = {**row(x), "seconds": seconds}
+            if sigma == SIGMA:
+                shown[f"{prior} sigma={sigma}"] = x
+    if picture:
+        form.plot_self_similarity(picture, shown)
+    return {"rows": rows, "songs": songs, "bars": bars, "real_passages": int(len(real))}
+
+
+def form_table(result: dict) -> str:
+    """A markdown table of `form_rows`' result."""
+    rows = result["rows"]
+    cols = [c for c in next(iter(rows.values())) if c != "seconds"] + ["seconds"]
+    lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+    return "\n".join(lines)
 
 
 def _fmt(v):
@@ -375,9 +434,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threshold-notes", action="store_true",
                     help="decode notes at the calibrated onset thresholds instead of counting them (ablation)")
     ap.add_argument("--no-realism", action="store_true", help="skip the rhythm-realism section (vaejax.realism)")
+    ap.add_argument("--form-only", action="store_true",
+                    help="only the form section (chain and learned prior, with --arrange their arrangements): "
+                         "form.md, form.json, form-ssm.png")
+    ap.add_argument("--form-bars", type=int, default=32, help="bars per song of the form section")
     args = ap.parse_args(argv)
     ds = data_lib.open_dataset(args.data)
     test = ds["test"]
+    if args.form_only:
+        return form_main(args, test)
     runs = []
     for run in args.runs:
         model = trained_model.load(run)
@@ -410,6 +475,43 @@ def main(argv=None) -> int:
               "runs": runs, "real": real, "real_rows": real_extra, "reference": reference, "generation": gen,
               "arrangement": arranged, "realism": rl, "nonempty_bar_share": ds["train"].report["nonempty_bar_share"]}
     print(write_report(args.out, result))
+    form_main(args, test, model=model)
+    return 0
+
+
+def form_main(args, test: data_lib.Split, model=None) -> int:
+    """The form section: form.md, form.json and form-ssm.png in `args.out`."""
+    model = model or trained_model.load(args.runs[0])
+    if args.harmony is not None:
+        model.harmony_guidance = args.harmony
+    os.makedirs(args.out, exist_ok=True)
+    res = form_rows(model, test, songs=args.songs, bars=args.form_bars, seed=args.seed,
+                    picture=os.path.join(args.out, "form-ssm.png"))
+    text = [f"# Form: {args.runs[0]}", "", f"Command: `python -m vaejax.evaluate {' '.join(sys.argv[1:])}`",
+            f"Machine: {_cpu_name()}, {os.cpu_count()} cores. {res['songs']} songs x {res['bars']} bars per row; real: "
+            f"{res['real_passages']} test passages of {res['bars']} bars from the first bar where the piano plays. "
+            "Similarities 0-1, shares %, the decoders' raw output; seconds: drawing and decoding the songs.", "",
+            form_table(res), "", "![self-similarity](form-ssm.png)", ""]
+    if args.arrange:
+        files = [f for f in music.find_songs(args.arrange) if f.lower().endswith(music.MIDI_SUFFIXES)]
+        files = files[: args.arrange_songs]
+        sig = args.arrange_sigma if args.arrange_sigma is not None else ARRANGE_SIGMA
+        res["arrangement"] = {}
+        text += [f"Arranging {len(files)} piano parts ({args.arrange}), sigma {sig}: bars where each added track "
+                 "plays (%), raw output", "", "| prior | Drums | Guitar | Bass | Strings | TD G-P | TD B-P | TD S-P |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for prior in (["chain", "transformer"] if model.prior is not None else ["chain"]):
+            a = arrangement(model, files, sigma=sig, seed=args.seed, prior=prior)
+            res["arrangement"][prior] = a
+            if "raw" in a:
+                r = a["raw"]
+                text.append(f"| {prior} | " + " | ".join(_fmt(100 - r[f"EB {t}"]) for t in ("Drums", "Guitar", "Bass", "Strings"))
+                            + " | " + " | ".join(_fmt(r[k]) for k in ("TD G-P", "TD B-P", "TD S-P")) + " |")
+    with open(os.path.join(args.out, "form.json"), "w") as f:
+        json.dump(res, f, indent=1, default=float)
+    with open(os.path.join(args.out, "form.md"), "w") as f:
+        f.write("\n".join(text) + "\n")
+    print("\n".join(text))
     return 0
 
 

@@ -18,6 +18,8 @@ PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretraine
 """The packaged models shipped inside vaejax."""
 DEFAULT_PRETRAINED = "lpd5"
 NETWORKS = ("vae", "melody", "harmony")
+PRIOR_PREFIX = "prior_"
+"""Weights of the learned priors (`vaejax.prior`), where a model carries them: `prior_song/...`, `prior_band/...`."""
 
 
 def pretrained_names() -> list[str]:
@@ -58,6 +60,31 @@ def read_weights(run: RunFolder, templates: dict) -> tuple[dict, np.ndarray]:
     return params, arrays["start_bars"].astype(np.float32)
 
 
+def read_prior(run: RunFolder, templates: dict) -> dict | None:
+    """{name: parameters} of the packaged priors named in `templates` ("song", "band") that `weights.npz`
+    carries, or None when it carries none (a model packaged before the prior existed)."""
+    try:
+        with np.load(run.weights_path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k.startswith(PRIOR_PREFIX)}
+    except (OSError, ValueError) as e:
+        raise NoCheckpoint(f"{run.weights_path}: unreadable packaged weights ({e})") from None
+    out = {}
+    for name, like in templates.items():
+        prefix = f"{PRIOR_PREFIX}{name}/"
+        if not any(k.startswith(prefix) for k in arrays):
+            continue
+
+        def leaf(path, like, prefix=prefix):
+            key = prefix + jax.tree_util.keystr(path)
+            if key not in arrays or arrays[key].shape != tuple(like.shape):
+                raise NoCheckpoint(f"{run.weights_path}: packaged prior lacks {key} of shape {tuple(like.shape)} "
+                                   f"(config.json's prior section must match the packaged prior)")
+            return jnp.asarray(arrays[key], jnp.float32)
+
+        out[name] = jax.tree_util.tree_map_with_path(leaf, like)
+    return out or None
+
+
 def export(model, out_dir: str, *, dtype=np.float16) -> dict:
     """Write a `TrainedModel` as a packaged model folder (config.json, stats.json, weights.npz with
     parameters in `dtype`) that `load(out_dir)` restores. Returns file sizes in bytes."""
@@ -66,6 +93,8 @@ def export(model, out_dir: str, *, dtype=np.float16) -> dict:
     arrays = {}
     for name, params in zip(NETWORKS, (model.vae, model.mel, model.har)):
         arrays.update(_flatten(params, name + "/"))
+    for name, params in (getattr(model, "prior", None) or {}).items():
+        arrays.update(_flatten(params, f"{PRIOR_PREFIX}{name}/"))
     arrays = {k: v.astype(dtype) for k, v in arrays.items()}
     arrays["start_bars"] = model.start_bars.astype(dtype)
     np.savez_compressed(run.weights_path + ".tmp.npz", **arrays)

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -27,7 +28,9 @@ from vaejax.config import Config
 RUNS_DIR = "runs"
 """Where training puts run folders by default (relative to the working folder)."""
 LATEST = os.path.join(RUNS_DIR, "LATEST")
-STAGES = ("vae", "encode", "melody", "harmony")
+STAGES = ("vae", "encode", "melody", "harmony", "prior")
+CHAIN_LAST = "harmony"
+"""The stage whose checkpoints make a run usable (the prior is optional: without it generation uses the chain)."""
 WEIGHTS = "weights.npz"
 
 
@@ -102,7 +105,7 @@ class RunFolder:
     @property
     def trained(self) -> bool:
         """Holds a complete model: a config and either packaged weights or the last stage's checkpoints."""
-        return os.path.exists(self.config_path) and (self.packaged or os.path.isdir(self.ckpt(STAGES[-1])))
+        return os.path.exists(self.config_path) and (self.packaged or os.path.isdir(self.ckpt(CHAIN_LAST)))
 
     # ---- one trainer at a time ----------------------------------------------------------------------
 
@@ -122,7 +125,12 @@ class RunFolder:
         """Begin or resume a run with `cfg`: a new folder records it, an existing one must match it."""
         os.makedirs(self.root, exist_ok=True)
         if os.path.exists(self.config_path):
-            if self.read_config() != cfg:
+            saved = self.read_config()
+            if saved.prior != cfg.prior and dataclasses.replace(saved, prior=cfg.prior) == cfg:
+                # the prior trains last, on the encoded latents: new prior settings keep the rest of the run
+                if writer:
+                    _write_text(self.config_path, cfg.to_json())
+            elif saved != cfg:
                 raise RunError(f"{self.root} was started with a different configuration; use a new --run "
                                f"directory or the same settings (saved in {self.config_path})")
         elif writer:

@@ -19,9 +19,10 @@ import numpy as np
 from flax import nnx
 
 from vaejax import models, music, packaging, render
-from vaejax.config import (HARMONY, HARMONY_GUIDANCE, MAX_BARS, MERGE_GAP, MIN_LENGTH, PIANO, SIGMA, TEMPO, TRACKS,
-                           check_generation)
-from vaejax.latents import LatentNorm, Latents, add_noise, harmony_input
+from vaejax import prior as prior_lib
+from vaejax.config import (HARMONY, HARMONY_GUIDANCE, MAX_BARS, MERGE_GAP, MIN_LENGTH, PIANO, PRIOR, PRIORS, SIGMA,
+                           TEMPO, TRACKS, check_generation)
+from vaejax.latents import CLIP, LatentNorm, Latents, add_noise, harmony_input
 from vaejax.runs import NoCheckpoint, RunFolder, latest_run
 
 BUCKET = 16
@@ -87,10 +88,96 @@ class TrainedModel:
         """Decoders with an onset map start as many notes as they expect (`models.decode_notes(count=True)`;
         on a grid, ranked against each cell's calibrated threshold); False decodes at the calibrated onset
         thresholds instead."""
+        self._load_prior(run)
         self._chain = jax.jit(self._chain_impl, static_argnums=(2,))
         self._rolls = jax.jit(self._rolls_impl, static_argnames=("sample", "count", "cells"))
         self._encode = jax.jit(self._encode_impl)
         self._harm = jax.jit(self._harmony_impl)
+
+    # ---- the prior over bar sequences (vaejax.prior) ---------------------------------------------------
+
+    def _load_prior(self, run: RunFolder) -> None:
+        """The learned prior, when the folder carries one (packaged weights, or a `prior` stage checkpoint);
+        else `self.prior` is None and generation uses the chain."""
+        k = self.cfg.model.latent
+        templates = {name: nnx.split(nnx.eval_shape(lambda b=(name == "band"): prior_lib.prior_net(
+            self.cfg.prior, k, jax.random.key(0), band=b)))
+            for name in ("song", "band")}
+        self.prior_defs = {name: gd for name, (gd, _) in templates.items()}
+        like = {name: t for name, (_, t) in templates.items()}
+        self.prior = packaging.read_prior(run, like) if run.packaged else None
+        if self.prior is None and os.path.isdir(run.ckpt("prior")):
+            from vaejax.checkpoint import restore_params  # Orbax: only for training runs
+
+            if not self.cfg.prior.band:
+                like.pop("band")
+            self.prior = restore_params(run.ckpt("prior"), like)
+        self._prior_windows = {name: jax.jit(lambda p, *a, gd=gd: prior_lib.sample_window(gd, p, *a))
+                               for name, gd in self.prior_defs.items()}
+
+    def prior_kind(self, prior: str | None = None) -> str:
+        """The prior generation uses: `prior` ("chain" or "transformer"), by default the learned one when the
+        model carries it, else the chain."""
+        if prior is None:
+            return PRIOR if self.prior is not None else "chain"
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
+        if prior == "transformer" and self.prior is None:
+            raise ValueError(f"{self.run_dir} carries no learned prior; train one with `python train.py --run "
+                             f"{self.run_dir} --stage prior` or use prior='chain'")
+        return prior
+
+    def _prior_draw(self, which: str, num: int, bars: int, *, sigma: float, seed: int, prefix=None,
+                    prefix_plays=None, piano=None, phase0: int = 0):
+        """Standardised means `[num, bars, 5, K]` and plays `[num, bars, 5]` drawn from the prior `which`
+        ("song" or "band") at temperature `prior.temperature_of(sigma)`. New songs start with the piano
+        playing, as the chain starts from a real bar where it plays (most songs open with an intro)."""
+        params = self.prior[which]
+        given = None
+        if prefix is None and piano is None:
+            given = np.full((num, bars, len(TRACKS)), np.nan, np.float32)
+            given[:, 0, PIANO] = 1.0
+        window = lambda *a: self._prior_windows[which](params, *a)  # noqa: E731
+        return prior_lib.generate(window, jax.random.key(seed), num=num, bars=bars, latent=self.K,
+                                  context=self.cfg.prior.context, temperature=prior_lib.temperature_of(sigma),
+                                  prefix=prefix, prefix_plays=prefix_plays, piano=piano, phase0=phase0, given=given)
+
+    def _prior_latents(self, z_std) -> Latents:
+        """Standardised means `[..., 5, K]` -> latent parameters in data units (log variances at the
+        training bars' mean: decoders read the means only)."""
+        k = self.K
+        mu = z_std * self.norm.std[:, :k] + self.norm.mean[:, :k]
+        return Latents(mu.astype(np.float32), np.broadcast_to(self.norm.mean[:, k:], mu.shape).astype(np.float32))
+
+    def _standardized_means(self, z: Latents) -> np.ndarray:
+        k = self.K
+        return np.clip((np.asarray(z.mu) - self.norm.mean[:, :k]) / self.norm.std[:, :k], -CLIP, CLIP)
+
+    def _prior_rolls(self, z_std, plays, *, piano=None, threshold=None, sample=False, seed=0) -> np.ndarray:
+        """Bars drawn from the prior -> `[5, num, bars*T, P]` bool rolls, the decoders' raw output; a track
+        whose plays bit is off rests in that bar."""
+        num, bars = plays.shape[:2]
+        lat = self._prior_latents(z_std.reshape((-1,) + z_std.shape[2:]))
+        roll = self.rolls(lat, threshold=threshold, sample=sample, seed=seed, piano=piano, plays_latents=lat)
+        d = self.cfg.data
+        roll = roll.reshape(5, num, bars, d.steps, -1) & np.moveaxis(plays, 2, 0)[..., None, None]
+        return roll.reshape(5, num, bars * d.steps, -1)
+
+    def prior_bars(self, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, num: int = 1,
+                   prior: str | None = None) -> np.ndarray:
+        """`num` new songs as raw bars `[5, num, bars, T, P]` (bool, the decoders' own notes before any
+        post-processing, in the model's key) from the prior `prior` (see `prior_kind`)."""
+        check_generation(bars=bars, sigma=sigma, num=num)
+        d = self.cfg.data
+        segments = -(-bars // d.segment_bars)
+        if self.prior_kind(prior) == "transformer":
+            z, plays = self._prior_draw("song", num, segments, sigma=sigma, seed=seed)
+            roll = self._prior_rolls(z, plays, seed=seed + 1)
+        else:
+            z, means = self.sample_latents(segments, sigma=sigma, seed=seed, num=num, with_means=True)
+            flat = lambda a: a.map(lambda x: x.reshape((-1,) + x.shape[2:]))  # noqa: E731
+            roll = self.rolls(flat(z), seed=seed + 1, plays_latents=flat(means)).reshape(5, num, segments * d.steps, -1)
+        return roll[:, :, : bars * d.resolution * d.beats_per_bar].reshape(5, num, bars, d.resolution * d.beats_per_bar, -1)
 
     def _label(self, name: str) -> str:
         return f"{name} (model trained on SYNTHETIC demo data)" if self.synthetic and "SYNTHETIC" not in name else name
@@ -272,14 +359,22 @@ class TrainedModel:
         return (z, means) if with_means else z
 
     def sample(self, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, num: int = 1, threshold=None,
-               sample: bool = False, **finish_kw):
+               sample: bool = False, prior: str | None = None, **finish_kw):
         """`num` new songs of `bars` bars, generated together in one compiled call. (The chain advances by
         segments; with segments of several bars the last one is cut to length.) `key=N` transposes the
-        songs by N semitones from C major / A minor (key-normalised models)."""
+        songs by N semitones from C major / A minor (key-normalised models). `prior`: "transformer" (the
+        learned prior over bar sequences; the default where the model carries one; sigma sets its
+        temperature, `prior.temperature_of`) or "chain" (MelodyNN and the HarmonyNNs, sigma their noise)."""
         check_generation(bars=bars, sigma=sigma, num=num, threshold=threshold, key=finish_kw.get("key"),
                          tempo=finish_kw.get("tempo"))
         d = self.cfg.data
         segments = -(-bars // d.segment_bars)
+        if self.prior_kind(prior) == "transformer":
+            z, plays = self._prior_draw("song", num, segments, sigma=sigma, seed=seed)
+            roll = self._prior_rolls(z, plays, threshold=threshold, sample=sample, seed=seed + 1)
+            length = bars * d.resolution * d.beats_per_bar
+            return [self._finish(roll[:, i, :length], name=f"vaejax seed {seed} #{i}", **finish_kw)
+                    for i in range(num)]
         z, means = self.sample_latents(segments, sigma=sigma, seed=seed, num=num, with_means=True)
         flat = lambda a: a.map(lambda x: x.reshape((-1,) + x.shape[2:]))  # noqa: E731
         roll = self.rolls(flat(z), threshold=threshold, sample=sample, seed=seed + 1, plays_latents=flat(means))
@@ -304,18 +399,37 @@ class TrainedModel:
         return self.decode(noisy, seed=seed, name=f"variation sigma {sigma}", shift=shift, plays_latents=z,
                            **decode_kw)
 
-    def continue_song(self, song, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, **decode_kw):
-        """Roll the chain forward from the last bar of `song` (in the song's key unless `key` is given)."""
+    def continue_song(self, song, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, prior: str | None = None,
+                      **decode_kw):
+        """`bars` new bars after `song` (in the song's key unless `key` is given): the learned prior continues
+        from the song's last `context` bars, so it can return to the song's material and keep its phrase
+        positions; the chain (`prior="chain"`) rolls forward from its last bar."""
         roll, shift = self._in_model_key(self._roll_of(song))
+        if self.prior_kind(prior) == "transformer":
+            check_generation(bars=bars, sigma=sigma)
+            given = self._encode_roll(roll)
+            d = self.cfg.data
+            n = len(given)
+            keep = min(n, self.cfg.prior.context)
+            sounds = roll[:, : n * d.steps].reshape(5, n, -1).any(-1).T  # [n, 5]
+            z, plays = self._prior_draw("song", 1, keep + bars, sigma=sigma, seed=seed,
+                                        prefix=self._standardized_means(given[n - keep:])[None],
+                                        prefix_plays=sounds[None, n - keep:].astype(np.float32), phase0=n - keep)
+            out = self._prior_rolls(z[:, keep:], plays[:, keep:], seed=seed, threshold=decode_kw.pop("threshold", None),
+                                    sample=decode_kw.pop("sample", False))[:, 0]
+            decode_kw.setdefault("key", 0)
+            return self._finish(out, name="continuation", shift=shift, **decode_kw)
         start = self._encode_roll(roll)[-1:]
         z, means = self.sample_latents(bars, sigma=sigma, seed=seed, num=1, start=start, with_means=True)
         decode_kw.setdefault("key", 0)
         return self.decode(z[0], seed=seed, name="continuation", shift=shift, plays_latents=means[0], **decode_kw)
 
     def arrange(self, piano, *, sigma: float = SIGMA, seed: int = 0, tracks=None, threshold=None,
-                sample: bool = False, **finish_kw):
-        """Keep a piano part exactly and generate the band bar by bar: the HarmonyNNs carry each track's
-        latents under the piano's, and each decoder follows the piano's pitch classes.
+                sample: bool = False, prior: str | None = None, **finish_kw):
+        """Keep a piano part exactly and generate the band bar by bar: the learned arranging prior draws the
+        band's latents and rests given the piano part of the whole passage (it looks ahead as well as back,
+        `context` bars at a time), or (`prior="chain"`) the HarmonyNNs carry each track's latents under the
+        piano's; each decoder follows the piano's pitch classes.
 
         `piano`: a Multitrack (its Piano track, or its only track) or a `[T, P]` bool roll. `tracks`: the
         instruments to add (names from `TRACKS`, default all four). The output keeps the input's length
@@ -346,6 +460,13 @@ class TrainedModel:
         roll[PIANO, :length] = piano_roll
         roll, shift = self._in_model_key(roll)
         h = np.array(HARMONY)
+        if self.prior_kind(prior) == "transformer" and "band" in self.prior:
+            given = self._encode_roll(roll)
+            sounds = roll[PIANO].reshape(n, -1).any(-1).astype(np.float32)
+            piano_tokens = np.concatenate([self._standardized_means(given)[:, PIANO], sounds[:, None]], -1)
+            z, plays = self._prior_draw("band", 1, n, sigma=sigma, seed=seed, piano=piano_tokens[None])
+            out = self._prior_rolls(z, plays, piano=roll[PIANO], threshold=threshold, sample=sample, seed=seed)[:, 0]
+            return self._arranged(out, piano_roll, add, shift, length, finish_kw)
         p = self._encode_roll(roll).concat()[:, PIANO]  # [n, 2K]
         rng = np.random.default_rng(seed)
         own0 = self.norm.standardize(self.start_bars[rng.integers(len(self.start_bars))][h], h)
@@ -358,6 +479,12 @@ class TrainedModel:
         z[:, h] = self.norm.unstandardize(own, h)
         means[:, h] = self.norm.unstandardize(own_mean, h)
         out = self.rolls(z, threshold=threshold, sample=sample, seed=seed, piano=roll[PIANO], plays_latents=means)
+        return self._arranged(out, piano_roll, add, shift, length, finish_kw)
+
+    def _arranged(self, out, piano_roll, add, shift, length, finish_kw):
+        """The decoded arrangement `[5, T, P]` (model key) -> the Multitrack: post-processed, in the piano's
+        key, cut to its length, only the tracks asked for, the given piano part untouched."""
+        cfg = self.cfg.data
         ml, mg = finish_kw.pop("min_length", None), finish_kw.pop("merge_gap", None)
         out = render.postprocess(out, min_length=self.min_length if ml is None else ml,
                                  merge_gap=self.merge_gap if mg is None else mg)

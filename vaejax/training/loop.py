@@ -142,7 +142,7 @@ def plot_losses(run: RunFolder, stage: str) -> str | None:
         return None
     from vaejax.render import new_figure
 
-    key = "loss" if stage == "vae" else "mse"
+    key = "loss" if stage in ("vae", "prior") else "mse"
     train = [r for r in recs if r["kind"] == "train"]
     valid = [r for r in recs if r["kind"] == "valid"]
     spe = max(1, max(r["step"] for r in recs) / max(1, max(r["epoch"] for r in recs) + 1))
@@ -153,7 +153,8 @@ def plot_losses(run: RunFolder, stage: str) -> str | None:
     if valid and "baseline" in valid[-1]:
         ax.axhline(valid[-1]["baseline"], ls="--", c="gray", label="next = previous")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("negative ELBO per bar (nats, sum of 5 VAEs)" if stage == "vae" else "MSE")
+    ax.set_ylabel({"vae": "negative ELBO per bar (nats, sum of 5 VAEs)",
+                   "prior": "negative log-likelihood per bar (nats)"}.get(stage, "MSE"))
     ax.set_title(f"{stage} loss")
     ax.legend()
     fig.tight_layout()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 import jax
@@ -18,8 +19,9 @@ from vaejax.devices import DataParallel
 from vaejax.runs import STAGES, RunFolder, default_run, mark_latest
 from vaejax.training import calibration
 from vaejax.training.loop import Stage, fit, log
-from vaejax.training.steps import (THRESHOLDS, chain_optimizer, init_vae_state, make_chain_fns, make_vae_fns,
-                                   train_state)
+from vaejax import prior as prior_lib
+from vaejax.training.steps import (THRESHOLDS, chain_optimizer, init_vae_state, make_chain_fns, make_prior_fns,
+                                   make_vae_fns, prior_optimizer, train_state)
 from vaejax.checkpoint import restore_best
 
 
@@ -153,6 +155,82 @@ def train_chain(run: RunFolder, cfg: Config, ds: dict, latents: dict, which: str
     return graphdef, state, meta
 
 
+def plays_of(split: data_lib.Split, chunk: int = 8192) -> np.ndarray:
+    """Which tracks sound in every bar of a split, `[bars, 5]` bool (from the bit-packed bars: a bar sounds
+    when any of its bytes is non-zero)."""
+    out = [np.asarray(split.packed[i:i + chunk]).reshape(min(chunk, len(split) - i), len(TRACKS), -1).any(-1)
+           for i in range(0, len(split), chunk)]
+    return np.concatenate(out) if out else np.zeros((0, len(TRACKS)), bool)
+
+
+def prior_sequences(run: RunFolder, ds: dict, latents: dict, split: str) -> prior_lib.Sequences:
+    """A split's bar sequences for the prior: latent means standardised as generation standardises them
+    (the run's `stats.json`), and the plays bits."""
+    stats = run.read_stats()
+    lat = latents[split]
+    k = lat.shape[-1] // 2
+    if "latent_mean" in stats:
+        norm = latents_lib.LatentNorm(np.asarray(stats["latent_mean"], np.float32),
+                                      np.asarray(stats["latent_std"], np.float32))
+    else:
+        norm = latents_lib.LatentNorm.fit(latents["train"])
+    z = norm.standardize(lat)[..., :k].astype(np.float32)
+    return prior_lib.Sequences(np.clip(z, -latents_lib.CLIP, latents_lib.CLIP), plays_of(ds[split]),
+                               ds[split].start, ds[split].length)
+
+
+def train_prior(run: RunFolder, cfg: Config, ds: dict, latents: dict, *, progress=True, stop_after=0):
+    """Train the prior over bar sequences (and, with `cfg.prior.band`, the arranging prior) on the run's
+    encoded latents."""
+    pc, tc = cfg.prior, cfg.train
+    key = jax.random.fold_in(jax.random.key(tc.seed), 3)
+    nets = {"song": prior_lib.prior_net(pc, cfg.model.latent, jax.random.fold_in(key, 0))}
+    if pc.band:
+        nets["band"] = prior_lib.prior_net(pc, cfg.model.latent, jax.random.fold_in(key, 1), band=True)
+    split = {name: nnx.split(net) for name, net in nets.items()}
+    graphdefs = {name: gd for name, (gd, _) in split.items()}
+    params = {name: p for name, (_, p) in split.items()}
+    tx = prior_optimizer(pc)
+    state = train_state(params, tx, key)
+    step_fn, eval_fn = make_prior_fns(graphdefs, tx, pc)
+    train, valid = (prior_sequences(run, ds, latents, s) for s in ("train", "valid"))
+    rows = train.windows(pc.context)
+    if len(rows) == 0:
+        raise ValueError(f"no training song has {pc.context} bars, the prior's context; lower prior.context")
+    vrows = valid.windows(pc.context)
+    if len(vrows) == 0:
+        valid, vrows = train, rows
+    vrows = vrows[np.random.default_rng(tc.seed).permutation(len(vrows))[:512]]
+    epochs = max(1, min(pc.epochs, pc.steps))
+    spe = max(1, pc.steps // epochs)
+
+    def batches(epoch, start):
+        for b in range(start, spe):
+            pick = np.random.default_rng([tc.seed, 3000 + epoch, b]).integers(len(rows), size=pc.batch_size)
+            yield train.batch(rows[pick], pc.context)
+
+    def evaluate(state):
+        parts = [jax.device_get(eval_fn(state["params"], *valid.batch(vrows[i:i + 64], pc.context)))
+                 for i in range(0, len(vrows), 64)]
+        out = {}
+        for name in graphdefs:
+            for field in prior_lib.PriorLoss._fields:
+                out[f"{field}_{name}"] = float(np.mean([getattr(p[name], field) for p in parts]))
+        out["val_loss"] = sum(out[f"loss_{name}"] for name in graphdefs)
+        return out
+
+    def summarize(host):
+        out = {"loss": float(np.mean([sum(float(m[n].loss) for n in graphdefs) for m in host]))}
+        for name in graphdefs:
+            out[f"plays_{name}"] = float(np.mean([m[name].plays for m in host]))
+            out[f"latent_{name}"] = float(np.mean([m[name].latent for m in host]))
+        return out
+
+    stage = Stage("prior", state, spe, epochs, batches, step_fn, evaluate, summarize)
+    state, meta = fit(stage, run, tc, {"config": cfg.to_dict()}, progress=progress, stop_after=stop_after)
+    return graphdefs, state, meta
+
+
 def train_all(run_dir: str, cfg: Config, data_dir: str, *, stages=STAGES, devices=None, progress=True) -> dict:
     """Run the requested stages in order on a prepared dataset; each resumes from its own checkpoints.
     `cfg.data` must be the dataset's (see `train`, which takes it from the dataset)."""
@@ -174,7 +252,7 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
         graphdef, vae_state, vae_meta = train_vae(run, cfg, ds, dp, progress=progress)
         results["vae"] = vae_meta.get("val", {})
     latents = run.read_latents({name: len(ds[name]) for name in data_lib.SPLITS}, cfg.model.latent)
-    if "encode" in stages or (latents is None and ({"melody", "harmony"} & set(stages))):
+    if "encode" in stages or (latents is None and ({"melody", "harmony", "prior"} & set(stages))):
         if vae_state is None:
             vae_state, vae_meta = restore_best(run.ckpt("vae"), like)
         latents = calibration.run_encode(run, ds, graphdef, vae_state["params"])
@@ -184,6 +262,11 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
         if which in stages:
             _, _, meta = train_chain(run, cfg, ds, latents, which, progress=progress)
             results[which] = meta.get("val", {})
+    if "prior" in stages:
+        if latents is None:
+            raise ValueError(f"{run.root}: no encoded latents to train the prior on; run `train.py --stage encode` first")
+        _, _, meta = train_prior(run, cfg, ds, latents, progress=progress)
+        results["prior"] = meta.get("val", {})
     return results
 
 
@@ -209,6 +292,9 @@ def train(run_dir: str | None = None, data: str | None = None, cfg: Config | Non
     data_dir = data_lib.resolve(data, progress=progress)
     cfg = with_data(cfg, data_dir)
     run_dir = run_dir or default_run(preset_name, cfg.model.latent)
+    if tuple(stages) == ("prior",) and os.path.exists(RunFolder(run_dir).config_path):
+        # (re)training the prior of an existing run: its VAEs and chains stay as they were trained
+        cfg = RunFolder(run_dir).read_config().replace(prior=dataclasses.asdict(cfg.prior))
     log.info("training %s in %s on %d %s device(s) (%d process(es))", ", ".join(stages), run_dir,
              jax.device_count(), (devices or jax.devices())[0].platform, jax.process_count())
     results = train_all(run_dir, cfg, data_dir, stages=stages, devices=devices, progress=progress)

@@ -16,7 +16,8 @@ import optax
 from flax import nnx
 
 from vaejax import losses, models
-from vaejax.config import PIANO, DataConfig, ModelConfig, TrainConfig
+from vaejax import prior as prior_lib
+from vaejax.config import PIANO, DataConfig, ModelConfig, PriorConfig, TrainConfig
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 """Candidate decoding thresholds at which validation counts note-on cells."""
@@ -150,5 +151,42 @@ def make_chain_fns(graphdef, tx, *, stacked: bool):
 
     def eval_step(params, x, y):
         return loss(params, x, y)[1]
+
+    return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+
+
+def prior_optimizer(prior: PriorConfig) -> optax.GradientTransformation:
+    """Adam with a linear warm-up and cosine decay over the prior's steps, gradients clipped (Transformers
+    train unsteadily without both)."""
+    lr = optax.warmup_cosine_decay_schedule(0.0, prior.lr, max(prior.warmup, 1), max(prior.steps, prior.warmup + 1),
+                                            prior.lr * 0.1)
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, weight_decay=1e-4))
+
+
+def make_prior_fns(graphdefs: dict, tx, prior: PriorConfig):
+    """Jitted (train_step, eval_step) of the priors in `graphdefs` (`{"song": ..., "band": ...}`, trained
+    together, one loss each). A batch is (z `[B, L, 5, K]`, plays `[B, L, 5]`, phase `[B, L]`)."""
+    def losses_of(params, z, plays, phase, key):
+        out = {}
+        noisy = z + prior.input_noise * jax.random.normal(key, z.shape) if key is not None else z
+        for name, gd in graphdefs.items():
+            band = name == "band"
+            model = nnx.merge(gd, params[name])
+            piano = jnp.concatenate([z[:, :, PIANO], plays[:, :, PIANO, None]], -1) if band else None
+            out[name] = prior_lib.loss(model(noisy, plays, phase, piano), z, plays, band=band)
+        return out
+
+    def total(params, z, plays, phase, key):
+        out = losses_of(params, z, plays, phase, key)
+        return sum(o.loss for o in out.values()), out
+
+    def train_step(state, z, plays, phase, step):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
+        (_, out), grads = jax.value_and_grad(total, has_aux=True)(state["params"], z, plays, phase, key)
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        return {"params": optax.apply_updates(state["params"], updates), "opt": opt, "key": state["key"]}, out
+
+    def eval_step(params, z, plays, phase):
+        return losses_of(params, z, plays, phase, None)
 
     return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)

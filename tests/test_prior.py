@@ -1,0 +1,282 @@
+"""The prior over bar latents (vaejax.prior), its training stage, generation with it, and the form metrics."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vaejax import cli, form, prior, trained_model
+from vaejax.config import PIANO, PriorConfig, preset
+from vaejax.training.steps import make_prior_fns, prior_optimizer, train_state
+
+CFG = PriorConfig(layers=2, dim=32, heads=4, context=8, mixtures=3, steps=30, batch_size=16, warmup=5, lr=3e-3)
+K = 4
+
+
+def _net(band=False, seed=0, cfg=CFG):
+    return prior.prior_net(cfg, K, jax.random.key(seed), band=band)
+
+
+def _inputs(b=2, length=8, seed=0):
+    r = np.random.default_rng(seed)
+    z = r.standard_normal((b, length, 5, K)).astype(np.float32)
+    plays = (r.random((b, length, 5)) < 0.6).astype(np.float32)
+    phase = np.tile(np.arange(length, dtype=np.int32), (b, 1))
+    return z, plays, phase
+
+
+def _piano(z, plays):
+    return np.concatenate([z[:, :, PIANO], plays[:, :, PIANO, None]], -1)
+
+
+def test_shapes_and_causality():
+    net = _net()
+    z, plays, phase = _inputs()
+    out = net(z, plays, phase)
+    assert out.plays.shape == (2, 8, 5) and out.weights.shape == (2, 8, 3)
+    assert out.means.shape == out.log_scales.shape == (2, 8, 3, 5, K)
+    z2, p2 = z.copy(), plays.copy()
+    z2[:, 5:] += 3.0
+    p2[:, 6:] = 1 - p2[:, 6:]  # (a bar's own plays bits condition its latent mixture, as when sampling)
+    out2 = net(z2, p2, phase)
+    assert out.new.shape == (2, 8) and out.copies.shape == (2, 8, 8)
+    assert (np.asarray(out.copies[0])[np.triu_indices(8)] < -1e8).all()  # bar t copies only bars before it
+    fields = ("plays", "weights", "means", "log_scales", "new", "copies")
+    for f in fields:  # bar t reads bars < t only: outputs up to bar 5 are unchanged
+        np.testing.assert_allclose(np.asarray(getattr(out, f))[:, :6], np.asarray(getattr(out2, f))[:, :6], atol=1e-5)
+    for f in ("plays", "weights", "means", "new"):  # (the log scales start at zero everywhere)
+        assert not np.allclose(np.asarray(getattr(out, f))[:, 6:], np.asarray(getattr(out2, f))[:, 6:])
+
+
+def test_band_prior_looks_ahead_at_the_piano_only():
+    net = _net(band=True)
+    z, plays, phase = _inputs()
+    out = net(z, plays, phase, _piano(z, plays))
+    z2 = z.copy()
+    z2[:, 6, PIANO] += 3.0  # a later piano bar changes earlier outputs ...
+    assert not np.allclose(net(z2, plays, phase, _piano(z2, plays)).means[:, 2], out.means[:, 2])
+    z3 = z.copy()
+    z3[:, 6, 0] += 3.0  # ... a later drum bar does not
+    np.testing.assert_allclose(net(z3, plays, phase, _piano(z3, plays)).means[:, :7], out.means[:, :7], atol=1e-5)
+
+
+def test_cached_step_equals_the_full_window():
+    net = _net(band=True)
+    z, plays, phase = _inputs()
+    piano = _piano(z, plays)
+    full = net.hidden(z, plays, phase, piano)
+    _, cache = net.hidden(z, plays, phase, piano, cache=True)
+    x = net.inputs(z, plays, phase, piano)
+    for t in (0, 3, 7):
+        h, _ = net.step(x[:, t], cache, t)
+        np.testing.assert_allclose(h, full[:, t], atol=1e-4)
+
+
+def _phrase_songs(n_songs=32, bars=16, seed=0):
+    """Songs of 4-bar phrases repeated: bar t equals bar t-4 (plus a little noise)."""
+    r = np.random.default_rng(seed)
+    phrase = r.standard_normal((n_songs, 4, 5, K)).astype(np.float32)
+    z = np.tile(phrase, (1, bars // 4, 1, 1)) + 0.05 * r.standard_normal((n_songs, bars, 5, K)).astype(np.float32)
+    plays = np.tile(r.random((n_songs, 4, 5)) < 0.7, (1, bars // 4, 1))
+    seqs = prior.Sequences(z.reshape(-1, 5, K), plays.reshape(-1, 5), np.arange(n_songs) * bars,
+                           np.full(n_songs, bars))
+    return seqs
+
+
+def test_training_reduces_the_loss_on_repeating_sequences():
+    seqs = _phrase_songs()
+    rows = seqs.windows(CFG.context)
+    assert len(rows) == 32 * (16 - 8 + 1)
+    nets = {"song": _net(), "band": _net(band=True, seed=1)}
+    split = {n: nnx.split(m) for n, m in nets.items()}
+    tx = prior_optimizer(CFG)
+    state = train_state({n: p for n, (_, p) in split.items()}, tx, jax.random.key(0))
+    step, evaluate = make_prior_fns({n: g for n, (g, _) in split.items()}, tx, CFG)
+    batch = seqs.batch(rows[:64], CFG.context)
+    before = evaluate(state["params"], *batch)
+    r = np.random.default_rng(0)
+    for i in range(CFG.steps):
+        state, _ = step(state, *seqs.batch(rows[r.integers(len(rows), size=CFG.batch_size)], CFG.context),
+                        jnp.int32(i))
+    after = evaluate(state["params"], *batch)
+    for name in ("song", "band"):
+        assert float(after[name].loss) < float(before[name].loss) - 5.0
+        assert float(after[name].plays) < float(before[name].plays)
+
+
+def _window(net):
+    gd, params = nnx.split(net)
+    f = jax.jit(lambda p, *a: prior.sample_window(gd, p, *a))
+    return lambda *a: f(params, *a)
+
+
+def test_sampling_is_seeded_and_temperature_sets_the_variation():
+    win = _window(_net())
+    kw = dict(num=16, bars=8, latent=K, context=CFG.context)
+    a = prior.generate(win, jax.random.key(1), temperature=1.0, **kw)
+    b = prior.generate(win, jax.random.key(1), temperature=1.0, **kw)
+    c = prior.generate(win, jax.random.key(2), temperature=1.0, **kw)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.allclose(a[0], c[0])
+    assert a[0].shape == (16, 8, 5, K) and a[1].shape == (16, 8, 5) and a[1].dtype == bool
+
+    def spread(sigma):  # how far songs of one seed differ from each other
+        z, p = prior.generate(win, jax.random.key(3), temperature=prior.temperature_of(sigma), **kw)
+        return float(z.std(0).mean() + p.std(0).mean())
+
+    s = [spread(x) for x in (0.0, 0.25, 0.5, 1.0)]
+    assert s[0] < 1e-6  # sigma 0: the likeliest choice at every bar, the same song every time
+    assert s[0] < s[1] < s[2] < s[3]
+
+
+def test_prefix_kept_and_long_songs_slide():
+    win = _window(_net())
+    z0, p0, _ = _inputs(b=3, length=5, seed=4)
+    z, p = prior.generate(win, jax.random.key(0), num=3, bars=20, latent=K, context=CFG.context, temperature=1.0,
+                          prefix=z0, prefix_plays=p0)
+    assert z.shape == (3, 20, 5, K)
+    np.testing.assert_array_equal(z[:, :5], z0)
+    np.testing.assert_array_equal(p[:, :5], p0 > 0.5)
+    assert np.abs(z[:, 5:]).sum(-1).all()  # every later bar was drawn (none left at zero)
+
+
+def test_arranging_keeps_the_given_piano():
+    win = _window(_net(band=True))
+    z0, p0, _ = _inputs(b=2, length=12, seed=5)
+    z, p = prior.generate(win, jax.random.key(0), num=2, bars=12, latent=K, context=CFG.context, temperature=1.0,
+                          piano=_piano(z0, p0))
+    np.testing.assert_allclose(z[:, :, PIANO], z0[:, :, PIANO])
+    np.testing.assert_array_equal(p[:, :, PIANO], p0[:, :, PIANO] > 0.5)
+
+
+# ---- form metrics on hand-made rolls --------------------------------------------------------------------
+
+
+def _bar(r, density=0.05):
+    x = np.zeros((5, 96, 84), bool)
+    for t in range(5):
+        cells = r.random((16, 84)) < density
+        x[t] = np.repeat(cells, 6, axis=0)
+    return x
+
+
+def test_form_of_a_song_that_repeats_every_four_bars():
+    r = np.random.default_rng(0)
+    phrase = [_bar(r) for _ in range(4)]
+    song = np.stack([phrase[t % 4] for t in range(32)], 1)[None]  # [1, 5, 32, 96, 84]
+    m = form.form_metrics(song)
+    assert m["sim lag 4"] == 1.0 and m["sim lag 8"] == 1.0 and m["sim lag 16"] == 1.0
+    assert m["sim lag 1"] < 0.2 and m["phrase ratio"] > 4
+    assert m["near repeats %"] == 100.0
+    assert m["empty % Drums"] == 0.0
+
+
+def test_near_repeats_and_empty_bars_as_constructed():
+    r = np.random.default_rng(1)
+    bars = [_bar(r) for _ in range(24)]
+    order = list(range(8)) + list(range(8)) + list(range(8, 24))  # bars 8-15 repeat 0-7, the rest are new
+    song = np.stack([bars[i] for i in order], 1)[None]
+    song[0, 3, 20:] = False  # the bass rests in the last 12 bars
+    m = form.form_metrics(song)
+    assert m["near repeats %"] == pytest.approx(100 * 8 / 28)
+    assert m["empty % Bass"] == pytest.approx(100 * 12 / 32)
+    assert m["sim lag 8"] > 0.2 and m["phrase ratio"] > 1
+    ssm = form.self_similarity(song)
+    assert ssm.shape == (1, 32, 32) and np.allclose(np.diagonal(ssm[0]), 1)
+    np.testing.assert_allclose(ssm[0], ssm[0].T)
+    # two silent bars are identical
+    assert form.self_similarity(np.zeros((1, 5, 2, 96, 84), bool))[0, 0, 1] == 1.0
+
+
+def test_self_similarity_picture(tmp_path):
+    r = np.random.default_rng(2)
+    songs = np.stack([np.stack([_bar(r) for _ in range(8)], 1) for _ in range(2)])
+    path = form.plot_self_similarity(str(tmp_path / "ssm.png"), {"a": songs, "b": songs[::-1]}, songs=2)
+    assert os.path.getsize(path) > 1000
+
+
+# ---- the model: stage, generation, packaging ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model(tiny_run):
+    return trained_model.load(tiny_run)
+
+
+def test_the_run_carries_a_prior_and_uses_it_by_default(model, tiny_run):
+    assert os.path.isdir(os.path.join(tiny_run, "ckpt", "prior", "best"))
+    assert set(model.prior) == {"song", "band"}
+    assert model.prior_kind() == "transformer" and model.prior_kind("chain") == "chain"
+    with pytest.raises(ValueError, match="prior must be one of"):
+        model.prior_kind("lstm")
+    songs = model.sample(bars=6, sigma=0.5, seed=1, num=2)
+    again = model.sample(bars=6, sigma=0.5, seed=1, num=2, prior="transformer")
+    assert len(songs) == 2 and songs[0].tracks[1].pianoroll.shape[0] == 6 * 96
+    for a, b in zip(songs, again):
+        assert all(np.array_equal(x.pianoroll, y.pianoroll) for x, y in zip(a.tracks, b.tracks))
+
+
+def test_chain_is_still_there_and_unchanged(model):
+    """prior='chain' generates exactly as the chain always has: the chain's latents, rests from its
+    predictions before the noise."""
+    from vaejax import music
+
+    got = music.from_multitrack(model.sample(bars=5, sigma=0.5, seed=4, num=2, prior="chain", min_length=0,
+                                             merge_gap=0)[1])
+    z, means = model.sample_latents(5, sigma=0.5, seed=4, num=2, with_means=True)
+    flat = lambda a: a.map(lambda x: x.reshape((-1,) + x.shape[2:]))  # noqa: E731
+    roll = model.rolls(flat(z), seed=5, plays_latents=flat(means))
+    np.testing.assert_array_equal(got, roll[:, 5 * 96:])
+    bars = model.prior_bars(5, sigma=0.5, seed=4, num=2, prior="chain")
+    np.testing.assert_array_equal(bars.reshape(5, -1, 84), roll)
+
+
+def test_continue_and_arrange_with_each_prior(model):
+    from vaejax import music
+
+    song = model.sample(bars=6, sigma=0.5, seed=2)[0]
+    for p in ("transformer", "chain"):
+        cont = music.from_multitrack(model.continue_song(song, bars=5, seed=3, prior=p))
+        assert cont.shape == (5, 5 * 96, 84)
+        piano = np.random.default_rng(0).random((7 * 96, 84)) < 0.03
+        out = music.from_multitrack(model.arrange(piano, seed=1, prior=p))
+        assert np.array_equal(out[PIANO], piano) and out.shape == (5, 7 * 96, 84)
+
+
+def test_packaged_model_carries_the_prior(model, tmp_path):
+    out = str(tmp_path / "pk")
+    assert cli.export_main([model.run_dir, out]) == 0
+    packed = trained_model.load(out)
+    assert packed.prior_kind() == "transformer" and set(packed.prior) == set(model.prior)
+    for name in model.prior:
+        for a, b in zip(jax.tree.leaves(model.prior[name]), jax.tree.leaves(packed.prior[name])):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3, rtol=2e-3)
+    z1, p1 = model._prior_draw("song", 3, 6, sigma=0.5, seed=0)
+    z2, p2 = packed._prior_draw("song", 3, 6, sigma=0.5, seed=0)
+    assert (p1 == p2).mean() > 0.9
+
+
+def test_stage_prior_retrains_on_an_existing_run(tiny_run, demo_prepared, tmp_path):
+    """`train.py --run RUN --stage prior` keeps the run's other settings and trains only the prior."""
+    import shutil
+
+    from vaejax import training
+    from vaejax.runs import RunFolder
+
+    run = str(tmp_path / "again")
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(".lock", "prior"))
+    before = RunFolder(run).read_config()
+    cfg = preset("default").replace(prior={"layers": 1, "dim": 16, "heads": 2, "context": 4, "mixtures": 2,
+                                           "steps": 4, "batch_size": 4, "epochs": 1, "band": False})
+    _, results = training.train(run, demo_prepared, cfg, stages=("prior",), progress=False)
+    assert set(results) == {"prior"} and np.isfinite(results["prior"]["val_loss"])
+    after = RunFolder(run).read_config()
+    assert after.model == before.model and after.train == before.train and after.prior.dim == 16
+    m = trained_model.load(run)
+    assert set(m.prior) == {"song"} and m.prior_kind() == "transformer"
+    assert "band" not in m.prior  # no arranging prior: arrange falls back to the chain
+    m.arrange(np.zeros((96, 84), bool))
