@@ -11,7 +11,9 @@ two-sample classifier on 4- and 16-bar phrases), and the MuseGAN goals of issue 
   - `threshold`: the calibrated thresholds instead of counting notes;
   - `one-cut`: one onset threshold for every sixteenth (no per-cell calibration), thresholded;
   - `no-early`: notes never start a step early (the early map ignored);
-  - `full-tail`: every note sounds its whole last sixteenth (no per-track last-cell length).
+  - `full-tail`: every note sounds its whole last sixteenth (no per-track last-cell length);
+  - `chain`: generation from the seed's chain where the model also carries a learned prior.
+Generated rows use the model's default prior (the learned one where it carries one).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ def apply_variant(model, variant: str | None):
             return b.at[..., 2 * n:].set(-30.0)  # the early map's probability 0
 
         model.vae["out_b"] = jax.tree.map(no_early, model.vae["out_b"])
+    elif variant == "chain":
+        model.prior = None  # generation from the seed's chain even where the model carries a learned prior
     elif variant == "full-tail":
         model.thresholds = model.thresholds.copy()
         model.thresholds[:, 2] = model.cfg.data.steps // (model.cfg.data.beats * model.cfg.model.grid)
@@ -57,9 +61,9 @@ def apply_variant(model, variant: str | None):
 def row(model, test, songs: int, bars: int, seed: int) -> dict:
     rec = evaluate.reconstruction(model, test)
     rl = evaluate.realism_section(model, test, songs=songs, bars=bars, seed=seed)
-    gen = evaluate._bars_of(model, *model.sample_latents(bars, sigma=0.5, seed=seed, num=songs, with_means=True))
-    m = metrics.all_metrics(gen, test.cfg.lowest_pitch, song_bars=bars)
-    return {"reconstruction": {t: rec[t]["f1"] for t in TRACKS}, "realism": rl,
+    gen = model.prior_bars(bars, sigma=0.5, seed=seed, num=songs)
+    m = metrics.all_metrics(gen.reshape(5, -1, *gen.shape[3:]), test.cfg.lowest_pitch, song_bars=bars)
+    return {"reconstruction": {t: rec[t]["f1"] for t in TRACKS}, "realism": rl, "prior": model.prior_kind(),
             "goals": {k: m[k] for k in m if k.startswith(("TD", "SC", "QN"))}}
 
 

@@ -184,7 +184,8 @@ def realism_section(model, test: data_lib.Split, *, songs: int, bars: int, sigma
     """Rhythm realism (`vaejax.realism`) of held-out songs' passages (`bars` bars from the first bar where the
     piano and two more tracks play), of their reconstructions (every bar encoded and decoded, sigma 0: the
     piano from its own latents, the band under the decoded piano, as generation does) and of songs from the
-    prior at `sigma`; raw (the decoders' notes) and post-processed (as sample.py delivers)."""
+    model's default prior at `sigma` (and, where it carries a learned prior, of the chain too); raw (the
+    decoders' notes) and post-processed (as sample.py delivers)."""
     windows = _song_windows(test, bars)
     rng = np.random.default_rng(seed)
     pick = [windows[j] for j in rng.permutation(len(windows))[:songs]]
@@ -194,11 +195,15 @@ def realism_section(model, test: data_lib.Split, *, songs: int, bars: int, sigma
     flat_real = real.reshape(5, -1, *real.shape[3:])
     z = model.encode_bars(flat_real)
     recon = model.rolls(z).reshape(flat_real.shape)
-    gen = _bars_of(model, *model.sample_latents(bars, sigma=sigma, seed=seed, num=len(pick), with_means=True))
     n = len(pick)
-    systems = {"reconstructed": _songs_of(recon, n), "reconstructed, post-processed": _songs_of(_post(model, recon), n),
-               f"generated sigma={sigma}": _songs_of(gen, n),
-               f"generated sigma={sigma}, post-processed": _songs_of(_post(model, gen), n)}
+    systems = {"reconstructed": _songs_of(recon, n), "reconstructed, post-processed": _songs_of(_post(model, recon), n)}
+    priors = ["chain"] + (["transformer"] if model.prior is not None else [])
+    for prior in priors:
+        gen = model.prior_bars(bars, sigma=sigma, seed=seed, num=n, prior=prior).reshape(5, -1, *flat_real.shape[2:])
+        # the model's default prior is the plain "generated" row; the others are named
+        label = f"generated sigma={sigma}" + ("" if prior == model.prior_kind() else f" ({prior})")
+        systems[label] = _songs_of(gen, n)
+        systems[label + ", post-processed"] = _songs_of(_post(model, gen), n)
     out = realism.realism(_songs_of(flat_real, n), systems, phrase_bars=phrase_bars,
                           lowest_pitch=test.cfg.lowest_pitch, steps_per_bar=test.cfg.steps, seed=seed)
     out["songs"], out["bars"] = n, bars
