@@ -511,7 +511,7 @@ def sample_main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        what = getattr(e, "filename", None) or args.out
+        what = str(getattr(e, "filename", None) or args.out).removesuffix(".part")
         print(f"error: {what}: {e.strerror or e} ({written} song(s) written before; nothing partial is left)",
               file=sys.stderr)
         return 2
@@ -537,6 +537,13 @@ def export_main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", help="the packaged model folder to write")
     ap.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
     args = ap.parse_args(argv)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f"error: {args.out}: is a file, not a folder (the packaged model is a folder)", file=sys.stderr)
+        return 2
+    out = _out_problem(args.out)
+    if out:
+        print(f"error: {out.replace('--out ', '')}", file=sys.stderr)
+        return 2
     import numpy as np
 
     from vaejax import packaging, trained_model
@@ -548,7 +555,11 @@ def export_main(argv: list[str] | None = None) -> int:
     except (RunError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sizes = packaging.export(model, args.out, dtype=np.float32 if args.float32 else np.float16)
+    try:
+        sizes = packaging.export(model, args.out, dtype=np.float32 if args.float32 else np.float16)
+    except OSError as e:
+        print(f"error: {getattr(e, 'filename', None) or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     print(f"{args.out}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()))
     return 0
 

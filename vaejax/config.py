@@ -324,7 +324,7 @@ def section_from_dict(kind, d: dict, source: str):
     section = kind.__name__.replace("Config", "").lower()
     unknown = sorted(str(k) for k in d if k not in names)
     if unknown:
-        warnings.warn(f"{source}: ignoring unknown field(s) {', '.join(section + '.' + k for k in unknown)} "
+        warnings.warn(f"{source}: ignoring unknown field(s) {', '.join(repr(section + '.' + k) for k in unknown)} "
                       f"(written by a newer version?)", ConfigWarning, stacklevel=3)
     fields = {k: v for k, v in d.items() if k in names}
     for k, v in fields.items():

@@ -587,7 +587,7 @@ def check_report(report, path: str) -> None:
     if unknown:
         import warnings
         from vaejax.config import ConfigWarning
-        warnings.warn(f"{path}: ignoring unknown field(s) {', '.join(unknown)} (written by a newer version?)",
+        warnings.warn(f"{path}: ignoring unknown field(s) {', '.join(map(repr, unknown))} (written by a newer version?)",
                       ConfigWarning, stacklevel=3)
     if not isinstance(report.get("config"), dict):
         raise bad(f"config must be a mapping of data settings, got {type(report.get('config')).__name__}")

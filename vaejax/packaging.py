@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax.runs import NoCheckpoint, RunFolder
+from vaejax.runs import NoCheckpoint, RunFolder, write_atomically
 
 PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 """The packaged models shipped inside vaejax."""
@@ -68,8 +68,7 @@ def export(model, out_dir: str, *, dtype=np.float16) -> dict:
         arrays.update(_flatten(params, name + "/"))
     arrays = {k: v.astype(dtype) for k, v in arrays.items()}
     arrays["start_bars"] = model.start_bars.astype(dtype)
-    np.savez_compressed(run.weights_path + ".tmp.npz", **arrays)
-    os.replace(run.weights_path + ".tmp.npz", run.weights_path)
+    write_atomically(run.weights_path, lambda tmp: np.savez_compressed(tmp, **arrays), run.weights_path + ".tmp.npz")
     run.write_config(model.cfg)
     stats = {k: v for k, v in model.stats.items() if k != "val"}
     stats["harmony_guidance"] = model.harmony_guidance

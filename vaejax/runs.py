@@ -68,10 +68,25 @@ def default_run(preset_name: str, latent: int) -> str:
 
 def _write_text(path: str, text: str) -> None:
     """Written whole or not at all: another process of a job may be reading the file at this moment."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    write_atomically(path, write, f"{path}.{os.getpid()}.tmp")
+
+
+def write_atomically(path: str, write, tmp: str | None = None) -> None:
+    """`write(tmp)` then rename onto `path`; on any failure (a full disk, an interrupt) the temporary file is
+    removed and `path` is as it was."""
+    tmp = tmp or path + ".tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class RunFolder:
@@ -201,7 +216,7 @@ class RunFolder:
         elif start_bars is not None and not np.isfinite(start_bars).all():
             problems.append("start bars hold values that are not finite")
         if problems:
-            raise RunError(f"{self.root}: the sampling statistics do not match config.json ({'; '.join(problems)}); "
+            raise RunError(f"{self.stats_path}: the sampling statistics do not match config.json ({'; '.join(problems)}); "
                            f"re-run `train.py --stage encode` for this run")
 
     def write_stats(self, stats: dict, *, indent: int = 2) -> None:
@@ -215,17 +230,16 @@ class RunFolder:
                            f"re-run `train.py --stage encode` for this run") from None
 
     def write_start_bars(self, bars: np.ndarray) -> None:
-        tmp = self.start_bars_path + ".tmp.npy"
-        np.save(tmp, bars.astype(np.float32))
-        os.replace(tmp, self.start_bars_path)
+        write_atomically(self.start_bars_path, lambda tmp: np.save(tmp, bars.astype(np.float32)),
+                         self.start_bars_path + ".tmp.npy")
 
     # ---- encoded latents ------------------------------------------------------------------------
 
     def write_latents(self, split: str, latents: np.ndarray, start: np.ndarray, length: np.ndarray) -> None:
         path = self.latents_path(split)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.savez(path + ".tmp.npz", latents=latents, start=start, length=length)
-        os.replace(path + ".tmp.npz", path)
+        write_atomically(path, lambda tmp: np.savez(tmp, latents=latents, start=start, length=length),
+                         path + ".tmp.npz")
 
     @property
     def encoded(self) -> bool:
