@@ -514,8 +514,8 @@ def verify(root: str, report: dict | None = None, *, checksums: bool | None = No
 class Split:
     """One split of a prepared dataset, memory-mapped (bars are unpacked only when batched)."""
 
-    def __init__(self, root: str, split: str):
-        self.report = read_report(root)
+    def __init__(self, root: str, split: str, report: dict | None = None):
+        self.report = report if report is not None else read_report(root)
         self.cfg = report_config(self.report, os.path.join(root, "report.json"))
         self.name = split
         path = os.path.join(root, f"{split}.bars")
@@ -663,7 +663,7 @@ def open_dataset(root: str, *, verify_checksums: bool | None = None) -> dict[str
     """All splits of a prepared dataset, checked against its report first (see `verify`)."""
     report = read_report(root)
     verify(root, report, checksums=verify_checksums)
-    return {s: Split(root, s) for s in SPLITS}
+    return {s: Split(root, s, report) for s in SPLITS}
 
 
 class Batch(NamedTuple):

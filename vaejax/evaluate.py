@@ -352,7 +352,10 @@ def _main(args, argv) -> int:
     from vaejax.music import read_song, to_bars
     reference = {}
     for path in args.reference:
-        bars = to_bars(read_song(path, test.cfg, require_44=False).roll, test.cfg)
+        try:
+            bars = to_bars(read_song(path, test.cfg, require_44=False).roll, test.cfg)
+        except music.BadSong as e:
+            raise music.BadSong(f"--reference {path}: {e}") from None
         reference[f"{os.path.basename(path)} ({len(bars)} bars)"] = metrics.all_metrics(bars.transpose(1, 0, 2, 3))
     result = {"date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
               "machine": f"{_cpu_name()}, {os.cpu_count()} cores ({platform.machine()})",

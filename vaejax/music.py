@@ -267,8 +267,8 @@ def _check_size(bars: float, notes: int, what: str = "notes") -> None:
         raise BadSong(f"{notes} {what}, more than the cap of {MAX_NOTES}")
 
 
-def _midi_extent(path: str) -> bytes:
-    """The bytes of a MIDI file, checked before pretty_midi builds its tick tables and the roll is allocated:
+def _midi_extent(path: str):
+    """A MIDI file parsed by mido, checked before pretty_midi builds its tick tables and the roll is allocated:
     size, chunk lengths (a chunk may not claim more bytes than the file holds: readers would reserve them),
     then length in beats and note count from the events alone (tempo does not matter to beats)."""
     import io
@@ -304,7 +304,7 @@ def _midi_extent(path: str) -> bytes:
             notes += msg.type == "note_on" and msg.velocity > 0
         end = max(end, tick)
     _check_size(end / tpb / 4, notes)
-    return blob
+    return mid
 
 
 def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = True) -> Song:
@@ -320,11 +320,9 @@ def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = T
     """
     import pretty_midi
 
-    import io
-
-    blob = _midi_extent(path)
-    try:
-        pm = pretty_midi.PrettyMIDI(io.BytesIO(blob))
+    mid = _midi_extent(path)
+    try:  # the parsed file is handed on: a large file is parsed once, not twice
+        pm = pretty_midi.PrettyMIDI(mido_object=mid)
     except Exception as e:  # mido/pretty_midi raise many types for bad bytes
         raise BadSong(f"not a readable MIDI file ({type(e).__name__}: {str(e)[:80]})") from None
     for ts in pm.time_signature_changes if require_44 else ():

@@ -270,7 +270,7 @@ class TrainedModel:
         """Latent parameters `[num, bars, 5]` from the chain (`bars` counts segments). The first comes from
         `start` (`[num, 5]`) or from a random real training bar where the piano plays. `with_means`: also
         the chains' predictions before the noise (the same shape)."""
-        check_generation(bars=bars, sigma=sigma, num=num)
+        check_generation(bars=bars, sigma=sigma, num=num, seed=seed)
         key = jax.random.key(seed)
         if start is None:
             pick = np.random.default_rng(seed).integers(len(self.start_bars), size=num)
@@ -390,6 +390,9 @@ class TrainedModel:
 
     def interpolate(self, song_a, song_b, *, steps: int = 5, bars: int = 4, **decode_kw):
         """`steps` songs moving linearly in latent space from song_a's first `bars` bars to song_b's."""
+        check_generation(bars=bars)
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= 100:
+            raise ValueError(f"steps must be an integer from 2 to 100, got {steps!r}")
         a, b = self.encode(song_a)[:bars].concat(), self.encode(song_b)[:bars].concat()
         n = min(len(a), len(b))
         return [self.decode((1 - w) * a[:n] + w * b[:n], name=f"interpolation {w:.2f}", **decode_kw)
