@@ -488,11 +488,16 @@ def test_real_full_disk_while_sampling(tmp_path):
 
 # ---- generation in chunks --------------------------------------------------------------------------------
 
-def test_chunked_decoding_equals_one_call(monkeypatch):
+@pytest.fixture(scope="module")
+def lpd5():
     import vaejax
+    return vaejax.load("lpd5")
+
+
+def test_chunked_decoding_equals_one_call(monkeypatch, lpd5):
     from vaejax import trained_model
 
-    model = vaejax.load("lpd5")
+    model = lpd5
     z = model.sample_latents(10, seed=3)[0]
     whole = model.rolls(z)
     monkeypatch.setattr(trained_model, "DECODE_CHUNK", 4)
@@ -504,12 +509,21 @@ def test_chunked_decoding_equals_one_call(monkeypatch):
     np.testing.assert_allclose(model.encode_bars(bars).concat(), enc_whole, rtol=1e-5, atol=1e-5)
 
 
-def test_generation_beyond_the_budget_is_refused_before_work():
-    import vaejax
-
-    model = vaejax.load("lpd5")
-    model.memory_mb = 500
+def test_generation_beyond_the_budget_is_refused_before_work(lpd5, monkeypatch):
+    model = lpd5
+    monkeypatch.setattr(model, "memory_mb", 500)
     t = time.perf_counter()
     with pytest.raises(ValueError, match="more than the budget of 500 MiB"):
         model.sample(4096, num=1000)
     assert time.perf_counter() - t < 1
+
+
+def test_strict_prepare_leaves_no_temporary_file(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.mid").write_bytes(GOOD_MIDI)
+    (src / "b.mid").write_bytes(b"MThd broken")
+    with pytest.raises(data.PrepareError) as e:
+        data.prepare(str(src), str(tmp_path / "out"), workers=1, progress=False, strict=True)
+    assert e.value.code == 3
+    assert not [n for n in os.listdir(tmp_path / "out") if ".tmp" in n]

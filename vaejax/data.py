@@ -333,13 +333,15 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
     try:
         return _prepare(src, out, cfg, files, problems, fingerprint, workers=workers, strict=strict,
                         progress=progress, timeout=timeout)
-    except OSError as e:
+    except BaseException as e:  # strict mode, an interrupt, a full disk: no temporary file is left behind
         for name in os.listdir(out):
             if ".tmp" in name:
                 try:
                     os.remove(os.path.join(out, name))
                 except OSError:
                     pass
+        if not isinstance(e, OSError):
+            raise
         raise PrepareError(f"{out}: {e.strerror or e} while writing the cache"
                            + (" (the previous cache is unchanged)" if os.path.exists(report_path) else ""), 4) from None
 

@@ -39,6 +39,8 @@ READ_TIMEOUT = 60.0
 """Seconds one file may take to read (`prepare --timeout`, `sample.py --read-timeout`)."""
 NNZ_CHUNK = 1 << 20
 """Cells of a sparse npz track converted at a time (bounds the index arrays' temporaries)."""
+MIDI_EVENT_BYTES = 480
+"""Memory per MIDI event while a file is read (mido's and pretty_midi's objects; measured about 460)."""
 MIDI_SUFFIXES = (".mid", ".midi")
 SUFFIXES = (".npz",) + MIDI_SUFFIXES
 _MSD_ID = re.compile(r"^TR[A-Z0-9]{16}$")
@@ -296,14 +298,17 @@ def _midi_extent(path: str):
     tpb = mid.ticks_per_beat
     if not isinstance(tpb, int) or tpb <= 0:
         raise BadSong(f"unusable ticks per beat ({tpb!r}; SMPTE time division is not supported)")
-    end = notes = 0
+    end = notes = events = 0
     for track in mid.tracks:
         tick = 0
+        events += len(track)
         for msg in track:
             tick += msg.time
             notes += msg.type == "note_on" and msg.velocity > 0
         end = max(end, tick)
     _check_size(end / tpb / 4, notes)
+    # pretty_midi keeps an object per event (about 460 bytes each, measured), then the roll and its bars
+    _budget((events * MIDI_EVENT_BYTES + 2.2 * len(TRACKS) * (end / tpb) * 24 * 84) / 2**20, "this MIDI file")
     return mid
 
 
