@@ -527,3 +527,35 @@ def test_strict_prepare_leaves_no_temporary_file(tmp_path):
         data.prepare(str(src), str(tmp_path / "out"), workers=1, progress=False, strict=True)
     assert e.value.code == 3
     assert not [n for n in os.listdir(tmp_path / "out") if ".tmp" in n]
+
+
+def _mangled_npz(edits, cut):
+    buf = io.BytesIO()
+    np.savez(buf, latents=np.zeros((3, 5, 16), np.float32), start=np.zeros(1, np.int64), length=np.full(1, 3),
+             ids=np.array(["a"]))
+    blob = bytearray(buf.getvalue())
+    for where, value in edits:
+        blob[int(where * (len(blob) - 1))] = value
+    return bytes(blob[:max(1, int(cut * len(blob)))])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=6), cut=st.floats(0, 1))
+def test_run_folder_arrays_read_or_refused_in_one_line(tmp_path, edits, cut):
+    from vaejax import packaging
+
+    run = RunFolder(str(tmp_path / "run"))
+    os.makedirs(os.path.join(run.root, "latents"), exist_ok=True)
+    blob = _mangled_npz(edits, cut)
+    for path in (run.latents_path("train"), run.start_bars_path, run.weights_path):
+        with open(path, "wb") as f:
+            f.write(blob)
+    with open(run.stats_path, "w") as f:
+        f.write("{}")
+    open(run.start_bars_path[:-4] + ".npy", "ab").close()
+    for read in (lambda: run.read_latents({"train": 3}, 8), run.read_start_bars,
+                 lambda: packaging.read_weights(run, {n: {} for n in packaging.NETWORKS})):
+        try:
+            read()
+        except RunError as e:
+            assert "\n" not in str(e)

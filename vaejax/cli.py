@@ -439,6 +439,8 @@ def sample_main(argv: list[str] | None = None) -> int:
 
     def given(path):
         s = _read_given(path, model, args)
+        if s.roll.shape[1] < model.cfg.data.steps:
+            raise BadSong(f"{path}: shorter than one bar ({s.roll.shape[1]} of {model.cfg.data.steps} steps)")
         kw.setdefault("tempo", args.tempo or s.tempo)
         problem = _budget_problem(args, s.roll.shape[1] / steps_per_bar, kw["tempo"])
         if problem:

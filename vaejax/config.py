@@ -263,8 +263,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"train.precision must be auto, float32 or bfloat16, got {self.precision!r}")
-        _check_fields(self, {"batch_size": ("int", 1, 1 << 20), "vae_epochs": ("int", 0, 1 << 20),
-                             "chain_epochs": ("int", 0, 1 << 20), "lr": ("float", 1e-12, 10.0),
+        _check_fields(self, {"batch_size": ("int", 1, 1 << 20), "vae_epochs": ("int", 1, 1 << 20),
+                             "chain_epochs": ("int", 1, 1 << 20), "lr": ("float", 1e-12, 10.0),
                              "chain_lr": ("float", 1e-12, 10.0), "chain_batch_size": ("int", 1, 1 << 20),
                              "chain_noise": ("float", 0.0, 100.0), "beta": ("float", 0.0, 1e6),
                              "beta_rate": ("float", 0.0, 1.0), "free_bits": ("float", 0.0, 1e6),

@@ -41,8 +41,11 @@ def read_weights(run: RunFolder, templates: dict) -> tuple[dict, np.ndarray]:
     try:
         with np.load(run.weights_path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise NoCheckpoint(f"{run.weights_path}: unreadable packaged weights ({e})") from None
+    except Exception as e:  # zipfile, zlib and numpy raise many types for damaged bytes
+        raise NoCheckpoint(f"{run.weights_path}: unreadable packaged weights ({type(e).__name__}: "
+                           f"{str(e)[:80]})") from None
+    if not all(isinstance(a, np.ndarray) and a.dtype.kind in "fiu" for a in arrays.values()):
+        raise NoCheckpoint(f"{run.weights_path}: packaged weights hold arrays that are not numbers")
 
     def get(prefix):
         def leaf(path, like):

@@ -224,9 +224,11 @@ class RunFolder:
 
     def read_start_bars(self) -> np.ndarray:
         try:
-            return np.load(self.start_bars_path, allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError) as e:
-            raise RunError(f"{self.start_bars_path}: unreadable start bars ({e}); "
+            with open(self.start_bars_path, "rb") as f:
+                bars = np.lib.format.read_array(f, allow_pickle=False)
+            return np.asarray(bars, np.float32)
+        except Exception as e:  # numpy raises many types for damaged bytes
+            raise RunError(f"{self.start_bars_path}: unreadable start bars ({type(e).__name__}: {str(e)[:80]}); "
                            f"re-run `train.py --stage encode` for this run") from None
 
     def write_start_bars(self, bars: np.ndarray) -> None:
@@ -258,8 +260,8 @@ class RunFolder:
                 return None
             try:
                 with np.load(path, allow_pickle=False) as z:
-                    out[name] = z["latents"]
-            except (OSError, ValueError, KeyError, EOFError) as e:
+                    out[name] = np.asarray(z["latents"], np.float32)
+            except Exception as e:  # zipfile, zlib and numpy raise many types for damaged bytes
                 raise RunError(f"{path}: unreadable latents ({type(e).__name__}); re-run `train.py --stage encode`") from None
             if out[name].shape != (bars, 5, 2 * latent) and not (bars == 0 and out[name].shape[0] == 0):
                 raise RunError(f"{path}: latents of shape {out[name].shape}, but the dataset's {name} split has {bars} "
