@@ -238,9 +238,11 @@ def test_cache_report_read_or_refused_in_one_line(tmp_path, report):
         except data.CacheError as e:
             assert "\n" not in str(e) and "report.json" in str(e)
             return
-    data.report_config(got)  # a report that reads has usable settings
-    with pytest.raises(data.CacheError):  # and no bars files: damaged, in one line
-        data.verify(str(root), got)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConfigWarning)
+        data.report_config(got)  # a report that reads has usable settings
+        with pytest.raises(data.CacheError):  # and no bars files: damaged, in one line
+            data.verify(str(root), got)
 
 
 def test_own_format_corpus(tmp_path):
@@ -385,6 +387,32 @@ def test_nan_training_stops_and_keeps_the_last_finite_checkpoint(tmp_path):
     assert meta["step"] == 3 and np.isfinite(np.asarray(state["w"])).all()
 
 
+@pytest.mark.slow
+def test_nan_training_from_the_command_line_is_not_marked_latest(tmp_path, monkeypatch, demo_prepared):
+    import jax
+
+    from vaejax.training import stages
+
+    real_fit = stages.fit
+
+    def nan_fit(stage, *a, **k):  # the VAE's losses turn NaN from the first step on
+        step = stage.step
+
+        def bad(state, *inputs):
+            state, metrics = step(state, *inputs)
+            return state, jax.tree.map(lambda m: m * float("nan"), metrics)
+
+        stage.step = bad
+        return real_fit(stage, *a, **k)
+
+    monkeypatch.setattr(stages, "fit", nan_fit)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(cli.train_main, ["--data", demo_prepared, "--preset", "tiny", "--run", "run", "--stage",
+                                             "vae", "--quiet", "--max-steps-per-epoch", "4"])
+    assert code == 2 and "vae: training diverged at step 2" in err and "Traceback" not in err, err
+    assert not os.path.exists(os.path.join("runs", "LATEST"))
+
+
 # ---- processes: no orphans, no clobbering ---------------------------------------------------------------
 
 def _children(pid):
@@ -403,6 +431,7 @@ def _alive(pid):
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux /proc")
 def test_readers_die_with_their_parent_after_kill_9(tmp_path):
     src = tmp_path / "src"
