@@ -40,7 +40,8 @@ def test_patch_deconv_equals_transposed_conv(kernel):
 
 @pytest.mark.parametrize("latent", [8, 16, 32, 64])
 def test_vae_shapes_and_parameter_count(latent):
-    cfg = ModelConfig(latent=latent)
+    """The earlier design, at the data's resolution (saved runs of it still load)."""
+    cfg = ModelConfig(latent=latent, grid=0, time_patch=(4, 4))
     stack = models.vae_stack(cfg, DataConfig(), jax.random.key(0))
     x = jnp.zeros((5, 3, 96, 84))
     c = models.conditions(x[1], DataConfig())
@@ -61,9 +62,70 @@ def test_vae_shapes_and_parameter_count(latent):
     assert models.count_params(stack) == 5 * per
 
 
+@pytest.mark.parametrize("latent", [8, 16, 32, 64])
+def test_sixteenth_grid_vae_shapes_and_parameter_count(latent):
+    cfg = ModelConfig(latent=latent)  # the default: a sixteenth grid, three maps
+    stack = models.vae_stack(cfg, DataConfig(), jax.random.key(0))
+    x = jnp.zeros((5, 3, 96, 84))
+    c = models.conditions(x[1], DataConfig())
+    g, s = nnx.split(stack)
+
+    def run(p, xi, ci, k):
+        m = nnx.merge(g, p)
+        return m(m.encoder_input(xi), k, ci)
+    out = jax.vmap(run)(s, x, c, jax.random.split(jax.random.key(1), 5))
+    assert out.logits.shape == (5, 3, 7, 8, 3 * 24) and out.mu.shape == (5, 3, latent)
+    mu, _ = jax.vmap(lambda p, xi, ci: nnx.merge(g, p).encode(xi, ci))(s, x, c)
+    logits = jax.vmap(lambda p, z, ci: nnx.merge(g, p).decode(z, ci))(s, mu, c)
+    assert logits.shape == (5, 3, 3, 16, 84)
+    # conv1 (3 maps * 2*12)*32+32, conv2 64*64+64, enc 1792*256+256, head, dec, expand 256*1792+1792,
+    # deconv2 64*64+32, output 32*(3*24) + 3*24, conditions 2 * 48*256, harmonic bias 3*12*12, plays 256+1
+    per = (72 * 32 + 32) + (64 * 64 + 64) + (1792 * 256 + 256) + (256 * 2 * latent + 2 * latent) \
+        + (latent * 256 + 256) + (256 * 1792 + 1792) + (64 * 64 + 32) + (32 * 72 + 72) + 2 * 48 * 256 \
+        + 3 * 144 + 257
+    assert models.count_params(stack) == 5 * per
+
+
+def test_grid_maps_of_a_roll():
+    """Onsets move to their nearest sixteenth (LPD's one-step-early notes to the next one, flagged early);
+    sustain covers cells the note sounds over at least half of."""
+    x = np.zeros((1, 96, 84), np.float32)
+    x[0, 23:47, 10] = 1  # starts one step before the second beat: sixteenth 4, early, sounds through 7
+    x[0, 0:6, 20] = 1  # a sixteenth note on the downbeat
+    x[0, 6:12, 20] = 1  # ... repeated at once: the roll merges them, the grid cannot tell
+    x[0, 50:52, 30] = 1  # a 32nd note at step 50: nearest sixteenth 8, sustained (it starts there)
+    x[0, 94:96, 40] = 1  # starts in the last half sixteenth: the next bar's downbeat, not this bar's
+    g = np.asarray(models.to_grid(jnp.asarray(x), 6))[0]  # [3, 16, 84]
+    sustain, onset, early = g
+    assert np.flatnonzero(onset[:, 10]).tolist() == [4] and early[4, 10] and early[:, 10].sum() == 1
+    assert np.flatnonzero(sustain[:, 10]).tolist() == [4, 5, 6, 7]
+    assert np.flatnonzero(onset[:, 20]).tolist() == [0] and sustain[:2, 20].all()
+    assert np.flatnonzero(onset[:, 30]).tolist() == [8] and np.flatnonzero(sustain[:, 30]).tolist() == [8]
+    assert not onset[:, 40].any() and not early[:, 40].any()
+
+
+def test_grid_decoding_draws_notes_back_at_the_data_resolution():
+    """Perfect maps decode to the roll they came from, up to the last cell's length (`tail`) and notes off
+    the grid: an early note sounds from the step before its sixteenth, and a note followed at once by
+    another of the same pitch ends a step early so that both stay notes."""
+    x = np.zeros((1, 96, 84), np.float32)
+    x[0, 23:47, 10] = 1  # early, four sixteenths
+    x[0, 0:5, 20] = 1
+    x[0, 6:11, 20] = 1  # repeated sixteenths with a one-step gap
+    x[0, 48, 0] = 1  # a drum-like one-step hit
+    maps = models.to_grid(jnp.asarray(x), 6)
+    roll = np.asarray(models.decode_notes(maps, jnp.array([0.5, 0.5, 6.0]), sub=6))[0]
+    assert np.flatnonzero(roll[:, 10]).tolist() == list(range(23, 47))
+    assert np.flatnonzero(roll[:, 20]).tolist() == list(range(0, 5)) + list(range(6, 12))
+    short = np.asarray(models.decode_notes(maps, jnp.array([0.5, 0.5, 1.0]), sub=6))[0]
+    assert np.flatnonzero(short[:, 0]).tolist() == [48]  # tail 1: a one-step hit stays one step
+    plays = np.asarray(models.decode_notes(maps, jnp.array([0.5, 0.5, 6.0]), plays=jnp.array([0.2]), sub=6))
+    assert not plays.any()
+
+
 def test_unconditioned_single_channel_vae():
     """The design before conditioning and onsets (saved runs of it still load): one output channel."""
-    cfg = ModelConfig(latent=8, condition=False, onsets=False, plays=False)
+    cfg = ModelConfig(latent=8, condition=False, onsets=False, plays=False, grid=0, time_patch=(4, 4))
     stack = models.vae_stack(cfg, DataConfig(), jax.random.key(0))
     g, s = nnx.split(stack)
     mu, _ = jax.vmap(lambda p, xi: nnx.merge(g, p).encode(xi))(s, jnp.zeros((5, 2, 96, 84)))
@@ -188,15 +250,15 @@ def test_harmonic_bias_follows_the_piano_pitch_classes():
     """The conditioned decoder's output bias for a track depends on the pitch classes the piano plays in
     each beat: with the 12x12 map set to 'play what the piano plays', exactly those rows and beats rise."""
     vae = models.VAE(ModelConfig(latent=8), DataConfig(), rngs=nnx.Rngs(0))
-    vae.harmony[...] = jnp.stack([jnp.eye(12), jnp.zeros((12, 12))])  # sustain channel only
+    vae.harmony[...] = jnp.stack([jnp.eye(12), jnp.zeros((12, 12)), jnp.zeros((12, 12))])  # sustain channel only
     piano = np.zeros((1, 96, 84), np.float32)
     piano[0, 24:48, 60 - 24] = 1  # C4 in beat 2
     c = models.beat_chroma(jnp.asarray(piano), DataConfig())
-    bias = vae._harmonic_bias(c)
-    full = np.asarray(models.from_patches(bias.reshape(1, 7, 24, 2, 48)[..., 0, :], 4, 12))[0]  # sustain
+    bias = vae._harmonic_bias(c)  # on the sixteenth grid: 16 cells, patches of 2 x 12
+    full = np.asarray(models.from_patches(bias.reshape(1, 7, 8, 3, 24)[..., 0, :], 2, 12))[0]  # sustain
     on = np.argwhere(full > 0)
-    assert len(on) == 24 * 7 and set(on[:, 1]) == set(range(0, 84, 12))  # every C, ...
-    assert set(on[:, 0]) == set(range(24, 48))  # ... in beat 2 only
+    assert len(on) == 4 * 7 and set(on[:, 1]) == set(range(0, 84, 12))  # every C, ...
+    assert set(on[:, 0]) == set(range(4, 8))  # ... in beat 2 only
 
 
 def test_guidance_scales_the_band_decoders_harmonic_bias():
@@ -247,3 +309,46 @@ def test_threshold_counts_match_one_comparison_per_threshold():
     want = metrics.confusion(p[..., None] > THRESHOLDS.astype(np.float32), on[..., None], axis=(0, 1, 2))
     for a, b in zip(got, want):
         np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_onset_cuts_start_as_many_notes_per_sixteenth_as_the_real_bars():
+    """Per-cell calibration: a decoder surer of downbeats than of off-beats still places off-beat notes."""
+    from vaejax.training.calibration import onset_cuts
+
+    rng = np.random.default_rng(0)
+    x = np.zeros((5, 64, 96, 84), np.float32)
+    for b in range(64):  # every bar: a downbeat note and an off-beat note on sixteenth 3
+        x[:, b, 0:6, 30 + b % 5] = 1
+        x[:, b, 18:24, 40 + b % 7] = 1
+    maps = np.asarray(models.to_grid(jnp.asarray(x), 6))  # [5, 64, 3, 16, 84]
+    probs = maps * 0.0 + rng.random(maps.shape) * 0.05  # noise everywhere ...
+    probs[:, :, 1] += maps[:, :, 1] * np.where(np.arange(16) == 0, 0.9, 0.2)[None, None, :, None]  # ... off-beats unsure
+    probs[:, :, 0] = np.maximum(probs[:, :, 0], maps[:, :, 0] * 0.9)
+    plays = np.ones((5, 64), np.float32)
+    cuts = onset_cuts((jnp.asarray(probs), jnp.asarray(plays)), x, None)
+    assert cuts.shape == (5, 16) and cuts[0, 3] < 0.25 < cuts[0, 0]
+    roll = np.asarray(models.decode_notes(jnp.asarray(probs[1]), jnp.array([0.5, 0.5, 6.0]), sub=6,
+                                          onset_cuts=jnp.asarray(cuts[1])))
+    starts = roll & ~np.pad(roll, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+    assert starts[:, 0].sum() == 64 and starts[:, 18].sum() == 64 and starts.sum() == 128
+    one = np.asarray(models.decode_notes(jnp.asarray(probs[1]), jnp.array([0.5, 0.5, 6.0]), sub=6))
+    assert one[:, 18].sum() == 0  # one threshold for all cells keeps the downbeats only
+
+
+def test_counted_grid_notes_follow_the_calibrated_cells():
+    """Counting on a grid ranks cells by probability over their threshold: with off-beats calibrated lower,
+    the expected notes land on them too rather than all on the beats the decoder is surest of."""
+    probs = np.zeros((1, 3, 16, 84), np.float32)
+    probs[0, 0] = 0.9
+    probs[0, 1, 0, 10] = 0.6  # a sure downbeat
+    probs[0, 1, 4, 12] = 0.5  # beat 2, fairly sure
+    probs[0, 1, 3, 20] = 0.3  # an off-beat sixteenth, unsure
+    probs[0, 1, 7, 22] = 0.1  # noise
+    cuts = np.full(16, 0.5, np.float32)
+    cuts[[3, 7]] = 0.25  # the validation bars said off-beat sixteenths deserve lower thresholds
+    th = jnp.array([0.5, 0.5, 6.0])
+    plain = np.asarray(models.decode_notes(jnp.asarray(probs), th, count=True, sub=6))[0]
+    ranked = np.asarray(models.decode_notes(jnp.asarray(probs), th, count=True, sub=6, onset_cuts=jnp.asarray(cuts)))[0]
+    # 1.5 notes expected -> 2: by probability the two beats, by calibrated rank the downbeat and the off-beat
+    assert plain[0, 10] and plain[24, 12] and not plain[18, 20]
+    assert ranked[0, 10] and ranked[18, 20] and not ranked[24, 12]

@@ -277,8 +277,12 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--harmony", type=float, default=None,
                    help="how strongly the band follows the piano's pitch classes (1: as trained; default: the "
                         f"model's, {config_lib.HARMONY_GUIDANCE:g} for models trained with conditioning)")
-    p.add_argument("--min-length", type=int, default=config_lib.MIN_LENGTH, help="drop notes shorter than this many steps (0: keep all)")
-    p.add_argument("--merge-gap", type=int, default=config_lib.MERGE_GAP, help="join notes separated by fewer steps than this (0: never)")
+    p.add_argument("--min-length", type=int, default=None,
+                   help="drop notes shorter than this many steps (0: keep all; default: the model's, "
+                        f"0 on a sixteenth grid, {config_lib.MIN_LENGTH} for the earlier design)")
+    p.add_argument("--merge-gap", type=int, default=None,
+                   help="join notes separated by fewer steps than this (0: never; default: the model's, "
+                        f"0 on a sixteenth grid, {config_lib.MERGE_GAP} for the earlier design)")
     p.add_argument("--tempo", type=float, default=None,
                    help=f"beats per minute (default: the given song's tempo, or {config_lib.TEMPO:g} for sampled songs)")
     p.add_argument("--out", default="out", help="output folder")

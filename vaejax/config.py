@@ -207,8 +207,14 @@ class ModelConfig:
     """
 
     latent: int = 16
+    grid: int = 4
+    """Time steps per beat that the VAEs model (4: sixteenth notes, as MusicVAE does); 0 models the data's own
+    resolution (24 per beat, the earlier design). On a sixteenth grid each bar becomes three maps: sustain,
+    onset (a note starts within half a sixteenth of this one) and "early" (it starts one data step before
+    the sixteenth, LPD's most common placement off the grid); decoded notes are drawn back at the data's
+    resolution with a per-track last-sixteenth length (`models.decode_notes`)."""
     pitch_patch: int = 12
-    time_patch: tuple[int, int] = (4, 4)
+    time_patch: tuple[int, int] = (2, 2)
     channels: tuple[int, int] = (32, 64)
     hidden: int = 256
     chain_hidden: int = 256
@@ -226,8 +232,8 @@ class ModelConfig:
     def __post_init__(self):
         if not _is_int(self.latent) or self.latent not in LATENT_SIZES:
             raise ValueError(f"model.latent must be one of {', '.join(map(str, LATENT_SIZES))}, got {self.latent!r}")
-        _check_fields(self, {"pitch_patch": ("int", 1, 128), "time_patch": ("ints", 1, 96),
-                             "channels": ("ints", 1, 4096), "hidden": ("int", 1, 65536),
+        _check_fields(self, {"grid": ("int", 0, 96), "pitch_patch": ("int", 1, 128),
+                             "time_patch": ("ints", 1, 96), "channels": ("ints", 1, 4096), "hidden": ("int", 1, 65536),
                              "chain_hidden": ("int", 1, 65536), "chain_layers": ("int", 1, 64),
                              "condition": ("bool", None, None), "onsets": ("bool", None, None),
                              "plays": ("bool", None, None)})
@@ -296,7 +302,8 @@ class Config:
                              f"{type(d).__name__}")
         sections = {}
         for name, kind, legacy in (("data", DataConfig, {"key_normalize": False}),
-                                   ("model", ModelConfig, {"condition": False, "onsets": False, "plays": False}),
+                                   ("model", ModelConfig, {"condition": False, "onsets": False, "plays": False, "grid": 0,
+                                                           "time_patch": (4, 4)}),
                                    ("train", TrainConfig, {})):
             part = d.get(name, {})
             if not isinstance(part, dict):

@@ -109,6 +109,50 @@ def onsets(x: jax.Array) -> jax.Array:
     return x * (1 - prev)
 
 
+def to_grid(x: jax.Array, sub: int) -> jax.Array:
+    """`[..., T, P]` roll at the data's resolution -> `[..., 3, T/sub, P]` maps on a coarser grid of `sub`
+    data steps per cell: sustain (the note sounds over at least half the cell, or starts in it), onset (a
+    note starts within half a cell of the cell's start: LPD's notes that begin a step early belong to the
+    next cell) and early (a note starts exactly one data step before the cell). A note starting in the
+    last half cell of the segment belongs to the next segment's first cell, which sees it sounding at its
+    first step and so starts it there."""
+    *lead, t, p = x.shape
+    n, half = t // sub, sub // 2
+    on = onsets(x)
+    pad = [(0, 0)] * len(lead)
+    shifted = jnp.pad(on, pad + [(half, 0), (0, 0)])[..., :t, :].reshape(*lead, n, sub, p)  # [.., n, sub, P]
+    onset = jnp.max(shifted, axis=-2)
+    early = shifted[..., half - 1, :]
+    sustain = jnp.maximum((jnp.mean(x.reshape(*lead, n, sub, p), axis=-2) >= 0.5).astype(x.dtype), onset)
+    return jnp.stack([sustain, onset, early], axis=-3)
+
+
+def expand_grid(start: jax.Array, roll: jax.Array, early: jax.Array, tail: jax.Array, sub: int) -> jax.Array:
+    """Notes decoded on the grid back to the data's resolution: `[B, n, P]` note starts, sounding cells and
+    early flags of the notes' starts (bool), `tail` (steps a note sounds in its last cell, 1..sub) ->
+    `[B, n*sub, P]` bool. A note starting early sounds one data step earlier throughout; a note followed at
+    once by another of the same pitch ends at least one step before it, so the two stay two notes."""
+    b, n, p = roll.shape
+
+    def step(cur_early, inputs):
+        st, e = inputs
+        cur_early = jnp.where(st, e, cur_early)
+        return cur_early, cur_early
+
+    _, flag = jax.lax.scan(step, jnp.zeros_like(roll[:, 0]), (jnp.moveaxis(start, 1, 0), jnp.moveaxis(early & start, 1, 0)))
+    flag = jnp.moveaxis(flag, 0, 1) & roll  # [B, n, P]: the sounding cell belongs to an early note
+    nxt = lambda a: jnp.pad(a, ((0, 0), (0, 1), (0, 0)))[:, 1:]  # noqa: E731
+    last = roll & (~nxt(roll) | nxt(start))  # the note's last cell
+    # steps sounding in the last cell: the track's tail, shortened to leave a gap before a new note at once
+    length = jnp.where(nxt(start), jnp.minimum(tail, sub - 1 - (nxt(early & start) & ~flag).astype(jnp.int32)), tail)
+    length = jnp.where(last, length, sub)
+    cells = (jnp.arange(sub)[None, None, :, None] < length[:, :, None, :]) & roll[:, :, None, :]  # [B, n, sub, P]
+    normal = (cells & ~flag[:, :, None, :]).reshape(b, n * sub, p)
+    shifted = (cells & flag[:, :, None, :]).reshape(b, n * sub, p)
+    shifted = jnp.pad(shifted, ((0, 0), (0, 1), (0, 0)))[:, 1:]  # one step earlier
+    return normal | shifted
+
+
 def pitch_class_matrix(num_pitches: int, lowest_pitch: int) -> jax.Array:
     """`[P, 12]` one-hot pitch class (pitch % 12) of every pianoroll row."""
     return jax.nn.one_hot((jnp.arange(num_pitches) + lowest_pitch) % 12, 12, dtype=jnp.float32)
@@ -119,6 +163,16 @@ def beat_chroma(x: jax.Array, data: DataConfig) -> jax.Array:
     *lead, t, p = x.shape
     beats = x.reshape(*lead, data.beats, t // data.beats, p).max(axis=-2)  # [..., beats, P]
     return (beats @ pitch_class_matrix(data.num_pitches, data.lowest_pitch) > 0).astype(jnp.float32).reshape(*lead, -1)
+
+
+def model_sub(cfg: ModelConfig, data: DataConfig) -> int:
+    """Data steps per time cell of the VAEs (1 when they model the data's own resolution)."""
+    if not cfg.grid:
+        return 1
+    if data.resolution % cfg.grid:
+        raise ValueError(f"model grid of {cfg.grid} steps per beat does not divide the data's resolution "
+                         f"of {data.resolution}")
+    return data.resolution // cfg.grid
 
 
 def condition_dim(data: DataConfig) -> int:
@@ -140,15 +194,19 @@ class VAE(nnx.Module):
     def __init__(self, cfg: ModelConfig, data: DataConfig = DataConfig(), *, rngs: nnx.Rngs):
         kt1, kt2 = cfg.time_patch
         c1, c2 = cfg.channels
-        if data.steps % (kt1 * kt2) or data.num_pitches % cfg.pitch_patch:
-            raise ValueError(f"segment of {data.steps} steps x {data.num_pitches} pitches is not divisible "
+        self.sub = model_sub(cfg, data)
+        steps = data.steps // self.sub  # time cells the network reads and writes per segment
+        if steps % (kt1 * kt2) or data.num_pitches % cfg.pitch_patch:
+            raise ValueError(f"segment of {steps} steps x {data.num_pitches} pitches is not divisible "
                              f"by patches {cfg.time_patch} x {cfg.pitch_patch}")
         self.patch = (kt1, cfg.pitch_patch)
-        self.channels = 2 if cfg.onsets else 1
-        self.beats, self.steps, self.lowest, self.pitches = data.beats, data.steps, data.lowest_pitch, data.num_pitches
-        self.grid = (data.num_pitches // cfg.pitch_patch, data.steps // (kt1 * kt2), c2)  # pitch-major
+        # maps written: sustain (, onset (, early on a coarser grid)); on a grid the encoder reads them all
+        self.channels = (3 if self.sub > 1 else 2) if cfg.onsets else 1
+        self.in_channels = self.channels if self.sub > 1 else 1
+        self.beats, self.steps, self.lowest, self.pitches = data.beats, steps, data.lowest_pitch, data.num_pitches
+        self.grid = (data.num_pitches // cfg.pitch_patch, steps // (kt1 * kt2), c2)  # pitch-major
         flat = self.grid[0] * self.grid[1] * c2
-        self.conv1 = PatchConv((kt1, cfg.pitch_patch), 1, c1, rngs=rngs)
+        self.conv1 = PatchConv((kt1, cfg.pitch_patch), self.in_channels, c1, rngs=rngs)
         self.conv2 = PatchConv((kt2, 1), c1, c2, rngs=rngs)
         self.enc = nnx.Linear(flat, cfg.hidden, rngs=rngs)
         self.head = nnx.Linear(cfg.hidden, 2 * cfg.latent, rngs=rngs)
@@ -169,17 +227,29 @@ class VAE(nnx.Module):
         # as one matrix whose columns are (channel, time, pitch) so that each channel is a patch block
         n = kt1 * cfg.pitch_patch
         self.out_w = nnx.Param(nnx.initializers.lecun_normal()(rngs.params(), (c1, self.channels * n)))
-        rates = (INIT_ON_RATE, INIT_ONSET_RATE)[: self.channels]
+        rates = (INIT_ON_RATE, INIT_ONSET_RATE, INIT_ONSET_RATE / 2)[: self.channels]
+        if self.sub > 1:  # a grid cell spans `sub` data steps: more of the cells hold a start
+            rates = (INIT_ON_RATE, INIT_ONSET_RATE * self.sub, INIT_ONSET_RATE * self.sub / 2)[: self.channels]
         self.out_b = nnx.Param(jnp.repeat(jnp.array([math.log(r / (1 - r)) for r in rates], jnp.float32), n))
 
     def patches(self, x: jax.Array) -> jax.Array:
         """`[B, T, P]` -> the patch layout the network reads and writes."""
         return to_patches(x, *self.patch)
 
+    def maps(self, x: jax.Array) -> jax.Array:
+        """`[B, T, P]` roll at the data's resolution -> the maps the decoder writes, `[B, channels, T', P]`."""
+        if self.sub > 1:
+            return to_grid(x, self.sub)[:, : self.channels]
+        return x[:, None] if self.channels == 1 else jnp.stack([x, onsets(x)], 1)
+
     def targets(self, x: jax.Array) -> jax.Array:
-        """`[B, T, P]` roll -> what the decoder is trained to write: sustain (and onset) patches."""
-        xp = self.patches(x)
-        return xp if self.channels == 1 else jnp.concatenate([xp, self.patches(onsets(x))], -1)
+        """`[B, T, P]` roll -> what the decoder is trained to write: the maps' patches, channels side by side."""
+        m = self.maps(x)
+        return jnp.concatenate([self.patches(m[:, i]) for i in range(self.channels)], -1)
+
+    def inputs(self, target: jax.Array) -> jax.Array:
+        """The encoder's input from `targets`: every map on a grid, the sustain map (the roll) otherwise."""
+        return target[..., : target.shape[-1] * self.in_channels // self.channels]
 
     def encode_patches(self, xp: jax.Array, c: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """Patches `[B, P/kp, T/kt, kt*kp]` (and condition `[B, C]`) -> (mu, logvar), each `[B, K]`."""
@@ -218,13 +288,17 @@ class VAE(nnx.Module):
             y = y + self._harmonic_bias(c)
         return y, plays
 
+    def encoder_input(self, x: jax.Array) -> jax.Array:
+        """`[B, T, P]` roll at the data's resolution -> what `encode_patches` reads."""
+        return self.inputs(self.targets(x)) if self.sub > 1 else self.patches(x)
+
     def encode(self, x: jax.Array, c: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """`[B, T, P]` pianoroll -> (mu, logvar), each `[B, K]`."""
-        return self.encode_patches(self.patches(x), c)
+        return self.encode_patches(self.encoder_input(x), c)
 
     def decode_all(self, z: jax.Array, c: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
-        """`[B, K]` latent -> (`[B, channels, T, P]` logits, channel 0 sustain, 1 onset; `[B]` plays logit
-        or None)."""
+        """`[B, K]` latent -> (`[B, channels, T', P]` logits on the model's grid, channel 0 sustain, 1 onset,
+        2 early; `[B]` plays logit or None)."""
         y, plays = self.decode_patches(z, c)
         y = y.reshape(y.shape[:-1] + (self.channels, -1))
         return jnp.moveaxis(from_patches(jnp.moveaxis(y, -2, 0), *self.patch), 0, 1), plays
@@ -330,8 +404,16 @@ MAX_ONSETS = 128
 
 
 def decode_notes(probs: jax.Array, thresholds: jax.Array, draws: jax.Array | None = None, *,
-                 count: bool = False, plays: jax.Array | None = None, plays_cut=0.5) -> jax.Array:
-    """Decoder probabilities `[B, C, T, P]` -> a `[B, T, P]` bool roll.
+                 count: bool = False, plays: jax.Array | None = None, plays_cut=0.5, sub: int = 1,
+                 onset_cuts: jax.Array | None = None) -> jax.Array:
+    """Decoder probabilities `[B, C, T, P]` -> a `[B, T*sub, P]` bool roll.
+
+    Three channels (sustain, onset, early: decoders on a grid coarser than the data by `sub` steps): a note
+    starts in every cell whose onset probability is above `thresholds[1]` (no peak is needed: neighbouring
+    sixteenths are distinct notes), lasts as below, starts one data step early where the decoder gives
+    "early" more than half the onset's probability, and sounds `thresholds[2]` data steps of its last cell
+    (`expand_grid`). `onset_cuts` (`[T]`) replaces `thresholds[1]` by one onset threshold per time cell
+    (calibrated so that reconstructed bars start as many notes at each sixteenth as real ones do). Otherwise:
 
     One channel: cells above `thresholds[0]`. Two channels (sustain, onset): a note starts where the onset
     probability peaks along time and lasts while its sustain probability stays above `thresholds[0]` times
@@ -347,21 +429,29 @@ def decode_notes(probs: jax.Array, thresholds: jax.Array, draws: jax.Array | Non
     `plays_cut` (a number, or uniform draws `[B]`) stay silent.
     """
     c = probs.shape[1]
-    cut = [thresholds[i] for i in range(c)] if draws is None else [draws[:, i] for i in range(c)]
+    cut = [thresholds[i] for i in range(min(c, 2))] if draws is None else [draws[:, i] for i in range(c)]
     sustain = probs[:, 0] > cut[0]
     if c == 1:
         return sustain if plays is None else sustain & (plays > plays_cut)[:, None, None]
     on = probs[:, 1]
-    prev = jnp.pad(on, ((0, 0), (1, 0), (0, 0)))[:, :-1]
-    nxt = jnp.pad(on, ((0, 0), (0, 1), (0, 0)))[:, 1:]
-    peak = (on >= prev) & (on > nxt)
+    if c == 3:
+        peak = jnp.ones(on.shape, bool)
+    else:
+        prev = jnp.pad(on, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+        nxt = jnp.pad(on, ((0, 0), (0, 1), (0, 0)))[:, 1:]
+        peak = (on >= prev) & (on > nxt)
     if count and draws is None:
         b = on.shape[0]
         n = jnp.clip(jnp.round(on.sum(axis=(1, 2))), 0, MAX_ONSETS).astype(jnp.int32)  # [B]
-        top = jax.lax.top_k(jnp.where(peak, on, 0.0).reshape(b, -1), MAX_ONSETS)[0]  # [B, MAX], descending
+        # rank by probability, or on a grid by probability over the cell's calibrated threshold, so that the
+        # counted notes fall where real notes fall rather than on the beats the decoder is surest of
+        score = on if onset_cuts is None else on / jnp.maximum(onset_cuts, 1e-3)[None, :, None]
+        top = jax.lax.top_k(jnp.where(peak, score, 0.0).reshape(b, -1), MAX_ONSETS)[0]  # [B, MAX], descending
         kth = jnp.take_along_axis(top, jnp.maximum(n - 1, 0)[:, None], axis=1)[:, 0]
         kth = jnp.where(n > 0, kth, jnp.inf)
-        start = peak & (on >= kth[:, None, None]) & (on > 0.01)
+        start = peak & (score >= kth[:, None, None]) & (on > 0.01)
+    elif onset_cuts is not None and draws is None:
+        start = peak & (on > onset_cuts[None, :, None])
     else:
         start = peak & (on > cut[1])
 
@@ -381,7 +471,13 @@ def decode_notes(probs: jax.Array, thresholds: jax.Array, draws: jax.Array | Non
     if plays is not None:
         start = start & (plays > plays_cut)[:, None, None]
     _, roll = jax.lax.scan(step, init, (jnp.moveaxis(start, 1, 0), jnp.moveaxis(level, 1, 0)))
-    return jnp.moveaxis(roll, 0, 1)
+    roll = jnp.moveaxis(roll, 0, 1)
+    if c < 3:
+        return roll
+    ratio = probs[:, 2] / jnp.maximum(on, 1e-6)
+    early = ratio > (0.5 if draws is None else draws[:, 2])
+    tail = jnp.clip(jnp.round(thresholds[2]), 1, sub).astype(jnp.int32)
+    return expand_grid(start, roll, early, tail, sub)
 
 
 def count_params(module: nnx.Module) -> int:

@@ -176,8 +176,10 @@ class RunFolder:
 
     def check_stats(self, stats: dict, cfg: Config, start_bars: np.ndarray | None = None) -> None:
         """The sampling statistics (and start bars) must fit the networks that `cfg` describes: shapes, finite
-        values, thresholds in (0, 1), spreads above 0, a harmony guidance from 0 to 20."""
-        k2, channels = 2 * cfg.model.latent, 2 if cfg.model.onsets else 1
+        values, thresholds in (0, 1) (a last-cell length from 1 to the cell's steps on a grid), spreads above
+        0, a harmony guidance from 0 to 20."""
+        k2 = 2 * cfg.model.latent
+        channels = (3 if cfg.model.grid else 2) if cfg.model.onsets else 1
         problems = []
 
         def array(name, default=None):
@@ -196,7 +198,7 @@ class RunFolder:
             th = th[:, None] if th.ndim == 1 else th
             if th.ndim != 2 or th.shape[0] != 5 or th.shape[1] not in (1, channels):
                 problems.append(f"thresholds of shape {th.shape}, not (5, {channels})")
-            elif not ((th > 0) & (th < 1)).all():
+            elif not ((th[:, :2] > 0) & (th[:, :2] < 1)).all() or not (th[:, 2:] >= 1).all():
                 problems.append("thresholds outside (0, 1)")
         for name in ("latent_mean", "latent_std"):
             a = array(name) if name in stats else None
@@ -204,6 +206,9 @@ class RunFolder:
                 problems.append(f"{name} of shape {a.shape}, not (5, {k2}) for latent size {cfg.model.latent}")
             elif a is not None and name == "latent_std" and not (a > 0).all():
                 problems.append("latent_std with values at or below 0")
+        cuts = array("onset_thresholds") if "onset_thresholds" in stats else None
+        if cuts is not None and (cuts.ndim != 2 or cuts.shape[0] != 5 or not ((cuts >= 0) & (cuts <= 1)).all()):
+            problems.append(f"onset_thresholds of shape {cuts.shape} or outside [0, 1], not (5, cells)")
         if ("latent_mean" in stats) != ("latent_std" in stats):
             problems.append("latent_mean and latent_std must come together")
         g = stats.get("harmony_guidance", 1.0)

@@ -62,7 +62,19 @@ class TrainedModel:
         self.stats = run.read_stats()
         run.check_stats(self.stats, cfg, self.start_bars)
         th = np.asarray(self.stats["thresholds"], np.float32)
-        self.thresholds = th[:, None] if th.ndim == 1 else th  # [5, channels]: sustain (, onset)
+        self.thresholds = th[:, None] if th.ndim == 1 else th  # [5, channels]: sustain (, onset (, tail))
+        cells = cfg.data.steps // models.model_sub(cfg.model, cfg.data)
+        cuts = self.stats.get("onset_thresholds")
+        self.onset_cuts = (np.asarray(cuts, np.float32) if cuts is not None
+                           else np.full((5, cells), np.nan, np.float32))
+        """Per track and grid cell onset thresholds (`models.decode_notes(onset_cuts=...)`)."""
+        self.per_cell_onsets = cuts is not None
+        """Decode with `onset_cuts` (False: one onset threshold per track, as the earlier design)."""
+        grid = bool(cfg.model.grid)
+        self.min_length = 0 if grid else MIN_LENGTH
+        self.merge_gap = 0 if grid else MERGE_GAP
+        """Post-processing defaults: decoders on a grid write whole notes (none to drop or join), the earlier
+        design's notes are cleaned of fragments (`render.postprocess`)."""
         self.synthetic = bool(self.stats.get("data", {}).get("synthetic", False))
         """True when trained on the synthetic demo corpus: generated names and pictures say so."""
         k2 = self.start_bars.shape[-1]
@@ -77,10 +89,11 @@ class TrainedModel:
         self.memory_mb = GENERATION_BUDGET_MB
         """Memory one generating call may use (MiB): a request whose songs alone would not fit is refused."""
         self.count_notes = cfg.model.onsets
-        """Two-channel decoders start as many notes as they expect (`models.decode_notes(count=True)`);
-        False decodes at the calibrated onset thresholds instead."""
+        """Decoders with an onset map start as many notes as they expect (`models.decode_notes(count=True)`;
+        on a grid, ranked against each cell's calibrated threshold); False decodes at the calibrated onset
+        thresholds instead."""
         self._chain = jax.jit(self._chain_impl, static_argnums=(2,))
-        self._rolls = jax.jit(self._rolls_impl, static_argnames=("sample", "count"))
+        self._rolls = jax.jit(self._rolls_impl, static_argnames=("sample", "count", "cells"))
         self._encode = jax.jit(self._encode_impl)
         self._harm = jax.jit(self._harmony_impl)
 
@@ -141,8 +154,8 @@ class TrainedModel:
             return own, (own, mean)
         return jax.lax.scan(step, own0, (piano, jax.random.split(key, piano.shape[0])))[1]
 
-    def _rolls_impl(self, latents, thresholds, key, piano=None, plays_latents=None, guidance=1.0, *,
-                    sample: bool = False, count: bool = False):
+    def _rolls_impl(self, latents, thresholds, onset_cuts, key, piano=None, plays_latents=None, guidance=1.0, *,
+                    sample: bool = False, count: bool = False, cells: bool = False):
         """`[M, 5, 2K]` latent parameters -> `[5, M, T, P]` bool rolls. The piano decodes first (or is
         given, `[M, T, P]`); the other tracks decode conditioned on its pitch classes, each with its own
         decoder; `sample` draws cells instead of thresholding. Whether a track plays in a segment is
@@ -156,11 +169,13 @@ class TrainedModel:
         z = jnp.moveaxis(latents[..., :self.K], 1, 0)  # [5, M, K]: decoders read mu
         zp = z if plays_latents is None else jnp.moveaxis(plays_latents[..., :self.K], 1, 0)
 
-        def notes(probs, plays, th, k):
+        def notes(probs, plays, th, oc, k):
             kc, kp = jax.random.split(k)
             draws = jax.random.uniform(kc, probs.shape) if sample else None
             cut = jax.random.uniform(kp, plays.shape) if sample else 0.5
-            return models.decode_notes(probs, th, draws, count=count, plays=plays, plays_cut=cut)
+            oc = oc if cells else None
+            return models.decode_notes(probs, th, draws, count=count, plays=plays, plays_cut=cut,
+                                       sub=models.model_sub(self.cfg.model, d), onset_cuts=oc)
 
         kp, kb = jax.random.split(key)
         if piano is None:
@@ -168,12 +183,12 @@ class TrainedModel:
             none = jnp.zeros((z.shape[1], models.condition_dim(d)))
             logits, plays = pvae.decode_all(z[PIANO], none)
             plays = jnp.ones(z.shape[1]) if plays is None else jax.nn.sigmoid(pvae.decode_all(zp[PIANO], none)[1])
-            piano = notes(jax.nn.sigmoid(logits), plays, thresholds[PIANO], kp)
+            piano = notes(jax.nn.sigmoid(logits), plays, thresholds[PIANO], onset_cuts[PIANO], kp)
         c = models.conditions(piano.astype(jnp.float32), d)
         probs, plays = models.decode_stack(self.vae_def, vae, z, c)
         if plays_latents is not None:
             plays = models.decode_stack(self.vae_def, vae, zp, c)[1]
-        rolls = jax.vmap(notes)(probs, plays, thresholds, jax.random.split(kb, len(TRACKS)))
+        rolls = jax.vmap(notes)(probs, plays, thresholds, onset_cuts, jax.random.split(kb, len(TRACKS)))
         return rolls.at[PIANO].set(piano.astype(bool))
 
     def _encode_impl(self, x):
@@ -232,10 +247,10 @@ class TrainedModel:
         key = jax.random.key(seed)
 
         def run(lat, p, pl, key):
-            return np.asarray(self._rolls(jnp.asarray(lat), jnp.asarray(th), key,
+            return np.asarray(self._rolls(jnp.asarray(lat), jnp.asarray(th), jnp.asarray(self.onset_cuts), key,
                                           None if p is None else jnp.asarray(p), None if pl is None else jnp.asarray(pl),
                                           jnp.float32(self.harmony_guidance), sample=sample,
-                                          count=bool(self.count_notes)))
+                                          count=bool(self.count_notes), cells=bool(self.per_cell_onsets)))
 
         if m <= DECODE_CHUNK:
             out = run(lat, p, pl, key)
@@ -248,10 +263,12 @@ class TrainedModel:
                 out[:, cut] = got[:, :min(DECODE_CHUNK, m - lo)]
         return out.reshape(5, -1, out.shape[-1])
 
-    def _finish(self, roll, *, name, shift=0, key=0, min_length=MIN_LENGTH, merge_gap=MERGE_GAP, tempo=None,
+    def _finish(self, roll, *, name, shift=0, key=0, min_length=None, merge_gap=None, tempo=None,
                 **_):
-        """Post-process, move to the output key and wrap a `[5, T, P]` roll as a Multitrack."""
-        roll = render.postprocess(roll, min_length=min_length, merge_gap=merge_gap)
+        """Post-process (`min_length`, `merge_gap`: None for the model's defaults), move to the output key
+        and wrap a `[5, T, P]` roll as a Multitrack."""
+        roll = render.postprocess(roll, min_length=self.min_length if min_length is None else min_length,
+                                  merge_gap=self.merge_gap if merge_gap is None else merge_gap)
         roll = music.transpose(roll, int(key) - int(shift))
         return render.to_multitrack(roll, tempo=tempo or self.tempo, name=self._label(name), cfg=self.cfg.data)
 
@@ -378,8 +395,9 @@ class TrainedModel:
         z[:, h] = self.norm.unstandardize(own, h)
         means[:, h] = self.norm.unstandardize(own_mean, h)
         out = self.rolls(z, threshold=threshold, sample=sample, seed=seed, piano=roll[PIANO], plays_latents=means)
-        out = render.postprocess(out, min_length=finish_kw.pop("min_length", MIN_LENGTH),
-                                 merge_gap=finish_kw.pop("merge_gap", MERGE_GAP))
+        ml, mg = finish_kw.pop("min_length", None), finish_kw.pop("merge_gap", None)
+        out = render.postprocess(out, min_length=self.min_length if ml is None else ml,
+                                 merge_gap=self.merge_gap if mg is None else mg)
         out = music.transpose(out, int(finish_kw.pop("key", 0)) - shift)[:, :length]
         for i in range(5):
             if i != PIANO and TRACKS[i] not in add:

@@ -13,7 +13,9 @@ from vaejax import metrics, models
 from vaejax.config import TRACKS
 from vaejax.runs import RunFolder
 
-SUSTAIN_GRID = np.round(np.arange(0.2, 0.61, 0.1), 2)  # relative to the sustain where a note starts
+SUSTAIN_GRID = np.round(np.arange(0.2, 0.81, 0.1), 2)  # relative to the sustain where a note starts
+GRID_SUSTAIN = np.concatenate([SUSTAIN_GRID, [2.0]])
+"""Decoders on a grid also try 2 (a note never outlasts its first cell: drum hits)."""
 ONSET_GRID = np.round(np.arange(0.05, 0.61, 0.05), 2)
 SINGLE_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)  # one-channel decoders: the cell threshold
 QUALIFIED_MIN = 0.9
@@ -42,37 +44,75 @@ def run_encode(run: RunFolder, ds: dict, graphdef, params) -> dict[str, np.ndarr
     return out
 
 
-def calibrate_notes(graphdef, params, split: data_lib.Split, max_bars: int = 1024) -> np.ndarray:
+def calibrate_notes(graphdef, params, split: data_lib.Split, max_bars: int = 2048):
     """Decoding thresholds `[5, channels]` per track for `models.decode_notes`, searched on a grid over
     held-out bars: the best note-on F1 among settings whose decoded notes are at least QUALIFIED_MIN
-    qualified (3 steps or longer; drums excepted, their hits are short), or the most qualified if none is."""
+    qualified (3 steps or longer; drums excepted, their hits are short), or the most qualified if none is;
+    and, for decoders on a grid, the onset threshold of every cell (`onset_cuts`, `[5, cells]`; else None)."""
     n = min(len(split), max_bars)
-    x = split.bars(np.arange(n))
+    # bars from across the split (its first bars would be a handful of songs' intros)
+    x = split.bars(np.sort(np.random.default_rng(0).choice(len(split), n, replace=False)))
     probs = jax.jit(lambda p, xb: models.reconstruct_stack(graphdef, p, xb, split.cfg))(params, x.astype(np.float32))
     channels = probs[0].shape[2]
+    sub = x.shape[2] // probs[0].shape[3]
+
+    cuts = onset_cuts(probs, x, split.cfg) if channels == 3 else None
 
     @jax.jit
     def counts(th, probs, x):  # th [5, channels] -> tp, fp, fn, notes, qualified notes per track
-        roll = jax.vmap(models.decode_notes)(probs[0], th, plays=probs[1])
+        roll = jax.vmap(lambda p, t, pl, oc: models.decode_notes(p, t, plays=pl, sub=sub, onset_cuts=oc))(
+            probs[0], th, probs[1], cuts)
         nxt = lambda r, k: jnp.pad(r, ((0, 0), (0, 0), (0, k), (0, 0)))[:, :, k:]  # noqa: E731
         start = roll & ~jnp.pad(roll, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]
         qual = start & nxt(roll, 1) & nxt(roll, 2)
         axes = (1, 2, 3)
         return (*metrics.confusion(roll, x, axis=axes), jnp.sum(start, axis=axes), jnp.sum(qual, axis=axes))
 
-    grid = ([(a,) for a in SINGLE_GRID] if channels == 1
-            else [(a, b) for a in SUSTAIN_GRID for b in ONSET_GRID])
-    f1, qn = [], []
-    for g in grid:
-        tp, fp, fn, notes, qual = jax.device_get(counts(jnp.tile(jnp.asarray(g, jnp.float32), (5, 1)), probs, x))
-        f1.append(metrics.prf(tp, fp, fn)[2])
-        qn.append(qual / np.maximum(notes, 1))
-    f1, qn = np.stack(f1), np.stack(qn)  # [grid, 5]
-    if channels > 1:
-        ok = qn >= QUALIFIED_MIN
-        ok[:, 0] = True  # drums
-        f1 = np.where(ok.any(0), np.where(ok, f1, -1.0), qn)
-    return np.asarray(grid, np.float32)[f1.argmax(0)]  # [5, channels]
+    def search(grid):
+        f1, qn = [], []
+        for g in grid:
+            th = jnp.asarray(g, jnp.float32)
+            tp, fp, fn, notes, qual = jax.device_get(counts(th if th.ndim == 2 else jnp.tile(th, (5, 1)), probs, x))
+            f1.append(metrics.prf(tp, fp, fn)[2])
+            qn.append(qual / np.maximum(notes, 1))
+        f1, qn = np.stack(f1), np.stack(qn)  # [grid, 5]
+        if channels > 1:
+            ok = qn >= QUALIFIED_MIN
+            ok[:, 0] = True  # drums
+            f1 = np.where(ok.any(0), np.where(ok, f1, -1.0), qn)
+        return f1.argmax(0)
+
+    if channels == 1:
+        grid = [(a,) for a in SINGLE_GRID]
+    elif channels == 2:
+        grid = [(a, b) for a in SUSTAIN_GRID for b in ONSET_GRID]
+    else:  # on a grid: onsets per cell (`onset_cuts`), then sustain, then each track's last-cell length
+        grid = [(a, float(np.median(cuts)), sub) for a in GRID_SUSTAIN]
+    best = np.asarray(grid, np.float32)[search(grid)]  # [5, channels]
+    if channels == 3:
+        tails = [np.concatenate([best[:, :2], np.full((5, 1), n, np.float32)], 1) for n in range(1, sub + 1)]
+        pick = search(tails)
+        best[:, 2] = pick + 1
+        return best, np.asarray(cuts)
+    return best, None
+
+
+def onset_cuts(probs, x: np.ndarray, cfg) -> np.ndarray:
+    """Per track and grid cell, the onset threshold at which the decoders start as many notes in that cell
+    over the bars `x` (`[5, M, T, P]`) as the real bars do: `[5, cells]`. A decoder unsure where an
+    off-beat note falls gives it less probability than a downbeat it is sure of; one threshold for all
+    cells keeps the downbeats and drops the off-beats, which is what makes decoded music square."""
+    sub = x.shape[2] // probs[0].shape[3]
+    real = np.asarray(jax.jit(lambda a: models.to_grid(a, sub)[:, :, 1])(x.astype(np.float32)))  # [5, M, T', P]
+    on = np.asarray(probs[0][:, :, 1]) * (np.asarray(probs[1]) > 0.5)[:, :, None, None]  # decoded only where it plays
+    out = np.ones(real.shape[:1] + real.shape[2:3], np.float32)
+    for t in range(real.shape[0]):
+        for j in range(real.shape[2]):
+            want = int(real[t, :, j].sum())
+            cand = on[t, :, j].ravel()
+            if 0 < want < len(cand):
+                out[t, j] = max(float(np.partition(cand, len(cand) - want)[len(cand) - want]) - 1e-7, 0.01)
+    return out
 
 
 def data_stats(ds: dict) -> dict:
@@ -87,14 +127,18 @@ def calibrate(run: RunFolder, vae_meta: dict, latents: dict, ds: dict, seed: int
     """Sampling statistics saved beside the checkpoints: decoding thresholds, latent normalisation, and a
     bank of real bars to start generation from."""
     val = vae_meta.get("val", {})
+    cuts = None
     if graphdef is not None and len(ds["valid"]):
-        thresholds = calibrate_notes(graphdef, params, ds["valid"]).tolist()
+        thresholds, cuts = calibrate_notes(graphdef, params, ds["valid"])
+        thresholds = thresholds.tolist()
     else:
         thresholds = [[val.get(f"threshold_{t}", 0.5)] for t in TRACKS]
     norm = latents_lib.LatentNorm.fit(latents["train"])
     bank = latents_lib.start_bars(latents["train"], ds["train"], seed=seed)
     stats = {"thresholds": thresholds, "val": val, "data": data_stats(ds),
              "latent_mean": norm.mean.tolist(), "latent_std": norm.std.tolist()}
+    if cuts is not None:
+        stats["onset_thresholds"] = cuts.tolist()
     if jax.process_index() == 0:
         run.write_start_bars(bank)
         run.write_stats(stats)  # last: its presence marks the encode stage done

@@ -95,8 +95,7 @@ def make_vae_fns(graphdef, train: TrainConfig, data: DataConfig, tx: optax.Gradi
     def member_loss(params, x, c, key, beta):
         model = nnx.merge(graphdef, low(params))
         target = jax.lax.stop_gradient(model.targets(x))
-        xp = target[..., : target.shape[-1] // model.channels]  # the sustain patches: the encoder's input
-        out = model(xp.astype(dt), key, c.astype(dt))
+        out = model(model.inputs(target).astype(dt), key, c.astype(dt))
         return losses.elbo(out.logits.astype(jnp.float32), target, out.mu.astype(jnp.float32),
                            out.logvar.astype(jnp.float32), beta=beta, free_bits=train.free_bits,
                            pos_weight=train.pos_weight, plays=None if out.plays is None else out.plays.astype(jnp.float32))
@@ -121,13 +120,13 @@ def make_vae_fns(graphdef, train: TrainConfig, data: DataConfig, tx: optax.Gradi
         def member(p, xi, ci, k):
             model = nnx.merge(graphdef, p)
             target = model.targets(xi)
-            xp = target[..., : target.shape[-1] // model.channels]
-            mu, logvar = model.encode_patches(xp, ci)
-            logits = model.decode(mu, ci)[:, 0]  # sustain: the roll itself
+            mu, logvar = model.encode_patches(model.inputs(target), ci)
+            logits = model.decode(mu, ci)[:, 0]  # sustain: the roll itself (on the model's grid)
             y, plays = model.decode_patches(models.reparameterize(mu, logvar, k), ci)
             terms = losses.elbo(y, target, mu, logvar, beta=jnp.float32(train.beta), free_bits=0.0, plays=plays)
-            tp, fp, fn = threshold_counts(jax.nn.sigmoid(logits), xi > 0.5)
-            return terms.recon, terms.kl, tp, fp, fn, jnp.sum(xi > 0.5)
+            on = model.maps(xi)[:, 0] > 0.5
+            tp, fp, fn = threshold_counts(jax.nn.sigmoid(logits), on)
+            return terms.recon, terms.kl, tp, fp, fn, jnp.sum(on)
 
         x = unpack(x, data)
         return jax.vmap(member)(params, x, models.conditions(x[PIANO], data), jax.random.split(key, x.shape[0]))
