@@ -230,3 +230,109 @@ def write_corpus(root: str, *, good: int = 10, seed: int = 0) -> tuple[list[str]
     for name, blob in crafted_npz().items():
         put("bad ünïcode 曲", f"crafted-{name}.npz", blob, bad_paths)
     return good_paths, bad_paths
+
+
+# ---- the second pass's classes ----------------------------------------------------------------------
+# 1. small files within every cap that would cost gigabytes to read (budgets, not only caps)
+
+def _deflated_member(name: str, header: bytes, fill: int, total: int) -> tuple[bytes, bytes]:
+    """A zip member `header` + `fill` bytes up to `total`, deflated in pieces (never held inflated here)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body, crc, left = [c.compress(header)], zlib.crc32(header), total - len(header)
+    piece = bytes([fill]) * (1 << 20)
+    while left > 0:
+        blk = piece[:min(left, len(piece))]
+        body.append(c.compress(blk))
+        crc = zlib.crc32(blk, crc)
+        left -= len(blk)
+    body.append(c.flush())
+    return b"".join(body), struct.pack("<I", crc)
+
+
+def _zip(members: list[tuple[str, bytes, int, bytes]]) -> bytes:
+    """A zip of pre-deflated members (name, deflated body, inflated size, crc)."""
+    out, central = b"", b""
+    for name, body, size, crc in members:
+        n = name.encode()
+        offset = len(out)
+        out += struct.pack("<IHHHHH", 0x04034B50, 20, 0, 8, 0, 0) + crc + struct.pack("<IIHH", len(body), size,
+                                                                                     len(n), 0) + n + body
+        central += struct.pack("<IHHHHHH", 0x02014B50, 20, 20, 0, 8, 0, 0) + crc + struct.pack(
+            "<IIHHHHHII", len(body), size, len(n), 0, 0, 0, 0, 0, offset) + n
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(out), 0)
+    return out + central + end
+
+
+def dense_npz(cells: int = 31 << 20) -> bytes:
+    """Tens of KB that declare `cells` notes in one sparse track (every member just under the inflation cap):
+    the reader must stay within its budget (chunked conversion) or refuse before allocating."""
+    def npy(dtype, count, fill):
+        header = "{'descr': '%s', 'fortran_order': False, 'shape': (%d,), }" % (dtype, count)
+        header = header.ljust(117) + "\n"
+        head = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin1")
+        return head, np.dtype(dtype).itemsize * count + len(head), fill
+
+    members = []
+    for name, (head, size, fill) in (("pianoroll_0_csc_data.npy", npy("|u1", cells, 100)),
+                                     ("pianoroll_0_csc_indices.npy", npy("|u1", cells, 0))):
+        body, crc = _deflated_member(name, head, fill, size)
+        members.append((name, body, size, crc))
+    small = {"info.json": json.dumps({"resolution": 24, "0": {"program": 0, "is_drum": False}}).encode(),
+             "pianoroll_0_csc_indptr.npy": _npy(np.r_[np.zeros(61, np.int64), np.full(68, cells, np.int64)]),
+             "pianoroll_0_csc_shape.npy": _npy(np.array([96 * 64, 128], np.int64))}
+    for name, blob in small.items():
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        members.append((name, c.compress(blob) + c.flush(), len(blob), struct.pack("<I", zlib.crc32(blob))))
+    return _zip(members)
+
+
+def json_bomb_npz(objects: int = 2_000_000) -> bytes:
+    """An info.json of millions of tiny JSON objects (a few hundred KB deflated, tens of MB inflated)."""
+    info = b'{"resolution": 24, "x": [' + b"{}," * (objects - 1) + b'{}], "0": {"program": 0}}'
+    return _npz({**_lpd_members(), "info.json": info})
+
+
+def budget_cases() -> dict[str, bytes]:
+    return {"dense-members": dense_npz(), "json-objects": json_bomb_npz()}
+
+
+# 3. files of the project's own formats with unexpected content: (file name, bytes) per case
+
+def own_format_cases() -> dict[str, tuple[str, bytes]]:
+    """report.json, config.json, stats.json and metrics.jsonl as a newer version, a damaged disk or a hand edit
+    could leave them."""
+    from vaejax.config import Config
+
+    cfg = Config().to_dict()
+    newer = json.loads(json.dumps(cfg))
+    newer["model"]["attention_heads"] = 8
+    newer["sampler"] = {"temperature": 1.0}
+    return {
+        "config-newer-keys": ("config.json", json.dumps(newer).encode()),
+        "config-list": ("config.json", b"[1, 2, 3]"),
+        "config-section-list": ("config.json", json.dumps({**cfg, "model": [16]}).encode()),
+        "config-wrong-type": ("config.json", json.dumps({**cfg, "train": {**cfg["train"], "lr": "fast"}}).encode()),
+        "config-nan": ("config.json", json.dumps({**cfg, "train": {**cfg["train"], "lr": float("nan")}}).encode()),
+        "config-not-utf8": ("config.json", b'{"model": {"latent": "\xff"}}'),
+        "config-torn": ("config.json", json.dumps(cfg).encode()[:40]),
+        "stats-list": ("stats.json", b"[]"),
+        "stats-strings": ("stats.json", b'{"thresholds": "high", "harmony_guidance": "strong"}'),
+        "stats-nan": ("stats.json", json.dumps({"thresholds": [[float("nan"), 0.5]] * 5}).encode()),
+        "report-newer-format": ("report.json", json.dumps({"format": 99, "config": {}, "bars_per_split": {}}).encode()),
+        "report-list": ("report.json", b"[]"),
+        "report-config-list": ("report.json", json.dumps({"config": [], "bars_per_split": {}}).encode()),
+        "report-counts-negative": ("report.json", json.dumps(
+            {"config": {}, "bars_per_split": {"train": -1, "valid": 0, "test": 0}}).encode()),
+        "report-unknown-config-key": ("report.json", json.dumps(
+            {"config": {"hop": 3}, "bars_per_split": {"train": 0, "valid": 0, "test": 0}}).encode()),
+        "metrics-torn-last-line": ("metrics.jsonl", b'{"stage": "vae", "kind": "train", "step": 2, "epoch": 0, '
+                                   b'"loss": 1.0}\n{"stage": "vae", "kind": "tr'),
+        "metrics-garbage-line": ("metrics.jsonl", b'{"stage": "vae", "kind": "train", "step": 2, "epoch": 0}\n'
+                                 b'[1, 2]\n\xff\xfe\n{"stage": "vae", "kind": "valid", "step": 2, "epoch": 0, '
+                                 b'"val_loss": 3.0}\n'),
+    }
+
+
+# 4. processes: a file name that is not UTF-8 (os.fsencode names: bytes)
+
+NON_UTF8_NAME = b"song \xff\xfe.mid"

@@ -102,12 +102,60 @@ def parse_sets(cfg, sets: list[str]):
 
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
-    return int(value) if value else None
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r}: expected an integer") from None
+
+
+# command-line option for each configuration field it sets (messages name the option the user typed)
+_OPTION = {"train.batch_size": "--batch-size", "train.vae_epochs": "--vae-epochs", "train.chain_epochs": "--chain-epochs",
+           "train.lr": "--lr", "train.beta": "--beta", "train.free_bits": "--free-bits", "train.pos_weight": "--pos-weight",
+           "train.chain_noise": "--chain-noise", "train.max_steps_per_epoch": "--max-steps-per-epoch",
+           "train.seed": "--seed", "model.latent": "--latent"}
+
+
+def _named(message: str, args) -> str:
+    """A configuration error in the words of the command line: `train.lr must ...` -> `--lr must ...` when the
+    value came from that option."""
+    for field, option in _OPTION.items():
+        if message.startswith(field + " ") and getattr(args, option[2:].replace("-", "_"), None) is not None:
+            return option + message[len(field):]
+    return message
+
+
+def _multihost_problems(args) -> list[str]:
+    out = []
+    if args.num_processes is not None and not 1 <= args.num_processes <= 65536:
+        out.append(f"--num-processes must be from 1 to 65536, got {args.num_processes}")
+    if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or 1):
+        out.append(f"--process-id must be from 0 to --num-processes - 1, got {args.process_id}")
+    if args.coordinator is not None and not (args.coordinator.rpartition(":")[2].isdigit()
+                                             and 0 < int(args.coordinator.rpartition(":")[2]) < 65536):
+        out.append(f"--coordinator must be HOST:PORT, got {args.coordinator!r}")
+    return out
 
 
 def train_main(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
     _quiet_logs()
+    try:
+        cfg = _train_config(args)
+    except ValueError as e:
+        print(f"error: {_named(str(e), args)}", file=sys.stderr)
+        return 2
+    problems = _multihost_problems(args)
+    if args.data is not None and not os.path.exists(args.data):
+        problems.append(f"--data {args.data}: no such file or folder")
+    if problems:
+        for msg in problems:
+            print(f"error: {msg}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(cfg.to_json())
+        return 0
     from vaejax import devices, training
 
     try:
@@ -117,25 +165,6 @@ def train_main(argv: list[str] | None = None) -> int:
     except devices.AcceleratorError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cfg = preset(args.preset)
-    cfg = cfg.replace(
-        model={k: v for k, v in {"latent": args.latent, "condition": False if args.no_condition else None,
-                                 "onsets": False if args.no_onsets else None,
-                                 "plays": False if args.no_plays else None}.items() if v is not None},
-        train={k: v for k, v in {
-            "vae_epochs": args.vae_epochs, "chain_epochs": args.chain_epochs, "batch_size": args.batch_size,
-            "lr": args.lr, "beta": args.beta, "free_bits": args.free_bits, "pos_weight": args.pos_weight, "chain_noise": args.chain_noise,
-            "max_steps_per_epoch": args.max_steps_per_epoch, "seed": args.seed,
-            "checkpoint_every": _env_int("VAEJAX_CHECKPOINT_EVERY"), "log_every": _env_int("VAEJAX_LOG_EVERY"),
-        }.items() if v is not None})
-    try:
-        cfg = parse_sets(cfg, args.sets)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if args.print_config:
-        print(cfg.to_json())
-        return 0
     from vaejax.checkpoint import CheckpointError
     from vaejax.data import CacheError, PrepareError
     from vaejax.runs import RunError
@@ -173,6 +202,23 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
+def _train_config(args):
+    """The Config `train.py` would train with: the preset, the options, `--set`; ValueError names the first
+    value out of range."""
+    cfg = preset(args.preset)
+    cfg = cfg.replace(
+        model={k: v for k, v in {"latent": args.latent, "condition": False if args.no_condition else None,
+                                 "onsets": False if args.no_onsets else None,
+                                 "plays": False if args.no_plays else None}.items() if v is not None},
+        train={k: v for k, v in {
+            "vae_epochs": args.vae_epochs, "chain_epochs": args.chain_epochs, "batch_size": args.batch_size,
+            "lr": args.lr, "beta": args.beta, "free_bits": args.free_bits, "pos_weight": args.pos_weight, "chain_noise": args.chain_noise,
+            "max_steps_per_epoch": args.max_steps_per_epoch, "seed": args.seed,
+            "checkpoint_every": _env_int("VAEJAX_CHECKPOINT_EVERY"), "log_every": _env_int("VAEJAX_LOG_EVERY"),
+        }.items() if v is not None})
+    return parse_sets(cfg, args.sets)
+
+
 def _quiet_logs() -> None:
     """Our progress lines at INFO; checkpoint libraries' chatter only from WARNING up, and their errors
     (logged with tracebacks from background threads) not at all: a failed save reaches us as one
@@ -180,6 +226,16 @@ def _quiet_logs() -> None:
     if os.environ.get("VAEJAX_DEBUG"):
         logging.basicConfig(level=logging.DEBUG)
         return
+    import warnings
+    from vaejax.config import ConfigWarning
+
+    def one_line(message, category, *_, **__):  # our warnings read as one line, like our errors
+        return f"warning: {message}\n"
+
+    warnings.formatwarning = one_line
+    warnings.simplefilter("always", ConfigWarning)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
     ours = logging.getLogger("vaejax")
     if not any(isinstance(h, _Stderr) for h in ours.handlers):  # one handler, however often called
         handler = _Stderr()
@@ -193,12 +249,20 @@ def _quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def _writable(path: str) -> bool:
-    """Whether `path` (or the folder that would hold it, for one not yet made) can be written."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
+def _out_problem(path: str) -> str | None:
+    """Why the output folder `path` cannot be used (None when it can), checked before any work and without
+    creating anything."""
+    full = os.path.abspath(path)
+    if os.path.exists(full) and not os.path.isdir(full):
+        return f"--out {path}: is a file, not a folder"
+    probe = full
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return f"--out {path}: cannot be made ({probe} is a file, not a folder)"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"--out {path}: cannot write there ({probe} is read-only or not writable by this user)"
+    return None
 
 
 def sample_parser() -> argparse.ArgumentParser:
@@ -209,14 +273,15 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None,
                    help="run directory, packaged model folder or packaged model name (default: the latest run, "
                         "runs/LATEST, else the packaged model lpd5)")
-    p.add_argument("--bars", type=int, default=config_lib.BARS, help="bars per song")
+    p.add_argument("--bars", type=int, default=None,
+                   help=f"bars per song (default: {config_lib.BARS}; with --interpolate {INTERPOLATE_BARS})")
     p.add_argument("--sigma", type=float, default=config_lib.SIGMA,
                    help="variation: the learned prior's temperature is 2 x sigma (0: its likeliest song; 0.5: its "
                         "distribution as learned); for the chain, noise added to latent parameters each bar")
     p.add_argument("--prior", default=None, choices=config_lib.PRIORS,
                    help="how bars follow each other: the learned prior over bar sequences (default where the model "
                         "carries one) or the seed's MelodyNN / HarmonyNN chain")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=f"random seed (0 to {config_lib.MAX_SEED})")
     p.add_argument("--num", type=int, default=1, help="songs generated together")
     p.add_argument("--from", dest="source", default=None,
                    help="a MIDI or LPD npz song to vary (bar-wise noise on its latents) instead of sampling")
@@ -224,8 +289,8 @@ def sample_parser() -> argparse.ArgumentParser:
                    help="with --from: continue the song for --bars bars instead (the prior reads its last bars, so "
                         "its material and phrase positions carry on)")
     p.add_argument("--arrange", default=None, help="a MIDI file whose piano part is kept; the rest is generated")
-    p.add_argument("--tracks", default="drums,guitar,bass,strings",
-                   help="with --arrange: the instruments to add, comma-separated")
+    p.add_argument("--tracks", default=None,
+                   help="with --arrange: the instruments to add, comma-separated (default: drums,guitar,bass,strings)")
     p.add_argument("--key", type=int, default=0,
                    help="semitones from C major / A minor for sampled songs (-6..5); given songs keep their key")
     p.add_argument("--interpolate", nargs=2, metavar=("A", "B"), default=None,
@@ -250,28 +315,137 @@ def sample_parser() -> argparse.ArgumentParser:
                    help="replace files of the same name in --out (default: add -2, -3, ... to new names)")
     p.add_argument("--sample-rate", type=int, default=config_lib.SAMPLE_RATE, help="WAV sample rate (Hz)")
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"))
+    p.add_argument("--memory-budget", type=int, default=config_lib.GENERATION_BUDGET_MB, metavar="MIB",
+                   help="memory generation may use beyond the model: long songs are decoded in chunks, many songs "
+                        "in groups, and a request whose one song (with its audio) would not fit is refused")
+    p.add_argument("--read-timeout", type=float, default=READ_TIMEOUT,
+                   help="seconds a given song (--from, --arrange, --interpolate) may take to read")
     _no_none_defaults(p)
     return p
+
+
+INTERPOLATE_BARS = 8
+READ_TIMEOUT = 60.0
+
+
+def _sample_problems(args) -> list[str]:
+    """Every problem with sample.py's options, found before any work."""
+    problems = [f"--{name.replace('_', '-')} {msg}" for name, msg in config_lib.generation_problems(
+        bars=args.bars, sigma=args.sigma, num=args.num, tempo=args.tempo, sample_rate=args.sample_rate,
+        harmony=args.harmony, key=args.key, threshold=args.threshold, seed=args.seed, min_length=args.min_length,
+        merge_gap=args.merge_gap, memory_mb=args.memory_budget)]
+    if not (args.read_timeout > 0 and args.read_timeout <= 86400):
+        problems.append(f"--read-timeout must be a number of seconds above 0 and at most 86400, got {args.read_timeout}")
+    modes = [flag for flag, given in (("--from", args.source), ("--arrange", args.arrange),
+                                       ("--interpolate", args.interpolate)) if given]
+    if len(modes) > 1:
+        problems.append(f"{' and '.join(modes)} cannot be combined: give one of --from SONG (a variation), --arrange "
+                        f"PIANO (a band for a given part) or --interpolate A B")
+    if args.tracks is not None:
+        if not args.arrange:
+            problems.append("--tracks applies to --arrange only (the instruments to add to a given part)")
+        else:
+            from vaejax.trained_model import track_list
+            try:
+                track_list(args.tracks)
+            except ValueError as e:
+                problems.append(f"--tracks: {e}")
+    for flag, path in [("--from", args.source), ("--arrange", args.arrange)] + [
+            ("--interpolate", p) for p in args.interpolate or []]:
+        if path is None:
+            continue
+        if not os.path.exists(path):
+            problems.append(f"{flag} {path}: no such file")
+        elif not os.path.isfile(path):
+            problems.append(f"{flag} {path}: not a regular file (expected a .mid, .midi or .npz song)")
+        elif not path.lower().endswith((".mid", ".midi", ".npz")):
+            problems.append(f"{flag} {path}: not a song file (expected .mid, .midi or .npz)")
+    out = _out_problem(args.out)
+    if out:
+        problems.append(out)
+    return problems
+
+
+def _audio_seconds(bars: float, tempo: float, beats_per_bar: int = 4) -> float:
+    return bars * beats_per_bar * 60.0 / tempo
+
+
+def _budget_problem(args, bars: float, tempo: float) -> str | None:
+    """Refuse, before generating, a song whose own memory (with its audio) would not fit --memory-budget."""
+    seconds = 0.0 if args.no_audio else _audio_seconds(bars, tempo)
+    need = config_lib.generation_mb(int(bars), 1, audio_seconds=seconds, sample_rate=args.sample_rate)
+    if need <= args.memory_budget:
+        return None
+    audio = (f" ({seconds / 60:.0f} min of audio at {args.sample_rate} Hz: add --no-audio or lower --sample-rate)"
+             if seconds else "")
+    return (f"a song of {bars:.0f} bars needs about {need:.0f} MiB{audio}, more than --memory-budget "
+            f"{args.memory_budget} MiB; make it shorter or raise --memory-budget")
+
+
+class _Out:
+    """Claims output names in --out atomically (exclusive create), so that concurrent runs into one folder
+    keep every song; removes what a failed song left (its claimed names, `.part` files)."""
+
+    def __init__(self, folder: str, overwrite: bool, exts: tuple[str, ...]):
+        self.folder, self.overwrite, self.exts = folder, overwrite, exts
+        self.written: list[str] = []
+
+    def claim(self, name: str) -> str:
+        os.makedirs(self.folder, exist_ok=True)
+        n = 1
+        while True:
+            base = os.path.join(self.folder, name if n == 1 else f"{name}-{n}")
+            if self.overwrite:
+                return base
+            made = []
+            try:
+                for ext in self.exts:
+                    os.close(os.open(base + ext, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                    made.append(base + ext)
+                return base
+            except FileExistsError:
+                for path in made:
+                    os.remove(path)
+                n += 1
+
+    def release(self, base: str) -> None:
+        """After a failure: remove this song's files that were claimed but not completed, and `.part` files."""
+        for ext in self.exts:
+            for path in (base + ext + ".part", base + ext):
+                if path.endswith(".part") or (path not in self.written and os.path.exists(path)
+                                              and os.path.getsize(path) == 0):
+                    try:
+                        os.remove(path)
+                    except OSError:
+                        pass
+
+
+def _read_given(path: str, model, args):
+    """A given song read on its beat grid (any meter, cut every four beats) within --read-timeout; BadSong
+    names the file."""
+    from vaejax.music import BadSong, read_song
+
+    try:
+        return read_song(path, model.cfg.data, require_44=False, timeout=args.read_timeout)
+    except BadSong as e:
+        raise BadSong(f"{path}: {e}") from None
 
 
 def sample_main(argv: list[str] | None = None) -> int:
     args = sample_parser().parse_args(argv)
     _quiet_logs()
-    problems = [f"--{name.replace('_', '-')} {msg}" for name, msg in config_lib.generation_problems(
-        bars=args.bars, sigma=args.sigma, num=args.num, tempo=args.tempo, sample_rate=args.sample_rate,
-        harmony=args.harmony, key=args.key, threshold=args.threshold)]
-    for path in [args.source, args.arrange] + list(args.interpolate or []):
-        if path is not None and not os.path.isfile(path):
-            problems.append(f"{path}: no such file")
-    if not _writable(args.out):  # reported before any work, without creating anything
-        problems.append(f"--out {args.out}: cannot write there (read-only or no permission)")
+    problems = _sample_problems(args)
+    if not problems and not (args.source or args.arrange or args.interpolate):
+        problems = [p for p in [_budget_problem(args, args.bars or config_lib.BARS, args.tempo or config_lib.TEMPO)] if p]
     if problems:
         for msg in problems:
             print(f"error: {msg}", file=sys.stderr)
         return 2
+    import numpy as np
+
     from vaejax import devices, render, trained_model
     from vaejax.checkpoint import CheckpointError
-    from vaejax.music import BadSong, read_song
+    from vaejax.music import BadSong
     from vaejax.runs import RunError
 
     try:
@@ -285,67 +459,108 @@ def sample_main(argv: list[str] | None = None) -> int:
         return 2
     if args.harmony is not None:
         model.harmony_guidance = args.harmony
+    model.memory_mb = args.memory_budget
     kw = dict(threshold=args.threshold, sample=args.sample, min_length=args.min_length, merge_gap=args.merge_gap)
+    steps_per_bar = model.cfg.data.resolution * model.cfg.data.beats_per_bar
+    out = _Out(args.out, args.overwrite, (".mid", ".png") + (() if args.no_audio else (".wav",)))
+    how = None
 
-    def song(path):
-        # a given part may be in any meter: it is read on its beat grid and cut every four beats
-        s = read_song(path, model.cfg.data, require_44=False)
+    def given(path):
+        s = _read_given(path, model, args)
+        if s.roll.shape[1] < model.cfg.data.steps:
+            raise BadSong(f"{path}: shorter than one bar ({s.roll.shape[1]} of {model.cfg.data.steps} steps)")
         kw.setdefault("tempo", args.tempo or s.tempo)
+        problem = _budget_problem(args, s.roll.shape[1] / steps_per_bar, kw["tempo"])
+        if problem:
+            raise ValueError(f"{path}: {problem}")
         return s.roll
 
-    try:
+    def jobs():
+        """(name, song) pairs, generated lazily: many songs come in groups that fit --memory-budget."""
         if args.arrange:
-            roll = song(args.arrange)
+            roll = given(args.arrange)
             piano = roll[1]
             if not piano.any():
                 print(f"note: {args.arrange} has no piano part (programs 0-7); arranging all its pitched tracks "
                       f"as one part", file=sys.stderr)
                 piano = roll[1:].any(axis=0)
-            songs = [model.arrange(piano, sigma=args.sigma, seed=args.seed, tracks=args.tracks, prior=args.prior, **kw)]
-            names = ["arrangement"]
+            yield "arrangement", model.arrange(piano, sigma=args.sigma, seed=args.seed, tracks=args.tracks,
+                                               prior=args.prior, **kw)
         elif args.interpolate:
-            songs = model.interpolate(song(args.interpolate[0]), song(args.interpolate[1]),
-                                      bars=min(args.bars, 8), **kw)
-            names = [f"interpolation-{i}" for i in range(len(songs))]
+            bars = args.bars or INTERPOLATE_BARS
+            a, b = given(args.interpolate[0]), given(args.interpolate[1])
+            have = min(a.shape[1], b.shape[1]) // model.cfg.data.steps
+            if have < bars:
+                print(f"note: --interpolate uses {have} bars (the shorter song's length), not {bars}", file=sys.stderr)
+            for i, mt in enumerate(model.interpolate(a, b, bars=bars, **kw)):
+                yield f"interpolation-{i}", mt
         elif args.source and args.cont:
-            songs = [model.continue_song(song(args.source), args.bars, sigma=args.sigma, seed=args.seed,
-                                         prior=args.prior, **kw)]
-            names = ["continuation"]
+            yield "continuation", model.continue_song(given(args.source), args.bars or config_lib.BARS,
+                                                      sigma=args.sigma, seed=args.seed, prior=args.prior, **kw)
         elif args.source:
-            songs = [model.vary(song(args.source), sigma=args.sigma, seed=args.seed, bars=args.bars, **kw)]
-            names = ["variation"]
+            yield "variation", model.vary(given(args.source), sigma=args.sigma, seed=args.seed,
+                                          bars=args.bars or config_lib.BARS, **kw)
         else:
-            songs = model.sample(args.bars, sigma=args.sigma, seed=args.seed, num=args.num, key=args.key,
-                                 tempo=args.tempo, prior=args.prior, **kw)
-            names = [f"sample-seed{args.seed}-{i}" for i in range(len(songs))]
-    except BadSong as e:
+            bars = args.bars or config_lib.BARS
+            spare = args.memory_budget - config_lib.generation_mb(bars, 1, audio_seconds=0 if args.no_audio else
+                                                                  _audio_seconds(bars, args.tempo or config_lib.TEMPO),
+                                                                  sample_rate=args.sample_rate)
+            group = int(min(args.num, 1 + max(0, spare) // (bars * config_lib.SONG_BAR_MB)))
+            if group < args.num:
+                print(f"note: {args.num} songs of {bars} bars are generated {group} at a time (--memory-budget "
+                      f"{args.memory_budget} MiB)", file=sys.stderr)
+            for first in range(0, args.num, group):
+                # the first group is what one call for all songs gives; later groups draw from derived seeds
+                seed = args.seed if first == 0 else int(np.random.SeedSequence([args.seed, first]).generate_state(1)[0]
+                                                        % (config_lib.MAX_SEED + 1))
+                songs = model.sample(bars, sigma=args.sigma, seed=seed, num=min(group, args.num - first),
+                                     key=args.key, tempo=args.tempo, prior=args.prior, **kw)
+                for i, mt in enumerate(songs):
+                    yield f"sample-seed{args.seed}-{first + i}", mt
+                del songs
+
+    base = None
+    written = 0
+    try:
+        for name, mt in jobs():
+            base = out.claim(name)
+            # an arrangement keeps the given MIDI file's part note for note, its tempo map and length
+            source = dict(source=args.arrange, tracks=args.tracks, cfg=model.cfg.data) if args.arrange else {}
+            out.written.append(render.write_midi(base + ".mid", mt, **source))
+            print(base + ".mid")
+            out.written.append(render.plot(mt, base + ".png", title=f"{mt.name}: {name}, sigma {args.sigma}",
+                                           cfg=model.cfg.data))
+            print(base + ".png")
+            if not args.no_audio:
+                sound = render.arrangement_midi(args.arrange, mt, tracks=args.tracks, cfg=model.cfg.data)[0] \
+                    if args.arrange else mt
+                audio, how = render.synthesize(sound, sample_rate=args.sample_rate)
+                out.written.append(render.write_wav(base + ".wav", audio, sample_rate=args.sample_rate))
+                print(base + ".wav")
+                del audio
+            written += 1
+            base = None
+            silent = render.silent_tracks(mt)
+            if len(silent) == len(mt.tracks):
+                print(f"warning: {name} is silent (no track has a note)", file=sys.stderr)
+            elif silent:
+                print(f"note: {name}: {', '.join(silent)} play no note", file=sys.stderr)
+    except (BadSong, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except OSError as e:
+        what = str(getattr(e, "filename", None) or args.out).removesuffix(".part")
+        print(f"error: {what}: {e.strerror or e} ({written} song(s) written before; nothing partial is left)",
+              file=sys.stderr)
         return 2
-    os.makedirs(args.out, exist_ok=True)
-    for mt, name in zip(songs, names):
-        base = os.path.join(args.out, name)
-        n = 1
-        while not args.overwrite and any(os.path.exists(base + ext) for ext in (".mid", ".png", ".wav")):
-            n += 1
-            base = os.path.join(args.out, f"{name}-{n}")
-        # an arrangement keeps the given MIDI file's part note for note, its tempo map and length
-        given = dict(source=args.arrange, tracks=args.tracks, cfg=model.cfg.data) if args.arrange else {}
-        print(render.write_midi(base + ".mid", mt, **given))
-        print(render.plot(mt, base + ".png", title=f"{mt.name}: {name}, sigma {args.sigma}", cfg=model.cfg.data))
-        if not args.no_audio:
-            sound = render.arrangement_midi(args.arrange, mt, tracks=args.tracks, cfg=model.cfg.data)[0] \
-                if args.arrange else mt
-            audio, how = render.synthesize(sound, sample_rate=args.sample_rate)
-            print(render.write_wav(base + ".wav", audio, sample_rate=args.sample_rate))
-        silent = render.silent_tracks(mt)
-        if len(silent) == len(mt.tracks):
-            print(f"warning: {name} is silent (no track has a note)", file=sys.stderr)
-        elif silent:
-            print(f"note: {name}: {', '.join(silent)} play no note", file=sys.stderr)
-    if not args.no_audio:
+    except MemoryError:
+        print(f"error: out of memory while generating ({written} song(s) written before); lower --bars, --num or "
+              f"--memory-budget", file=sys.stderr)
+        return 2
+    finally:
+        if base is not None:
+            out.release(base)
+    if how is not None:
         print(f"audio: {how}", file=sys.stderr)
     if model.synthetic:
         print("note: this model was trained on the SYNTHETIC demo corpus; train on LPD-5 for real music "
@@ -360,6 +575,13 @@ def export_main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", help="the packaged model folder to write")
     ap.add_argument("--float32", action="store_true", help="keep float32 weights (default: float16)")
     args = ap.parse_args(argv)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        print(f"error: {args.out}: is a file, not a folder (the packaged model is a folder)", file=sys.stderr)
+        return 2
+    out = _out_problem(args.out)
+    if out:
+        print(f"error: {out.replace('--out ', '')}", file=sys.stderr)
+        return 2
     import numpy as np
 
     from vaejax import packaging, trained_model
@@ -371,7 +593,11 @@ def export_main(argv: list[str] | None = None) -> int:
     except (RunError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sizes = packaging.export(model, args.out, dtype=np.float32 if args.float32 else np.float16)
+    try:
+        sizes = packaging.export(model, args.out, dtype=np.float32 if args.float32 else np.float16)
+    except OSError as e:
+        print(f"error: {getattr(e, 'filename', None) or args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     print(f"{args.out}: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sizes.items()))
     return 0
 

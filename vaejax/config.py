@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import warnings
 from typing import Any
 
 TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
@@ -38,13 +41,39 @@ bar sequences (`vaejax.prior`)."""
 PRIOR = "transformer"
 """The default for models that carry a trained prior (others use the chain): closer to real music in
 form, rests and density (docs/quality-report.md, "Form: a prior over bar latents")."""
+MAX_SIGMA = 10.0
+"""Noise beyond this many standard deviations only produces the decoders' saturation."""
+GENERATION_BUDGET_MB = 2048
+"""Memory one generation call (`sample.py`, `TrainedModel.sample` / `arrange`) may use by default: long songs
+are decoded in chunks, many songs in groups, and a request whose output alone would not fit is refused
+before anything is generated (`sample.py --memory-budget`)."""
+
+SONG_BAR_MB = 0.25
+"""Memory a generated bar holds until its song is written (the roll, its post-processed copy, the Multitrack;
+measured 0.17 MiB)."""
+DECODE_MB = 400
+"""Working memory of one decoding chunk and its compiled program (measured: bench/bench_budget.py)."""
+
+
+def audio_mb(seconds: float, sample_rate: int = SAMPLE_RATE) -> float:
+    """Memory (MiB) that rendering `seconds` of audio takes at its peak: the synthesiser's own buffers (about 36
+    bytes per 44.1 kHz frame, measured), then the float output."""
+    return seconds * (44100 * 36 + sample_rate * 8) / 2**20
+
+
+def generation_mb(bars: int, num: int = 1, *, audio_seconds: float = 0.0, sample_rate: int = SAMPLE_RATE) -> float:
+    """Estimated memory (MiB, beyond the loaded model) of generating `num` songs of `bars` bars at once and
+    rendering one song's `audio_seconds` of audio."""
+    return DECODE_MB + bars * num * SONG_BAR_MB + audio_mb(audio_seconds, sample_rate)
+
 
 _LIMITS = {  # name: (low, high, inclusive); what each generation option accepts
     "bars": (1, MAX_BARS, True), "num": (1, MAX_SONGS, True), "tempo": (10, 400, True),
     "harmony": (0, 20, True), "key": (-6, 5, True), "threshold": (0, 1, False),
-    "sample_rate": (8000, 96000, True), "sigma": (0, float("inf"), True),
+    "sample_rate": (8000, 96000, True), "sigma": (0, MAX_SIGMA, True), "seed": (0, 2**31 - 1, True),
+    "min_length": (0, 10_000, True), "merge_gap": (0, 10_000, True), "memory_mb": (64, 1 << 22, True),
 }
-_INTEGER = ("bars", "num", "key", "sample_rate")
+_INTEGER = ("bars", "num", "key", "sample_rate", "seed", "min_length", "merge_gap", "memory_mb")
 
 
 def generation_problems(**options) -> list[tuple[str, str]]:
@@ -55,8 +84,10 @@ def generation_problems(**options) -> list[tuple[str, str]]:
             continue
         lo, hi, inclusive = _LIMITS[name]
         try:
+            if isinstance(value, bool) or isinstance(value, str):
+                raise TypeError
             v = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             out.append((name, f"must be a number, got {value!r}"))
             continue
         ok = v == v and (lo <= v <= hi if inclusive else lo < v < hi)
@@ -74,6 +105,48 @@ def check_generation(**options) -> None:
     problems = generation_problems(**options)
     if problems:
         raise ValueError("; ".join(f"{name} {msg}" for name, msg in problems))
+
+
+# ---- settings: what every configuration field accepts, checked where a Config is made -------------------
+
+MAX_SEED = 2**31 - 1
+"""Seeds are integers from 0 to this (every random generator used takes them as they are)."""
+
+
+class ConfigWarning(UserWarning):
+    """A configuration file holds keys this version does not know (written by a newer one): they are ignored."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _check_fields(obj, rules: dict) -> None:
+    """Raise ValueError for the first field of a config dataclass outside what `rules` allow:
+    {field: (kind, low, high)} with kind "int", "float" (finite), "bool" or "ints" (a tuple of ints); low and
+    high inclusive (None: unbounded)."""
+    section = type(obj).__name__.replace("Config", "").lower()
+    for name, (kind, lo, hi) in rules.items():
+        v = getattr(obj, name)
+        where = f"{section}.{name}"
+        if kind == "bool":
+            if not isinstance(v, bool):
+                raise ValueError(f"{where} must be true or false, got {v!r}")
+            continue
+        values = v if kind == "ints" else (v,)
+        if kind == "ints" and (not isinstance(v, tuple) or len(v) != 2):
+            raise ValueError(f"{where} must be two integers, got {v!r}")
+        for x in values:
+            ok = _is_int(x) if kind in ("int", "ints") else _is_number(x) and math.isfinite(x)
+            what = "an integer" if kind in ("int", "ints") else "a finite number"
+            span = ("" if lo is None and hi is None else f" >= {lo}" if hi is None else f" <= {hi}" if lo is None
+                    else f" from {lo} to {hi}")
+            if not ok or (lo is not None and x < lo) or (hi is not None and x > hi):
+                raise ValueError(f"{where} must be {what}{span}, got {v!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +174,19 @@ class DataConfig:
     key_normalize: bool = True
     """Transpose every song so that its best-fitting diatonic scale is C major's (by -6..+5 semitones;
     drums untouched). The models then learn one key; generated songs are transposed to the key asked for."""
+
+    def __post_init__(self):
+        _check_fields(self, {"resolution": ("int", 1, 960), "beats_per_bar": ("int", 1, 32),
+                             "segment_bars": ("int", 1, 64), "lowest_pitch": ("int", 0, 127),
+                             "num_pitches": ("int", 1, 128), "velocity_threshold": ("int", 0, 127),
+                             "valid_percent": ("int", 0, 100), "test_percent": ("int", 0, 100),
+                             "key_normalize": ("bool", None, None)})
+        if self.lowest_pitch + self.num_pitches > 128:
+            raise ValueError(f"data.lowest_pitch + data.num_pitches must be at most 128 (MIDI pitches), got "
+                             f"{self.lowest_pitch} + {self.num_pitches}")
+        if self.valid_percent + self.test_percent > 100:
+            raise ValueError(f"data.valid_percent + data.test_percent must be at most 100, got "
+                             f"{self.valid_percent} + {self.test_percent}")
 
     @property
     def steps(self) -> int:
@@ -150,8 +236,13 @@ class ModelConfig:
     than left to a threshold (and counted notes are placed only where the track plays)."""
 
     def __post_init__(self):
-        if self.latent not in LATENT_SIZES:
-            raise ValueError(f"latent must be one of {LATENT_SIZES}, got {self.latent}")
+        if not _is_int(self.latent) or self.latent not in LATENT_SIZES:
+            raise ValueError(f"model.latent must be one of {', '.join(map(str, LATENT_SIZES))}, got {self.latent!r}")
+        _check_fields(self, {"grid": ("int", 0, 96), "pitch_patch": ("int", 1, 128),
+                             "time_patch": ("ints", 1, 96), "channels": ("ints", 1, 4096), "hidden": ("int", 1, 65536),
+                             "chain_hidden": ("int", 1, 65536), "chain_layers": ("int", 1, 64),
+                             "condition": ("bool", None, None), "onsets": ("bool", None, None),
+                             "plays": ("bool", None, None)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +274,15 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.precision not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"precision must be auto, float32 or bfloat16, got {self.precision!r}")
+            raise ValueError(f"train.precision must be auto, float32 or bfloat16, got {self.precision!r}")
+        _check_fields(self, {"batch_size": ("int", 1, 1 << 20), "vae_epochs": ("int", 1, 1 << 20),
+                             "chain_epochs": ("int", 1, 1 << 20), "lr": ("float", 1e-12, 10.0),
+                             "chain_lr": ("float", 1e-12, 10.0), "chain_batch_size": ("int", 1, 1 << 20),
+                             "chain_noise": ("float", 0.0, 100.0), "beta": ("float", 0.0, 1e6),
+                             "beta_rate": ("float", 0.0, 1.0), "free_bits": ("float", 0.0, 1e6),
+                             "pos_weight": ("float", 1e-6, 1e6), "max_steps_per_epoch": ("int", 0, None),
+                             "checkpoint_every": ("int", 1, None), "log_every": ("int", 1, None),
+                             "seed": ("int", 0, MAX_SEED)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,21 +334,28 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Config":
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "Config":
         """From `to_dict` output. Fields a saved run predates take the value that matches what it was
-        trained with (no key normalisation, no conditioning, one output channel), not today's default."""
-        model = {"condition": False, "onsets": False, "plays": False, "grid": 0, "time_patch": (4, 4),
-                 **d.get("model", {})}
-        data = {"key_normalize": False, **d.get("data", {})}
-        for key in ("time_patch", "channels"):
-            if key in model:
-                model[key] = tuple(model[key])
-        return cls(
-            data=DataConfig(**data),
-            model=ModelConfig(**model),
-            train=TrainConfig(**d.get("train", {})),
-            prior=PriorConfig(**d.get("prior", {})),
-        )
+        trained with (no key normalisation, no conditioning, one output channel), not today's default.
+        Keys this version does not know (a newer version's) are ignored with a `ConfigWarning`; a value of
+        the wrong type or out of range is a ValueError naming `source`, the field and what is allowed."""
+        if not isinstance(d, dict):
+            raise ValueError(f"{source}: expected a mapping of sections data, model and train, got "
+                             f"{type(d).__name__}")
+        sections = {}
+        for name, kind, legacy in (("data", DataConfig, {"key_normalize": False}),
+                                   ("model", ModelConfig, {"condition": False, "onsets": False, "plays": False, "grid": 0,
+                                                           "time_patch": (4, 4)}),
+                                   ("train", TrainConfig, {}), ("prior", PriorConfig, {})):
+            part = d.get(name, {})
+            if not isinstance(part, dict):
+                raise ValueError(f"{source}: section {name!r} must be a mapping of fields, got {type(part).__name__}")
+            sections[name] = section_from_dict(kind, {**legacy, **part}, source)
+        unknown = sorted(set(d) - set(sections))
+        if unknown:
+            warnings.warn(f"{source}: ignoring unknown section(s) {', '.join(map(repr, unknown))} "
+                          f"(written by a newer version?)", ConfigWarning, stacklevel=2)
+        return cls(**sections)
 
     def replace(self, **sections: dict[str, Any]) -> "Config":
         """Return a copy with fields of named sections replaced, e.g. replace(model={'latent': 8})."""
@@ -258,6 +364,25 @@ class Config:
             if fields:
                 out = dataclasses.replace(out, **{name: dataclasses.replace(getattr(out, name), **fields)})
         return out
+
+
+def section_from_dict(kind, d: dict, source: str):
+    """One config section (`DataConfig`, `ModelConfig`, `TrainConfig`) from a mapping read from a file: unknown
+    keys ignored with a warning, lists made tuples, every value checked (ValueError naming `source`)."""
+    names = {f.name: f for f in dataclasses.fields(kind)}
+    section = kind.__name__.replace("Config", "").lower()
+    unknown = sorted(str(k) for k in d if k not in names)
+    if unknown:
+        warnings.warn(f"{source}: ignoring unknown field(s) {', '.join(repr(section + '.' + k) for k in unknown)} "
+                      f"(written by a newer version?)", ConfigWarning, stacklevel=3)
+    fields = {k: v for k, v in d.items() if k in names}
+    for k, v in fields.items():
+        if isinstance(v, list) and isinstance(names[k].default, tuple):
+            fields[k] = tuple(v)
+    try:
+        return kind(**fields)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{source}: {e}") from None
 
 
 PRESETS: dict[str, Config] = {

@@ -23,10 +23,11 @@ import json
 import multiprocessing as mp
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
-import zipfile
+import warnings
 import zlib
 from typing import Iterator, NamedTuple
 
@@ -74,7 +75,8 @@ class PrepareError(Exception):
 
 def split_of(song: str, cfg: DataConfig) -> str:
     """Split for a song id, from a stable hash (the same on every machine and Python run)."""
-    bucket = int.from_bytes(hashlib.sha1(song.encode("utf-8")).digest()[:4], "big") % 100
+    # file names that are not UTF-8 reach Python with surrogate escapes: hashed as the bytes they were
+    bucket = int.from_bytes(hashlib.sha1(song.encode("utf-8", "surrogateescape")).digest()[:4], "big") % 100
     if bucket < cfg.test_percent:
         return "test"
     if bucket < cfg.test_percent + cfg.valid_percent:
@@ -88,7 +90,7 @@ def _fingerprint(files: list[str], cfg: DataConfig) -> str:
     h.update(str(FORMAT_VERSION).encode())
     for f in files:
         st = os.stat(f)
-        h.update(f"{os.path.abspath(f)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{os.path.abspath(f)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -114,37 +116,66 @@ def _failed(path: str, reason: str):
     return path, None, reason, b"", 0, None, 0
 
 
-FILE_TIMEOUT = 60.0
+FILE_TIMEOUT = music.READ_TIMEOUT
 """Seconds one file may take to read in `prepare` before it is skipped (its reader is stopped)."""
+WORKER_MB = 160
+"""Resident memory of an idle reader process (Python, NumPy, pretty_midi), measured."""
+PREPARE_BUDGET_MB = 2048
+"""Memory `prepare` may use as a whole, its reader processes included (`prepare --memory-budget`): it starts
+only as many readers as fit, each reading within `music.READ_BUDGET_MB`, and holds at most `HOLD_MB` of
+results waiting for an earlier slow file."""
+HOLD_MB = 256
+PARENT_MB = 300
+"""The parent's own share of the budget (its interpreter, the index, the write buffers)."""
 
 
-class _Timeout(BaseException):
-    pass
-
-
-def _alarm(signum, frame):
-    raise _Timeout()
+def readers_for(budget_mb: float, workers: int) -> int:
+    """How many reader processes fit `budget_mb` (at most `workers`); PrepareError when not even one does."""
+    per = WORKER_MB + music.READ_BUDGET_MB
+    fit = int((budget_mb - PARENT_MB - HOLD_MB) // per)
+    if fit < 1:
+        raise PrepareError(f"--memory-budget {budget_mb:g} MiB is too small: prepare needs at least "
+                           f"{PARENT_MB + HOLD_MB + per} MiB (one reader of {per} MiB, {PARENT_MB + HOLD_MB} MiB "
+                           f"for itself)", 2)
+    return max(1, min(workers, fit))
 
 
 def _work_in_process(task, timeout: float):
     """`_work` in this process, stopped after `timeout` seconds where a timer signal can be used."""
+    try:
+        with music.time_limit(timeout):
+            return _work(task)
+    except music.ReadTimeout:
+        return _failed(task[0], f"took longer than {timeout:g} s to read (skipped)")
+
+
+def _die_with(parent: int) -> None:
+    """Make this reader process end when `parent` does, even after `kill -9` of the parent: the kernel's
+    parent-death signal where Linux offers it, and a watchdog thread that polls the parent's pid everywhere."""
     import signal
 
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        return _work(task)
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        return _work(task)
-    except _Timeout:
-        return _failed(task[0], f"took longer than {timeout:g} s to read (skipped)")
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 
-def _serve(conn) -> None:
-    """A reader process: files in, results out, until told to stop."""
+def _serve(conn, parent: int | None = None) -> None:
+    """A reader process: files in, results out, until told to stop (or its parent is gone)."""
+    if parent is not None:
+        _die_with(parent)
     while True:
         try:
             task = conn.recv()
@@ -169,19 +200,21 @@ def _read_files(tasks: list, workers: int, timeout: float, method: str):
 
     def start():
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+        proc = ctx.Process(target=_serve, args=(child, os.getpid()), daemon=True)
         proc.start()
         child.close()
         return {"proc": proc, "conn": parent, "task": None, "since": 0.0}
 
     slots = [start() for _ in range(min(workers, len(tasks)))]
-    window = 16 * len(slots)  # results waiting for an earlier slow file are bounded
+    window = 16 * len(slots)  # results waiting for an earlier slow file are bounded, in number and in bytes
     done: dict[int, tuple] = {}
+    held = 0
     sent = emitted = 0
     try:
         while emitted < len(tasks):
             for slot in slots:
-                if slot["task"] is None and sent < len(tasks) and sent < emitted + window:
+                if (slot["task"] is None and sent < len(tasks) and sent < emitted + window
+                        and (held < HOLD_MB << 20 or sent == emitted)):
                     slot["conn"].send(tasks[sent])
                     slot["task"], slot["since"] = sent, time.monotonic()
                     sent += 1
@@ -209,13 +242,16 @@ def _read_files(tasks: list, workers: int, timeout: float, method: str):
                 if result is None:
                     continue
                 done[k] = result
+                held += len(result[3])
                 slot["task"] = None
                 if dead:  # a fresh reader takes its place
                     slot["proc"].join(1)
                     slot["conn"].close()
                     slots[i] = start()
             while emitted in done:
-                yield done.pop(emitted)
+                result = done.pop(emitted)
+                held -= len(result[3])
+                yield result
                 emitted += 1
     finally:
         for slot in slots:
@@ -242,9 +278,14 @@ def _writable(folder: str) -> None:
         raise PrepareError(f"{folder}: cannot write here ({e.strerror or e})", 2) from None
 
 
+def shown(text: str) -> str:
+    """A path for the terminal: bytes of a name that is not UTF-8 shown as replacement characters."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int | None = None,
             strict: bool = False, progress: bool = True, force: bool = False,
-            timeout: float = FILE_TIMEOUT) -> dict:
+            timeout: float = FILE_TIMEOUT, memory_budget: float = PREPARE_BUDGET_MB) -> dict:
     """Turn a folder of LPD npz / MIDI files into a prepared bar cache; return the report.
 
     Memory stays bounded: workers return one song at a time and bars are streamed to disk. Each file has
@@ -257,43 +298,55 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
       PrepareError: missing source, no music files, unwritable output, disk full, strict mode and a bad
       file, or no usable song.
     """
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not 0 < timeout <= 86400:
+        raise PrepareError(f"timeout must be a number of seconds above 0 and at most 86400, got {timeout!r}", 2)
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 1024):
+        raise PrepareError(f"workers must be an integer from 1 to 1024, got {workers!r}", 2)
+    if (not isinstance(memory_budget, (int, float)) or isinstance(memory_budget, bool)
+            or not 0 < memory_budget < float("inf")):
+        raise PrepareError(f"memory budget must be a number of MiB above 0, got {memory_budget!r}", 2)
+    workers = readers_for(memory_budget, workers or os.cpu_count() or 1)
     if not os.path.exists(src):
-        raise PrepareError(f"{src}: no such file or folder", 2)
+        raise PrepareError(f"{shown(src)}: no such file or folder", 2)
+    if os.path.isfile(src) and not src.lower().endswith(music.SUFFIXES):
+        raise PrepareError(f"{shown(src)}: not a song file or folder of songs (expected .npz, .mid or .midi)", 2)
     problems: list[dict] = []
     files = music.find_songs(src, problems)
     if not files:
-        raise PrepareError(f"{src}: no .npz, .mid or .midi files found", 2)
+        raise PrepareError(f"{shown(src)}: no .npz, .mid or .midi files found", 2)
     _writable(out)
     fingerprint = _fingerprint(files, cfg)
     report_path = os.path.join(out, "report.json")
     if not force and os.path.exists(report_path):
         try:
-            with open(report_path) as f:
-                old = json.load(f)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # an unusable old report only means a rebuild
+                old = read_report(out)
             if old.get("fingerprint") == fingerprint and all(
                 os.path.exists(os.path.join(out, f"{s}.bars")) for s in SPLITS):
                 verify(out, old)
                 old["reused"] = True
                 return old
-        except (OSError, json.JSONDecodeError, CacheError):
-            pass  # damaged or unreadable: rebuilt below
+        except (OSError, CacheError):
+            pass  # damaged, unreadable or from another version: rebuilt below
     try:
         return _prepare(src, out, cfg, files, problems, fingerprint, workers=workers, strict=strict,
                         progress=progress, timeout=timeout)
-    except OSError as e:
+    except BaseException as e:  # strict mode, an interrupt, a full disk: no temporary file is left behind
         for name in os.listdir(out):
             if ".tmp" in name:
                 try:
                     os.remove(os.path.join(out, name))
                 except OSError:
                     pass
+        if not isinstance(e, OSError):
+            raise
         raise PrepareError(f"{out}: {e.strerror or e} while writing the cache"
                            + (" (the previous cache is unchanged)" if os.path.exists(report_path) else ""), 4) from None
 
 
 def _prepare(src, out, cfg, files, problems, fingerprint, *, workers, strict, progress, timeout) -> dict:
     report_path = os.path.join(out, "report.json")
-    workers = workers or os.cpu_count() or 1
     t0 = time.perf_counter()
     handles = {s: open(os.path.join(out, f"{s}.bars.tmp"), "wb") for s in SPLITS}
     crc = {s: 0 for s in SPLITS}
@@ -314,7 +367,7 @@ def _prepare(src, out, cfg, files, problems, fingerprint, *, workers, strict, pr
             if err is not None:
                 skipped.append({"path": path, "reason": err})
                 if strict:
-                    raise PrepareError(f"{path}: {err}", 3)
+                    raise PrepareError(f"{shown(path)}: {err}", 3)
                 continue
             seen_ids.add(sid)
             split = split_of(sid, cfg)
@@ -339,8 +392,8 @@ def _prepare(src, out, cfg, files, problems, fingerprint, *, workers, strict, pr
     if songs_read == 0:
         for s in SPLITS:
             os.remove(os.path.join(out, f"{s}.bars.tmp"))
-        raise PrepareError(f"{src}: none of {len(files)} files could be read "
-                           f"(first reason: {skipped[0]['path']}: {skipped[0]['reason']})", 1)
+        raise PrepareError(f"{shown(src)}: none of {len(files)} files could be read "
+                           f"(first reason: {shown(skipped[0]['path'])}: {skipped[0]['reason']})", 1)
     for s in SPLITS:  # every new file complete before any old one is replaced
         ids, starts, lengths, shifts = index[s]
         np.savez(os.path.join(out, f"{s}.songs.tmp.npz"), ids=np.array(ids, dtype=str),
@@ -382,13 +435,13 @@ def summary(report: dict) -> str:
     """A few lines for the terminal."""
     label = " (SYNTHETIC demo corpus)" if report.get("synthetic") else ""
     lines = [
-        f"{report['source']}{label}: {report['songs_read']} songs read, {report['songs_skipped']} skipped"
+        f"{shown(report['source'])}{label}: {report['songs_read']} songs read, {report['songs_skipped']} skipped"
         + (" (cache reused)" if report.get("reused") else f" in {report['seconds']} s"),
         "bars: " + ", ".join(f"{s} {report['bars_per_split'][s]}" for s in SPLITS),
         "non-empty bars: " + ", ".join(f"{t} {v:.0%}" for t, v in report["nonempty_bar_share"].items()),
     ]
     for item in report["skipped"][:5]:
-        lines.append(f"skipped {item['path']}: {item['reason']}")
+        lines.append(f"skipped {shown(item.get('path'))}: {shown(item.get('reason'))}")
     if len(report["skipped"]) > 5:
         lines.append(f"... and {len(report['skipped']) - 5} more (see report.json)")
     return "\n".join(lines)
@@ -421,7 +474,7 @@ def verify(root: str, report: dict | None = None, *, checksums: bool | None = No
     """Check a prepared cache against its report: each split's byte size (always), song index (always) and
     checksum (`checksums=True`, or None: when the split is small). Raises CacheError naming the file."""
     report = report if report is not None else read_report(root)
-    cfg = DataConfig(**{"key_normalize": False, **report["config"]})
+    cfg = report_config(report, os.path.join(root, "report.json"))
     bar_bytes = len(TRACKS) * cfg.steps * cfg.packed_pitches
     recorded = report.get("splits", {})
     for split in SPLITS:
@@ -448,7 +501,7 @@ def verify(root: str, report: dict | None = None, *, checksums: bool | None = No
             with np.load(songs, allow_pickle=False) as z:
                 start, length = z["start"], z["length"]
                 ids = z["ids"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        except Exception as e:  # zipfile, zlib and numpy raise many types for damaged bytes
             raise _damaged(songs, f"unreadable ({type(e).__name__})") from None
         n = size // bar_bytes
         ok = (len(start) == len(length) == len(ids) and (length > 0).all()
@@ -462,11 +515,9 @@ def verify(root: str, report: dict | None = None, *, checksums: bool | None = No
 class Split:
     """One split of a prepared dataset, memory-mapped (bars are unpacked only when batched)."""
 
-    def __init__(self, root: str, split: str):
-        with open(os.path.join(root, "report.json")) as f:
-            self.report = json.load(f)
-        # caches written before key normalisation existed hold songs in their own keys
-        self.cfg = DataConfig(**{"key_normalize": False, **self.report["config"]})
+    def __init__(self, root: str, split: str, report: dict | None = None):
+        self.report = report if report is not None else read_report(root)
+        self.cfg = report_config(self.report, os.path.join(root, "report.json"))
         self.name = split
         path = os.path.join(root, f"{split}.bars")
         shape = (len(TRACKS), self.cfg.steps, self.cfg.packed_pitches)
@@ -496,19 +547,84 @@ class Split:
         return unpack(self.packed[s:s + n], self.cfg.num_pitches).transpose(1, 0, 2, 3)
 
 
+REPORT_KEYS = ("format", "source", "fingerprint", "config", "files", "songs_read", "songs_skipped", "skipped",
+               "songs_per_split", "bars_per_split", "splits", "nonempty_bar_share", "seconds", "workers",
+               "synthetic", "reused")
+
+
 def read_report(root: str) -> dict:
-    """A prepared dataset's `report.json`."""
+    """A prepared dataset's `report.json`, every field checked (CacheError naming the file and the field);
+    keys of a newer version are ignored with a warning, a newer format is refused."""
     path = os.path.join(root, "report.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{root}: not a prepared dataset (no report.json); "
                                 f"run `python -m vaejax.data prepare SRC {root}`")
     try:
-        with open(path) as f:
-            report = json.load(f)
-        report["config"], report["bars_per_split"]  # noqa: B018 - the fields every reader needs
-        return report
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        with open(path, "rb") as f:
+            report = json.loads(f.read(MAX_REPORT_BYTES + 1).decode("utf-8"))
+    except (OSError, ValueError) as e:
         raise _damaged(path, f"unreadable ({type(e).__name__}: {str(e)[:80]})") from None
+    check_report(report, path)
+    return report
+
+
+MAX_REPORT_BYTES = 256 << 20
+
+
+def check_report(report, path: str) -> None:
+    """Raise CacheError unless `report` (read from `path`) has the fields a cache reader relies on."""
+    def bad(why):
+        return _damaged(path, why)
+
+    if not isinstance(report, dict):
+        raise bad(f"expected a JSON object, got {type(report).__name__}")
+    fmt = report.get("format", 1)
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise bad(f"format must be a positive integer, got {fmt!r}")
+    if fmt > FORMAT_VERSION:
+        raise CacheError(f"{path}: written by a newer version of vaejax (cache format {fmt}; this version reads up "
+                         f"to {FORMAT_VERSION}); upgrade vaejax or prepare the data again with this version")
+    unknown = sorted(str(k) for k in report if k not in REPORT_KEYS)
+    if unknown:
+        import warnings
+        from vaejax.config import ConfigWarning
+        warnings.warn(f"{path}: ignoring unknown field(s) {', '.join(map(repr, unknown))} (written by a newer version?)",
+                      ConfigWarning, stacklevel=3)
+    if not isinstance(report.get("config"), dict):
+        raise bad(f"config must be a mapping of data settings, got {type(report.get('config')).__name__}")
+    report_config(report, path)
+    counts = report.get("bars_per_split")
+    if not isinstance(counts, dict) or not all(_count(counts.get(s)) for s in SPLITS):
+        raise bad(f"bars_per_split must map {', '.join(SPLITS)} to bar counts, got {str(counts)[:80]}")
+    splits = report.get("splits", {})
+    if not isinstance(splits, dict) or not all(
+            isinstance(splits.get(s, {}), dict) and all(_count(v) for v in splits.get(s, {}).values()) for s in SPLITS):
+        raise bad(f"splits must map each split to its byte size and crc32, got {str(splits)[:80]}")
+    skipped = report.get("skipped", [])
+    if not isinstance(skipped, list) or not all(isinstance(x, dict) for x in skipped):
+        raise bad("skipped must be a list of {path, reason} records")
+    for key in ("files", "songs_read", "songs_skipped"):
+        if key in report and not _count(report[key]):
+            raise bad(f"{key} must be a count, got {report[key]!r}")
+    share = report.get("nonempty_bar_share", {})
+    if not isinstance(share, dict) or not all(isinstance(v, (int, float)) for v in share.values()):
+        raise bad("nonempty_bar_share must map tracks to shares")
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def report_config(report: dict, path: str = "report.json") -> DataConfig:
+    """The data settings a cache was prepared with (caches written before key normalisation existed hold
+    songs in their own keys)."""
+    from vaejax.config import section_from_dict
+
+    try:
+        return section_from_dict(DataConfig, {"key_normalize": False, **report["config"]}, path)
+    except ValueError as e:
+        raise CacheError(f"{e}; the cache is damaged or was written otherwise, rebuild it with `python -m vaejax.data "
+                         f"prepare SRC {os.path.dirname(path) or '.'} --force`") from None
 
 
 def is_prepared(root: str) -> bool:
@@ -527,9 +643,19 @@ def resolve(data: str | None, *, progress: bool = True) -> str:
         data = DEMO_DIR
     if is_prepared(data):
         return data
-    tag = hashlib.sha1(os.path.abspath(data).encode()).hexdigest()[:8]
+    tag = hashlib.sha1(os.path.abspath(data).encode("utf-8", "surrogateescape")).hexdigest()[:8]
     out = os.path.join(PREPARED_DIR, f"{os.path.basename(os.path.normpath(data))}-{tag}")
-    report = prepare(data, out, progress=progress)
+    existed = os.path.exists(out)
+    try:
+        report = prepare(data, out, progress=progress)
+    except BaseException:
+        if not existed:  # a failed first prepare leaves no empty folder behind
+            shutil.rmtree(out, ignore_errors=True)
+            try:
+                os.rmdir(PREPARED_DIR)
+            except OSError:
+                pass
+        raise
     print(summary(report), file=sys.stderr)
     return out
 
@@ -538,7 +664,7 @@ def open_dataset(root: str, *, verify_checksums: bool | None = None) -> dict[str
     """All splits of a prepared dataset, checked against its report first (see `verify`)."""
     report = read_report(root)
     verify(root, report, checksums=verify_checksums)
-    return {s: Split(root, s) for s in SPLITS}
+    return {s: Split(root, s, report) for s in SPLITS}
 
 
 class Batch(NamedTuple):
@@ -614,6 +740,9 @@ def main(argv: list[str] | None = None) -> int:
     pp.add_argument("--strict", action="store_true", help="stop at the first bad file (exit 3)")
     pp.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
     pp.add_argument("--timeout", type=float, default=FILE_TIMEOUT, help="seconds one file may take to read")
+    pp.add_argument("--memory-budget", type=float, default=PREPARE_BUDGET_MB, metavar="MIB",
+                    help="memory the whole prepare may use, reader processes included (it starts only as many "
+                         f"readers as fit, each reading one file within {music.READ_BUDGET_MB} MiB)")
     pp.add_argument("--quiet", action="store_true", help="no progress bar")
     vf = sub.add_parser("verify", help="check a prepared cache's sizes, song index and checksums")
     vf.add_argument("out", help="a prepared dataset folder")
@@ -629,6 +758,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "demo":
         from vaejax import demo
+        if not 1 <= args.songs <= 100_000 or not 0 <= args.seed < 2**31:
+            print(f"error: --songs must be from 1 to 100000 and --seed from 0 to {2**31 - 1}, got {args.songs} and "
+                  f"{args.seed}", file=sys.stderr)
+            return 2
         n = demo.write_corpus(args.out, songs=args.songs, seed=args.seed)
         print(f"wrote {n} SYNTHETIC demo songs to {args.out}")
         return 0
@@ -649,12 +782,21 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"unpacked into {path}")
         return 0
-    cfg = DataConfig(segment_bars=args.segment_bars, lowest_pitch=args.lowest_pitch,
-                     num_pitches=args.pitches, velocity_threshold=args.velocity_threshold,
-                     key_normalize=not args.keep_key)
+    try:
+        cfg = DataConfig(segment_bars=args.segment_bars, lowest_pitch=args.lowest_pitch,
+                         num_pitches=args.pitches, velocity_threshold=args.velocity_threshold,
+                         key_normalize=not args.keep_key)
+    except ValueError as e:
+        print(f"error: {str(e).replace('data.num_pitches', '--pitches').replace('data.', '--').replace('_', '-')}",
+              file=sys.stderr)
+        return 2
+    if args.workers < 0:
+        print(f"error: --workers must be 0 (all cores) or more, got {args.workers}", file=sys.stderr)
+        return 2
     try:
         report = prepare(args.src, args.out, cfg, workers=args.workers or None, strict=args.strict,
-                         progress=not args.quiet, force=args.force, timeout=args.timeout)
+                         progress=not args.quiet, force=args.force, timeout=args.timeout,
+                         memory_budget=args.memory_budget)
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code

@@ -444,6 +444,35 @@ def main(argv=None) -> int:
                          "form.md, form.json, form-ssm.png")
     ap.add_argument("--form-bars", type=int, default=32, help="bars per song of the form section")
     args = ap.parse_args(argv)
+    problems = [f"--runs {run}: no such run folder" for run in args.runs if not os.path.isdir(run)]
+    if not os.path.isdir(args.data):
+        problems.append(f"--data {args.data}: no such folder")
+    for name, value, lo, hi in (("--songs", args.songs, 1, 100_000), ("--bars", args.bars, 1, 4096),
+                                ("--arrange-songs", args.arrange_songs, 1, 100_000), ("--seed", args.seed, 0, 2**31 - 1)):
+        if not lo <= value <= hi:
+            problems.append(f"{name} must be from {lo} to {hi}, got {value}")
+    for name, values in (("--sigmas", args.sigmas), ("--arrange-sigma", [args.arrange_sigma]),
+                         ("--harmony", [args.harmony])):
+        bad = [v for v in values if v is not None and not 0 <= v <= 10]
+        if bad:
+            problems.append(f"{name} must be from 0 to 10, got {bad[0]}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        problems.append(f"--out {args.out}: is a file, not a folder")
+    if problems:
+        for msg in problems:
+            print(f"error: {msg}", file=sys.stderr)
+        return 2
+    from vaejax.checkpoint import CheckpointError
+    from vaejax.runs import RunError
+
+    try:
+        return _main(args, argv)
+    except (RunError, CheckpointError, data_lib.CacheError, FileNotFoundError, music.BadSong) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args, argv) -> int:
     ds = data_lib.open_dataset(args.data)
     test = ds["test"]
     if args.form_only:
@@ -471,7 +500,10 @@ def main(argv=None) -> int:
     from vaejax.music import read_song, to_bars
     reference = {}
     for path in args.reference:
-        bars = to_bars(read_song(path, test.cfg, require_44=False).roll, test.cfg)
+        try:
+            bars = to_bars(read_song(path, test.cfg, require_44=False).roll, test.cfg)
+        except music.BadSong as e:
+            raise music.BadSong(f"--reference {path}: {e}") from None
         reference[f"{os.path.basename(path)} ({len(bars)} bars)"] = metrics.all_metrics(bars.transpose(1, 0, 2, 3))
     result = {"date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
               "machine": f"{_cpu_name()}, {os.cpu_count()} cores ({platform.machine()})",

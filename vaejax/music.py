@@ -6,9 +6,11 @@ Guitar, Bass, Strings), `resolution` steps per beat and `num_pitches` rows from 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import stat
 import zipfile
 from dataclasses import dataclass
 
@@ -27,6 +29,18 @@ MAX_FILE_BYTES = 64 << 20
 """npz files whose members would inflate past this are refused unread (zip bombs)."""
 MAX_MIDI_BYTES = 4 << 20
 """MIDI files larger than this are refused unread (parsing one takes seconds and hundreds of MB)."""
+MAX_INFO_BYTES = 1 << 20
+"""An npz's info.json larger than this is refused (a pypianoroll file's is a few KB; millions of JSON objects
+cost gigabytes to parse)."""
+READ_BUDGET_MB = 512
+"""Memory one file may take to read (`read_song`): estimated from its declared sizes before anything of that
+size is allocated, and refused above this (measured peaks: BENCHMARKS.md, memory budgets)."""
+READ_TIMEOUT = 60.0
+"""Seconds one file may take to read (`prepare --timeout`, `sample.py --read-timeout`)."""
+NNZ_CHUNK = 1 << 20
+"""Cells of a sparse npz track converted at a time (bounds the index arrays' temporaries)."""
+MIDI_EVENT_BYTES = 480
+"""Memory per MIDI event while a file is read (mido's and pretty_midi's objects; measured about 460)."""
 MIDI_SUFFIXES = (".mid", ".midi")
 SUFFIXES = (".npz",) + MIDI_SUFFIXES
 _MSD_ID = re.compile(r"^TR[A-Z0-9]{16}$")
@@ -34,6 +48,39 @@ _MSD_ID = re.compile(r"^TR[A-Z0-9]{16}$")
 
 class BadSong(Exception):
     """A file that cannot become training bars; the message is a one-line reason."""
+
+
+class ReadTimeout(BaseException):
+    """Raised inside a read that ran past its time limit (a BaseException: no `except Exception` swallows it)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise `ReadTimeout` in the enclosed code after `seconds` (main thread with timer signals only; elsewhere,
+    and for None, no limit)."""
+    import signal
+    import threading
+
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def alarm(signum, frame):
+        raise ReadTimeout()
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _budget(mb: float, what: str) -> None:
+    if mb > READ_BUDGET_MB:
+        raise BadSong(f"{what} would need about {mb:.0f} MiB to read, more than the budget of {READ_BUDGET_MB} MiB "
+                      f"per file")
 
 
 def lpd5_track(program: int, is_drum: bool) -> int | None:
@@ -119,6 +166,9 @@ def _load_npz(path: str) -> dict:
             raise BadSong(f"npz members would inflate to {total / 2**20:.0f} MiB, more than the cap of "
                           f"{MAX_FILE_BYTES >> 20} MiB")
         for info in members:
+            if info.filename == "info.json" and info.file_size > MAX_INFO_BYTES:
+                raise BadSong(f"info.json of {info.file_size / 2**20:.1f} MiB, more than the cap of "
+                              f"{MAX_INFO_BYTES >> 20} MiB (a pypianoroll file's is a few KB)")
             blob = zf.read(info)
             if info.filename.endswith(".npy"):
                 out[info.filename[:-4]] = _npy(blob, info.filename)
@@ -173,6 +223,9 @@ def read_npz(path: str, cfg: DataConfig = DataConfig()) -> Song:
         if gaps.size and not np.array_equal(gaps, [4 * res]):
             raise BadSong(f"not 4/4 (bar lengths {gaps[:4].tolist()} steps at {res} steps per beat)")
     steps = length * cfg.resolution // res
+    members = sum(a.nbytes for a in z.values() if isinstance(a, np.ndarray))
+    # the members read, the roll, the bars cut from it (a copy and its packing) and one chunk's index arrays
+    _budget((members + 2.2 * len(TRACKS) * steps * cfg.num_pitches + 48 * NNZ_CHUNK) / 2**20, "this npz")
     roll = _empty_roll(cfg, steps)
     for program, is_drum, data, indices, indptr, shape in tracks:
         t = lpd5_track(program, is_drum)
@@ -180,13 +233,17 @@ def read_npz(path: str, cfg: DataConfig = DataConfig()) -> Song:
             continue
         if len(indptr) != shape[1] + 1 or indptr[-1] != data.size or indices.size != data.size:
             raise BadSong("corrupt npz (inconsistent sparse arrays)")
-        pitch = np.repeat(np.arange(shape[1]), np.diff(indptr)) - cfg.lowest_pitch
-        keep = (data > cfg.velocity_threshold) & (pitch >= 0) & (pitch < cfg.num_pitches)
-        rows = indices[keep].astype(np.int64)
-        if res != cfg.resolution:
-            rows = rows * cfg.resolution // res
-        ok = (rows >= 0) & (rows < steps)
-        roll[t, rows[ok], pitch[keep][ok]] = True
+        if (np.diff(indptr) < 0).any():
+            raise BadSong("corrupt npz (sparse column pointers go backwards)")
+        for lo in range(0, data.size, NNZ_CHUNK):  # column of each cell by search: no per-cell index copies
+            hi = min(lo + NNZ_CHUNK, data.size)
+            pitch = np.searchsorted(indptr, np.arange(lo, hi), side="right") - 1 - cfg.lowest_pitch
+            keep = (data[lo:hi] > cfg.velocity_threshold) & (pitch >= 0) & (pitch < cfg.num_pitches)
+            rows = indices[lo:hi][keep].astype(np.int64)
+            if res != cfg.resolution:
+                rows = rows * cfg.resolution // res
+            ok = (rows >= 0) & (rows < steps)
+            roll[t, rows[ok], pitch[keep][ok]] = True
     tempo = float(tempo_arr[0]) if tempo_arr is not None and tempo_arr.size else TEMPO
     return Song(name=song_id(path), roll=roll, tempo=tempo)
 
@@ -212,8 +269,8 @@ def _check_size(bars: float, notes: int, what: str = "notes") -> None:
         raise BadSong(f"{notes} {what}, more than the cap of {MAX_NOTES}")
 
 
-def _midi_extent(path: str) -> bytes:
-    """The bytes of a MIDI file, checked before pretty_midi builds its tick tables and the roll is allocated:
+def _midi_extent(path: str):
+    """A MIDI file parsed by mido, checked before pretty_midi builds its tick tables and the roll is allocated:
     size, chunk lengths (a chunk may not claim more bytes than the file holds: readers would reserve them),
     then length in beats and note count from the events alone (tempo does not matter to beats)."""
     import io
@@ -241,15 +298,18 @@ def _midi_extent(path: str) -> bytes:
     tpb = mid.ticks_per_beat
     if not isinstance(tpb, int) or tpb <= 0:
         raise BadSong(f"unusable ticks per beat ({tpb!r}; SMPTE time division is not supported)")
-    end = notes = 0
+    end = notes = events = 0
     for track in mid.tracks:
         tick = 0
+        events += len(track)
         for msg in track:
             tick += msg.time
             notes += msg.type == "note_on" and msg.velocity > 0
         end = max(end, tick)
     _check_size(end / tpb / 4, notes)
-    return blob
+    # pretty_midi keeps an object per event (about 460 bytes each, measured), then the roll and its bars
+    _budget((events * MIDI_EVENT_BYTES + 2.2 * len(TRACKS) * (end / tpb) * 24 * 84) / 2**20, "this MIDI file")
+    return mid
 
 
 def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = True) -> Song:
@@ -265,11 +325,9 @@ def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = T
     """
     import pretty_midi
 
-    import io
-
-    blob = _midi_extent(path)
-    try:
-        pm = pretty_midi.PrettyMIDI(io.BytesIO(blob))
+    mid = _midi_extent(path)
+    try:  # the parsed file is handed on: a large file is parsed once, not twice
+        pm = pretty_midi.PrettyMIDI(mido_object=mid)
     except Exception as e:  # mido/pretty_midi raise many types for bad bytes
         raise BadSong(f"not a readable MIDI file ({type(e).__name__}: {str(e)[:80]})") from None
     for ts in pm.time_signature_changes if require_44 else ():
@@ -301,16 +359,28 @@ def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = T
     return Song(name=song_id(path), roll=roll, tempo=tempo)
 
 
-def read_song(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = True) -> Song:
-    """Read an npz or MIDI file by its suffix."""
-    if not os.path.exists(path):
-        raise BadSong("no such file")
+def read_song(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = True,
+              timeout: float | None = None) -> Song:
+    """Read an npz or MIDI file by its suffix, within `READ_BUDGET_MB` of memory and (in the main thread)
+    `timeout` seconds. Only regular files are opened: a FIFO or a device would block or never end."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise BadSong("no such file" if isinstance(e, FileNotFoundError) else f"cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadSong("not a regular file (a folder, FIFO or device is not read)")
     suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".npz":
-        return read_npz(path, cfg)
-    if suffix in MIDI_SUFFIXES:
-        return read_midi(path, cfg, require_44=require_44)
-    raise BadSong(f"unsupported file type {suffix!r} (expected .npz, .mid or .midi)")
+    if suffix not in SUFFIXES:
+        raise BadSong(f"unsupported file type {suffix!r} (expected .npz, .mid or .midi)")
+    try:
+        with time_limit(timeout):
+            if suffix == ".npz":
+                return read_npz(path, cfg)
+            return read_midi(path, cfg, require_44=require_44)
+    except ReadTimeout:
+        raise BadSong(f"took longer than {timeout:g} s to read") from None
+    except MemoryError:
+        raise BadSong("ran out of memory while reading") from None
 
 
 MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax.runs import NoCheckpoint, RunFolder
+from vaejax.runs import NoCheckpoint, RunFolder, write_atomically
 
 PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 """The packaged models shipped inside vaejax."""
@@ -43,8 +43,11 @@ def read_weights(run: RunFolder, templates: dict) -> tuple[dict, np.ndarray]:
     try:
         with np.load(run.weights_path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise NoCheckpoint(f"{run.weights_path}: unreadable packaged weights ({e})") from None
+    except Exception as e:  # zipfile, zlib and numpy raise many types for damaged bytes
+        raise NoCheckpoint(f"{run.weights_path}: unreadable packaged weights ({type(e).__name__}: "
+                           f"{str(e)[:80]})") from None
+    if not all(isinstance(a, np.ndarray) and a.dtype.kind in "fiu" for a in arrays.values()):
+        raise NoCheckpoint(f"{run.weights_path}: packaged weights hold arrays that are not numbers")
 
     def get(prefix):
         def leaf(path, like):
@@ -97,8 +100,7 @@ def export(model, out_dir: str, *, dtype=np.float16) -> dict:
         arrays.update(_flatten(params, f"{PRIOR_PREFIX}{name}/"))
     arrays = {k: v.astype(dtype) for k, v in arrays.items()}
     arrays["start_bars"] = model.start_bars.astype(dtype)
-    np.savez_compressed(run.weights_path + ".tmp.npz", **arrays)
-    os.replace(run.weights_path + ".tmp.npz", run.weights_path)
+    write_atomically(run.weights_path, lambda tmp: np.savez_compressed(tmp, **arrays), run.weights_path + ".tmp.npz")
     run.write_config(model.cfg)
     stats = {k: v for k, v in model.stats.items() if k != "val"}
     stats["harmony_guidance"] = model.harmony_guidance

@@ -165,11 +165,11 @@ def write_midi(path: str, mt, *, source: str | None = None, tracks=None, cfg: Da
         blob = _midi_bytes(to_pretty_midi(mt))
     else:
         blob = _midi_bytes(*arrangement_midi(source, mt, tracks=tracks, cfg=cfg))
-    tmp = path + ".part"
-    with open(tmp, "wb") as f:
-        f.write(blob)
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(blob)
+    return _written(path, write)
 
 
 def plot(mt, path: str | None = None, *, title: str | None = None, cfg: DataConfig = DataConfig()):
@@ -177,7 +177,14 @@ def plot(mt, path: str | None = None, *, title: str | None = None, cfg: DataConf
     or saves it as PNG when `path` is given."""
     roll = from_multitrack(mt, cfg)
     beats = roll.shape[1] / cfg.resolution
-    fig = new_figure(figsize=(min(24, 4 + beats / 8), 8), shown=path is None)
+    width = min(24, 4 + beats / 8)
+    # a long song is drawn at the picture's resolution (a cell is on where any step it covers is), so that
+    # the drawing costs the same for a song of 30 bars or of 4,000
+    block = max(1, roll.shape[1] // int(width * 90 * 2))
+    if block > 1:
+        t = roll.shape[1] // block * block
+        roll = roll[:, :t].reshape(roll.shape[0], t // block, block, roll.shape[2]).any(axis=2)
+    fig = new_figure(figsize=(width, 8), shown=path is None)
     axes = fig.subplots(len(PLOT_ORDER), 1, sharex=True)
     for ax, t in zip(axes, PLOT_ORDER):
         ax.imshow(roll[t].T, aspect="auto", origin="lower", cmap="Greys", interpolation="nearest",
@@ -190,9 +197,7 @@ def plot(mt, path: str | None = None, *, title: str | None = None, cfg: DataConf
     fig.tight_layout()
     if path is None:
         return fig
-    tmp = path + ".part.png"
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
+    _written(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     return path
 
 
@@ -222,14 +227,23 @@ def _midirenderer(pm, sample_rate: int, soundfont: str | None) -> np.ndarray:
         sf2 = f.read()
     buf = io.BytesIO()
     pm.write(buf)
-    with wave.open(io.BytesIO(midirenderer.render_wave_from(sf2, buf.getvalue()))) as w:
-        rate, channels = w.getframerate(), w.getnchannels()
-        raw = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
-    mono = raw.reshape(-1, channels).mean(axis=1)
+    rendered = midirenderer.render_wave_from(sf2, buf.getvalue())
+    del sf2, buf
+    with wave.open(io.BytesIO(rendered)) as w:  # converted block by block: memory stays near the WAV's own size
+        rate, channels, frames = w.getframerate(), w.getnchannels(), w.getnframes()
+        mono = np.empty(frames, np.float32)
+        for lo in range(0, frames, AUDIO_BLOCK):
+            raw = np.frombuffer(w.readframes(AUDIO_BLOCK), "<i2").reshape(-1, channels)
+            mono[lo:lo + raw.shape[0]] = raw.mean(axis=1, dtype=np.float32) / 32768.0
+    del rendered
     if rate == sample_rate or mono.size == 0:
         return mono
-    t = np.arange(int(round(mono.size * sample_rate / rate))) * (rate / sample_rate)
-    return np.interp(t, np.arange(mono.size), mono).astype(np.float32)
+    out = np.empty(int(round(mono.size * sample_rate / rate)), np.float32)
+    src = np.arange(mono.size)
+    for lo in range(0, out.size, AUDIO_BLOCK):
+        t = np.arange(lo, min(lo + AUDIO_BLOCK, out.size)) * (rate / sample_rate)
+        out[lo:lo + t.size] = np.interp(t, src, mono)
+    return out
 
 
 def _builtin(pm, sample_rate: int) -> np.ndarray:
@@ -250,6 +264,8 @@ def _builtin(pm, sample_rate: int) -> np.ndarray:
 
 
 SILENT = "silence (the song has no notes)"
+AUDIO_BLOCK = 1 << 20
+"""Samples converted at a time when audio is resampled, normalised and written."""
 
 
 def synthesize(mt, sample_rate: int = 22050, soundfont: str | None = None) -> tuple[np.ndarray, str]:
@@ -283,10 +299,15 @@ def synthesize(mt, sample_rate: int = 22050, soundfont: str | None = None) -> tu
     length = int(round(seconds * sample_rate))
     if audio.size < length:  # silent bars at the end (or a silent song) still last their time
         audio = np.pad(audio, (0, length - audio.size))
-    peak = np.max(np.abs(audio)) if audio.size else 0.0
-    if peak > 0:
-        audio = audio / peak * 0.9
-    return audio.astype(np.float32), how
+    audio = np.asarray(audio, np.float32)
+    peak = max((np.abs(audio[lo:lo + AUDIO_BLOCK]).max() for lo in range(0, audio.size, AUDIO_BLOCK)),
+               default=np.float32(0))
+    if peak > 0:  # in place, block by block: the same numbers as `audio / peak * 0.9`
+        for lo in range(0, audio.size, AUDIO_BLOCK):
+            block = audio[lo:lo + AUDIO_BLOCK]
+            block /= peak
+            block *= 0.9
+    return audio, how
 
 
 def silent_tracks(mt) -> list[str]:
@@ -295,13 +316,29 @@ def silent_tracks(mt) -> list[str]:
 
 
 def write_wav(path: str, audio: np.ndarray, sample_rate: int = 22050) -> str:
+    def write(tmp):
+        with wave.open(tmp, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(sample_rate)
+            for lo in range(0, audio.size, AUDIO_BLOCK):
+                w.writeframes((np.clip(audio[lo:lo + AUDIO_BLOCK], -1, 1) * 32767).astype("<i2").tobytes())
+    return _written(path, write)
+
+
+def _written(path: str, write) -> str:
+    """Write `path` through `path.part` (renamed when complete): a failure (a full disk) leaves neither a
+    `.part` file nor a partial `path`."""
     tmp = path + ".part"
-    with wave.open(tmp, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
     return path
 
 

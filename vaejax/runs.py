@@ -25,6 +25,8 @@ import numpy as np
 
 from vaejax.config import Config
 
+MAX_JSON_BYTES = 64 << 20
+"""config.json and stats.json larger than this are not read (neither comes near)."""
 RUNS_DIR = "runs"
 """Where training puts run folders by default (relative to the working folder)."""
 LATEST = os.path.join(RUNS_DIR, "LATEST")
@@ -42,14 +44,19 @@ class NoCheckpoint(RunError, FileNotFoundError):
     """No trained model where one was asked for."""
 
 
+class Diverged(RunError):
+    """Training turned NaN or infinite: the run stops, its last finite checkpoint is kept, and it is not made
+    the latest run."""
+
+
 def latest_run() -> str | None:
     """The run folder trained last from this working folder, or None."""
-    if os.path.exists(LATEST):
-        with open(LATEST) as f:
-            path = f.read().strip()
-        if os.path.isdir(path):
-            return path
-    return None
+    try:
+        with open(LATEST, "rb") as f:
+            path = f.read(1 << 16).decode("utf-8", "surrogateescape").strip()
+    except OSError:
+        return None
+    return path if path and "\0" not in path and os.path.isdir(path) else None
 
 
 def mark_latest(run_dir: str) -> None:
@@ -64,10 +71,25 @@ def default_run(preset_name: str, latent: int) -> str:
 
 def _write_text(path: str, text: str) -> None:
     """Written whole or not at all: another process of a job may be reading the file at this moment."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    write_atomically(path, write, f"{path}.{os.getpid()}.tmp")
+
+
+def write_atomically(path: str, write, tmp: str | None = None) -> None:
+    """`write(tmp)` then rename onto `path`; on any failure (a full disk, an interrupt) the temporary file is
+    removed and `path` is as it was."""
+    tmp = tmp or path + ".tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class RunFolder:
@@ -116,10 +138,15 @@ class RunFolder:
 
     def read_config(self) -> Config:
         try:
-            with open(self.config_path) as f:
-                return Config.from_dict(json.load(f))
-        except (OSError, ValueError, TypeError) as e:
-            raise RunError(f"{self.config_path}: unreadable run configuration ({e})") from None
+            with open(self.config_path, "rb") as f:
+                d = json.loads(f.read(MAX_JSON_BYTES + 1).decode("utf-8"))
+        except (OSError, ValueError) as e:
+            raise RunError(f"{self.config_path}: unreadable run configuration ({type(e).__name__}: "
+                           f"{str(e)[:100]})") from None
+        try:
+            return Config.from_dict(d, self.config_path)
+        except ValueError as e:
+            raise RunError(str(e)) from None
 
     def start(self, cfg: Config, data_dir: str, *, writer: bool = True) -> None:
         """Begin or resume a run with `cfg`: a new folder records it, an existing one must match it."""
@@ -145,29 +172,64 @@ class RunFolder:
 
     def read_stats(self) -> dict:
         try:
-            with open(self.stats_path) as f:
-                return json.load(f)
+            with open(self.stats_path, "rb") as f:
+                stats = json.loads(f.read(MAX_JSON_BYTES + 1).decode("utf-8"))
         except (OSError, ValueError) as e:
-            raise RunError(f"{self.stats_path}: unreadable sampling statistics ({e}); "
+            raise RunError(f"{self.stats_path}: unreadable sampling statistics ({type(e).__name__}: {str(e)[:100]}); "
                            f"re-run `train.py --stage encode` for this run") from None
+        if not isinstance(stats, dict):
+            raise RunError(f"{self.stats_path}: expected a JSON object of sampling statistics, got "
+                           f"{type(stats).__name__}; re-run `train.py --stage encode` for this run")
+        return stats
 
     def check_stats(self, stats: dict, cfg: Config, start_bars: np.ndarray | None = None) -> None:
-        """The sampling statistics (and start bars) must fit the networks that `cfg` describes."""
+        """The sampling statistics (and start bars) must fit the networks that `cfg` describes: shapes, finite
+        values, thresholds in (0, 1) (a last-cell length from 1 to the cell's steps on a grid), spreads above
+        0, a harmony guidance from 0 to 20."""
         k2 = 2 * cfg.model.latent
         channels = (3 if cfg.model.grid else 2) if cfg.model.onsets else 1
         problems = []
-        th = np.asarray(stats.get("thresholds", []), np.float32)
-        th = th[:, None] if th.ndim == 1 else th
-        if th.ndim != 2 or th.shape[0] != 5 or th.shape[1] not in (1, channels):
-            problems.append(f"thresholds of shape {th.shape}, not (5, {channels})")
+
+        def array(name, default=None):
+            try:
+                a = np.asarray(stats.get(name, default), np.float32)
+            except (TypeError, ValueError):
+                problems.append(f"{name} is not an array of numbers")
+                return None
+            if not np.isfinite(a).all():
+                problems.append(f"{name} holds values that are not finite")
+                return None
+            return a
+
+        th = array("thresholds", [])
+        if th is not None:
+            th = th[:, None] if th.ndim == 1 else th
+            if th.ndim != 2 or th.shape[0] != 5 or th.shape[1] not in (1, channels):
+                problems.append(f"thresholds of shape {th.shape}, not (5, {channels})")
+            elif not ((th[:, :2] > 0) & (th[:, :2] < 1)).all() or not (th[:, 2:] >= 1).all():
+                problems.append("thresholds outside (0, 1)")
         for name in ("latent_mean", "latent_std"):
-            if name in stats and np.shape(stats[name]) != (5, k2):
-                problems.append(f"{name} of shape {np.shape(stats[name])}, not (5, {k2}) for latent size "
-                                f"{cfg.model.latent}")
+            a = array(name) if name in stats else None
+            if a is not None and a.shape != (5, k2):
+                problems.append(f"{name} of shape {a.shape}, not (5, {k2}) for latent size {cfg.model.latent}")
+            elif a is not None and name == "latent_std" and not (a > 0).all():
+                problems.append("latent_std with values at or below 0")
+        cuts = array("onset_thresholds") if "onset_thresholds" in stats else None
+        if cuts is not None and (cuts.ndim != 2 or cuts.shape[0] != 5 or not ((cuts >= 0) & (cuts <= 1)).all()):
+            problems.append(f"onset_thresholds of shape {cuts.shape} or outside [0, 1], not (5, cells)")
+        if ("latent_mean" in stats) != ("latent_std" in stats):
+            problems.append("latent_mean and latent_std must come together")
+        g = stats.get("harmony_guidance", 1.0)
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 20:
+            problems.append(f"harmony_guidance must be a number from 0 to 20, got {g!r}")
+        if not isinstance(stats.get("data", {}), dict):
+            problems.append("data must be a mapping")
         if start_bars is not None and (start_bars.ndim != 3 or start_bars.shape[1:] != (5, k2) or not len(start_bars)):
             problems.append(f"start bars of shape {start_bars.shape}, not (n, 5, {k2})")
+        elif start_bars is not None and not np.isfinite(start_bars).all():
+            problems.append("start bars hold values that are not finite")
         if problems:
-            raise RunError(f"{self.root}: the sampling statistics do not match config.json ({'; '.join(problems)}); "
+            raise RunError(f"{self.stats_path}: the sampling statistics do not match config.json ({'; '.join(problems)}); "
                            f"re-run `train.py --stage encode` for this run")
 
     def write_stats(self, stats: dict, *, indent: int = 2) -> None:
@@ -175,23 +237,24 @@ class RunFolder:
 
     def read_start_bars(self) -> np.ndarray:
         try:
-            return np.load(self.start_bars_path, allow_pickle=False).astype(np.float32)
-        except (OSError, ValueError) as e:
-            raise RunError(f"{self.start_bars_path}: unreadable start bars ({e}); "
+            with open(self.start_bars_path, "rb") as f:
+                bars = np.lib.format.read_array(f, allow_pickle=False)
+            return np.asarray(bars, np.float32)
+        except Exception as e:  # numpy raises many types for damaged bytes
+            raise RunError(f"{self.start_bars_path}: unreadable start bars ({type(e).__name__}: {str(e)[:80]}); "
                            f"re-run `train.py --stage encode` for this run") from None
 
     def write_start_bars(self, bars: np.ndarray) -> None:
-        tmp = self.start_bars_path + ".tmp.npy"
-        np.save(tmp, bars.astype(np.float32))
-        os.replace(tmp, self.start_bars_path)
+        write_atomically(self.start_bars_path, lambda tmp: np.save(tmp, bars.astype(np.float32)),
+                         self.start_bars_path + ".tmp.npy")
 
     # ---- encoded latents ------------------------------------------------------------------------
 
     def write_latents(self, split: str, latents: np.ndarray, start: np.ndarray, length: np.ndarray) -> None:
         path = self.latents_path(split)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.savez(path + ".tmp.npz", latents=latents, start=start, length=length)
-        os.replace(path + ".tmp.npz", path)
+        write_atomically(path, lambda tmp: np.savez(tmp, latents=latents, start=start, length=length),
+                         path + ".tmp.npz")
 
     @property
     def encoded(self) -> bool:
@@ -210,8 +273,8 @@ class RunFolder:
                 return None
             try:
                 with np.load(path, allow_pickle=False) as z:
-                    out[name] = z["latents"]
-            except (OSError, ValueError, KeyError, EOFError) as e:
+                    out[name] = np.asarray(z["latents"], np.float32)
+            except Exception as e:  # zipfile, zlib and numpy raise many types for damaged bytes
                 raise RunError(f"{path}: unreadable latents ({type(e).__name__}); re-run `train.py --stage encode`") from None
             if out[name].shape != (bars, 5, 2 * latent) and not (bars == 0 and out[name].shape[0] == 0):
                 raise RunError(f"{path}: latents of shape {out[name].shape}, but the dataset's {name} split has {bars} "
@@ -221,14 +284,57 @@ class RunFolder:
     # ---- metrics log ----------------------------------------------------------------------------
 
     def append_metrics(self, record: dict) -> None:
+        if not self._metrics_checked:  # a line torn by a kill or a full disk is cut off before the log grows
+            self.repair_metrics()
+            self._metrics_checked = True
         with open(self.metrics_path, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    _metrics_checked = False
+
+    def repair_metrics(self) -> None:
+        """Cut a torn last line (no newline: the write was cut short) off the metrics log."""
+        try:
+            with open(self.metrics_path, "rb+") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size == 0:
+                    return
+                f.seek(max(0, size - (1 << 20)))
+                tail = f.read()
+                if tail.endswith(b"\n"):
+                    return
+                cut = tail.rfind(b"\n")
+                f.truncate(size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= (1 << 20) else size))
+        except FileNotFoundError:
+            return
+
     def read_metrics(self) -> list[dict]:
+        """The logged records. A last line torn by a kill is left out; a record that is not a JSON object with
+        the fields every record has (stage, kind, step) is left out with a warning naming the file and line."""
         if not os.path.exists(self.metrics_path):
             return []
-        with open(self.metrics_path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        out, bad = [], []
+        with open(self.metrics_path, "rb") as f:
+            lines = f.read().split(b"\n")
+        torn = lines.pop()  # after the last newline: empty, or a line whose write was cut short
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line.decode("utf-8"))
+            except ValueError:
+                rec = None
+            if (isinstance(rec, dict) and isinstance(rec.get("stage"), str) and isinstance(rec.get("kind"), str)
+                    and isinstance(rec.get("step"), int) and isinstance(rec.get("epoch", 0), int)):
+                out.append(rec)
+            else:
+                bad.append(i)
+        if bad:
+            import warnings
+            warnings.warn(f"{self.metrics_path}: left out {len(bad)} unreadable record(s) (line {bad[0]}"
+                          f"{' and more' if len(bad) > 1 else ''})", RuntimeWarning, stacklevel=2)
+        del torn
+        return out
 
 
 class RunLock:

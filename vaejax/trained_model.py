@@ -20,12 +20,15 @@ from flax import nnx
 
 from vaejax import models, music, packaging, render
 from vaejax import prior as prior_lib
-from vaejax.config import (HARMONY, HARMONY_GUIDANCE, MAX_BARS, MERGE_GAP, MIN_LENGTH, PIANO, PRIOR, PRIORS, SIGMA,
-                           TEMPO, TRACKS, check_generation)
+from vaejax.config import (GENERATION_BUDGET_MB, HARMONY, HARMONY_GUIDANCE, MAX_BARS, MERGE_GAP, MIN_LENGTH, PIANO,
+                           PRIOR, PRIORS, SIGMA, TEMPO, TRACKS, check_generation, generation_mb)
 from vaejax.latents import CLIP, LatentNorm, Latents, add_noise, harmony_input
 from vaejax.runs import NoCheckpoint, RunFolder, latest_run
 
 BUCKET = 16
+DECODE_CHUNK = 256
+"""Segments decoded (or encoded) in one compiled call: longer songs and many songs go through in chunks of
+this many, so that the decoders' working memory (about 1 MB per segment) does not grow with length."""
 """Given parts are padded to a multiple of this many segments (the chains are causal: padding at the end
 changes nothing before it), so that parts of many lengths share a few compiled programs."""
 
@@ -84,6 +87,8 @@ class TrainedModel:
         """Scale on the conditioned decoders' harmonic bias (`models.VAE.harmony`) when generating: above 1
         the band leans harder on the piano's pitch classes than on its own latents (as classifier-free
         guidance does); 1 decodes as trained."""
+        self.memory_mb = GENERATION_BUDGET_MB
+        """Memory one generating call may use (MiB): a request whose songs alone would not fit is refused."""
         self.count_notes = cfg.model.onsets
         """Decoders with an onset map start as many notes as they expect (`models.decode_notes(count=True)`;
         on a grid, ranked against each cell's calibrated threshold); False decodes at the calibrated onset
@@ -290,8 +295,16 @@ class TrainedModel:
         return song if isinstance(song, np.ndarray) else music.from_multitrack(song, self.cfg.data)
 
     def encode_bars(self, bars: np.ndarray) -> Latents:
-        """Segments `[5, M, T, P]` as they are (no key change) -> latent parameters `[M, 5]`."""
-        return Latents.from_concat(np.asarray(self._encode(jnp.asarray(bars, jnp.float32))))
+        """Segments `[5, M, T, P]` as they are (no key change) -> latent parameters `[M, 5]` (in chunks of
+        `DECODE_CHUNK` segments)."""
+        m = bars.shape[1]
+        if m <= DECODE_CHUNK:
+            return Latents.from_concat(np.asarray(self._encode(jnp.asarray(bars, jnp.float32))))
+        parts = []
+        for lo in range(0, m, DECODE_CHUNK):
+            part = _padded(bars[:, lo:lo + DECODE_CHUNK], DECODE_CHUNK, axis=1)
+            parts.append(np.asarray(self._encode(jnp.asarray(part, jnp.float32)))[:min(DECODE_CHUNK, m - lo)])
+        return Latents.from_concat(np.concatenate(parts))
 
     def _encode_roll(self, roll: np.ndarray) -> Latents:
         steps = self.cfg.data.steps
@@ -314,12 +327,27 @@ class TrainedModel:
         th = self.thresholds.copy()
         if threshold is not None:
             th[:, 0] = float(threshold)
-        lat = jnp.asarray(Latents.of(latents).concat(), jnp.float32)
-        p = None if piano is None else jnp.asarray(piano.reshape(lat.shape[0], self.cfg.data.steps, -1))
-        pl = None if plays_latents is None else jnp.asarray(Latents.of(plays_latents).concat(), jnp.float32)
-        out = np.asarray(self._rolls(lat, jnp.asarray(th), jnp.asarray(self.onset_cuts), jax.random.key(seed), p, pl,
-                                     jnp.float32(self.harmony_guidance), sample=sample, count=bool(self.count_notes),
-                                     cells=bool(self.per_cell_onsets)))
+        lat = np.asarray(Latents.of(latents).concat(), np.float32)
+        m = lat.shape[0]
+        p = None if piano is None else np.asarray(piano).reshape(m, self.cfg.data.steps, -1)
+        pl = None if plays_latents is None else np.asarray(Latents.of(plays_latents).concat(), np.float32)
+        key = jax.random.key(seed)
+
+        def run(lat, p, pl, key):
+            return np.asarray(self._rolls(jnp.asarray(lat), jnp.asarray(th), jnp.asarray(self.onset_cuts), key,
+                                          None if p is None else jnp.asarray(p), None if pl is None else jnp.asarray(pl),
+                                          jnp.float32(self.harmony_guidance), sample=sample,
+                                          count=bool(self.count_notes), cells=bool(self.per_cell_onsets)))
+
+        if m <= DECODE_CHUNK:
+            out = run(lat, p, pl, key)
+        else:  # long or many songs: fixed-size chunks (one compiled program), a key per chunk
+            out = np.zeros((5, m) + (self.cfg.data.steps, self.cfg.data.num_pitches), bool)
+            for i, lo in enumerate(range(0, m, DECODE_CHUNK)):
+                cut = slice(lo, lo + DECODE_CHUNK)
+                got = run(*(None if a is None else _padded(a[cut], DECODE_CHUNK) for a in (lat, p, pl)),
+                          jax.random.fold_in(key, i))
+                out[:, cut] = got[:, :min(DECODE_CHUNK, m - lo)]
         return out.reshape(5, -1, out.shape[-1])
 
     def _finish(self, roll, *, name, shift=0, key=0, min_length=None, merge_gap=None, tempo=None,
@@ -346,7 +374,7 @@ class TrainedModel:
         """Latent parameters `[num, bars, 5]` from the chain (`bars` counts segments). The first comes from
         `start` (`[num, 5]`) or from a random real training bar where the piano plays. `with_means`: also
         the chains' predictions before the noise (the same shape)."""
-        check_generation(bars=bars, sigma=sigma, num=num)
+        check_generation(bars=bars, sigma=sigma, num=num, seed=seed)
         key = jax.random.key(seed)
         if start is None:
             pick = np.random.default_rng(seed).integers(len(self.start_bars), size=num)
@@ -366,7 +394,8 @@ class TrainedModel:
         learned prior over bar sequences; the default where the model carries one; sigma sets its
         temperature, `prior.temperature_of`) or "chain" (MelodyNN and the HarmonyNNs, sigma their noise)."""
         check_generation(bars=bars, sigma=sigma, num=num, threshold=threshold, key=finish_kw.get("key"),
-                         tempo=finish_kw.get("tempo"))
+                         tempo=finish_kw.get("tempo"), seed=seed)
+        self._fits(bars, num)
         d = self.cfg.data
         segments = -(-bars // d.segment_bars)
         if self.prior_kind(prior) == "transformer":
@@ -382,6 +411,13 @@ class TrainedModel:
         length = bars * d.resolution * d.beats_per_bar
         return [self._finish(roll[:, i * per_song:i * per_song + length], name=f"vaejax seed {seed} #{i}",
                              **finish_kw) for i in range(num)]
+
+    def _fits(self, bars: int, num: int = 1) -> None:
+        need = generation_mb(bars, num)
+        if need > self.memory_mb:
+            raise ValueError(f"{num} song(s) of {bars} bars need about {need:.0f} MiB, more than the budget of "
+                             f"{self.memory_mb:.0f} MiB (model.memory_mb); generate fewer songs per call (sample.py "
+                             f"does so by itself) or raise the budget")
 
     def vary(self, song, *, sigma: float = SIGMA, seed: int = 0, bars: int | None = None, **decode_kw):
         """A variation: encode every bar of `song`, add sigma noise to its latent parameters (as the chains
@@ -454,6 +490,7 @@ class TrainedModel:
             raise ValueError("the piano part is empty (no time steps)")
         if n > MAX_BARS:
             raise ValueError(f"the piano part has {n} segments; at most {MAX_BARS} can be arranged at once")
+        self._fits(n * cfg.segment_bars)
         check_generation(sigma=sigma, threshold=threshold, key=finish_kw.get("key"), tempo=finish_kw.get("tempo"))
         n = -(-n // BUCKET) * BUCKET  # whole buckets of segments: one compiled program serves many lengths
         roll = np.zeros((5, n * steps, cfg.num_pitches), bool)
@@ -498,10 +535,22 @@ class TrainedModel:
 
     def interpolate(self, song_a, song_b, *, steps: int = 5, bars: int = 4, **decode_kw):
         """`steps` songs moving linearly in latent space from song_a's first `bars` bars to song_b's."""
+        check_generation(bars=bars)
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 2 <= steps <= 100:
+            raise ValueError(f"steps must be an integer from 2 to 100, got {steps!r}")
         a, b = self.encode(song_a)[:bars].concat(), self.encode(song_b)[:bars].concat()
         n = min(len(a), len(b))
         return [self.decode((1 - w) * a[:n] + w * b[:n], name=f"interpolation {w:.2f}", **decode_kw)
                 for w in np.linspace(0.0, 1.0, steps)]
+
+
+def _padded(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
+    """`a` padded with zeros along `axis` to `size` (chunks of one shape share one compiled program)."""
+    if a.shape[axis] == size:
+        return a
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (0, size - a.shape[axis])
+    return np.pad(a, pad)
 
 
 def track_list(tracks) -> tuple[str, ...]:
@@ -515,8 +564,9 @@ def track_list(tracks) -> tuple[str, ...]:
     names = {t.lower(): t for t in band}
     out = []
     for t in tracks:
-        if t.strip().lower() not in names:
-            raise ValueError(f"unknown track {t!r}; choose from {', '.join(band)}")
+        if not isinstance(t, str) or t.strip().lower() not in names:
+            given = " (the piano is the given part: it is kept, not added)" if str(t).strip().lower() == "piano" else ""
+            raise ValueError(f"unknown track {t!r} to add{given}; choose from {', '.join(band)}")
         out.append(names[t.strip().lower()])
     return tuple(out)
 
@@ -526,6 +576,10 @@ def resolve(name: str | None = None) -> tuple[str, str]:
     if name is not None and not os.path.exists(name) and name in packaging.pretrained_names():
         return packaging.pretrained_path(name), f"the packaged model {name}"
     if name is not None:
+        if not os.path.exists(name) and os.sep not in name and "/" not in name:
+            names = packaging.pretrained_names()
+            raise NoCheckpoint(f"{name}: no such run folder or packaged model; packaged models: "
+                               f"{', '.join(names) or 'none installed'} (or give a run folder's path)")
         return name, name
     latest = latest_run()
     if latest is not None:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from vaejax.checkpoint import StageCheckpoints, restore_best
 from vaejax.config import TrainConfig
-from vaejax.runs import RunFolder
+from vaejax.runs import Diverged, RunFolder
 
 log = logging.getLogger("vaejax.training")
 
@@ -63,6 +63,26 @@ class Stage:
     summarize: Callable  # stacked metrics (host numpy) -> dict of floats
 
 
+def _finite(stage: str, step: int, values: dict, train: TrainConfig) -> None:
+    """Stop a stage whose losses are no longer finite (a learning rate too high, data that overflow)."""
+    import math
+
+    bad = {k: v for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)}
+    if bad:
+        lr = train.lr if stage == "vae" else train.chain_lr
+        raise Diverged(f"{stage}: training diverged at step {step} ({', '.join(f'{k} {v}' for k, v in bad.items())}); "
+                       f"the last finite checkpoint is kept and the run is not marked as latest; lower the learning "
+                       f"rate ({lr:g}, --lr / --set train.chain_lr) and run the same command again")
+
+
+def _pending_finite(stage: str, step: int, pending: list, train: TrainConfig) -> None:
+    """Before a checkpoint is written: no NaN among the steps since the last log (never save a NaN state)."""
+    import numpy as np
+
+    if pending and not all(np.isfinite(np.asarray(m)).all() for m in jax.tree.leaves(jax.device_get(pending))):
+        _finite(stage, step, {"loss": float("nan")}, train)
+
+
 def fit(stage: Stage, run: RunFolder, train: TrainConfig, meta_extra: dict, *, progress: bool = True,
         stop_after: int = 0) -> tuple[dict, dict]:
     """Train one stage with resume; returns (state restored from the best checkpoint, its meta).
@@ -102,15 +122,19 @@ def fit(stage: Stage, run: RunFolder, train: TrainConfig, meta_extra: dict, *, p
                     pending = []
                     rec = stage.summarize(host)
                     logger.write({"stage": stage.name, "kind": "train", "step": step, "epoch": epoch, **rec})
+                    _finite(stage.name, step, rec, train)
                     if bar is not None:
                         bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k in ("loss", "recon", "kl", "mse")})
                 if stop_after and step - step0 >= stop_after:
+                    _pending_finite(stage.name, step, pending, train)
                     ckpts.save(step, state, {**meta_extra, "step": step, "epoch": epoch, "best_val": best})
                     ckpts.close()
                     return state, {"stopped": step}
                 if step % train.checkpoint_every == 0 and step % stage.steps_per_epoch:
+                    _pending_finite(stage.name, step, pending, train)
                     ckpts.save(step, state, {**meta_extra, "step": step, "epoch": epoch, "best_val": best})
             val = stage.evaluate(state)
+            _finite(stage.name, step, {"val_loss": float(val["val_loss"])}, train)
             improved = val["val_loss"] < best
             best = min(best, val["val_loss"])
             logger.write({"stage": stage.name, "kind": "valid", "step": step, "epoch": epoch,

@@ -274,7 +274,7 @@ def with_data(cfg: Config, data_dir: str) -> Config:
     """`cfg` with the data section of the prepared dataset: the data defines the segment (bars per segment,
     pitch range, binarisation, key normalisation)."""
     report = data_lib.read_report(data_dir)
-    return cfg.replace(data={"key_normalize": False, **report["config"]})
+    return dataclasses.replace(cfg, data=data_lib.report_config(report, os.path.join(data_dir, "report.json")))
 
 
 def train(run_dir: str | None = None, data: str | None = None, cfg: Config | None = None, *,
