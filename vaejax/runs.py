@@ -206,8 +206,11 @@ class RunFolder:
             th = th[:, None] if th.ndim == 1 else th
             if th.ndim != 2 or th.shape[0] != 5 or th.shape[1] not in (1, channels):
                 problems.append(f"thresholds of shape {th.shape}, not (5, {channels})")
-            elif not ((th[:, :2] > 0) & (th[:, :2] < 1)).all() or not (th[:, 2:] >= 1).all():
-                problems.append("thresholds outside (0, 1)")
+            # sustain: relative to the note's start, up to 2 ("never past the first cell"); onset: a probability;
+            # a grid decoder's third column: steps of the last cell, at least 1
+            elif (not ((th[:, :1] > 0) & (th[:, :1] <= 2)).all() or not ((th[:, 1:2] > 0) & (th[:, 1:2] < 1)).all()
+                  or not (th[:, 2:] >= 1).all()):
+                problems.append("thresholds outside (0, 2] (sustain), (0, 1) (onset) or below 1 (last-cell steps)")
         for name in ("latent_mean", "latent_std"):
             a = array(name) if name in stats else None
             if a is not None and a.shape != (5, k2):
