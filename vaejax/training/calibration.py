@@ -87,7 +87,8 @@ def calibrate_notes(graphdef, params, split: data_lib.Split, max_bars: int = 204
     elif channels == 2:
         grid = [(a, b) for a in SUSTAIN_GRID for b in ONSET_GRID]
     else:  # on a grid: onsets per cell (`onset_cuts`), then sustain, then each track's last-cell length
-        grid = [(a, float(np.median(cuts)), sub) for a in GRID_SUSTAIN]
+        # the onset column is only a summary here (decoding reads the cells' thresholds), kept a probability
+        grid = [(a, float(np.clip(np.median(cuts), 0.01, 0.99)), sub) for a in GRID_SUSTAIN]
     best = np.asarray(grid, np.float32)[search(grid)]  # [5, channels]
     if channels == 3:
         tails = [np.concatenate([best[:, :2], np.full((5, 1), n, np.float32)], 1) for n in range(1, sub + 1)]
