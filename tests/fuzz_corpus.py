@@ -336,3 +336,34 @@ def own_format_cases() -> dict[str, tuple[str, bytes]]:
 # 4. processes: a file name that is not UTF-8 (os.fsencode names: bytes)
 
 NON_UTF8_NAME = b"song \xff\xfe.mid"
+
+
+# 2. options and settings a hostile user types: (command, argv) refused in one line, exit 2
+
+OPTION_CASES = [
+    ("train", ["--batch-size", "0"]), ("train", ["--batch-size", "-1"]), ("train", ["--lr", "nan"]),
+    ("train", ["--lr", "inf"]), ("train", ["--seed", str(2**63)]), ("train", ["--seed", "-1"]),
+    ("train", ["--vae-epochs", "-3"]), ("train", ["--chain-epochs", "0"]), ("train", ["--max-steps-per-epoch", "-1"]),
+    ("train", ["--set", "train.checkpoint_every=0"]), ("train", ["--set", "train.log_every=-5"]),
+    ("train", ["--set", "train.chain_lr=nan"]), ("train", ["--set", "model.hidden=0"]),
+    ("train", ["--set", "model.time_patch=3"]), ("train", ["--set", "train.precision=float8"]),
+    ("train", ["--set", "nonsense"]), ("train", ["--beta", "-1"]), ("train", ["--free-bits", "inf"]),
+    ("train", ["--num-processes", "0"]), ("train", ["--process-id", "5", "--num-processes", "2"]),
+    ("train", ["--coordinator", "host"]), ("train", ["--data", "/nonexistent/folder"]),
+    ("sample", ["--sigma", "inf"]), ("sample", ["--sigma", "nan"]), ("sample", ["--seed", str(2**63)]),
+    ("sample", ["--bars", "0"]), ("sample", ["--bars", "5000"]), ("sample", ["--num", "0"]),
+    ("sample", ["--min-length", "-1"]), ("sample", ["--merge-gap", "-2"]), ("sample", ["--tempo", "0"]),
+    ("sample", ["--sample-rate", "100"]), ("sample", ["--key", "9"]), ("sample", ["--threshold", "1"]),
+    ("sample", ["--harmony", "nan"]), ("sample", ["--memory-budget", "1"]), ("sample", ["--read-timeout", "0"]),
+    ("sample", ["--bars", "4096"]), ("sample", ["--tracks", "piano"]), ("sample", ["--from", "/nonexistent.mid"]),
+    ("sample", ["--arrange", "a.mid", "--from", "b.mid"]), ("sample", ["--interpolate", "/dev/null", "/dev/null"]),
+    ("sample", ["--checkpoint", "lpd6"]),
+    ("data", ["prepare", "README.md", "OUT"]), ("data", ["prepare", "SRC", "OUT", "--timeout", "0"]),
+    ("data", ["prepare", "SRC", "OUT", "--timeout", "-1"]), ("data", ["prepare", "SRC", "OUT", "--timeout", "nan"]),
+    ("data", ["prepare", "SRC", "OUT", "--workers", "-1"]), ("data", ["prepare", "SRC", "OUT", "--memory-budget", "100"]),
+    ("data", ["prepare", "SRC", "OUT", "--pitches", "0"]), ("data", ["prepare", "SRC", "OUT", "--segment-bars", "0"]),
+    ("data", ["demo", "OUT", "--songs", "-1"]),
+    ("evaluate", ["--runs", "/nonexistent", "--data", "/nonexistent", "--out", "OUT"]),
+    ("evaluate", ["--runs", "SRC", "--data", "SRC", "--out", "OUT", "--songs", "0"]),
+    ("evaluate", ["--runs", "SRC", "--data", "SRC", "--out", "OUT", "--sigmas", "nan"]),
+]

@@ -588,3 +588,20 @@ def test_run_folder_arrays_read_or_refused_in_one_line(tmp_path, edits, cut):
             read()
         except RunError as e:
             assert "\n" not in str(e)
+
+
+@pytest.mark.slow
+def test_option_corpus_is_refused_in_one_line(tmp_path, monkeypatch):
+    from vaejax import evaluate
+
+    monkeypatch.chdir(ROOT)
+    mains = {"train": cli.train_main, "sample": cli.sample_main, "data": data.main, "evaluate": evaluate.main}
+    for command, argv in fuzz_corpus.OPTION_CASES:
+        (tmp_path / "src").mkdir(exist_ok=True)
+        argv = [{"OUT": str(tmp_path / "out"), "SRC": str(tmp_path / "src")}.get(a, a) for a in argv]
+        if command == "sample":
+            argv += ["--out", str(tmp_path / "o")]
+        code, _, err = run_main(mains[command], argv)
+        errors = [l for l in err.splitlines() if l.startswith("error:")]
+        assert code == 2 and errors and "Traceback" not in err, (command, argv, code, err)
+    assert not os.path.exists(tmp_path / "out" / "report.json")
