@@ -16,7 +16,7 @@ LAYERS = [
     {"vaejax.config"},
     {"vaejax.music", "vaejax.losses", "vaejax.devices", "vaejax.download"},
     {"vaejax.metrics", "vaejax.render", "vaejax.demo", "vaejax.models", "vaejax.latents", "vaejax.runs",
-     "vaejax.prior"},
+     "vaejax.prior", "vaejax.realism"},
     {"vaejax.data", "vaejax.checkpoint", "vaejax.form"},
     {"vaejax.packaging", "vaejax.training.steps"},
     {"vaejax.training.loop", "vaejax.training.calibration", "vaejax.trained_model"},
