@@ -15,6 +15,7 @@ import pytest
 
 from conftest import ROOT
 from vaejax import cli, data, evaluate
+from vaejax.studio import server as studio_server
 
 README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
 
@@ -25,6 +26,7 @@ PROGRAMS = {
     "python -m vaejax.data": data.main, "vaejax-data": data.main,
     "python -m vaejax.evaluate": evaluate.main, "vaejax-evaluate": evaluate.main,
     "python -m vaejax.cli": cli.main, "vaejax-export": cli.export_main,
+    "vaejax-studio": studio_server.main, "python -m vaejax.studio": studio_server.main,
 }
 NOT_OURS = ("python3 -m venv", "python -m venv", ". .venv/bin/activate", "pip install", "python -m pytest",
             "jupyter ", "cd ")

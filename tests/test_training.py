@@ -47,7 +47,9 @@ def test_all_stages_write_checkpoints_metrics_and_plots(full_run):
     assert np.isfinite(results["vae"]["val_loss"]) and "baseline" in results["melody"]
     stats = json.load(open(os.path.join(run, "stats.json")))
     th = np.asarray(stats["thresholds"])
-    assert th.shape == (5, 2) and ((0 < th) & (th < 1)).all()  # sustain and onset per track
+    # sustain (relative; 2: never past the first sixteenth), onset, steps sounding of the last sixteenth
+    assert th.shape == (5, 3) and ((0 < th[:, :2]) & (th[:, :2] <= 2)).all() and ((1 <= th[:, 2]) & (th[:, 2] <= 6)).all()
+    assert np.asarray(stats["onset_thresholds"]).shape == (5, 16)  # one onset threshold per sixteenth
     assert np.load(os.path.join(run, "start_bars.npy")).shape[1:] == (5, 16)
     kinds = {(r["stage"], r["kind"]) for r in read_metrics(run)}
     assert ("vae", "valid") in kinds and ("harmony", "train") in kinds
@@ -193,7 +195,7 @@ def test_two_bar_segments_train_through_the_cli_and_the_library(tmp_path, monkey
                                         "chain_epochs": 1})
     n_vae = len([r for r in read_metrics(run) if r["stage"] == "vae"])
     got, results = vaejax.train("run2", str(tmp_path / "prep2"), cfg, progress=False)
-    assert got == run and set(results) == {"vae", "melody", "harmony"}
+    assert got == run and set(results) == {"vae", "melody", "harmony", "prior"}
     assert len([r for r in read_metrics(run) if r["stage"] == "vae"]) == n_vae  # the VAE stage was done
     model = vaejax.load()
     assert os.path.abspath(model.run_dir) == run and model.cfg.data.segment_bars == 2

@@ -147,8 +147,8 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"error: {_named(str(e), args)}", file=sys.stderr)
         return 2
     problems = _multihost_problems(args)
-    if args.data is not None and not os.path.exists(args.data):
-        problems.append(f"--data {args.data}: no such file or folder")
+    if args.data is not None and not args.print_config and not os.path.exists(args.data):
+        problems.append(f"--data {args.data}: no such file or folder")  # --print-config reads no data
     if problems:
         for msg in problems:
             print(f"error: {msg}", file=sys.stderr)
