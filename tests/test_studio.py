@@ -105,6 +105,40 @@ def test_new_options_of_the_model_appear(model):
     s.close()
 
 
+def test_a_learned_prior_appears_where_the_model_carries_one(model, monkeypatch):
+    from vaejax import config
+
+    monkeypatch.setattr(config, "PRIORS", ("chain", "transformer"), raising=False)
+
+    class WithPrior:  # a model that refuses the priors it does not carry
+        cfg, K, run_dir, synthetic, harmony_guidance = model.cfg, 16, "x", False, 4.0
+
+        def __init__(self, learned):
+            self.learned = learned
+
+        def prior_kind(self, prior=None):
+            if prior is None:
+                return "transformer" if self.learned else "chain"
+            if prior == "transformer" and not self.learned:
+                raise ValueError("no learned prior")
+            return prior
+
+        def sample(self, bars=32, *, sigma=0.5, seed=0, num=1, threshold=None, sample=False, prior=None, **kw):
+            return kw
+
+        def continue_song(self, song, bars=32, *, sigma=0.5, seed=0, prior=None, **kw):
+            return kw
+
+    s = server.Studio(WithPrior(True))
+    prior = {o["name"]: o for o in s.describe()["options"]}["prior"]
+    assert prior["choices"] == ["chain", "transformer"] and prior["default"] == "transformer"
+    assert prior["modes"] == ["sample", "continue"]
+    s.close()
+    s = server.Studio(WithPrior(False))
+    assert "prior" not in {o["name"] for o in s.describe()["options"]}  # one prior: nothing to choose
+    s.close()
+
+
 @pytest.mark.parametrize("body, message", [
     ({"options": {"bars": 0}}, "bars must be an integer from 1 to 4096, got 0"),
     ({"options": {"sigma": "x", "key": 9}}, "sigma must be a number, got 'x'; key must be an integer from -6 to 5"),

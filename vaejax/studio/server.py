@@ -121,6 +121,15 @@ class Entry:
                     midi=f"{base}/song.mid", png=f"{base}/roll.png")
 
 
+def _keywords(fn) -> list[inspect.Parameter]:
+    """The keyword parameters with defaults of a method (none for a missing one)."""
+    try:
+        params = inspect.signature(fn).parameters.values() if fn is not None else ()
+    except (TypeError, ValueError):
+        return []
+    return [p for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty]
+
+
 def _option(name, kind, default, label, help_, modes, **extra) -> dict:
     return dict(name=name, type=kind, default=default, label=label, help=help_, modes=list(modes), **extra)
 
@@ -172,30 +181,40 @@ class Studio:
                     min=8000, max=96000, advanced=True),
         ]
         known = {o["name"] for o in opts} | {"num", "self"}
-        priors = getattr(m, "priors", None)  # a model with several latent priors says which
-        try:
-            params = inspect.signature(m.sample).parameters.values()
-        except (TypeError, ValueError):
-            params = ()
-        for p in params:  # keyword options a newer TrainedModel.sample takes: shown without code changes here
-            if p.name in known or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) or p.default is p.empty:
+        for p in _keywords(m.sample):  # keyword options a newer TrainedModel.sample takes: shown without code
+            if p.name in known:        # changes here
                 continue
-            choices = getattr(m, p.name + "s", None) if p.name == "prior" else None
+            modes = [mode for mode, fn in (("sample", "sample"), ("arrange", "arrange"), ("vary", "vary"),
+                                           ("continue", "continue_song"))
+                     if p.name in {q.name for q in _keywords(getattr(m, fn, None))}]
             if p.name == "prior":
-                if not choices or len(choices) < 2:
-                    continue
-                choices = [str(c) for c in choices]
-                opts.append(_option("prior", "choice", str(p.default) if p.default is not None else choices[0],
-                                    "Prior", "which model proposes the latent sequence", ("sample",),
-                                    choices=choices))
+                choices = self._priors()
+                if len(choices) > 1:
+                    default = m.prior_kind(None) if callable(getattr(m, "prior_kind", None)) else p.default
+                    opts.append(_option("prior", "choice", default if default in choices else choices[0], "Prior",
+                                        "which model proposes the sequence of bars", modes, choices=choices,
+                                        extra=True))
                 continue
             kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(type(p.default))
             if kind is not None:
                 opts.append(_option(p.name, kind, p.default, p.name.replace("_", " ").capitalize(),
-                                    f"TrainedModel.sample({p.name}=...)", ("sample",), extra=True))
-        if priors is not None and len(priors) > 1 and not any(o["name"] == "prior" for o in opts):
-            log.info("the model lists priors but its sample() takes no prior option")
+                                    f"TrainedModel.sample({p.name}=...)", modes, extra=True))
         return opts
+
+    def _priors(self) -> list[str]:
+        """The priors this model can generate with: the model's list (`priors`), else the library's
+        (`config.PRIORS`) less those the model refuses (`prior_kind` raises for a prior it does not carry)."""
+        m = self.model
+        names = getattr(m, "priors", None) or getattr(config_lib, "PRIORS", None) or ()
+        out = []
+        for name in names:
+            try:
+                if callable(getattr(m, "prior_kind", None)):
+                    m.prior_kind(str(name))
+            except ValueError:
+                continue
+            out.append(str(name))
+        return out
 
     def describe(self) -> dict:
         """What the page builds its controls from."""
@@ -353,7 +372,7 @@ class Studio:
         m = self.model
         decode = dict(threshold=o["threshold"], sample=o["sample"], min_length=o["min_length"],
                       merge_gap=o["merge_gap"])
-        extra = {s["name"]: o[s["name"]] for s in self.options if s.get("extra") or s["name"] == "prior"}
+        extra = {s["name"]: o[s["name"]] for s in self.options if s.get("extra") and mode in s["modes"]}
         notes: list[str] = []
         tempo = o["tempo"] or (src.tempo if src is not None else None)
         if src is not None and mode == "continue" and src.song["bars"] + o["bars"] > self.max_bars:
@@ -374,14 +393,15 @@ class Studio:
                                      f"were arranged as one part")
                         piano = src.roll[1:].any(axis=0)
                     mt = m.arrange(piano, sigma=o["sigma"], seed=o["seed"], tracks=o["tracks"], tempo=tempo,
-                                   **decode)
+                                   **decode, **extra)
                     label = f"arrangement of {src.label} · {', '.join(o['tracks'])}"
                 elif mode == "vary":
-                    mt = m.vary(src.roll, sigma=o["sigma"], seed=o["seed"], bars=o["bars"], tempo=tempo, **decode)
+                    mt = m.vary(src.roll, sigma=o["sigma"], seed=o["seed"], bars=o["bars"], tempo=tempo, **decode,
+                                **extra)
                     label = f"variation of {src.label} · sigma {o['sigma']:g}"
                 else:
                     more = m.continue_song(src.roll, o["bars"], sigma=o["sigma"], seed=o["seed"], tempo=tempo,
-                                           **decode)
+                                           **decode, **extra)
                     tail = from_multitrack(more, self.cfg)
                     whole = np.concatenate([src.roll, tail], axis=1)
                     mt = render.to_multitrack(whole, tempo=tempo or m.tempo, name="continuation", cfg=self.cfg)
