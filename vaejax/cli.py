@@ -177,9 +177,12 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.code
     except (ValueError, FileNotFoundError, CheckpointError, RunError, CacheError) as e:
+        if isinstance(e, CheckpointError):
+            _quiet_background_threads()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk or a folder that cannot be written: what was saved before stays usable
+        _quiet_background_threads()
         print(f"error: {getattr(e, 'filename', None) or args.run or 'run folder'}: {e.strerror or e} "
               f"(the last complete checkpoint is kept; re-run the same command to resume)", file=sys.stderr)
         return 2
@@ -188,6 +191,18 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"{stage}: {shown}")
     print(f"run directory: {run}")
     return 0
+
+
+def _quiet_background_threads() -> None:
+    """After a checkpoint write failed (a full disk), the checkpoint library's background threads fail too
+    as the process ends, each with a traceback of its own: the user has had the one line that matters.
+    VAEJAX_DEBUG=1 keeps them."""
+    if os.environ.get("VAEJAX_DEBUG"):
+        return
+    import threading
+
+    threading.excepthook = lambda args: None
+    sys.unraisablehook = lambda unraisable: None
 
 
 class _Stderr(logging.StreamHandler):
@@ -245,7 +260,7 @@ def _quiet_logs() -> None:
     ours.propagate = False
     for name in ("orbax", "jax"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    for name in ("absl", "asyncio"):
+    for name in ("absl", "asyncio", "concurrent.futures"):  # the last: callbacks of failed background writes
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
