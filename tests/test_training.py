@@ -201,7 +201,7 @@ def test_library_trains_as_the_command_line_does(tmp_path, monkeypatch):
     cfg = preset("tiny").replace(train={"max_steps_per_epoch": 2, "batch_size": 4, "vae_epochs": 1,
                                         "chain_epochs": 1})
     run, results = vaejax.train("myrun", str(tmp_path / "prep2"), cfg, progress=False)
-    assert run == str(tmp_path / "myrun") and set(results) == {"vae", "melody", "harmony"}
+    assert run == str(tmp_path / "myrun") and set(results) == {"vae", "melody", "harmony", "prior"}
     model = vaejax.load()
     assert os.path.abspath(model.run_dir) == run and model.cfg.data.segment_bars == 2
     assert model.sample(bars=4, seed=0)[0].tracks[1].pianoroll.shape[0] == 4 * 96
