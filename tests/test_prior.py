@@ -207,13 +207,16 @@ def model(tiny_run):
     return trained_model.load(tiny_run)
 
 
-def test_the_run_carries_a_prior_and_uses_it_by_default(model, tiny_run):
+def test_the_run_carries_a_prior_and_selects_it(model, tiny_run):
+    from vaejax.config import PRIOR
+
     assert os.path.isdir(os.path.join(tiny_run, "ckpt", "prior", "best"))
     assert set(model.prior) == {"song", "band"}
-    assert model.prior_kind() == "transformer" and model.prior_kind("chain") == "chain"
+    assert model.prior_kind() == PRIOR and model.prior_kind("chain") == "chain"
+    assert model.prior_kind("transformer") == "transformer"
     with pytest.raises(ValueError, match="prior must be one of"):
         model.prior_kind("lstm")
-    songs = model.sample(bars=6, sigma=0.5, seed=1, num=2)
+    songs = model.sample(bars=6, sigma=0.5, seed=1, num=2, prior="transformer")
     again = model.sample(bars=6, sigma=0.5, seed=1, num=2, prior="transformer")
     assert len(songs) == 2 and songs[0].tracks[1].pianoroll.shape[0] == 6 * 96
     for a, b in zip(songs, again):
@@ -251,7 +254,7 @@ def test_packaged_model_carries_the_prior(model, tmp_path):
     out = str(tmp_path / "pk")
     assert cli.export_main([model.run_dir, out]) == 0
     packed = trained_model.load(out)
-    assert packed.prior_kind() == "transformer" and set(packed.prior) == set(model.prior)
+    assert packed.prior_kind("transformer") == "transformer" and set(packed.prior) == set(model.prior)
     for name in model.prior:
         for a, b in zip(jax.tree.leaves(model.prior[name]), jax.tree.leaves(packed.prior[name])):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-3, rtol=2e-3)
@@ -277,6 +280,6 @@ def test_stage_prior_retrains_on_an_existing_run(tiny_run, demo_prepared, tmp_pa
     after = RunFolder(run).read_config()
     assert after.model == before.model and after.train == before.train and after.prior.dim == 16
     m = trained_model.load(run)
-    assert set(m.prior) == {"song"} and m.prior_kind() == "transformer"
+    assert set(m.prior) == {"song"} and m.prior_kind("transformer") == "transformer"
     assert "band" not in m.prior  # no arranging prior: arrange falls back to the chain
     m.arrange(np.zeros((96, 84), bool))

@@ -38,9 +38,10 @@ SAMPLE_RATE = 22050
 PRIORS = ("chain", "transformer")
 """How generation rolls bar latents forward: the seed's MelodyNN / HarmonyNN chain, or the learned prior over
 bar sequences (`vaejax.prior`)."""
-PRIOR = "transformer"
-"""The default for models that carry a trained prior (others use the chain): closer to real music in
-form, rests and density (docs/quality-report.md, "Form: a prior over bar latents")."""
+PRIOR = "chain"
+"""The default way bars follow each other, also for models that carry a learned prior: the learned prior
+has not yet measured closer to real music than the chain (docs/quality-report.md, "Form: a prior over bar
+latents"); `prior="transformer"` / `--prior transformer` selects it."""
 MAX_SIGMA = 10.0
 """Noise beyond this many standard deviations only produces the decoders' saturation."""
 GENERATION_BUDGET_MB = 2048

@@ -121,8 +121,8 @@ class TrainedModel:
                                for name, gd in self.prior_defs.items()}
 
     def prior_kind(self, prior: str | None = None) -> str:
-        """The prior generation uses: `prior` ("chain" or "transformer"), by default the learned one when the
-        model carries it, else the chain."""
+        """The prior generation uses: `prior` ("chain" or "transformer"), by default `config.PRIOR` where the
+        model carries a learned prior, else the chain."""
         if prior is None:
             return PRIOR if self.prior is not None else "chain"
         if prior not in PRIORS:
