@@ -19,11 +19,13 @@ def _doc(name):
 
 
 def _field(path, pointer):
+    """The field at `pointer` (keys joined by "/"); a trailing "*N" scales it (a share quoted in percent)."""
+    pointer, _, scale = pointer.partition("*")
     with open(os.path.join(ROOT, path), encoding="utf-8") as f:
         value = json.load(f)
     for key in pointer.split("/"):
         value = value[key]
-    return value
+    return value * float(scale or 1)
 
 
 def _figures(name):

@@ -26,7 +26,7 @@ PROGRAMS = {
     "python -m vaejax.data": data.main, "vaejax-data": data.main,
     "python -m vaejax.evaluate": evaluate.main, "vaejax-evaluate": evaluate.main,
     "python -m vaejax.cli": cli.main, "vaejax-export": cli.export_main,
-    "vaejax-studio": studio_server.main, "python -m vaejax.studio": studio_server.main,
+    "vaejax-studio": studio_server.main, "python -m vaejax.studio": studio_server.main, "vaejax": cli.main,
 }
 NOT_OURS = ("python3 -m venv", "python -m venv", ". .venv/bin/activate", "pip install", "python -m pytest",
             "jupyter ", "cd ")

@@ -618,14 +618,25 @@ def export_main(argv: list[str] | None = None) -> int:
 
 
 COMMANDS = {"train": "train_main", "sample": "sample_main", "export": "export_main"}
+OTHER_COMMANDS = {"data": ("vaejax.data", "main"), "evaluate": ("vaejax.evaluate", "main"),
+                  "studio": ("vaejax.studio.server", "main")}
+"""Subcommands whose programs live in other modules (imported only when asked for: this module stays below
+them in the layout)."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m vaejax.cli {train,sample,export} ...`."""
+    """`vaejax {train,sample,export,data,evaluate,studio} ...` (also `python -m vaejax.cli ...`): one command for
+    every program; `vaejax data prepare|verify|...` is `python -m vaejax.data`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        print(f"usage: python -m vaejax.cli {{{','.join(COMMANDS)}}} ...", file=sys.stderr)
+    names = list(COMMANDS) + list(OTHER_COMMANDS)
+    if not argv or argv[0] not in names:
+        print(f"usage: vaejax {{{','.join(names)}}} ...", file=sys.stderr)
         return 2
+    if argv[0] in OTHER_COMMANDS:
+        import importlib
+
+        module, func = OTHER_COMMANDS[argv[0]]
+        return getattr(importlib.import_module(module), func)(argv[1:])
     return globals()[COMMANDS[argv[0]]](argv[1:])
 
 
