@@ -176,7 +176,7 @@ class RunFolder:
 
     def check_stats(self, stats: dict, cfg: Config, start_bars: np.ndarray | None = None) -> None:
         """The sampling statistics (and start bars) must fit the networks that `cfg` describes: shapes, finite
-        values, thresholds in (0, 1) (a last-cell length from 1 to the cell's steps on a grid), spreads above
+        values, thresholds in [0, 1] (1: never; a last-cell length from 1 to the cell's steps on a grid), spreads above
         0, a harmony guidance from 0 to 20."""
         k2 = 2 * cfg.model.latent
         channels = (3 if cfg.model.grid else 2) if cfg.model.onsets else 1
@@ -198,8 +198,8 @@ class RunFolder:
             th = th[:, None] if th.ndim == 1 else th
             if th.ndim != 2 or th.shape[0] != 5 or th.shape[1] not in (1, channels):
                 problems.append(f"thresholds of shape {th.shape}, not (5, {channels})")
-            elif not ((th[:, :2] > 0) & (th[:, :2] < 1)).all() or not (th[:, 2:] >= 1).all():
-                problems.append("thresholds outside (0, 1)")
+            elif not ((th[:, :2] >= 0) & (th[:, :2] <= 1)).all() or not (th[:, 2:] >= 1).all():
+                problems.append("thresholds outside [0, 1]")
         for name in ("latent_mean", "latent_std"):
             a = array(name) if name in stats else None
             if a is not None and a.shape != (5, k2):
