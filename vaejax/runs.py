@@ -176,8 +176,8 @@ class RunFolder:
 
     def check_stats(self, stats: dict, cfg: Config, start_bars: np.ndarray | None = None) -> None:
         """The sampling statistics (and start bars) must fit the networks that `cfg` describes: shapes, finite
-        values, thresholds in [0, 1] (1: never; a last-cell length from 1 to the cell's steps on a grid), spreads above
-        0, a harmony guidance from 0 to 20."""
+        values, thresholds in [0, 1] (1: never; on a grid, a last-cell length of at least 1), spreads above 0,
+        a harmony guidance from 0 to 20."""
         k2 = 2 * cfg.model.latent
         channels = (3 if cfg.model.grid else 2) if cfg.model.onsets else 1
         problems = []
