@@ -53,3 +53,7 @@ def test_evaluate_writes_report(tiny_run, tmp_path):
     assert "Arrangement of given piano parts" in md
     assert os.path.getsize(os.path.join(out, "metrics-vs-sigma.png")) > 1000
     assert np.isfinite(rep["runs"][0]["reconstruction"]["Piano"]["f1"])
+    rl = rep["realism"]  # the rhythm section: statistics of real, reconstructed and generated passages
+    assert set(TRACKS) <= set(rl["real"]) and {"reconstructed", "generated sigma=0.5"} <= set(rl)
+    assert all(0.0 <= rl["reconstructed"]["vs_real"][t]["onset_tv"] <= 1.0 for t in TRACKS)
+    assert "Rhythm realism" in open(os.path.join(out, "report.md")).read()

@@ -160,7 +160,7 @@ def phrase_features(songs: np.ndarray, *, phrase_bars: int = 4, steps_per_bar: i
             rows.append(np.concatenate([f(seg[t], ctx) for t in range(seg.shape[0]) for f in features.values()]))
             groups.append(s)
     width = len(feature_names(features)) if features is FEATURES else (len(rows[0]) if rows else 0)
-    return (np.asarray(rows, np.float64).reshape(-1, width), np.asarray(groups))
+    return (np.asarray(rows, np.float64).reshape(-1, width), np.asarray(groups, np.int64))
 
 
 def default_classifier(seed: int = 0):
@@ -215,7 +215,7 @@ def real_floor(feats: np.ndarray, groups: np.ndarray, *, seed: int = 0, **kw) ->
     rng = np.random.default_rng(seed + 1)
     songs = np.unique(groups)
     half = set(rng.permutation(songs)[: len(songs) // 2].tolist())
-    a = np.array([g in half for g in groups])
+    a = np.array([g in half for g in groups], bool)
     return two_sample_test(feats[a], feats[~a], groups[a], groups[~a], seed=seed, **kw)
 
 
