@@ -81,7 +81,8 @@ def test_options_come_from_the_model(client, model):
     assert (opts["key"]["min"], opts["key"]["max"]) == (-6, 5)
     assert opts["harmony"]["default"] == pytest.approx(model.harmony_guidance)
     assert opts["tracks"]["choices"] == ["Drums", "Guitar", "Bass", "Strings"]
-    assert "prior" not in opts  # one prior: no choice to offer
+    # a choice of prior only where the model carries a learned one besides the chain
+    assert ("prior" in opts) == (model.prior is not None)
     assert d["limits"]["max_upload_bytes"] == 4 << 20
     assert [t["name"] for t in d["tracks"]] == ["Drums", "Piano", "Guitar", "Bass", "Strings"]
 

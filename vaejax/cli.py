@@ -262,6 +262,25 @@ def _quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("absl", "asyncio", "concurrent.futures"):  # the last: callbacks of failed background writes
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    _one_line_background_errors()
+
+
+def _one_line_background_errors() -> None:
+    """Exceptions in library threads (a checkpoint writer failing on a full disk, then its event loop
+    closing) print one warning line, once, instead of a traceback each; the main thread's error says what
+    happened. VAEJAX_DEBUG=1 keeps the tracebacks."""
+    import threading
+
+    seen = set()
+
+    def report(kind, exc):
+        key = (kind, type(exc).__name__)
+        if key not in seen:
+            seen.add(key)
+            print(f"warning: a {kind} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    threading.excepthook = lambda args: report("background thread", args.exc_value)
+    sys.unraisablehook = lambda u: report("cleanup", u.exc_value)
 
 
 def _out_problem(path: str) -> str | None:
