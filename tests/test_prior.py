@@ -32,8 +32,10 @@ def _piano(z, plays):
     return np.concatenate([z[:, :, PIANO], plays[:, :, PIANO, None]], -1)
 
 
-def test_shapes_and_causality():
-    net = _net()
+@pytest.mark.parametrize("copy", ["track", "bar"])
+def test_shapes_and_causality(copy):
+    import dataclasses
+    net = _net(cfg=dataclasses.replace(CFG, copy=copy))
     z, plays, phase = _inputs()
     out = net(z, plays, phase)
     assert out.plays.shape == (2, 8, 5) and out.weights.shape == (2, 8, 3)
@@ -42,7 +44,8 @@ def test_shapes_and_causality():
     z2[:, 5:] += 3.0
     p2[:, 6:] = 1 - p2[:, 6:]  # (a bar's own plays bits condition its latent mixture, as when sampling)
     out2 = net(z2, p2, phase)
-    assert out.new.shape == (2, 8) and out.copies.shape == (2, 8, 8)
+    tracks = (5,) if copy == "track" else ()  # a pointer per track, or one for the whole bar
+    assert out.new.shape == (2, 8) + tracks and out.copies.shape == (2, 8, 8) + tracks
     assert (np.asarray(out.copies[0])[np.triu_indices(8)] < -1e8).all()  # bar t copies only bars before it
     fields = ("plays", "weights", "means", "log_scales", "new", "copies")
     for f in fields:  # bar t reads bars < t only: outputs up to bar 5 are unchanged
@@ -105,6 +108,42 @@ def test_training_reduces_the_loss_on_repeating_sequences():
     for name in ("song", "band"):
         assert float(after[name].loss) < float(before[name].loss) - 5.0
         assert float(after[name].plays) < float(before[name].plays)
+
+
+def _groove_songs(n_songs=48, bars=16, seed=0):
+    """Songs whose drums repeat every bar, whose piano repeats every four bars, and whose other tracks are
+    new in every bar."""
+    r = np.random.default_rng(seed)
+    z = r.standard_normal((n_songs, bars, 5, K)).astype(np.float32)
+    z[:, :, 0] = z[:, :1, 0]
+    z[:, :, PIANO] = np.tile(z[:, :4, PIANO], (1, bars // 4, 1))
+    plays = np.ones((n_songs, bars, 5), bool)
+    return prior.Sequences(z.reshape(-1, 5, K), plays.reshape(-1, 5), np.arange(n_songs) * bars,
+                           np.full(n_songs, bars))
+
+
+def test_per_track_pointers_learn_which_track_repeats_at_which_distance():
+    import dataclasses
+    cfg = dataclasses.replace(CFG, steps=150, copy="track")
+    seqs = _groove_songs()
+    rows = seqs.windows(cfg.context)
+    gd, params = nnx.split(_net(cfg=cfg))
+    tx = prior_optimizer(cfg)
+    state = train_state({"song": params}, tx, jax.random.key(0))
+    step, _ = make_prior_fns({"song": gd}, tx, cfg)
+    r = np.random.default_rng(0)
+    for i in range(cfg.steps):
+        state, _ = step(state, *seqs.batch(rows[r.integers(len(rows), size=cfg.batch_size)], cfg.context), jnp.int32(i))
+    f = jax.jit(lambda p, *a: prior.sample_window(gd, p, *a))
+    z, _ = prior.generate(lambda *a: f(state["params"]["song"], *a), jax.random.key(1), num=32, bars=8, latent=K,
+                          context=cfg.context, temperature=1.0)
+
+    def repeats(track, lag):  # share of bars whose part is exactly that of `lag` bars before
+        return float(np.mean(np.all(z[:, lag:, track] == z[:, :-lag, track], -1)))
+
+    assert repeats(0, 1) > 0.6  # the drums keep their groove bar after bar ...
+    assert repeats(PIANO, 4) > 0.35 and repeats(PIANO, 1) < 0.2  # ... the piano comes back after four bars ...
+    assert repeats(2, 1) < 0.2 and repeats(2, 4) < 0.2  # ... and the guitar plays something new
 
 
 def _window(net):

@@ -313,8 +313,17 @@ class PriorConfig:
     samples, slightly off the data, keep the prior on it."""
     epochs: int = 4
     """Validation and checkpoint points over `steps` (the steps are split evenly among them)."""
+    copy: str = "track"
+    """How a bar may repeat earlier material: "track" (each track points at an earlier bar of its own, or
+    is new: drums keep their groove while the piano changes) or "bar" (the whole bar copies one earlier
+    bar, the first version)."""
+    piano_start: bool = True
+    """Train on windows that start at a bar where the piano plays, as generated songs and the real
+    passages they are measured against do (False: every window, also of songs without a piano)."""
 
     def __post_init__(self):
+        if self.copy not in ("track", "bar"):
+            raise ValueError(f"prior copy must be 'track' or 'bar', got {self.copy!r}")
         if self.dim % self.heads:
             raise ValueError(f"prior dim {self.dim} must be divisible by its heads {self.heads}")
         if self.context < 2:
@@ -347,7 +356,8 @@ class Config:
         for name, kind, legacy in (("data", DataConfig, {"key_normalize": False}),
                                    ("model", ModelConfig, {"condition": False, "onsets": False, "plays": False, "grid": 0,
                                                            "time_patch": (4, 4)}),
-                                   ("train", TrainConfig, {}), ("prior", PriorConfig, {})):
+                                   ("train", TrainConfig, {}),
+                                   ("prior", PriorConfig, {"copy": "bar", "piano_start": False})):
             part = d.get(name, {})
             if not isinstance(part, dict):
                 raise ValueError(f"{source}: section {name!r} must be a mapping of fields, got {type(part).__name__}")

@@ -44,6 +44,8 @@ PHASES = (4, 8, 16)
 """Bar-in-phrase position embeddings: the bar index modulo each of these."""
 LOG_SCALE = (-5.0, 2.0)
 """Bounds on the Gaussians' log standard deviations (standardised units)."""
+COPY_DIM = 32
+"""Query and key width of each track's pointer (`copy="track"`)."""
 
 
 def temperature_of(sigma: float) -> float:
@@ -56,8 +58,9 @@ class PriorOut(NamedTuple):
     weights: jax.Array  # [B, L, M] mixture logits
     means: jax.Array  # [B, L, M, 5, K]
     log_scales: jax.Array  # [B, L, M, 5, K]
-    new: jax.Array | None = None  # [B, L] logit of "a new bar" (the mixture above) against the copies
-    copies: jax.Array | None = None  # [B, L, L] logit of copying bar s (earlier in the window) at bar t
+    new: jax.Array | None = None  # [B, L] logit of "a new bar" (the mixture above) against the copies ([B, L, 5]
+    # with per-track pointers: "this track is new")
+    copies: jax.Array | None = None  # [B, L, L] logit of copying bar s (earlier in the window) at bar t ([B, L, L, 5])
     copy_scale: jax.Array | None = None  # [5, K] log spread of a copy
     copy_flip: jax.Array | None = None  # [5] logit of a copied plays bit flipping
 
@@ -123,10 +126,12 @@ class BarPrior(nnx.Module):
         self.weight_head = nnx.Linear(d, m, rngs=rngs)
         self.mean_head = nnx.Linear(d, m * n * k, rngs=rngs)
         self.scale_head = nnx.Linear(d, m * n * k, kernel_init=nnx.initializers.zeros, rngs=rngs)
-        self.new_head = nnx.Linear(d, 1, rngs=rngs)
-        self.copy_q = nnx.Linear(d, d, rngs=rngs)
-        self.copy_k = nnx.Linear(d, d, rngs=rngs)
-        self.copy_lag = nnx.Embed(cfg.context, 1, embedding_init=nnx.initializers.zeros, rngs=rngs)
+        self.per_track = cfg.copy == "track"
+        c = n if self.per_track else 1  # pointer heads: one per track, or one for the whole bar
+        self.new_head = nnx.Linear(d, c, rngs=rngs)
+        self.copy_q = nnx.Linear(d, c * COPY_DIM if self.per_track else d, rngs=rngs)
+        self.copy_k = nnx.Linear(d, c * COPY_DIM if self.per_track else d, rngs=rngs)
+        self.copy_lag = nnx.Embed(cfg.context, c, embedding_init=nnx.initializers.zeros, rngs=rngs)
         self.copy_scale = nnx.Param(jnp.full((n, k), -1.5))  # log spread of a copy, per track and dimension
         self.copy_flip = nnx.Param(jnp.full((n,), -3.0))  # logit of a copied plays bit flipping
 
@@ -201,10 +206,22 @@ class BarPrior(nnx.Module):
         return self.copy_k(self.token(z, plays) + self.context(phase, piano))
 
     def copy_logits(self, h, keys, t=None):
-        """Logits `[B, L, L]` (or `[B, L]` for one position `t`, h `[B, d]`) of bar t copying bar s < t."""
+        """Logits `[B, L, L]` (or `[B, L]` for one position `t`, h `[B, d]`) of bar t copying bar s < t;
+        per-track pointers (`copy="track"`) add a last axis of tracks, `[B, L, L, 5]` or `[B, L, 5]`."""
         q = self.copy_q(h)
         length = keys.shape[1]
         s = jnp.arange(length)
+        if self.per_track:
+            n = len(TRACKS)
+            q = q.reshape(q.shape[:-1] + (n, -1))
+            keys = keys.reshape(keys.shape[:-1] + (n, -1))
+            if t is None:
+                t = jnp.arange(length)[:, None]
+                logits = jnp.einsum("btnd,bsnd->btsn", q, keys) / np.sqrt(q.shape[-1])
+            else:
+                logits = jnp.einsum("bnd,bsnd->bsn", q, keys) / np.sqrt(q.shape[-1])
+            lag = jnp.clip(t - s, 0, length - 1)
+            return jnp.where((s < t)[..., None], logits + self.copy_lag(lag), -1e9)
         if t is None:
             t = jnp.arange(length)[:, None]
             logits = jnp.einsum("btd,bsd->bts", q, keys) / np.sqrt(q.shape[-1])
@@ -216,7 +233,8 @@ class BarPrior(nnx.Module):
     def __call__(self, z, plays, phase, piano=None) -> PriorOut:
         h = self.hidden(z, plays, phase, piano)
         out = self.heads(h, plays)
-        return out._replace(new=self.new_head(h)[..., 0], copies=self.copy_logits(h, self.copy_keys(z, plays, phase, piano)),
+        new = self.new_head(h)
+        return out._replace(new=new if self.per_track else new[..., 0], copies=self.copy_logits(h, self.copy_keys(z, plays, phase, piano)),
                             copy_scale=jnp.clip(self.copy_scale[...], *LOG_SCALE), copy_flip=self.copy_flip[...])
 
 
@@ -246,6 +264,8 @@ def loss(out: PriorOut, z, plays, band: bool = False) -> PriorLoss:
     dims = jnp.sum(w) * z.shape[-1]
     if out.copies is None:
         return PriorLoss(jnp.mean(bce + nll), jnp.mean(bce), jnp.mean(nll) / dims)
+    if out.new.ndim == 3:
+        return _track_copy_loss(out, z, plays, w, bce, dims)
     # copies of earlier bars s: z_t ~ N(z_s, copy spread), plays_t = plays_s up to flips
     scale, flip = out.copy_scale, out.copy_flip  # [5, K], [5]
     d = (z[:, :, None] - z[:, None, :]) * jnp.exp(-scale)  # [B, t, s, 5, K]
@@ -258,12 +278,71 @@ def loss(out: PriorOut, z, plays, band: bool = False) -> PriorLoss:
     return PriorLoss(jnp.mean(total), jnp.mean(bce), jnp.mean(nll) / dims)
 
 
+def _track_copy_loss(out: PriorOut, z, plays, w, bce, dims) -> PriorLoss:
+    """Per-track pointers: given the mixture component m (diagonal, so the tracks are independent given it),
+    each track is either new (its plays bit from the Bernoulli, its latents from component m) or a copy of
+    its own latents and plays bit in an earlier bar s:
+
+        p(bar t) = sum_m w_m prod_i [pi_new,i p_new,i,m + sum_s pi_s,i N(z_t,i; z_s,i, spread_i) [plays agree]]
+    """
+    scale, flip = out.copy_scale, out.copy_flip  # [5, K], [5]
+    bern = -(jax.nn.softplus(out.plays) - plays * out.plays)  # [B, L, 5] log p(plays bit)
+    x = z[..., None, :, :]  # [B, L, 1, 5, K]
+    lnew = jnp.sum(-0.5 * ((x - out.means) * jnp.exp(-out.log_scales)) ** 2 - out.log_scales
+                   - 0.5 * np.log(2 * np.pi), -1) + bern[..., None, :]  # [B, L, M, 5]
+    d = (z[:, :, None] - z[:, None, :]) * jnp.exp(-scale)  # [B, t, s, 5, K]
+    lz = jnp.sum(-0.5 * d ** 2 - scale - 0.5 * np.log(2 * np.pi), -1)  # [B, t, s, 5]
+    same = plays[:, :, None] == plays[:, None, :]
+    lz = lz + jnp.where(same, jax.nn.log_sigmoid(-flip), jax.nn.log_sigmoid(flip))
+    logw = jax.nn.log_softmax(jnp.concatenate([out.new[:, :, None], out.copies], 2), 2)  # [B, t, 1 + s, 5]
+    lcopy = jax.nn.logsumexp(logw[:, :, 1:] + lz, 2)  # [B, t, 5]
+    per_track = jnp.logaddexp(logw[:, :, :1] + lnew, lcopy[:, :, None])  # [B, t, M, 5]
+    total = -jax.nn.logsumexp(jax.nn.log_softmax(out.weights, -1) + jnp.sum(w * per_track, -1), -1)
+    logp = jnp.sum(w * (lnew - bern[..., None, :]), -1)
+    nll = -jax.nn.logsumexp(jax.nn.log_softmax(out.weights, -1) + logp, -1)
+    return PriorLoss(jnp.mean(total), jnp.mean(bce), jnp.mean(nll) / dims)
+
+
+def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window_plays, keys):
+    """`_draw` with per-track pointers: each track chooses to be new or to copy its own part of an earlier
+    bar; the new tracks' plays bits and latents are drawn as in `_draw`, given the copied tracks' bits.
+    Copies are exact up to temperature 1 (the default sigma): the learned copy spread explains near-copies
+    in the data, and drawing from it would turn every repeat into a variation; above, it is scaled by
+    temperature - 1, so repeats vary more with sigma."""
+    kp, kc, kn, kk = jax.random.split(key, 4)
+    greedy = temp <= 0
+    tt = jnp.maximum(temp, 1e-6)
+    choice = jnp.concatenate([model.new_head(h)[:, None], model.copy_logits(h, keys, pos)], 1)  # [B, 1 + L, 5]
+    c = jnp.where(greedy, jnp.argmax(choice, 1), jax.random.categorical(kc, choice / tt, axis=1))  # [B, 5]
+    src = jnp.maximum(c - 1, 0)
+    is_copy = c > 0
+    cz = jnp.take_along_axis(window, src[:, None, :, None], 1)[:, 0]  # [B, 5, K]
+    cz = cz + jnp.maximum(tt - 1.0, 0.0) * jnp.exp(jnp.clip(model.copy_scale[...], *LOG_SCALE)) * jax.random.normal(
+        kk, cz.shape)
+    cp = jnp.take_along_axis(window_plays, src[:, None, :], 1)[:, 0]  # [B, 5]
+    logits = model.plays_head(h)
+    u = jax.random.uniform(kp, logits.shape)
+    plays = jnp.where(greedy, logits > 0, u < jax.nn.sigmoid(logits / tt)).astype(jnp.float32)
+    plays = jnp.where(is_copy, cp, plays)
+    if given_plays is not None:
+        plays = jnp.where(jnp.isnan(given_plays), plays, given_plays)
+    out = model.heads(h, plays)
+    km, kg = jax.random.split(kn)
+    comp = jnp.where(greedy, jnp.argmax(out.weights, -1), jax.random.categorical(km, out.weights / tt))
+    pick = lambda a: jnp.take_along_axis(a, comp[:, None, None, None], 1)[:, 0]  # noqa: E731
+    spread = jnp.where(greedy, 0.0, tt)
+    new = pick(out.means) + spread * jnp.exp(pick(out.log_scales)) * jax.random.normal(kg, cz.shape)
+    return jnp.where(is_copy[..., None], cz, new), plays
+
+
 def _draw(model: BarPrior, h, key, temp, given_plays=None, *, pos=None, window=None, window_plays=None,
           keys=None):
     """One bar from hidden states `h` `[B, d]` at temperature `temp` (0: the likeliest choices): (z `[B, 5, K]`,
     plays `[B, 5]` float). `given_plays` (`[B, 5]`, NaN where free) fixes some bits. With the window so far
     (`window` `[B, L, 5, K]`, `window_plays` `[B, L, 5]`, `keys` from `copy_keys`) and the bar's position
     `pos` in it, the bar may be a copy of an earlier one."""
+    if keys is not None and model.per_track:
+        return _draw_tracks(model, h, key, temp, given_plays, pos, window, window_plays, keys)
     kp, kc, kn, kk, kf, ks = jax.random.split(key, 6)
     greedy = temp <= 0
     tt = jnp.maximum(temp, 1e-6)
@@ -387,12 +466,13 @@ class Sequences:
     start: np.ndarray
     length: np.ndarray
 
-    def windows(self, context: int) -> np.ndarray:
+    def windows(self, context: int, piano_start: bool = False) -> np.ndarray:
         """`[n, 2]` (first bar in the split, its index in the song) of every window of `context` bars
-        inside one song."""
+        inside one song; with `piano_start`, only those whose first bar has the piano playing."""
         out = [np.stack([s + np.arange(n - context + 1), np.arange(n - context + 1)], 1)
                for s, n in zip(self.start, self.length) if n >= context]
-        return np.concatenate(out) if out else np.zeros((0, 2), np.int64)
+        rows = np.concatenate(out) if out else np.zeros((0, 2), np.int64)
+        return rows[self.plays[rows[:, 0], PIANO]] if piano_start else rows
 
     def batch(self, rows: np.ndarray, context: int):
         """(z `[B, L, 5, K]`, plays `[B, L, 5]` float, phase `[B, L]`) of windows `rows` (from `windows`)."""

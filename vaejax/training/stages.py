@@ -194,10 +194,11 @@ def train_prior(run: RunFolder, cfg: Config, ds: dict, latents: dict, *, progres
     state = train_state(params, tx, key)
     step_fn, eval_fn = make_prior_fns(graphdefs, tx, pc)
     train, valid = (prior_sequences(run, ds, latents, s) for s in ("train", "valid"))
-    rows = train.windows(pc.context)
+    rows = train.windows(pc.context, pc.piano_start)
     if len(rows) == 0:
-        raise ValueError(f"no training song has {pc.context} bars, the prior's context; lower prior.context")
-    vrows = valid.windows(pc.context)
+        raise ValueError(f"no training song has {pc.context} bars, the prior's context"
+                         f"{' from a bar where the piano plays' if pc.piano_start else ''}; lower prior.context")
+    vrows = valid.windows(pc.context, pc.piano_start)
     if len(vrows) == 0:
         valid, vrows = train, rows
     vrows = vrows[np.random.default_rng(tc.seed).permutation(len(vrows))[:512]]
