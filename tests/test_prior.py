@@ -32,7 +32,7 @@ def _piano(z, plays):
     return np.concatenate([z[:, :, PIANO], plays[:, :, PIANO, None]], -1)
 
 
-@pytest.mark.parametrize("copy", ["track", "bar"])
+@pytest.mark.parametrize("copy", ["both", "track", "bar"])
 def test_shapes_and_causality(copy):
     import dataclasses
     net = _net(cfg=dataclasses.replace(CFG, copy=copy))
@@ -44,10 +44,12 @@ def test_shapes_and_causality(copy):
     z2[:, 5:] += 3.0
     p2[:, 6:] = 1 - p2[:, 6:]  # (a bar's own plays bits condition its latent mixture, as when sampling)
     out2 = net(z2, p2, phase)
-    tracks = (5,) if copy == "track" else ()  # a pointer per track, or one for the whole bar
+    tracks = () if copy == "bar" else (5,)  # a pointer per track, or one for the whole bar
     assert out.new.shape == (2, 8) + tracks and out.copies.shape == (2, 8, 8) + tracks
     assert (np.asarray(out.copies[0])[np.triu_indices(8)] < -1e8).all()  # bar t copies only bars before it
-    fields = ("plays", "weights", "means", "log_scales", "new", "copies")
+    if copy == "both":  # and a whole-bar pointer besides the tracks' own
+        assert out.bar_new.shape == (2, 8) and out.bar_copies.shape == (2, 8, 8)
+    fields = ("plays", "weights", "means", "log_scales", "new", "copies") + (("bar_new", "bar_copies") if copy == "both" else ())
     for f in fields:  # bar t reads bars < t only: outputs up to bar 5 are unchanged
         np.testing.assert_allclose(np.asarray(getattr(out, f))[:, :6], np.asarray(getattr(out2, f))[:, :6], atol=1e-5)
     for f in ("plays", "weights", "means", "new"):  # (the log scales start at zero everywhere)

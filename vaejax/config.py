@@ -313,17 +313,18 @@ class PriorConfig:
     samples, slightly off the data, keep the prior on it."""
     epochs: int = 4
     """Validation and checkpoint points over `steps` (the steps are split evenly among them)."""
-    copy: str = "track"
+    copy: str = "both"
     """How a bar may repeat earlier material: "track" (each track points at an earlier bar of its own, or
-    is new: drums keep their groove while the piano changes) or "bar" (the whole bar copies one earlier
-    bar, the first version)."""
+    is new: drums keep their groove while the piano changes), "bar" (the whole bar copies one earlier bar,
+    the first version) or "both" (the whole bar repeats an earlier one, as a section comes back, or else
+    each track chooses as in "track")."""
     piano_start: bool = True
     """Train on windows that start at a bar where the piano plays, as generated songs and the real
     passages they are measured against do (False: every window, also of songs without a piano)."""
 
     def __post_init__(self):
-        if self.copy not in ("track", "bar"):
-            raise ValueError(f"prior copy must be 'track' or 'bar', got {self.copy!r}")
+        if self.copy not in ("both", "track", "bar"):
+            raise ValueError(f"prior copy must be 'both', 'track' or 'bar', got {self.copy!r}")
         if self.dim % self.heads:
             raise ValueError(f"prior dim {self.dim} must be divisible by its heads {self.heads}")
         if self.context < 2:

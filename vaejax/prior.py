@@ -63,6 +63,8 @@ class PriorOut(NamedTuple):
     copies: jax.Array | None = None  # [B, L, L] logit of copying bar s (earlier in the window) at bar t ([B, L, L, 5])
     copy_scale: jax.Array | None = None  # [5, K] log spread of a copy
     copy_flip: jax.Array | None = None  # [5] logit of a copied plays bit flipping
+    bar_new: jax.Array | None = None  # [B, L] (copy="both") logit of "not a whole-bar repeat" ...
+    bar_copies: jax.Array | None = None  # [B, L, L] ... against repeating the whole of bar s
 
 
 class Block(nnx.Module):
@@ -126,12 +128,18 @@ class BarPrior(nnx.Module):
         self.weight_head = nnx.Linear(d, m, rngs=rngs)
         self.mean_head = nnx.Linear(d, m * n * k, rngs=rngs)
         self.scale_head = nnx.Linear(d, m * n * k, kernel_init=nnx.initializers.zeros, rngs=rngs)
-        self.per_track = cfg.copy == "track"
+        self.per_track = cfg.copy in ("track", "both")
+        self.whole_bar = cfg.copy == "both"  # a whole-bar pointer besides the per-track ones
         c = n if self.per_track else 1  # pointer heads: one per track, or one for the whole bar
         self.new_head = nnx.Linear(d, c, rngs=rngs)
         self.copy_q = nnx.Linear(d, c * COPY_DIM if self.per_track else d, rngs=rngs)
         self.copy_k = nnx.Linear(d, c * COPY_DIM if self.per_track else d, rngs=rngs)
         self.copy_lag = nnx.Embed(cfg.context, c, embedding_init=nnx.initializers.zeros, rngs=rngs)
+        if self.whole_bar:
+            self.bar_new_head = nnx.Linear(d, 1, rngs=rngs)
+            self.bar_copy_q = nnx.Linear(d, d, rngs=rngs)
+            self.bar_copy_k = nnx.Linear(d, d, rngs=rngs)
+            self.bar_copy_lag = nnx.Embed(cfg.context, 1, embedding_init=nnx.initializers.zeros, rngs=rngs)
         self.copy_scale = nnx.Param(jnp.full((n, k), -1.5))  # log spread of a copy, per track and dimension
         self.copy_flip = nnx.Param(jnp.full((n,), -3.0))  # logit of a copied plays bit flipping
 
@@ -205,13 +213,18 @@ class BarPrior(nnx.Module):
         """What bar t's query meets at each bar s `[B, L, d]`: the bar itself and its place."""
         return self.copy_k(self.token(z, plays) + self.context(phase, piano))
 
-    def copy_logits(self, h, keys, t=None):
+    def bar_copy_keys(self, z, plays, phase, piano=None):
+        """`copy_keys` of the whole-bar pointer (`copy="both"`)."""
+        return self.bar_copy_k(self.token(z, plays) + self.context(phase, piano))
+
+    def copy_logits(self, h, keys, t=None, *, whole_bar: bool = False):
         """Logits `[B, L, L]` (or `[B, L]` for one position `t`, h `[B, d]`) of bar t copying bar s < t;
-        per-track pointers (`copy="track"`) add a last axis of tracks, `[B, L, L, 5]` or `[B, L, 5]`."""
-        q = self.copy_q(h)
+        per-track pointers (`copy="track"`) add a last axis of tracks, `[B, L, L, 5]` or `[B, L, 5]`.
+        `whole_bar`: the whole-bar pointer of `copy="both"` (keys from `bar_copy_keys`)."""
+        q = self.bar_copy_q(h) if whole_bar else self.copy_q(h)
         length = keys.shape[1]
         s = jnp.arange(length)
-        if self.per_track:
+        if self.per_track and not whole_bar:
             n = len(TRACKS)
             q = q.reshape(q.shape[:-1] + (n, -1))
             keys = keys.reshape(keys.shape[:-1] + (n, -1))
@@ -228,14 +241,20 @@ class BarPrior(nnx.Module):
         else:
             logits = jnp.einsum("bd,bsd->bs", q, keys) / np.sqrt(q.shape[-1])
         lag = jnp.clip(t - s, 0, length - 1)
-        return jnp.where(s < t, logits + self.copy_lag(lag)[..., 0], -1e9)
+        bias = self.bar_copy_lag(lag) if whole_bar else self.copy_lag(lag)
+        return jnp.where(s < t, logits + bias[..., 0], -1e9)
 
     def __call__(self, z, plays, phase, piano=None) -> PriorOut:
         h = self.hidden(z, plays, phase, piano)
         out = self.heads(h, plays)
         new = self.new_head(h)
-        return out._replace(new=new if self.per_track else new[..., 0], copies=self.copy_logits(h, self.copy_keys(z, plays, phase, piano)),
-                            copy_scale=jnp.clip(self.copy_scale[...], *LOG_SCALE), copy_flip=self.copy_flip[...])
+        out = out._replace(new=new if self.per_track else new[..., 0],
+                           copies=self.copy_logits(h, self.copy_keys(z, plays, phase, piano)),
+                           copy_scale=jnp.clip(self.copy_scale[...], *LOG_SCALE), copy_flip=self.copy_flip[...])
+        if self.whole_bar:
+            out = out._replace(bar_new=self.bar_new_head(h)[..., 0], bar_copies=self.copy_logits(
+                h, self.bar_copy_keys(z, plays, phase, piano), whole_bar=True))
+        return out
 
 
 def prior_net(cfg: PriorConfig, latent: int, key: jax.Array, *, band: bool = False) -> BarPrior:
@@ -297,13 +316,18 @@ def _track_copy_loss(out: PriorOut, z, plays, w, bce, dims) -> PriorLoss:
     logw = jax.nn.log_softmax(jnp.concatenate([out.new[:, :, None], out.copies], 2), 2)  # [B, t, 1 + s, 5]
     lcopy = jax.nn.logsumexp(logw[:, :, 1:] + lz, 2)  # [B, t, 5]
     per_track = jnp.logaddexp(logw[:, :, :1] + lnew, lcopy[:, :, None])  # [B, t, M, 5]
-    total = -jax.nn.logsumexp(jax.nn.log_softmax(out.weights, -1) + jnp.sum(w * per_track, -1), -1)
+    logp_bar = jax.nn.logsumexp(jax.nn.log_softmax(out.weights, -1) + jnp.sum(w * per_track, -1), -1)  # [B, t]
+    if out.bar_copies is not None:  # or the whole bar repeats bar s: every track's part and plays bit
+        lb = jax.nn.log_softmax(jnp.concatenate([out.bar_new[..., None], out.bar_copies], -1), -1)  # [B, t, 1 + s]
+        whole = jnp.sum(w * lz, -1)  # [B, t, s]
+        logp_bar = jax.nn.logsumexp(jnp.concatenate([(lb[..., 0] + logp_bar)[..., None], lb[..., 1:] + whole], -1), -1)
+    total = -logp_bar
     logp = jnp.sum(w * (lnew - bern[..., None, :]), -1)
     nll = -jax.nn.logsumexp(jax.nn.log_softmax(out.weights, -1) + logp, -1)
     return PriorLoss(jnp.mean(total), jnp.mean(bce), jnp.mean(nll) / dims)
 
 
-def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window_plays, keys):
+def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys=None):
     """`_draw` with per-track pointers: each track chooses to be new or to copy its own part of an earlier
     bar; the new tracks' plays bits and latents are drawn as in `_draw`, given the copied tracks' bits.
     Copies are exact up to temperature 1 (the default sigma): the learned copy spread explains near-copies
@@ -327,22 +351,36 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
     if given_plays is not None:
         plays = jnp.where(jnp.isnan(given_plays), plays, given_plays)
     out = model.heads(h, plays)
-    km, kg = jax.random.split(kn)
+    km, kg, kb = jax.random.split(kn, 3)
     comp = jnp.where(greedy, jnp.argmax(out.weights, -1), jax.random.categorical(km, out.weights / tt))
     pick = lambda a: jnp.take_along_axis(a, comp[:, None, None, None], 1)[:, 0]  # noqa: E731
     spread = jnp.where(greedy, 0.0, tt)
     new = pick(out.means) + spread * jnp.exp(pick(out.log_scales)) * jax.random.normal(kg, cz.shape)
-    return jnp.where(is_copy[..., None], cz, new), plays
+    z, plays = jnp.where(is_copy[..., None], cz, new), plays
+    if not model.whole_bar:
+        return z, plays
+    # the whole bar may repeat bar s (drawn first in the model; drawing it last here changes nothing)
+    choice = jnp.concatenate([model.bar_new_head(h), model.copy_logits(h, bar_keys, pos, whole_bar=True)], -1)
+    cb = jnp.where(greedy, jnp.argmax(choice, -1), jax.random.categorical(kb, choice / tt))
+    src = jnp.maximum(cb - 1, 0)
+    wz = jnp.take_along_axis(window, src[:, None, None, None], 1)[:, 0]
+    wz = wz + jnp.maximum(tt - 1.0, 0.0) * jnp.exp(jnp.clip(model.copy_scale[...], *LOG_SCALE)) * jax.random.normal(
+        jax.random.fold_in(kb, 1), wz.shape)
+    wp = jnp.take_along_axis(window_plays, src[:, None, None], 1)[:, 0]
+    if given_plays is not None:
+        wp = jnp.where(jnp.isnan(given_plays), wp, given_plays)
+    rep = (cb > 0)[:, None]
+    return jnp.where(rep[..., None], wz, z), jnp.where(rep, wp, plays)
 
 
 def _draw(model: BarPrior, h, key, temp, given_plays=None, *, pos=None, window=None, window_plays=None,
-          keys=None):
+          keys=None, bar_keys=None):
     """One bar from hidden states `h` `[B, d]` at temperature `temp` (0: the likeliest choices): (z `[B, 5, K]`,
     plays `[B, 5]` float). `given_plays` (`[B, 5]`, NaN where free) fixes some bits. With the window so far
     (`window` `[B, L, 5, K]`, `window_plays` `[B, L, 5]`, `keys` from `copy_keys`) and the bar's position
     `pos` in it, the bar may be a copy of an earlier one."""
     if keys is not None and model.per_track:
-        return _draw_tracks(model, h, key, temp, given_plays, pos, window, window_plays, keys)
+        return _draw_tracks(model, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys)
     kp, kc, kn, kk, kf, ks = jax.random.split(key, 6)
     greedy = temp <= 0
     tt = jnp.maximum(temp, 1e-6)
@@ -402,9 +440,10 @@ def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_le
         prev = model.token(z[:, t - 1], plays[:, t - 1])
         x = jnp.where(t == 0, model.bos[...], prev) + ctx[:, t]
         h, cache = model.step(x, cache, t)
-        keys = model.copy_k(model.token(z, plays) + ctx)
+        tok = model.token(z, plays) + ctx
         zt, pt = _draw(model, h, jax.random.fold_in(key, t), temp, None if given is None else given[:, t], pos=t,
-                       window=z, window_plays=plays, keys=keys)
+                       window=z, window_plays=plays, keys=model.copy_k(tok),
+                       bar_keys=model.bar_copy_k(tok) if model.whole_bar else None)
         if model.band:
             zt = zt.at[:, PIANO].set(z[:, t, PIANO])
         return z.at[:, t].set(zt), plays.at[:, t].set(pt), cache
