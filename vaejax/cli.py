@@ -310,11 +310,12 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--bars", type=int, default=None,
                    help=f"bars per song (default: {config_lib.BARS}; with --interpolate {INTERPOLATE_BARS})")
     p.add_argument("--sigma", type=float, default=config_lib.SIGMA,
-                   help="variation: the learned prior's temperature is 2 x sigma (0: its likeliest song; 0.5: its "
-                        "distribution as learned); for the chain, noise added to latent parameters each bar")
+                   help="variation: the learned prior's temperature is 2.5 x sigma (0: its likeliest song; 0.5: "
+                        "repeats and rests as often as real songs; higher: more varied bars, more repeats); for the "
+                        "chain, noise added to latent parameters each bar")
     p.add_argument("--prior", default=None, choices=config_lib.PRIORS,
-                   help="how bars follow each other: the seed's MelodyNN / HarmonyNN chain (default) or the learned "
-                        "prior over bar sequences, where the model carries one (train.py --stage prior)")
+                   help="how bars follow each other: the learned prior over bar sequences (default where the model "
+                        "carries one: train.py --stage prior) or the seed's MelodyNN / HarmonyNN chain (the baseline)")
     p.add_argument("--seed", type=int, default=0, help=f"random seed (0 to {config_lib.MAX_SEED})")
     p.add_argument("--num", type=int, default=1, help="songs generated together")
     p.add_argument("--from", dest="source", default=None,

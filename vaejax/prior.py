@@ -49,9 +49,14 @@ COPY_DIM = 32
 
 
 TEMPERATURE_PER_SIGMA = 2.5
-"""temperature = 2.5 sigma: the default sigma 0.5 samples at 1.25, where songs of the packaged prior repeat
-and rest as often as real validation-split passages do (sampling at 1.0, as learned, repeats a third as
-often: each bar drawn from its own samples drifts from the data the pointers were trained on)."""
+"""temperature = 2.5 sigma for what a bar plays (plays bits, mixture component, Gaussian spread, and the
+spread of copies above temperature 1): sigma 0.5 samples at 1.25, where songs of the packaged prior rest
+and repeat as often as real validation-split passages do."""
+POINTER_TEMPERATURE = 1.25
+"""The temperature of the per-track and whole-bar pointers' choices (new or a copy of bar s), whatever sigma
+(sigma 0 still takes the likeliest choice): at 1.0, as learned, the songs repeat a third as often as real
+ones (each bar drawn from the prior's own samples drifts from the data the pointers were trained on); if it
+rose with sigma, higher sigmas would copy more and vary less."""
 
 
 def temperature_of(sigma: float) -> float:
@@ -343,7 +348,7 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
     greedy = temp <= 0
     tt = jnp.maximum(temp, 1e-6)
     choice = jnp.concatenate([model.new_head(h)[:, None], model.copy_logits(h, keys, pos)], 1)  # [B, 1 + L, 5]
-    c = jnp.where(greedy, jnp.argmax(choice, 1), jax.random.categorical(kc, choice / tt, axis=1))  # [B, 5]
+    c = jnp.where(greedy, jnp.argmax(choice, 1), jax.random.categorical(kc, choice / POINTER_TEMPERATURE, axis=1))
     src = jnp.maximum(c - 1, 0)
     is_copy = c > 0
     cz = jnp.take_along_axis(window, src[:, None, :, None], 1)[:, 0]  # [B, 5, K]
@@ -367,7 +372,7 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
         return z, plays
     # the whole bar may repeat bar s (drawn first in the model; drawing it last here changes nothing)
     choice = jnp.concatenate([model.bar_new_head(h), model.copy_logits(h, bar_keys, pos, whole_bar=True)], -1)
-    cb = jnp.where(greedy, jnp.argmax(choice, -1), jax.random.categorical(kb, choice / tt))
+    cb = jnp.where(greedy, jnp.argmax(choice, -1), jax.random.categorical(kb, choice / POINTER_TEMPERATURE))
     src = jnp.maximum(cb - 1, 0)
     wz = jnp.take_along_axis(window, src[:, None, None, None], 1)[:, 0]
     wz = wz + jnp.maximum(tt - 1.0, 0.0) * jnp.exp(jnp.clip(model.copy_scale[...], *LOG_SCALE)) * jax.random.normal(
