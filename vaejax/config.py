@@ -319,6 +319,10 @@ class PriorConfig:
     is new: drums keep their groove while the piano changes), "bar" (the whole bar copies one earlier bar,
     the first version) or "both" (the whole bar repeats an earlier one, as a section comes back, or else
     each track chooses as in "track")."""
+    phase_lags: bool = True
+    """The pointers' learned preference for the distance t - s also depends on bar t's place in a 16-bar
+    phrase (index in the song mod 16), so that repeats come back from four or eight bars before at phrase
+    starts; False: one preference per distance."""
     piano_start: bool = True
     """Train on windows that start at a bar where the piano plays, as generated songs and the real
     passages they are measured against do (False: every window, also of songs without a piano)."""
@@ -359,7 +363,7 @@ class Config:
                                    ("model", ModelConfig, {"condition": False, "onsets": False, "plays": False, "grid": 0,
                                                            "time_patch": (4, 4)}),
                                    ("train", TrainConfig, {}),
-                                   ("prior", PriorConfig, {"copy": "bar", "piano_start": False})):
+                                   ("prior", PriorConfig, {"copy": "bar", "piano_start": False, "phase_lags": False})):
             part = d.get(name, {})
             if not isinstance(part, dict):
                 raise ValueError(f"{source}: section {name!r} must be a mapping of fields, got {type(part).__name__}")

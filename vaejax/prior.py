@@ -41,6 +41,8 @@ from flax import nnx
 from vaejax.config import PIANO, TRACKS, PriorConfig
 
 PHASES = (4, 8, 16)
+PHRASE = 16
+"""Bars of the phrase in which `phase_lags` models learn where repeats come from."""
 """Bar-in-phrase position embeddings: the bar index modulo each of these."""
 LOG_SCALE = (-5.0, 2.0)
 """Bounds on the Gaussians' log standard deviations (standardised units)."""
@@ -145,12 +147,14 @@ class BarPrior(nnx.Module):
         self.new_head = nnx.Linear(d, c, rngs=rngs)
         self.copy_q = nnx.Linear(d, c * COPY_DIM if self.per_track else d, rngs=rngs)
         self.copy_k = nnx.Linear(d, c * COPY_DIM if self.per_track else d, rngs=rngs)
-        self.copy_lag = nnx.Embed(cfg.context, c, embedding_init=nnx.initializers.zeros, rngs=rngs)
+        # a learned bias per distance t - s, and (phase_lags) per place of bar t in a 16-bar phrase as well
+        self.lag_rows = cfg.context * (PHRASE if cfg.phase_lags else 1)
+        self.copy_lag = nnx.Embed(self.lag_rows, c, embedding_init=nnx.initializers.zeros, rngs=rngs)
         if self.whole_bar:
             self.bar_new_head = nnx.Linear(d, 1, rngs=rngs)
             self.bar_copy_q = nnx.Linear(d, d, rngs=rngs)
             self.bar_copy_k = nnx.Linear(d, d, rngs=rngs)
-            self.bar_copy_lag = nnx.Embed(cfg.context, 1, embedding_init=nnx.initializers.zeros, rngs=rngs)
+            self.bar_copy_lag = nnx.Embed(self.lag_rows, 1, embedding_init=nnx.initializers.zeros, rngs=rngs)
         self.copy_scale = nnx.Param(jnp.full((n, k), -1.5))  # log spread of a copy, per track and dimension
         self.copy_flip = nnx.Param(jnp.full((n,), -3.0))  # logit of a copied plays bit flipping
 
@@ -228,10 +232,21 @@ class BarPrior(nnx.Module):
         """`copy_keys` of the whole-bar pointer (`copy="both"`)."""
         return self.bar_copy_k(self.token(z, plays) + self.context(phase, piano))
 
-    def copy_logits(self, h, keys, t=None, *, whole_bar: bool = False):
+    def _lag(self, t, s, phase, length):
+        """Rows of the lag-bias tables for bar t copying bar s: the distance, and with `phase_lags` bar t's
+        place in its 16-bar phrase (`phase`: bar t's index in its song, `[B, L]` or `[B]`)."""
+        lag = jnp.clip(t - s, 0, length - 1)
+        if self.lag_rows == self.cfg.context or phase is None:
+            return lag
+        place = phase % PHRASE
+        place = place[..., None]  # [B, 1] for one bar t, [B, L, 1] for a window
+        return place * self.cfg.context + jnp.clip(lag, 0, self.cfg.context - 1)
+
+    def copy_logits(self, h, keys, t=None, *, whole_bar: bool = False, phase=None):
         """Logits `[B, L, L]` (or `[B, L]` for one position `t`, h `[B, d]`) of bar t copying bar s < t;
         per-track pointers (`copy="track"`) add a last axis of tracks, `[B, L, L, 5]` or `[B, L, 5]`.
-        `whole_bar`: the whole-bar pointer of `copy="both"` (keys from `bar_copy_keys`)."""
+        `whole_bar`: the whole-bar pointer of `copy="both"` (keys from `bar_copy_keys`). `phase`: the bars'
+        (`[B, L]`) or bar t's (`[B]`) index in the song, for `phase_lags` models."""
         q = self.bar_copy_q(h) if whole_bar else self.copy_q(h)
         length = keys.shape[1]
         s = jnp.arange(length)
@@ -244,14 +259,14 @@ class BarPrior(nnx.Module):
                 logits = jnp.einsum("btnd,bsnd->btsn", q, keys) / np.sqrt(q.shape[-1])
             else:
                 logits = jnp.einsum("bnd,bsnd->bsn", q, keys) / np.sqrt(q.shape[-1])
-            lag = jnp.clip(t - s, 0, length - 1)
+            lag = self._lag(t, s, phase, length)
             return jnp.where((s < t)[..., None], logits + self.copy_lag(lag), -1e9)
         if t is None:
             t = jnp.arange(length)[:, None]
             logits = jnp.einsum("btd,bsd->bts", q, keys) / np.sqrt(q.shape[-1])
         else:
             logits = jnp.einsum("bd,bsd->bs", q, keys) / np.sqrt(q.shape[-1])
-        lag = jnp.clip(t - s, 0, length - 1)
+        lag = self._lag(t, s, phase, length)
         bias = self.bar_copy_lag(lag) if whole_bar else self.copy_lag(lag)
         return jnp.where(s < t, logits + bias[..., 0], -1e9)
 
@@ -260,11 +275,11 @@ class BarPrior(nnx.Module):
         out = self.heads(h, plays)
         new = self.new_head(h)
         out = out._replace(new=new if self.per_track else new[..., 0],
-                           copies=self.copy_logits(h, self.copy_keys(z, plays, phase, piano)),
+                           copies=self.copy_logits(h, self.copy_keys(z, plays, phase, piano), phase=phase),
                            copy_scale=jnp.clip(self.copy_scale[...], *LOG_SCALE), copy_flip=self.copy_flip[...])
         if self.whole_bar:
             out = out._replace(bar_new=self.bar_new_head(h)[..., 0], bar_copies=self.copy_logits(
-                h, self.bar_copy_keys(z, plays, phase, piano), whole_bar=True))
+                h, self.bar_copy_keys(z, plays, phase, piano), whole_bar=True, phase=phase))
         return out
 
 
@@ -338,7 +353,8 @@ def _track_copy_loss(out: PriorOut, z, plays, w, bce, dims) -> PriorLoss:
     return PriorLoss(jnp.mean(total), jnp.mean(bce), jnp.mean(nll) / dims)
 
 
-def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys=None):
+def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys=None,
+                 phase=None):
     """`_draw` with per-track pointers: each track chooses to be new or to copy its own part of an earlier
     bar; the new tracks' plays bits and latents are drawn as in `_draw`, given the copied tracks' bits.
     Copies are exact up to temperature 1 (the default sigma): the learned copy spread explains near-copies
@@ -347,7 +363,7 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
     kp, kc, kn, kk = jax.random.split(key, 4)
     greedy = temp <= 0
     tt = jnp.maximum(temp, 1e-6)
-    choice = jnp.concatenate([model.new_head(h)[:, None], model.copy_logits(h, keys, pos)], 1)  # [B, 1 + L, 5]
+    choice = jnp.concatenate([model.new_head(h)[:, None], model.copy_logits(h, keys, pos, phase=phase)], 1)  # [B, 1 + L, 5]
     c = jnp.where(greedy, jnp.argmax(choice, 1), jax.random.categorical(kc, choice / POINTER_TEMPERATURE, axis=1))
     src = jnp.maximum(c - 1, 0)
     is_copy = c > 0
@@ -371,7 +387,7 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
     if not model.whole_bar:
         return z, plays
     # the whole bar may repeat bar s (drawn first in the model; drawing it last here changes nothing)
-    choice = jnp.concatenate([model.bar_new_head(h), model.copy_logits(h, bar_keys, pos, whole_bar=True)], -1)
+    choice = jnp.concatenate([model.bar_new_head(h), model.copy_logits(h, bar_keys, pos, whole_bar=True, phase=phase)], -1)
     cb = jnp.where(greedy, jnp.argmax(choice, -1), jax.random.categorical(kb, choice / POINTER_TEMPERATURE))
     src = jnp.maximum(cb - 1, 0)
     wz = jnp.take_along_axis(window, src[:, None, None, None], 1)[:, 0]
@@ -385,13 +401,13 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
 
 
 def _draw(model: BarPrior, h, key, temp, given_plays=None, *, pos=None, window=None, window_plays=None,
-          keys=None, bar_keys=None):
+          keys=None, bar_keys=None, phase=None):
     """One bar from hidden states `h` `[B, d]` at temperature `temp` (0: the likeliest choices): (z `[B, 5, K]`,
     plays `[B, 5]` float). `given_plays` (`[B, 5]`, NaN where free) fixes some bits. With the window so far
     (`window` `[B, L, 5, K]`, `window_plays` `[B, L, 5]`, `keys` from `copy_keys`) and the bar's position
     `pos` in it, the bar may be a copy of an earlier one."""
     if keys is not None and model.per_track:
-        return _draw_tracks(model, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys)
+        return _draw_tracks(model, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys, phase)
     kp, kc, kn, kk, kf, ks = jax.random.split(key, 6)
     greedy = temp <= 0
     tt = jnp.maximum(temp, 1e-6)
@@ -408,7 +424,7 @@ def _draw(model: BarPrior, h, key, temp, given_plays=None, *, pos=None, window=N
         kn, (h.shape[0],) + out.means.shape[2:])
     if keys is None:
         return new, plays
-    choice = jnp.concatenate([model.new_head(h), model.copy_logits(h, keys, pos)], -1)  # [B, 1 + L]
+    choice = jnp.concatenate([model.new_head(h), model.copy_logits(h, keys, pos, phase=phase)], -1)  # [B, 1 + L]
     c = jnp.where(greedy, jnp.argmax(choice, -1), jax.random.categorical(kk, choice / tt))
     src = jnp.maximum(c - 1, 0)
     copied = jnp.take_along_axis(window, src[:, None, None, None], 1)[:, 0]
@@ -454,7 +470,7 @@ def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_le
         tok = model.token(z, plays) + ctx
         zt, pt = _draw(model, h, jax.random.fold_in(key, t), temp, None if given is None else given[:, t], pos=t,
                        window=z, window_plays=plays, keys=model.copy_k(tok),
-                       bar_keys=model.bar_copy_k(tok) if model.whole_bar else None)
+                       bar_keys=model.bar_copy_k(tok) if model.whole_bar else None, phase=phase[:, t])
         if model.band:
             zt = zt.at[:, PIANO].set(z[:, t, PIANO])
         return z.at[:, t].set(zt), plays.at[:, t].set(pt), cache
