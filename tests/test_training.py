@@ -13,10 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_config, tmpfs
 from vaejax import cli, devices, training
 from vaejax.config import preset
 from vaejax.runs import RunError, RunFolder
+
+from conftest import ROOT, tiny_config, tmpfs
 
 
 def read_metrics(run):
@@ -48,7 +49,8 @@ def test_all_stages_write_checkpoints_metrics_and_plots(full_run):
     stats = json.load(open(os.path.join(run, "stats.json")))
     th = np.asarray(stats["thresholds"])
     # sustain (relative; 2: never past the first sixteenth), onset, steps sounding of the last sixteenth
-    assert th.shape == (5, 3) and ((0 < th[:, :2]) & (th[:, :2] <= 2)).all() and ((1 <= th[:, 2]) & (th[:, 2] <= 6)).all()
+    assert th.shape == (5, 3)
+    assert ((0 < th[:, :2]) & (th[:, :2] <= 2)).all() and ((1 <= th[:, 2]) & (th[:, 2] <= 6)).all()
     assert np.asarray(stats["onset_thresholds"]).shape == (5, 16)  # one onset threshold per sixteenth
     assert np.load(os.path.join(run, "start_bars.npy")).shape[1:] == (5, 16)
     kinds = {(r["stage"], r["kind"]) for r in read_metrics(run)}

@@ -81,9 +81,11 @@ def parse_sets(cfg, sets: list[str]):
         name, eq, value = item.partition("=")
         section, dot, field = name.strip().partition(".")
         part = getattr(out, section, None) if dot and eq else None
-        if part is None or not dataclasses.is_dataclass(part) or field not in {f.name for f in dataclasses.fields(part)}:
-            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION data, model, train or prior and "
-                             f"a field that --print-config lists")
+        known = part is not None and dataclasses.is_dataclass(part) and field in {
+            f.name for f in dataclasses.fields(part)}
+        if not known:
+            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION data, model, train or prior "
+                             f"and a field that --print-config lists")
         current = getattr(part, field)
         try:
             if isinstance(current, bool):
@@ -111,8 +113,9 @@ def _env_int(name: str) -> int | None:
 
 
 # command-line option for each configuration field it sets (messages name the option the user typed)
-_OPTION = {"train.batch_size": "--batch-size", "train.vae_epochs": "--vae-epochs", "train.chain_epochs": "--chain-epochs",
-           "train.lr": "--lr", "train.beta": "--beta", "train.free_bits": "--free-bits", "train.pos_weight": "--pos-weight",
+_OPTION = {"train.batch_size": "--batch-size", "train.vae_epochs": "--vae-epochs",
+           "train.chain_epochs": "--chain-epochs", "train.lr": "--lr", "train.beta": "--beta",
+           "train.free_bits": "--free-bits", "train.pos_weight": "--pos-weight",
            "train.chain_noise": "--chain-noise", "train.max_steps_per_epoch": "--max-steps-per-epoch",
            "train.seed": "--seed", "model.latent": "--latent"}
 
@@ -227,7 +230,8 @@ def _train_config(args):
                                  "plays": False if args.no_plays else None}.items() if v is not None},
         train={k: v for k, v in {
             "vae_epochs": args.vae_epochs, "chain_epochs": args.chain_epochs, "batch_size": args.batch_size,
-            "lr": args.lr, "beta": args.beta, "free_bits": args.free_bits, "pos_weight": args.pos_weight, "chain_noise": args.chain_noise,
+            "lr": args.lr, "beta": args.beta, "free_bits": args.free_bits, "pos_weight": args.pos_weight,
+            "chain_noise": args.chain_noise,
             "max_steps_per_epoch": args.max_steps_per_epoch, "seed": args.seed,
             "checkpoint_every": _env_int("VAEJAX_CHECKPOINT_EVERY"), "log_every": _env_int("VAEJAX_LOG_EVERY"),
         }.items() if v is not None})
@@ -242,6 +246,7 @@ def _quiet_logs() -> None:
         logging.basicConfig(level=logging.DEBUG)
         return
     import warnings
+
     from vaejax.config import ConfigWarning
 
     def one_line(message, category, *_, **__):  # our warnings read as one line, like our errors
@@ -342,7 +347,8 @@ def sample_parser() -> argparse.ArgumentParser:
                    help="join notes separated by fewer steps than this (0: never; default: the model's, "
                         f"0 on a sixteenth grid, {config_lib.MERGE_GAP} for the earlier design)")
     p.add_argument("--tempo", type=float, default=None,
-                   help=f"beats per minute (default: the given song's tempo, or {config_lib.TEMPO:g} for sampled songs)")
+                   help=f"beats per minute (default: the given song's tempo, or {config_lib.TEMPO:g} for sampled "
+                        f"songs)")
     p.add_argument("--out", default="out", help="output folder")
     p.add_argument("--no-audio", action="store_true", help="skip WAV rendering")
     p.add_argument("--overwrite", action="store_true",
@@ -369,7 +375,8 @@ def _sample_problems(args) -> list[str]:
         harmony=args.harmony, key=args.key, threshold=args.threshold, seed=args.seed, min_length=args.min_length,
         merge_gap=args.merge_gap, memory_mb=args.memory_budget)]
     if not (args.read_timeout > 0 and args.read_timeout <= 86400):
-        problems.append(f"--read-timeout must be a number of seconds above 0 and at most 86400, got {args.read_timeout}")
+        problems.append(f"--read-timeout must be a number of seconds above 0 and at most 86400, "
+                        f"got {args.read_timeout}")
     modes = [flag for flag, given in (("--from", args.source), ("--arrange", args.arrange),
                                        ("--interpolate", args.interpolate)) if given]
     if len(modes) > 1:
@@ -470,7 +477,8 @@ def sample_main(argv: list[str] | None = None) -> int:
     _quiet_logs()
     problems = _sample_problems(args)
     if not problems and not (args.source or args.arrange or args.interpolate):
-        problems = [p for p in [_budget_problem(args, args.bars or config_lib.BARS, args.tempo or config_lib.TEMPO)] if p]
+        problem = _budget_problem(args, args.bars or config_lib.BARS, args.tempo or config_lib.TEMPO)
+        problems = [problem] if problem else []
     if problems:
         for msg in problems:
             print(f"error: {msg}", file=sys.stderr)

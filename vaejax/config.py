@@ -335,7 +335,7 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "Config":
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> Config:
         """From `to_dict` output. Fields a saved run predates take the value that matches what it was
         trained with (no key normalisation, no conditioning, one output channel), not today's default.
         Keys this version does not know (a newer version's) are ignored with a `ConfigWarning`; a value of
@@ -345,8 +345,8 @@ class Config:
                              f"{type(d).__name__}")
         sections = {}
         for name, kind, legacy in (("data", DataConfig, {"key_normalize": False}),
-                                   ("model", ModelConfig, {"condition": False, "onsets": False, "plays": False, "grid": 0,
-                                                           "time_patch": (4, 4)}),
+                                   ("model", ModelConfig, {"condition": False, "onsets": False, "plays": False,
+                                                           "grid": 0, "time_patch": (4, 4)}),
                                    ("train", TrainConfig, {}), ("prior", PriorConfig, {})):
             part = d.get(name, {})
             if not isinstance(part, dict):
@@ -358,7 +358,7 @@ class Config:
                           f"(written by a newer version?)", ConfigWarning, stacklevel=2)
         return cls(**sections)
 
-    def replace(self, **sections: dict[str, Any]) -> "Config":
+    def replace(self, **sections: dict[str, Any]) -> Config:
         """Return a copy with fields of named sections replaced, e.g. replace(model={'latent': 8})."""
         out = self
         for name, fields in sections.items():

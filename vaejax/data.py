@@ -29,7 +29,8 @@ import threading
 import time
 import warnings
 import zlib
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -587,8 +588,10 @@ def check_report(report, path: str) -> None:
     unknown = sorted(str(k) for k in report if k not in REPORT_KEYS)
     if unknown:
         import warnings
+
         from vaejax.config import ConfigWarning
-        warnings.warn(f"{path}: ignoring unknown field(s) {', '.join(map(repr, unknown))} (written by a newer version?)",
+        warnings.warn(f"{path}: ignoring unknown field(s) {', '.join(map(repr, unknown))} "
+                      f"(written by a newer version?)",
                       ConfigWarning, stacklevel=3)
     if not isinstance(report.get("config"), dict):
         raise bad(f"config must be a mapping of data settings, got {type(report.get('config')).__name__}")

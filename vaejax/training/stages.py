@@ -14,15 +14,23 @@ from flax import nnx
 from vaejax import data as data_lib
 from vaejax import latents as latents_lib
 from vaejax import metrics, models
+from vaejax import prior as prior_lib
+from vaejax.checkpoint import restore_best
 from vaejax.config import HARMONY, TRACKS, Config, TrainConfig
 from vaejax.devices import DataParallel
 from vaejax.runs import STAGES, RunFolder, default_run, mark_latest
 from vaejax.training import calibration
 from vaejax.training.loop import Stage, fit, log
-from vaejax import prior as prior_lib
-from vaejax.training.steps import (THRESHOLDS, chain_optimizer, init_vae_state, make_chain_fns, make_prior_fns,
-                                   make_vae_fns, prior_optimizer, train_state)
-from vaejax.checkpoint import restore_best
+from vaejax.training.steps import (
+    THRESHOLDS,
+    chain_optimizer,
+    init_vae_state,
+    make_chain_fns,
+    make_prior_fns,
+    make_vae_fns,
+    prior_optimizer,
+    train_state,
+)
 
 
 def train_vae(run: RunFolder, cfg: Config, ds: dict, dp: DataParallel, *, progress=True, stop_after=0):
@@ -264,7 +272,8 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
             results[which] = meta.get("val", {})
     if "prior" in stages:
         if latents is None:
-            raise ValueError(f"{run.root}: no encoded latents to train the prior on; run `train.py --stage encode` first")
+            raise ValueError(f"{run.root}: no encoded latents to train the prior on; "
+                             f"run `train.py --stage encode` first")
         _, _, meta = train_prior(run, cfg, ds, latents, progress=progress)
         results["prior"] = meta.get("val", {})
     return results
