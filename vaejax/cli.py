@@ -644,18 +644,103 @@ def export_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-COMMANDS = {"train": "train_main", "sample": "sample_main", "export": "export_main"}
-OTHER_COMMANDS = {"data": ("vaejax.data", "main"), "evaluate": ("vaejax.evaluate", "main"),
+def prepare_main(argv: list[str] | None = None) -> int:
+    """`vaejax prepare SRC OUT`: turn LPD npz / MIDI files into a prepared bar cache (the same as
+    `python -m vaejax.data prepare`)."""
+    from vaejax import data
+
+    p = argparse.ArgumentParser(prog="vaejax prepare", description=data.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    data.prepare_arguments(p)
+    return data.prepare_command(p.parse_args(argv))
+
+
+def verify_main(argv: list[str] | None = None) -> int:
+    """`vaejax verify PATH`: check a prepared dataset (sizes, song index, checksums) or a trained model (a run
+    folder, a packaged model folder or name: its configuration, statistics and weights load, every weight is
+    finite and it generates a bar)."""
+    ap = argparse.ArgumentParser(prog="vaejax verify", description=verify_main.__doc__)
+    ap.add_argument("path", help="a prepared dataset folder, a run folder, or a packaged model (folder or name)")
+    ap.add_argument("--no-generate", action="store_true", help="models: check loading only, generate nothing")
+    args = ap.parse_args(argv)
+    from vaejax import data
+
+    if data.is_prepared(args.path):
+        return data.verify_command(args.path)
+    if os.path.isdir(args.path) and os.path.exists(os.path.join(args.path, "report.json")):
+        print(f"error: {args.path}: a dataset folder without its train split (train.bars); prepare it again with "
+              f"`vaejax prepare SRC {args.path} --force`", file=sys.stderr)
+        return 2
+    return _verify_model(args.path, generate=not args.no_generate)
+
+
+def _verify_model(name: str, *, generate: bool) -> int:
+    import jax
+    import numpy as np
+
+    from vaejax import trained_model
+    from vaejax.checkpoint import CheckpointError
+    from vaejax.runs import RunError
+
+    _quiet_logs()
+    try:
+        folder, how = trained_model.resolve(name)
+        model = trained_model.TrainedModel(folder)
+    except (RunError, CheckpointError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    leaves = [("vae", x) for x in jax.tree.leaves(model.vae)] + [("melody", x) for x in jax.tree.leaves(model.mel)]
+    leaves += [("harmony", x) for x in jax.tree.leaves(model.har)]
+    leaves += [(f"prior {k}", x) for k, p in (getattr(model, "prior", None) or {}).items() for x in jax.tree.leaves(p)]
+    bad = sorted({net for net, x in leaves if not np.isfinite(np.asarray(x, np.float32)).all()})
+    if bad:
+        print(f"error: {how}: weights that are not finite in {', '.join(bad)}", file=sys.stderr)
+        return 2
+    count = sum(int(np.size(x)) for _, x in leaves)
+    line = f"{how}: configuration, statistics and {count:,} weights load, all finite"
+    if generate:
+        try:
+            song = model.sample(1, seed=0)[0]
+        except (ValueError, RuntimeError) as e:
+            print(f"error: {how}: loads but does not generate: {e}", file=sys.stderr)
+            return 2
+        line += f"; it generates ({len(song.tracks)} tracks, {sum(int(t.pianoroll.any()) for t in song.tracks)} "
+        line += "playing in one bar)"
+    print(line)
+    return 0
+
+
+COMMANDS = {"prepare": "prepare_main", "train": "train_main", "sample": "sample_main", "export": "export_main",
+            "verify": "verify_main"}
+OTHER_COMMANDS = {"evaluate": ("vaejax.evaluate", "main"), "data": ("vaejax.data", "main"),
                   "studio": ("vaejax.studio.server", "main")}
 """Subcommands whose programs live in other modules (imported only when asked for: this module stays below
 them in the layout)."""
 
 
+SUMMARY = {
+    "prepare": "turn LPD npz / MIDI files into a prepared bar cache",
+    "train": "train the VAEs, the latent chains and the prior (train.py)",
+    "sample": "generate, vary, continue, arrange or interpolate songs (sample.py)",
+    "evaluate": "measure runs against held-out songs",
+    "export": "package a trained run as a folder vaejax.load reads",
+    "verify": "check a prepared dataset or a trained model",
+    "data": "the dataset tools: prepare, verify, demo, download",
+    "studio": "generate and listen in the browser",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`vaejax {train,sample,export,data,evaluate,studio} ...` (also `python -m vaejax.cli ...`): one command for
-    every program; `vaejax data prepare|verify|...` is `python -m vaejax.data`."""
+    """`vaejax {prepare,train,sample,evaluate,export,verify,data,studio} ...` (also `python -m vaejax.cli ...`):
+    one command for every program; `vaejax data prepare|verify|demo|download` is `python -m vaejax.data`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    names = list(COMMANDS) + list(OTHER_COMMANDS)
+    names = list(SUMMARY)
+    if argv and argv[0] in ("-h", "--help"):
+        p = argparse.ArgumentParser(prog="vaejax", usage=f"vaejax {{{','.join(names)}}} ...",
+                                    formatter_class=argparse.RawDescriptionHelpFormatter,
+                                    description="commands (`vaejax COMMAND --help` lists a command's options):\n"
+                                    + "\n".join(f"  {name:9s} {what}" for name, what in SUMMARY.items()))
+        p.parse_args(argv[:1])  # prints the help and exits
     if not argv or argv[0] not in names:
         print(f"usage: vaejax {{{','.join(names)}}} ...", file=sys.stderr)
         return 2
