@@ -1,14 +1,21 @@
 """The one command, `vaejax COMMAND ...`: every program is reachable through it; `prepare` and `verify` run
 in-process here (the other programs have their own tests)."""
 
+import ast
 import contextlib
+import dataclasses
+import glob
 import io
+import json
 import os
 import shutil
 
 import numpy as np
+import pytest
 
 from vaejax import cli, data, demo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run(argv):
@@ -87,3 +94,75 @@ def test_verify_refuses_what_is_neither_a_dataset_nor_a_model(tmp_path):
     (tmp_path / "half" / "report.json").write_text("{}")
     code, _, err = run(["verify", str(tmp_path / "half")])
     assert code == 2 and "prepare it again" in err
+
+
+# ---- one door for settings ----------------------------------------------------------------------------
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+def test_the_packaged_model_has_its_config_file():
+    from vaejax import packaging
+    from vaejax.config import load_config
+
+    cfg = load_config(os.path.join(ROOT, "configs", "lpd5.py"))
+    if "lpd5" in packaging.pretrained_names():
+        with open(os.path.join(packaging.pretrained_path("lpd5"), "config.json")) as f:
+            packaged = json.load(f)
+        assert json.loads(cfg.to_json()) == packaged
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_each_config_file_runs_as_its_docstring_says(path, capsys):
+    from vaejax.config import load_config
+
+    cfg = load_config(path)
+    doc = ast.get_docstring(ast.parse(open(path).read()))
+    commands = [line.strip() for line in doc.splitlines() if line.strip().startswith("python train.py")]
+    assert commands and all(f"--config configs/{os.path.basename(path)}" in c for c in commands)
+    capsys.readouterr()
+    assert cli.train_main(["--config", path, "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(cfg.to_json())
+
+
+def test_every_field_is_reachable_by_set_and_options_are_derived_from_fields(capsys):
+    from vaejax.config import SECTIONS, Config
+
+    defaults = Config()
+    for section in SECTIONS:
+        for f in dataclasses.fields(getattr(defaults, section)):
+            if section == "data":
+                continue  # the dataset's: refused below
+            value = getattr(defaults, section).__getattribute__(f.name)
+            text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            assert cli.train_main(["--set", f"{section}.{f.name}={text}", "--print-config"]) == 0, f.name
+    capsys.readouterr()
+    flags = {s for a in cli.train_parser()._actions for s in a.option_strings}
+    assert {f.metadata["flag"] for _, _, f in cli.config_options()} <= flags
+    assert cli.train_main(["--lr", "0.01", "--no-plays", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["train"]["lr"] == 0.01 and printed["model"]["plays"] is False
+
+
+def test_what_the_dataset_fixes_is_refused_in_one_line(demo_prepared, capsys):
+    code = cli.train_main(["--data", demo_prepared, "--set", "data.segment_bars=2", "--print-config"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "data.segment_bars=2" in err and demo_prepared in err
+    assert cli.train_main(["--data", demo_prepared, "--print-config"]) == 0
+    from vaejax.data import dataset_config
+
+    assert json.loads(capsys.readouterr().out)["data"] == dataclasses.asdict(dataset_config(demo_prepared))
+
+
+def test_config_files_and_settings_from_python(tmp_path):
+    from vaejax.config import Config, apply_settings, load_config
+
+    cfg = apply_settings(Config(), ["model.hidden=64", "train.precision=float32", "model.channels=8,16"])
+    assert (cfg.model.hidden, cfg.train.precision, cfg.model.channels) == (64, "float32", (8, 16))
+    (tmp_path / "c.json").write_text(cfg.to_json())
+    assert load_config(str(tmp_path / "c.json")) == cfg
+    with pytest.raises(ValueError, match="model.hiden"):
+        apply_settings(cfg, ["model.hiden=3"])
+    with pytest.raises(ValueError, match="get_config"):
+        (tmp_path / "bad.py").write_text("x = 1\n")
+        load_config(str(tmp_path / "bad.py"))

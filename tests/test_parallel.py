@@ -40,8 +40,8 @@ def _free_port():
 def test_two_processes_on_loopback_match_one(tmp_path, demo_prepared):
     """Two hosts, each reading its half of every batch, train exactly as one host does."""
     common = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
-              "--stage", "vae", "--max-steps-per-epoch", "4", "--quiet"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", VAEJAX_LOG_EVERY="1")
+              "--stage", "vae", "--max-steps-per-epoch", "4", "--quiet", "--set", "train.log_every=1"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     port = _free_port()
     procs = [subprocess.Popen(common + ["--run", str(tmp_path / "multi"), "--coordinator", f"127.0.0.1:{port}",

@@ -229,6 +229,8 @@ def test_training_options_reach_the_configuration(capsys):
             continue
         action = actions[opt]
         argv = [opt] + _value(action, shown, pathlib.Path("somewhere"))
+        if opt == "--config":  # a file that exists: the experiment config of the packaged model
+            argv = [opt, os.path.join(ROOT, "configs", "lpd5.py")]
         assert cli.train_main(argv + ["--print-config"]) == 0, argv
         printed = capsys.readouterr().out
         json.loads(printed)

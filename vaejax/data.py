@@ -630,6 +630,28 @@ def report_config(report: dict, path: str = "report.json") -> DataConfig:
                          f"prepare SRC {os.path.dirname(path) or '.'} --force`") from None
 
 
+def dataset_config(data: str | None) -> DataConfig:
+    """The data settings training on `data` uses: a prepared dataset's own; the defaults for a raw folder or the
+    demo corpus (None), which are prepared with them."""
+    if data is not None and is_prepared(data):
+        return report_config(read_report(data), os.path.join(data, "report.json"))
+    return DataConfig()
+
+
+def fixed_by_dataset(requested: DataConfig, fixed: DataConfig, where: str) -> DataConfig:
+    """`fixed`, the data section of the dataset `where`: the dataset decides how songs became bars. A field of
+    `requested` set to something else (neither its default nor the dataset's value) is refused: ValueError,
+    one line naming the field and how to prepare data with it."""
+    default = DataConfig()
+    for f in dataclasses.fields(DataConfig):
+        want, have = getattr(requested, f.name), getattr(fixed, f.name)
+        if want != have and want != getattr(default, f.name):
+            raise ValueError(f"data.{f.name}={want} cannot be set for training: the dataset {where} fixes it "
+                             f"({have}); prepare the songs again with the setting you want "
+                             f"(`vaejax prepare --help`) and train on that")
+    return fixed
+
+
 def is_prepared(root: str) -> bool:
     return os.path.exists(os.path.join(root, "report.json")) and os.path.exists(os.path.join(root, "train.bars"))
 

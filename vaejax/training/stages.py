@@ -281,9 +281,10 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
 
 def with_data(cfg: Config, data_dir: str) -> Config:
     """`cfg` with the data section of the prepared dataset: the data defines the segment (bars per segment,
-    pitch range, binarisation, key normalisation)."""
+    pitch range, binarisation, key normalisation); a data field set to something else is refused."""
     report = data_lib.read_report(data_dir)
-    return dataclasses.replace(cfg, data=data_lib.report_config(report, os.path.join(data_dir, "report.json")))
+    fixed = data_lib.report_config(report, os.path.join(data_dir, "report.json"))
+    return dataclasses.replace(cfg, data=data_lib.fixed_by_dataset(cfg.data, fixed, data_dir))
 
 
 def train(run_dir: str | None = None, data: str | None = None, cfg: Config | None = None, *,
