@@ -28,8 +28,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import numpy as np  # noqa: E402
 
-import fuzz_corpus  # noqa: E402
 from vaejax import config, data, music  # noqa: E402
+
+import fuzz_corpus  # noqa: E402
 
 _HWM = "int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024"
 _RSS = "int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) / 1024"
@@ -37,7 +38,8 @@ _RSS = "int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).
 
 def read_peak(path: str) -> dict:
     """Peak of one read in a fresh process, above what the process held after its imports."""
-    code = (f"import json, time; from vaejax import music; import pretty_midi, mido; base = {_RSS}; t = time.perf_counter()\n"
+    code = (f"import json, time; from vaejax import music; import pretty_midi, mido; base = {_RSS}; "
+            f"t = time.perf_counter()\n"
             f"try:\n  s = music.read_song({path!r}); out = 'read'\n"
             f"except music.BadSong as e:\n  out = str(e)\n"
             f"print(json.dumps({{'outcome': out, 'peak_mb': {_HWM} - base, 'base_mb': base, "
@@ -55,7 +57,7 @@ def _tree_rss(pid: int) -> float:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/status") as f:
-                total += next((int(l.split()[1]) for l in f if l.startswith("VmRSS")), 0)
+                total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS")), 0)
             with open(f"/proc/{p}/task/{p}/children") as f:
                 todo += [int(x) for x in f.read().split()]
         except OSError:

@@ -22,9 +22,9 @@ import tracemalloc
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-import fuzz_corpus  # noqa: E402
-
 from vaejax import music  # noqa: E402
+
+import fuzz_corpus  # noqa: E402
 
 
 def _kind(reason: str) -> str:

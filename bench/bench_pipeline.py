@@ -59,7 +59,7 @@ def main():
             st, m = step(st, x, jnp.int32(i))
         jax.block_until_ready(m)
         ts = []
-        for r in range(args.repeats):
+        for _ in range(args.repeats):
             t = time.perf_counter()
             for i in range(3):
                 st, m = step(st, x, jnp.int32(i))

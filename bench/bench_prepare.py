@@ -74,7 +74,8 @@ def run(method, files, out):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--src", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "lpd_cleansed"))
+    ap.add_argument("--src",
+                    default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "lpd_cleansed"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()

@@ -111,9 +111,9 @@ def jax_looped(cfg, x):
     @jax.jit
     def step(state, xb, s):
         beta = losses.kl_beta(s, tc.beta, tc.beta_rate)
-        l, grads = jax.value_and_grad(loss)(state["params"], xb, jax.random.fold_in(jax.random.key(0), s), beta)
+        value, grads = jax.value_and_grad(loss)(state["params"], xb, jax.random.fold_in(jax.random.key(0), s), beta)
         upd, opt = tx.update(grads, state["opt"], state["params"])
-        return {"params": optax.apply_updates(state["params"], upd), "opt": opt}, l
+        return {"params": optax.apply_updates(state["params"], upd), "opt": opt}, value
 
     xs = [jnp.asarray(x[i]) for i in range(5)]
     box = {"i": 0}
@@ -201,9 +201,9 @@ def main():
         cfg = cfg0.replace(train={"batch_size": bs})
         x = (np.random.default_rng(0).random((5, bs, T, P)) < 0.02).astype(np.float32)
         res = {}
-        for name, make in (("vaejax vmapped", lambda: jax_vmapped(cfg, x)), ("jax looped", lambda: jax_looped(cfg, x)),
-                           ("pytorch x5", lambda: torch_models(cfg, x, threads))):
-            t, ts = median_time(make(), args.steps, args.repeats)
+        for name, make in (("vaejax vmapped", jax_vmapped), ("jax looped", jax_looped),
+                           ("pytorch x5", lambda c, a: torch_models(c, a, threads))):
+            t, ts = median_time(make(cfg, x), args.steps, args.repeats)
             res[name] = {"step_ms": t * 1e3, "bars_per_s": 5 * bs / t, "runs_ms": [round(v * 1e3, 1) for v in ts],
                          "gflops": 5 * bs * fl / t / 1e9, "peak_fraction": 5 * bs * fl / t / peak}
             r = res[name]

@@ -102,12 +102,14 @@ def table(out: dict) -> str:
     tr = [t[0] for t in TRACKS]
     head = ("| row | recon F1 " + "/".join(tr) + " | recon onset TV " + "/".join(tr) + " | recon onsets/bar ratio "
             + "/".join(tr) + " | recon length ratio " + "/".join(tr) + " | recon classifier 4 / 16 bars | gen onset TV "
-            + "/".join(tr) + " | gen onsets ratio | gen length ratio | gen classifier 4 / 16 bars | gen TD G/B/S-P | gen SC | gen QN P/G/B/S |")
+            + "/".join(tr) + " | gen onsets ratio | gen length ratio | gen classifier 4 / 16 bars | gen TD G/B/S-P "
+            "| gen SC | gen QN P/G/B/S |")
     lines = [head, "|" + "---|" * 14]
     rg = out["real_goals"]
     lines.append("| real test passages | | 0 | 1 | 1 | " + " / ".join(
         f"{100 * out['rows'][next(iter(out['rows']))]['realism']['floor'][b]['accuracy']:.0f}%" for b in ("4", "16"))
-        + " | 0 | 1 | 1 | | " + " / ".join(f"{rg[k]:.2f}" for k in ("TD G-P", "TD B-P", "TD S-P")) + f" | {rg['SC']:.1f} | "
+        + " | 0 | 1 | 1 | | " + " / ".join(f"{rg[k]:.2f}" for k in ("TD G-P", "TD B-P", "TD S-P"))
+        + f" | {rg['SC']:.1f} | "
         + " / ".join(f"{rg[f'QN {t}']:.0f}" for t in ("Piano", "Guitar", "Bass", "Strings")) + " |")
     for name, r in out["rows"].items():
         rl = r["realism"]

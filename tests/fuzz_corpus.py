@@ -267,7 +267,7 @@ def dense_npz(cells: int = 31 << 20) -> bytes:
     """Tens of KB that declare `cells` notes in one sparse track (every member just under the inflation cap):
     the reader must stay within its budget (chunked conversion) or refuse before allocating."""
     def npy(dtype, count, fill):
-        header = "{'descr': '%s', 'fortran_order': False, 'shape': (%d,), }" % (dtype, count)
+        header = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': ({count},), }}"
         header = header.ljust(117) + "\n"
         head = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode("latin1")
         return head, np.dtype(dtype).itemsize * count + len(head), fill
@@ -360,7 +360,8 @@ OPTION_CASES = [
     ("sample", ["--checkpoint", "lpd6"]),
     ("data", ["prepare", "README.md", "OUT"]), ("data", ["prepare", "SRC", "OUT", "--timeout", "0"]),
     ("data", ["prepare", "SRC", "OUT", "--timeout", "-1"]), ("data", ["prepare", "SRC", "OUT", "--timeout", "nan"]),
-    ("data", ["prepare", "SRC", "OUT", "--workers", "-1"]), ("data", ["prepare", "SRC", "OUT", "--memory-budget", "100"]),
+    ("data", ["prepare", "SRC", "OUT", "--workers", "-1"]),
+    ("data", ["prepare", "SRC", "OUT", "--memory-budget", "100"]),
     ("data", ["prepare", "SRC", "OUT", "--pitches", "0"]), ("data", ["prepare", "SRC", "OUT", "--segment-bars", "0"]),
     ("data", ["demo", "OUT", "--songs", "-1"]),
     ("evaluate", ["--runs", "/nonexistent", "--data", "/nonexistent", "--out", "OUT"]),

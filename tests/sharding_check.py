@@ -33,5 +33,6 @@ def run(devices, prepared, steps=4):
 
 if __name__ == "__main__":
     prepared = sys.argv[1]
-    out = {"n_devices": jax.device_count(), "many": run(jax.devices(), prepared), "one": run(jax.devices()[:1], prepared)}
+    out = {"n_devices": jax.device_count(), "many": run(jax.devices(), prepared),
+           "one": run(jax.devices()[:1], prepared)}
     print(json.dumps(out))

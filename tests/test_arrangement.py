@@ -9,9 +9,10 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from conftest import POP909, ROOT
 from vaejax import cli, music, render, trained_model
 from vaejax.config import TRACKS
+
+from conftest import POP909, ROOT
 
 BAND = [0, 2, 3, 4]
 

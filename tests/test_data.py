@@ -6,9 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from conftest import save_npz
 from vaejax import data, demo, music
 from vaejax.config import DataConfig
+
+from conftest import save_npz
 
 
 def _corpus(root, n=12):

@@ -94,8 +94,10 @@ def test_tonal_distance():
     assert M.tonal_distance(a, octave, LOW) == pytest.approx(0.0, abs=1e-12)
     fs = bars(1)
     fs[0, :, row(66)] = fs[0, :, row(70)] = fs[0, :, row(73)] = True  # F# major: far from C
-    c_maj = np.zeros(12); c_maj[[0, 4, 7]] = 1 / 3
-    f_maj = np.zeros(12); f_maj[[6, 10, 1]] = 1 / 3
+    c_maj = np.zeros(12)
+    c_maj[[0, 4, 7]] = 1 / 3
+    f_maj = np.zeros(12)
+    f_maj[[6, 10, 1]] = 1 / 3
     m = M._tonal_matrix()
     assert M.tonal_distance(a, fs, LOW) == pytest.approx(np.linalg.norm(m @ c_maj - m @ f_maj))
     assert M.tonal_distance(a, bars(1), LOW) != M.tonal_distance(a, bars(1), LOW)  # nan: nothing to compare

@@ -200,8 +200,9 @@ def test_members_train_independently():
     before = jax.tree.map(np.array, state["params"])
     x2 = x.copy()
     x2[2, :, 10:20, 30] = 1.0  # only guitar's data changes
-    s_a, _ = step(jax.tree.map(jnp.array, {"params": before, "opt": tx.init(before), "key": state["key"]}), x, jnp.int32(5))
-    s_b, _ = step(jax.tree.map(jnp.array, {"params": before, "opt": tx.init(before), "key": state["key"]}), x2, jnp.int32(5))
+    fresh = {"params": before, "opt": tx.init(before), "key": state["key"]}
+    s_a, _ = step(jax.tree.map(jnp.array, fresh), x, jnp.int32(5))
+    s_b, _ = step(jax.tree.map(jnp.array, fresh), x2, jnp.int32(5))
     for a, b in zip(jax.tree.leaves(s_a["params"]), jax.tree.leaves(s_b["params"])):
         a, b = np.asarray(a), np.asarray(b)
         for i in (0, 1, 3, 4):
@@ -224,11 +225,15 @@ def test_train_step_compiles_once():
 
 def test_bernoulli_nll_value_and_gradient():
     from vaejax import losses
-    l = jnp.array([-30.0, -2.0, 0.0, 1.5, 40.0])
+    logits = jnp.array([-30.0, -2.0, 0.0, 1.5, 40.0])
     x = jnp.array([0.0, 1.0, 1.0, 0.0, 1.0])
-    ref = lambda l: jnp.sum(jax.nn.softplus(l) - x * l)
-    np.testing.assert_allclose(jnp.sum(losses.bernoulli_nll(l, x)), ref(l), rtol=1e-6)
-    np.testing.assert_allclose(jax.grad(lambda l: jnp.sum(losses.bernoulli_nll(l, x)))(l), jax.grad(ref)(l), atol=1e-6)
+
+    def ref(z):
+        return jnp.sum(jax.nn.softplus(z) - x * z)
+
+    np.testing.assert_allclose(jnp.sum(losses.bernoulli_nll(logits, x)), ref(logits), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(lambda z: jnp.sum(losses.bernoulli_nll(z, x)))(logits), jax.grad(ref)(logits),
+                               atol=1e-6)
 
 
 def test_decode_notes_counts_expected_notes():
@@ -322,7 +327,8 @@ def test_onset_cuts_start_as_many_notes_per_sixteenth_as_the_real_bars():
         x[:, b, 18:24, 40 + b % 7] = 1
     maps = np.asarray(models.to_grid(jnp.asarray(x), 6))  # [5, 64, 3, 16, 84]
     probs = maps * 0.0 + rng.random(maps.shape) * 0.05  # noise everywhere ...
-    probs[:, :, 1] += maps[:, :, 1] * np.where(np.arange(16) == 0, 0.9, 0.2)[None, None, :, None]  # ... off-beats unsure
+    # ... off-beats unsure
+    probs[:, :, 1] += maps[:, :, 1] * np.where(np.arange(16) == 0, 0.9, 0.2)[None, None, :, None]
     probs[:, :, 0] = np.maximum(probs[:, :, 0], maps[:, :, 0] * 0.9)
     plays = np.ones((5, 64), np.float32)
     cuts = onset_cuts((jnp.asarray(probs), jnp.asarray(plays)), x, None)

@@ -7,9 +7,10 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from conftest import save_npz
 from vaejax import data, music
 from vaejax.config import DataConfig
+
+from conftest import save_npz
 
 
 @pytest.mark.parametrize("program,is_drum,track", [

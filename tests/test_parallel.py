@@ -9,8 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from vaejax.runs import RunFolder
+
+from conftest import ROOT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -39,8 +40,8 @@ def _free_port():
 def test_two_processes_on_loopback_match_one(tmp_path, demo_prepared):
     """Two hosts, each reading its half of every batch, train exactly as one host does."""
     common = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
-              "--stage", "vae", "--max-steps-per-epoch", "4", "--quiet"]
-    env = dict(os.environ, JAX_PLATFORMS="cpu", VAEJAX_LOG_EVERY="1")
+              "--stage", "vae", "--max-steps-per-epoch", "4", "--quiet", "--set", "train.log_every=1"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     port = _free_port()
     procs = [subprocess.Popen(common + ["--run", str(tmp_path / "multi"), "--coordinator", f"127.0.0.1:{port}",
@@ -53,7 +54,8 @@ def test_two_processes_on_loopback_match_one(tmp_path, demo_prepared):
     subprocess.run(common + ["--run", str(tmp_path / "single")], env=env, cwd=str(tmp_path), check=True,
                    capture_output=True)
     def losses(run):
-        return [(r["step"], r["loss"]) for r in RunFolder(run).read_metrics() if r["stage"] == "vae" and r["kind"] == "train"]
+        return [(r["step"], r["loss"]) for r in RunFolder(run).read_metrics()
+                if r["stage"] == "vae" and r["kind"] == "train"]
     a, b = losses(str(tmp_path / "multi")), losses(str(tmp_path / "single"))
     assert [s for s, _ in a] == [s for s, _ in b] and len(a) == 8
     np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=2e-5)

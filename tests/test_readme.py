@@ -13,9 +13,10 @@ import tomllib
 
 import pytest
 
-from conftest import ROOT
 from vaejax import cli, data, evaluate
 from vaejax.studio import server as studio_server
+
+from conftest import ROOT
 
 README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
 
@@ -139,7 +140,8 @@ def test_readme_sample_commands_run(tmp_path, monkeypatch, capsys):
                 i = argv.index(opt) + 1
                 argv[i] = str(min(int(argv[i]), cap))
         capsys.readouterr()
-        rc = cli.sample_main(argv + ["--checkpoint", "lpd5", "--no-audio"] + ([] if "--bars" in argv else ["--bars", "2"]))
+        short = [] if "--bars" in argv else ["--bars", "2"]
+        rc = cli.sample_main(argv + ["--checkpoint", "lpd5", "--no-audio"] + short)
         out = capsys.readouterr()
         assert rc == 0, f"{command}: {out.err}"
         paths = out.out.split()
@@ -227,6 +229,8 @@ def test_training_options_reach_the_configuration(capsys):
             continue
         action = actions[opt]
         argv = [opt] + _value(action, shown, pathlib.Path("somewhere"))
+        if opt == "--config":  # a file that exists: the experiment config of the packaged model
+            argv = [opt, os.path.join(ROOT, "configs", "lpd5.py")]
         assert cli.train_main(argv + ["--print-config"]) == 0, argv
         printed = capsys.readouterr().out
         json.loads(printed)

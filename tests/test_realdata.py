@@ -5,8 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from conftest import LPD_SAMPLE, POP909
 from vaejax import data, music
+
+from conftest import LPD_SAMPLE, POP909
 
 needs_lpd = pytest.mark.skipif(not os.path.isdir(LPD_SAMPLE), reason=f"real LPD sample not found at {LPD_SAMPLE}")
 needs_pop = pytest.mark.skipif(not os.path.isdir(POP909), reason=f"POP909 sample not found at {POP909}")

@@ -11,10 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, tmpfs
-import fuzz_corpus
 from vaejax import cli, data, music
 from vaejax.runs import RunError, RunFolder
+
+import fuzz_corpus
+from conftest import ROOT, tmpfs
 
 PEAK_MB = 600
 """Peak resident memory of any process of a `prepare` over the fuzz corpus (bench_fuzz measured 59 MB)."""

@@ -18,11 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fuzz_corpus
-from conftest import ROOT, tmpfs
 from vaejax import cli, config, data, music
 from vaejax.config import Config, ConfigWarning
 from vaejax.runs import RunError, RunFolder
+
+import fuzz_corpus
+from conftest import ROOT, tmpfs
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                          HealthCheck.too_slow])
@@ -54,11 +55,11 @@ TRAIN_NUMERIC = ["--batch-size", "--lr", "--beta", "--free-bits", "--pos-weight"
 
 
 def _refused(code, err):
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err, err
     assert code == 2, (code, err)
-    assert lines and all(l.startswith(("error:", "usage:", "  ", "warning:", "note:", "sample.py", "train.py"))
-                         or "error:" in l for l in lines), err
+    assert lines and all(line.startswith(("error:", "usage:", "  ", "warning:", "note:", "sample.py", "train.py"))
+                         or "error:" in line for line in lines), err
 
 
 def _in_range(option, value):
@@ -115,8 +116,9 @@ def test_every_config_field_is_checked_from_set(field, value):
 
 @FAST
 @given(argv=st.lists(st.sampled_from(["prepare", "verify", "demo", "--workers", "-1", "--timeout", "nan", "0",
-                                      "--memory-budget", "10", "--pitches", "200", "--segment-bars", "0", "/nonexistent",
-                                      "README.md", "--songs", "-5", "--lowest-pitch", "-1"]), min_size=1, max_size=6))
+                                      "--memory-budget", "10", "--pitches", "200", "--segment-bars", "0",
+                                      "/nonexistent", "README.md", "--songs", "-5", "--lowest-pitch", "-1"]),
+                     min_size=1, max_size=6))
 def test_data_command_never_ends_in_a_traceback(tmp_path, argv):
     # paths the command may write (a bare "-5" is an output folder to `demo`) land in tmp_path, not the checkout
     argv = [str(tmp_path / "out") if a == "0" else os.path.join(ROOT, a) if a == "README.md" else a for a in argv]
@@ -506,7 +508,7 @@ def test_disk_full_while_sampling_is_one_line_and_leaves_nothing_partial(tmp_pat
     out = tmp_path / "o"
     code, stdout, err = run_main(cli.sample_main, ["--bars", "2", "--num", "2", "--no-audio", "--out", str(out)])
     assert code == 2 and "No space left on device" in err and "1 song(s) written before" in err, err
-    assert len([l for l in err.splitlines() if l.startswith("error:")]) == 1 and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1 and "Traceback" not in err
     names = sorted(os.listdir(out))
     assert not [n for n in names if n.endswith(".part")], names
     assert all(os.path.getsize(out / n) > 0 for n in names), names  # no empty claimed names left behind
@@ -607,6 +609,6 @@ def test_option_corpus_is_refused_in_one_line(tmp_path, monkeypatch):
         if command == "sample":
             argv += ["--out", str(tmp_path / "o")]
         code, _, err = run_main(mains[command], argv)
-        errors = [l for l in err.splitlines() if l.startswith("error:")]
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert code == 2 and errors and "Traceback" not in err, (command, argv, code, err)
     assert not os.path.exists(tmp_path / "out" / "report.json")

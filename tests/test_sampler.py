@@ -8,8 +8,9 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from conftest import ROOT
 from vaejax import cli, music, packaging, render, trained_model
+
+from conftest import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import json
 import os
 import re
 import socket
-import wave
 import warnings
+import wave
 
 import numpy as np
 import pytest
@@ -309,7 +309,6 @@ def test_show_inline(model):
 def test_streamed_audio_sounds_like_the_whole_render(model):
     pytest.importorskip("midirenderer")
     from vaejax import render
-
     from vaejax.music import from_multitrack
 
     parts = [from_multitrack(model.sample(2, seed=s)[0]) for s in range(4)]  # 8 bars, no new compilation

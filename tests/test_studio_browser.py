@@ -100,8 +100,10 @@ def wait_for(driver, script: str, timeout: float = 60.0, what: str = ""):
         if value:
             return value
         if time.monotonic() > end:
-            error = driver.execute_script("var e = document.getElementById('error'); return e && !e.hidden ? e.textContent : ''")
-            raise AssertionError(f"timed out waiting for {what or script}" + (f"; the page says: {error}" if error else ""))
+            error = driver.execute_script(
+                "var e = document.getElementById('error'); return e && !e.hidden ? e.textContent : ''")
+            said = f"; the page says: {error}" if error else ""
+            raise AssertionError(f"timed out waiting for {what or script}{said}")
         time.sleep(0.02)
 
 
@@ -243,7 +245,8 @@ def test_generate_play_download_upload_arrange(browser, tmp_path):
 
     # solo the bass: the mix is re-rendered with that track only
     driver.find_element(By.CSS_SELECTOR, ".vj-solo[data-track='Bass']").click()
-    wait_for(driver, "document.body.dataset.audioReady === '1' && document.body.dataset.mix === '3'", 60, "the solo mix")
+    wait_for(driver, "document.body.dataset.audioReady === '1' && document.body.dataset.mix === '3'", 60,
+             "the solo mix")
     assert driver.execute_script("return document.getElementById('dl-wav').getAttribute('href')").endswith("tracks=3")
     driver.find_element(By.ID, "stop").click()
 

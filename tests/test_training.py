@@ -13,10 +13,11 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_config, tmpfs
 from vaejax import cli, devices, training
 from vaejax.config import preset
 from vaejax.runs import RunError, RunFolder
+
+from conftest import ROOT, tiny_config, tmpfs
 
 
 def read_metrics(run):
@@ -48,7 +49,8 @@ def test_all_stages_write_checkpoints_metrics_and_plots(full_run):
     stats = json.load(open(os.path.join(run, "stats.json")))
     th = np.asarray(stats["thresholds"])
     # sustain (relative; 2: never past the first sixteenth), onset, steps sounding of the last sixteenth
-    assert th.shape == (5, 3) and ((0 < th[:, :2]) & (th[:, :2] <= 2)).all() and ((1 <= th[:, 2]) & (th[:, 2] <= 6)).all()
+    assert th.shape == (5, 3)
+    assert ((0 < th[:, :2]) & (th[:, :2] <= 2)).all() and ((1 <= th[:, 2]) & (th[:, 2] <= 6)).all()
     assert np.asarray(stats["onset_thresholds"]).shape == (5, 16)  # one onset threshold per sixteenth
     assert np.load(os.path.join(run, "start_bars.npy")).shape[1:] == (5, 16)
     kinds = {(r["stage"], r["kind"]) for r in read_metrics(run)}
@@ -93,9 +95,9 @@ def test_kill_9_then_resume(tmp_path, demo_prepared, full_run):
     ref, _ = full_run
     run = str(tmp_path / "k")
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
-           "--run", run, "--stage", "vae", "--max-steps-per-epoch", "6", "--quiet"]
-    env = dict(os.environ, VAEJAX_CHECKPOINT_EVERY="4", VAEJAX_LOG_EVERY="1")
-    proc = subprocess.Popen(cmd, env=env, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--run", run, "--stage", "vae", "--max-steps-per-epoch", "6", "--quiet",
+           "--set", "train.checkpoint_every=4", "--set", "train.log_every=1"]
+    proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     latest = os.path.join(run, "ckpt", "vae", "latest")
     while time.time() < deadline and proc.poll() is None:
@@ -106,7 +108,7 @@ def test_kill_9_then_resume(tmp_path, demo_prepared, full_run):
     proc.wait()
     done_before = max(_losses(run) or {0: 0})
     assert done_before < 12, "the run finished before it could be killed"
-    subprocess.run(cmd, env=env, cwd=str(tmp_path), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, cwd=str(tmp_path), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     a, b = _losses(ref), _losses(run)
     assert sorted(b) == sorted(a)
     np.testing.assert_allclose([a[s] for s in sorted(a)], [b[s] for s in sorted(a)], rtol=1e-5)
@@ -262,15 +264,15 @@ def test_kill_9_during_encode_then_resume(tmp_path, demo_prepared, full_run):
     for stage in ("melody", "harmony"):
         shutil.rmtree(run / "ckpt" / stage)
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
-           "--run", str(run), "--max-steps-per-epoch", "6", "--quiet"]
-    env = dict(os.environ, VAEJAX_CHECKPOINT_EVERY="4", VAEJAX_LOG_EVERY="1")
-    proc = subprocess.Popen(cmd, env=env, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--run", str(run), "--max-steps-per-epoch", "6", "--quiet",
+           "--set", "train.checkpoint_every=4", "--set", "train.log_every=1"]
+    proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not (run / "latents" / "train.npz").exists():
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    subprocess.run(cmd, env=env, cwd=str(tmp_path), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cmd, cwd=str(tmp_path), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     a, b = _chain_losses(ref), _chain_losses(str(run))
     for stage in a:
         np.testing.assert_allclose([a[stage][s] for s in sorted(a[stage])], [b[stage][s] for s in sorted(a[stage])],
@@ -283,9 +285,9 @@ def test_full_disk_while_checkpointing(tmp_path, demo_prepared):
     with tmpfs(tmp_path / "disk", "size=8m") as disk:
         run = disk / "run"
         cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
-               "--run", str(run), "--stage", "vae", "--max-steps-per-epoch", "400", "--vae-epochs", "1", "--quiet"]
-        env = dict(os.environ, VAEJAX_CHECKPOINT_EVERY="2", VAEJAX_LOG_EVERY="50")
-        proc = subprocess.Popen(cmd, env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+               "--run", str(run), "--stage", "vae", "--max-steps-per-epoch", "400", "--vae-epochs", "1", "--quiet",
+               "--set", "train.checkpoint_every=2", "--set", "train.log_every=50"]
+        proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         try:
             latest = run / "ckpt" / "vae" / "latest"

@@ -1,15 +1,49 @@
-"""Command lines behind `train.py`, `sample.py` and `vaejax-export`: argument parsing and messages only; the
-work is the library's (`vaejax.training.train`, `vaejax.load`), so a notebook can do the same."""
+"""Command lines behind `vaejax COMMAND`, `train.py`, `sample.py` and the `vaejax-*` scripts: argument parsing
+and messages only; the work is the library's (`vaejax.training.train`, `vaejax.load`), so a notebook can do
+the same. The training options that set configuration fields are derived from the fields themselves
+(`vaejax.config.option`), never written twice."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 
 from vaejax import config as config_lib
-from vaejax.config import LATENT_SIZES, PRESETS, preset
+from vaejax.config import PRESETS, Config, apply_settings, load_config, preset
+
+
+def config_options() -> list[tuple[str, str, dataclasses.Field]]:
+    """(section, field name, field) of every configuration field that has a command-line option of its own."""
+    defaults = Config()
+    return [(section, f.name, f) for section in config_lib.SECTIONS
+            for f in dataclasses.fields(getattr(defaults, section)) if "flag" in f.metadata]
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    """An option for each field declared with `config.option`: its value (or, for a true/false field, the
+    opposite of its default) lands in `args.<section>.<field>`; None when not given."""
+    for section, name, f in config_options():
+        meta = dict(f.metadata)
+        flag, text = meta.pop("flag"), meta.pop("help")
+        dest = f"{section}.{name}"
+        if isinstance(f.default, bool):
+            p.add_argument(flag, dest=dest, action="store_const", const=not f.default, default=None, help=text)
+        else:
+            p.add_argument(flag, dest=dest, type=type(f.default), default=None, metavar=name.upper(),
+                           help=f"{text} (default preset: {f.default})", **meta)
+
+
+def configured(args) -> dict[str, dict]:
+    """The configuration fields the derived options set, as `Config.replace` takes them."""
+    out: dict[str, dict] = {}
+    for section, name, _ in config_options():
+        value = getattr(args, f"{section}.{name}", None)
+        if value is not None:
+            out.setdefault(section, {})[name] = value
+    return out
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -19,48 +53,30 @@ def train_parser() -> argparse.ArgumentParser:
                     "same command resumes from the last checkpoint of the run directory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=None,
-                   help="prepared dataset (python -m vaejax.data prepare) or a raw folder of LPD npz / MIDI "
-                        "files (prepared on the fly); default: the offline SYNTHETIC demo corpus")
-    p.add_argument("--latent", type=int, default=None, choices=LATENT_SIZES, help="latent size K")
+                   help="prepared dataset (vaejax prepare) or a raw folder of LPD npz / MIDI files (prepared on "
+                        "the fly); default: the offline SYNTHETIC demo corpus")
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"),
                    help="JAX backend; an absent one is an error, never a silent fall-back")
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="model and training sizes")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="start from a configuration file instead of a preset: configs/NAME.py (its get_config()) "
+                        "or a JSON configuration (a run's config.json); options and --set apply on top")
     p.add_argument("--stage", default="all", choices=("all", "vae", "encode", "melody", "harmony", "prior"),
                    help="run one stage only (later stages need the earlier ones' checkpoints); `--stage prior` "
                         "on an existing run keeps its config.json and (re)trains the prior over bar latents only")
-    p.add_argument("--run", default=None, help="run directory (default: runs/<preset>-k<latent>)%(default).0s")
-    p.add_argument("--vae-epochs", type=int, default=None)
-    p.add_argument("--chain-epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="global batch (split over all devices)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--beta", type=float, default=None, help="KL weight after annealing")
-    p.add_argument("--free-bits", type=float, default=None, help="free nats per latent dimension")
-    p.add_argument("--pos-weight", type=float, default=None, help="weight of note-on cells in the ELBO")
-    p.add_argument("--chain-noise", type=float, default=None,
-                   help="noise (in data standard deviations) on the latent chains' inputs while training")
-    p.add_argument("--no-condition", action="store_true",
-                   help="ablation: the band's VAEs do not see the piano's pitch classes")
-    p.add_argument("--no-onsets", action="store_true",
-                   help="ablation: decoders write the roll only (no onset channel); notes are thresholded cells")
-    p.add_argument("--no-plays", action="store_true",
-                   help="ablation: no 'this track plays in this segment' head; rests come from thresholds alone")
-    p.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap an epoch (0: whole split)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--run", default=None,
+                   help="run directory (default: runs/<preset or config file name>-k<latent>)%(default).0s")
+    add_config_options(p)
     p.add_argument("--coordinator", default=None, help="multi-host: coordinator host:port")
     p.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
     p.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE",
                    help="set any configuration field, e.g. --set model.hidden=512 --set train.chain_lr=3e-4 "
-                        "(fields: see --print-config)")
+                        "(fields: see --print-config); data.* fields are the dataset's (vaejax prepare)")
     p.add_argument("--print-config", action="store_true",
-                   help="print the full configuration this command would train with, and exit")
+                   help="print the full configuration this command would train with (the dataset's data section "
+                        "included), and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    defaults = PRESETS["default"]
-    for action in p._actions:  # an option that only overrides the preset shows the default preset's value
-        for section in (defaults.train, defaults.model):
-            if action.default is None and hasattr(section, action.dest):
-                action.help = (action.help + " " if action.help else "") + \
-                    f"(default preset: {getattr(section, action.dest)})"
     _no_none_defaults(p)
     return p
 
@@ -73,56 +89,17 @@ def _no_none_defaults(p: argparse.ArgumentParser) -> None:
 
 
 def parse_sets(cfg, sets: list[str]):
-    """Apply `section.field=value` settings to a Config, parsing each value as its field's type."""
-    import dataclasses
-
-    out = cfg
-    for item in sets:
-        name, eq, value = item.partition("=")
-        section, dot, field = name.strip().partition(".")
-        part = getattr(out, section, None) if dot and eq else None
-        if part is None or not dataclasses.is_dataclass(part) or field not in {f.name for f in dataclasses.fields(part)}:
-            raise ValueError(f"--set {item!r}: expected SECTION.FIELD=VALUE with SECTION data, model, train or prior and "
-                             f"a field that --print-config lists")
-        current = getattr(part, field)
-        try:
-            if isinstance(current, bool):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                parsed = value.lower() in ("true", "1")
-            elif isinstance(current, tuple):
-                parsed = tuple(type(current[0])(v) for v in value.split(","))
-            else:
-                parsed = type(current)(value)
-        except ValueError:
-            raise ValueError(f"--set {item!r}: {value!r} is not a {type(current).__name__}") from None
-        out = out.replace(**{section: {field: parsed}})
-    return out
-
-
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r}: expected an integer") from None
-
-
-# command-line option for each configuration field it sets (messages name the option the user typed)
-_OPTION = {"train.batch_size": "--batch-size", "train.vae_epochs": "--vae-epochs", "train.chain_epochs": "--chain-epochs",
-           "train.lr": "--lr", "train.beta": "--beta", "train.free_bits": "--free-bits", "train.pos_weight": "--pos-weight",
-           "train.chain_noise": "--chain-noise", "train.max_steps_per_epoch": "--max-steps-per-epoch",
-           "train.seed": "--seed", "model.latent": "--latent"}
+    """Apply `--set section.field=value` settings to a Config (`config.apply_settings`)."""
+    return apply_settings(cfg, sets, "--set")
 
 
 def _named(message: str, args) -> str:
     """A configuration error in the words of the command line: `train.lr must ...` -> `--lr must ...` when the
     value came from that option."""
-    for field, option in _OPTION.items():
-        if message.startswith(field + " ") and getattr(args, option[2:].replace("-", "_"), None) is not None:
-            return option + message[len(field):]
+    for section, name, f in config_options():
+        field = f"{section}.{name}"
+        if message.startswith(field + " ") and getattr(args, field, None) is not None:
+            return f.metadata["flag"] + message[len(field):]
     return message
 
 
@@ -138,12 +115,29 @@ def _multihost_problems(args) -> list[str]:
     return out
 
 
+def train_config(args) -> Config:
+    """The Config `train.py` would train with: the preset or --config file, the options, `--set`, and (where
+    --data is a prepared dataset) the dataset's data section; ValueError names the first value refused."""
+    if args.config is not None and args.preset != "default":
+        raise ValueError("--config and --preset cannot be combined: a configuration file replaces the preset")
+    cfg = load_config(args.config) if args.config is not None else preset(args.preset)
+    cfg = parse_sets(cfg.replace(**configured(args)), args.sets)
+    if args.data is None or os.path.exists(args.data):
+        from vaejax import data
+
+        fixed = data.dataset_config(args.data)
+        cfg = dataclasses.replace(cfg, data=data.fixed_by_dataset(cfg.data, fixed, args.data or "(the demo corpus)"))
+    return cfg
+
+
 def train_main(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
     _quiet_logs()
+    from vaejax.data import CacheError
+
     try:
-        cfg = _train_config(args)
-    except ValueError as e:
+        cfg = train_config(args)
+    except (ValueError, CacheError) as e:  # CacheError: --data's report is damaged
         print(f"error: {_named(str(e), args)}", file=sys.stderr)
         return 2
     problems = _multihost_problems(args)
@@ -166,12 +160,13 @@ def train_main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from vaejax.checkpoint import CheckpointError
-    from vaejax.data import CacheError, PrepareError
+    from vaejax.data import PrepareError
     from vaejax.runs import RunError
 
     stages = training.STAGES if args.stage == "all" else (args.stage,)
+    name = config_lib.config_name(args.config) if args.config else args.preset
     try:
-        run, results = training.train(args.run, args.data, cfg, preset_name=args.preset, stages=stages, devices=devs,
+        run, results = training.train(args.run, args.data, cfg, preset_name=name, stages=stages, devices=devs,
                                       progress=not args.quiet)
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -217,23 +212,6 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
-def _train_config(args):
-    """The Config `train.py` would train with: the preset, the options, `--set`; ValueError names the first
-    value out of range."""
-    cfg = preset(args.preset)
-    cfg = cfg.replace(
-        model={k: v for k, v in {"latent": args.latent, "condition": False if args.no_condition else None,
-                                 "onsets": False if args.no_onsets else None,
-                                 "plays": False if args.no_plays else None}.items() if v is not None},
-        train={k: v for k, v in {
-            "vae_epochs": args.vae_epochs, "chain_epochs": args.chain_epochs, "batch_size": args.batch_size,
-            "lr": args.lr, "beta": args.beta, "free_bits": args.free_bits, "pos_weight": args.pos_weight, "chain_noise": args.chain_noise,
-            "max_steps_per_epoch": args.max_steps_per_epoch, "seed": args.seed,
-            "checkpoint_every": _env_int("VAEJAX_CHECKPOINT_EVERY"), "log_every": _env_int("VAEJAX_LOG_EVERY"),
-        }.items() if v is not None})
-    return parse_sets(cfg, args.sets)
-
-
 def _quiet_logs() -> None:
     """Our progress lines at INFO; checkpoint libraries' chatter only from WARNING up, and their errors
     (logged with tracebacks from background threads) not at all: a failed save reaches us as one
@@ -242,6 +220,7 @@ def _quiet_logs() -> None:
         logging.basicConfig(level=logging.DEBUG)
         return
     import warnings
+
     from vaejax.config import ConfigWarning
 
     def one_line(message, category, *_, **__):  # our warnings read as one line, like our errors
@@ -343,7 +322,8 @@ def sample_parser() -> argparse.ArgumentParser:
                    help="join notes separated by fewer steps than this (0: never; default: the model's, "
                         f"0 on a sixteenth grid, {config_lib.MERGE_GAP} for the earlier design)")
     p.add_argument("--tempo", type=float, default=None,
-                   help=f"beats per minute (default: the given song's tempo, or {config_lib.TEMPO:g} for sampled songs)")
+                   help=f"beats per minute (default: the given song's tempo, or {config_lib.TEMPO:g} for sampled "
+                        f"songs)")
     p.add_argument("--out", default="out", help="output folder")
     p.add_argument("--no-audio", action="store_true", help="skip WAV rendering")
     p.add_argument("--overwrite", action="store_true",
@@ -370,7 +350,8 @@ def _sample_problems(args) -> list[str]:
         harmony=args.harmony, key=args.key, threshold=args.threshold, seed=args.seed, min_length=args.min_length,
         merge_gap=args.merge_gap, memory_mb=args.memory_budget)]
     if not (args.read_timeout > 0 and args.read_timeout <= 86400):
-        problems.append(f"--read-timeout must be a number of seconds above 0 and at most 86400, got {args.read_timeout}")
+        problems.append(f"--read-timeout must be a number of seconds above 0 and at most 86400, "
+                        f"got {args.read_timeout}")
     modes = [flag for flag, given in (("--from", args.source), ("--arrange", args.arrange),
                                        ("--interpolate", args.interpolate)) if given]
     if len(modes) > 1:
@@ -471,7 +452,8 @@ def sample_main(argv: list[str] | None = None) -> int:
     _quiet_logs()
     problems = _sample_problems(args)
     if not problems and not (args.source or args.arrange or args.interpolate):
-        problems = [p for p in [_budget_problem(args, args.bars or config_lib.BARS, args.tempo or config_lib.TEMPO)] if p]
+        problem = _budget_problem(args, args.bars or config_lib.BARS, args.tempo or config_lib.TEMPO)
+        problems = [problem] if problem else []
     if problems:
         for msg in problems:
             print(f"error: {msg}", file=sys.stderr)
@@ -637,18 +619,103 @@ def export_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-COMMANDS = {"train": "train_main", "sample": "sample_main", "export": "export_main"}
-OTHER_COMMANDS = {"data": ("vaejax.data", "main"), "evaluate": ("vaejax.evaluate", "main"),
+def prepare_main(argv: list[str] | None = None) -> int:
+    """`vaejax prepare SRC OUT`: turn LPD npz / MIDI files into a prepared bar cache (the same as
+    `python -m vaejax.data prepare`)."""
+    from vaejax import data
+
+    p = argparse.ArgumentParser(prog="vaejax prepare", description=data.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    data.prepare_arguments(p)
+    return data.prepare_command(p.parse_args(argv))
+
+
+def verify_main(argv: list[str] | None = None) -> int:
+    """`vaejax verify PATH`: check a prepared dataset (sizes, song index, checksums) or a trained model (a run
+    folder, a packaged model folder or name: its configuration, statistics and weights load, every weight is
+    finite and it generates a bar)."""
+    ap = argparse.ArgumentParser(prog="vaejax verify", description=verify_main.__doc__)
+    ap.add_argument("path", help="a prepared dataset folder, a run folder, or a packaged model (folder or name)")
+    ap.add_argument("--no-generate", action="store_true", help="models: check loading only, generate nothing")
+    args = ap.parse_args(argv)
+    from vaejax import data
+
+    if data.is_prepared(args.path):
+        return data.verify_command(args.path)
+    if os.path.isdir(args.path) and os.path.exists(os.path.join(args.path, "report.json")):
+        print(f"error: {args.path}: a dataset folder without its train split (train.bars); prepare it again with "
+              f"`vaejax prepare SRC {args.path} --force`", file=sys.stderr)
+        return 2
+    return _verify_model(args.path, generate=not args.no_generate)
+
+
+def _verify_model(name: str, *, generate: bool) -> int:
+    import jax
+    import numpy as np
+
+    from vaejax import trained_model
+    from vaejax.checkpoint import CheckpointError
+    from vaejax.runs import RunError
+
+    _quiet_logs()
+    try:
+        folder, how = trained_model.resolve(name)
+        model = trained_model.TrainedModel(folder)
+    except (RunError, CheckpointError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    leaves = [("vae", x) for x in jax.tree.leaves(model.vae)] + [("melody", x) for x in jax.tree.leaves(model.mel)]
+    leaves += [("harmony", x) for x in jax.tree.leaves(model.har)]
+    leaves += [(f"prior {k}", x) for k, p in (getattr(model, "prior", None) or {}).items() for x in jax.tree.leaves(p)]
+    bad = sorted({net for net, x in leaves if not np.isfinite(np.asarray(x, np.float32)).all()})
+    if bad:
+        print(f"error: {how}: weights that are not finite in {', '.join(bad)}", file=sys.stderr)
+        return 2
+    count = sum(int(np.size(x)) for _, x in leaves)
+    line = f"{how}: configuration, statistics and {count:,} weights load, all finite"
+    if generate:
+        try:
+            song = model.sample(1, seed=0)[0]
+        except (ValueError, RuntimeError) as e:
+            print(f"error: {how}: loads but does not generate: {e}", file=sys.stderr)
+            return 2
+        line += f"; it generates ({len(song.tracks)} tracks, {sum(int(t.pianoroll.any()) for t in song.tracks)} "
+        line += "playing in one bar)"
+    print(line)
+    return 0
+
+
+COMMANDS = {"prepare": "prepare_main", "train": "train_main", "sample": "sample_main", "export": "export_main",
+            "verify": "verify_main"}
+OTHER_COMMANDS = {"evaluate": ("vaejax.evaluate", "main"), "data": ("vaejax.data", "main"),
                   "studio": ("vaejax.studio.server", "main")}
 """Subcommands whose programs live in other modules (imported only when asked for: this module stays below
 them in the layout)."""
 
 
+SUMMARY = {
+    "prepare": "turn LPD npz / MIDI files into a prepared bar cache",
+    "train": "train the VAEs, the latent chains and the prior (train.py)",
+    "sample": "generate, vary, continue, arrange or interpolate songs (sample.py)",
+    "evaluate": "measure runs against held-out songs",
+    "export": "package a trained run as a folder vaejax.load reads",
+    "verify": "check a prepared dataset or a trained model",
+    "data": "the dataset tools: prepare, verify, demo, download",
+    "studio": "generate and listen in the browser",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`vaejax {train,sample,export,data,evaluate,studio} ...` (also `python -m vaejax.cli ...`): one command for
-    every program; `vaejax data prepare|verify|...` is `python -m vaejax.data`."""
+    """`vaejax {prepare,train,sample,evaluate,export,verify,data,studio} ...` (also `python -m vaejax.cli ...`):
+    one command for every program; `vaejax data prepare|verify|demo|download` is `python -m vaejax.data`."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    names = list(COMMANDS) + list(OTHER_COMMANDS)
+    names = list(SUMMARY)
+    if argv and argv[0] in ("-h", "--help"):
+        p = argparse.ArgumentParser(prog="vaejax", usage=f"vaejax {{{','.join(names)}}} ...",
+                                    formatter_class=argparse.RawDescriptionHelpFormatter,
+                                    description="commands (`vaejax COMMAND --help` lists a command's options):\n"
+                                    + "\n".join(f"  {name:9s} {what}" for name, what in SUMMARY.items()))
+        p.parse_args(argv[:1])  # prints the help and exits
     if not argv or argv[0] not in names:
         print(f"usage: vaejax {{{','.join(names)}}} ...", file=sys.stderr)
         return 2

@@ -1,4 +1,10 @@
-"""Configuration: frozen dataclasses with named presets, overridable from the command line."""
+"""Configuration: frozen dataclasses with named presets, the one door for every setting.
+
+A field is set the same way from everywhere: `section.field=value` (`train.py --set model.hidden=512`,
+`apply_settings(cfg, ["model.hidden=512"])`), a configuration file (`load_config("configs/lpd5.py")`,
+`train.py --config configs/lpd5.py`) or Python (`cfg.replace(model={"hidden": 512})`). A field declared with
+`option(...)` also has a command-line option of its own (`--lr`), derived from the field by `vaejax.cli`.
+"""
 
 from __future__ import annotations
 
@@ -111,6 +117,14 @@ def check_generation(**options) -> None:
 
 # ---- settings: what every configuration field accepts, checked where a Config is made -------------------
 
+
+def option(default, flag: str, help: str, **argparse_kw):
+    """A configuration field with a command-line option of its own (`train.py FLAG`), declared here once: the
+    command line derives the option from it. A true/false field's option (`--no-...`) sets the opposite of its
+    default."""
+    return dataclasses.field(default=default, metadata={"flag": flag, "help": help, **argparse_kw})
+
+
 MAX_SEED = 2**31 - 1
 """Seeds are integers from 0 to this (every random generator used takes them as they are)."""
 
@@ -214,7 +228,7 @@ class ModelConfig:
     then a dense layer. The decoder mirrors it with transposed convolutions.
     """
 
-    latent: int = 16
+    latent: int = option(16, "--latent", "latent size K", choices=LATENT_SIZES)
     grid: int = 4
     """Time steps per beat that the VAEs model (4: sixteenth notes, as MusicVAE does); 0 models the data's own
     resolution (24 per beat, the earlier design). On a sixteenth grid each bar becomes three maps: sustain,
@@ -227,13 +241,15 @@ class ModelConfig:
     hidden: int = 256
     chain_hidden: int = 256
     chain_layers: int = 2
-    condition: bool = True
+    condition: bool = option(True, "--no-condition", "ablation: the band's VAEs do not see the piano's pitch classes")
     """Encoders and decoders of the non-piano tracks also see the piano's pitch classes per beat (the
     piano's own are zeros): the band follows the piano's harmony."""
-    onsets: bool = True
+    onsets: bool = option(True, "--no-onsets", "ablation: decoders write the roll only (no onset channel); notes "
+                                               "are thresholded cells")
     """Decoders emit two channels, sustain (the roll) and onset: a note starts only at an onset and lasts
     while sustain is on, so decoded notes are notes, not fragments."""
-    plays: bool = True
+    plays: bool = option(True, "--no-plays", "ablation: no 'this track plays in this segment' head; rests come "
+                                             "from thresholds alone")
     """Decoders also predict whether the track plays in the segment at all, so rests are decided rather
     than left to a threshold (and counted notes are placed only where the track plays)."""
 
@@ -251,24 +267,25 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation settings for the three stages."""
 
-    batch_size: int = 64
-    vae_epochs: int = 20
-    chain_epochs: int = 50
-    lr: float = 1e-3
+    batch_size: int = option(64, "--batch-size", "global batch (split over all devices)")
+    vae_epochs: int = option(20, "--vae-epochs", "epochs of the VAE stage")
+    chain_epochs: int = option(50, "--chain-epochs", "epochs of each latent chain stage")
+    lr: float = option(1e-3, "--lr", "learning rate of the VAEs")
     chain_lr: float = 1e-3
     chain_batch_size: int = 256
     # Latent chains work on standardised parameters (per-dimension mean 0, std 1 over the training bars) and
     # see Gaussian noise of this scale on their inputs while training, so that the sampler's noise (sigma,
     # in the same units) keeps the chain on the data instead of driving it off and amplifying.
-    chain_noise: float = 0.25
-    beta: float = 1.0
+    chain_noise: float = option(0.25, "--chain-noise", "noise (in data standard deviations) on the latent chains' "
+                                                       "inputs while training")
+    beta: float = option(1.0, "--beta", "KL weight after annealing")
     beta_rate: float = 0.999  # beta(step) = (1 - beta_rate**step) * beta, as in MusicVAE
-    free_bits: float = 0.5  # nats per latent dimension that the KL term does not charge
-    pos_weight: float = 1.0  # weight on "on" cells in the reconstruction loss
-    max_steps_per_epoch: int = 0  # 0: whole epoch
+    free_bits: float = option(0.5, "--free-bits", "free nats per latent dimension (the KL term does not charge them)")
+    pos_weight: float = option(1.0, "--pos-weight", "weight of note-on cells in the ELBO")
+    max_steps_per_epoch: int = option(0, "--max-steps-per-epoch", "cap an epoch (0: whole split)")
     checkpoint_every: int = 200  # steps
     log_every: int = 20  # steps
-    seed: int = 0
+    seed: int = option(0, "--seed", f"random seed (0 to {MAX_SEED})")
     precision: str = "auto"
     """Compute dtype of the VAE step: "float32", "bfloat16" (parameters, optimiser state and the loss stay
     float32; the networks run in bfloat16), or "auto": bfloat16 on GPU and TPU, float32 on CPU (where
@@ -350,7 +367,7 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "Config":
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> Config:
         """From `to_dict` output. Fields a saved run predates take the value that matches what it was
         trained with (no key normalisation, no conditioning, one output channel), not today's default.
         Keys this version does not know (a newer version's) are ignored with a `ConfigWarning`; a value of
@@ -360,8 +377,8 @@ class Config:
                              f"{type(d).__name__}")
         sections = {}
         for name, kind, legacy in (("data", DataConfig, {"key_normalize": False}),
-                                   ("model", ModelConfig, {"condition": False, "onsets": False, "plays": False, "grid": 0,
-                                                           "time_patch": (4, 4)}),
+                                   ("model", ModelConfig, {"condition": False, "onsets": False, "plays": False,
+                                                           "grid": 0, "time_patch": (4, 4)}),
                                    ("train", TrainConfig, {}),
                                    ("prior", PriorConfig, {"copy": "bar", "piano_start": False, "phase_lags": False})):
             part = d.get(name, {})
@@ -374,13 +391,78 @@ class Config:
                           f"(written by a newer version?)", ConfigWarning, stacklevel=2)
         return cls(**sections)
 
-    def replace(self, **sections: dict[str, Any]) -> "Config":
+    def replace(self, **sections: dict[str, Any]) -> Config:
         """Return a copy with fields of named sections replaced, e.g. replace(model={'latent': 8})."""
         out = self
         for name, fields in sections.items():
             if fields:
                 out = dataclasses.replace(out, **{name: dataclasses.replace(getattr(out, name), **fields)})
         return out
+
+
+SECTIONS = ("data", "model", "train", "prior")
+
+
+def apply_settings(cfg: Config, settings: list[str], what: str = "setting") -> Config:
+    """`cfg` with `section.field=value` settings applied, each value parsed as its field's type (true/false,
+    numbers, comma-separated tuples, text). ValueError names the setting (as `what`) and what was wrong."""
+    out = cfg
+    for item in settings:
+        name, eq, value = item.partition("=")
+        section, dot, field = name.strip().partition(".")
+        part = getattr(out, section, None) if dot and eq and section in SECTIONS else None
+        if part is None or field not in {f.name for f in dataclasses.fields(part)}:
+            raise ValueError(f"{what} {item!r}: expected SECTION.FIELD=VALUE with SECTION data, model, train or "
+                             f"prior and a field that --print-config lists")
+        current = getattr(part, field)
+        try:
+            if isinstance(current, bool):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                parsed = value.lower() in ("true", "1")
+            elif isinstance(current, tuple):
+                parsed = tuple(type(current[0])(v) for v in value.split(","))
+            else:
+                parsed = type(current)(value)
+        except ValueError:
+            raise ValueError(f"{what} {item!r}: {value!r} is not a {type(current).__name__}") from None
+        out = out.replace(**{section: {field: parsed}})
+    return out
+
+
+def load_config(path: str) -> Config:
+    """A configuration file: a Python file whose `get_config()` returns a Config (the experiment configs in
+    `configs/`), or a JSON file as `Config.to_json` writes it (a run's config.json, `--print-config`'s output).
+    ValueError names the file and what is wrong."""
+    import importlib.util
+    import os
+
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such configuration file")
+    if path.endswith(".json"):
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: not a readable JSON configuration ({e})") from None
+        return Config.from_dict(d, path)
+    if not path.endswith(".py"):
+        raise ValueError(f"{path}: a configuration file is a .py file with get_config() or a .json file")
+    spec = importlib.util.spec_from_file_location(f"_vaejax_config_{abs(hash(os.path.abspath(path)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    get = getattr(module, "get_config", None)
+    cfg = get() if callable(get) else None
+    if not isinstance(cfg, Config):
+        raise ValueError(f"{path}: expected a function get_config() returning a vaejax.config.Config")
+    return cfg
+
+
+def config_name(path: str) -> str:
+    """The name of a configuration file (`configs/lpd5.py` -> `lpd5`), which names its default run folder."""
+    import os
+
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 def section_from_dict(kind, d: dict, source: str):

@@ -29,7 +29,8 @@ import threading
 import time
 import warnings
 import zlib
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 
@@ -587,8 +588,10 @@ def check_report(report, path: str) -> None:
     unknown = sorted(str(k) for k in report if k not in REPORT_KEYS)
     if unknown:
         import warnings
+
         from vaejax.config import ConfigWarning
-        warnings.warn(f"{path}: ignoring unknown field(s) {', '.join(map(repr, unknown))} (written by a newer version?)",
+        warnings.warn(f"{path}: ignoring unknown field(s) {', '.join(map(repr, unknown))} "
+                      f"(written by a newer version?)",
                       ConfigWarning, stacklevel=3)
     if not isinstance(report.get("config"), dict):
         raise bad(f"config must be a mapping of data settings, got {type(report.get('config')).__name__}")
@@ -625,6 +628,28 @@ def report_config(report: dict, path: str = "report.json") -> DataConfig:
     except ValueError as e:
         raise CacheError(f"{e}; the cache is damaged or was written otherwise, rebuild it with `python -m vaejax.data "
                          f"prepare SRC {os.path.dirname(path) or '.'} --force`") from None
+
+
+def dataset_config(data: str | None) -> DataConfig:
+    """The data settings training on `data` uses: a prepared dataset's own; the defaults for a raw folder or the
+    demo corpus (None), which are prepared with them."""
+    if data is not None and is_prepared(data):
+        return report_config(read_report(data), os.path.join(data, "report.json"))
+    return DataConfig()
+
+
+def fixed_by_dataset(requested: DataConfig, fixed: DataConfig, where: str) -> DataConfig:
+    """`fixed`, the data section of the dataset `where`: the dataset decides how songs became bars. A field of
+    `requested` set to something else (neither its default nor the dataset's value) is refused: ValueError,
+    one line naming the field and how to prepare data with it."""
+    default = DataConfig()
+    for f in dataclasses.fields(DataConfig):
+        want, have = getattr(requested, f.name), getattr(fixed, f.name)
+        if want != have and want != getattr(default, f.name):
+            raise ValueError(f"data.{f.name}={want} cannot be set for training: the dataset {where} fixes it "
+                             f"({have}); prepare the songs again with the setting you want "
+                             f"(`vaejax prepare --help`) and train on that")
+    return fixed
 
 
 def is_prepared(root: str) -> bool:
@@ -723,17 +748,16 @@ def prefetch(it: Iterator, size: int = 2) -> Iterator:
 # Command line
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=program("python -m vaejax.data"), description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    pp = sub.add_parser("prepare", help="turn LPD npz / MIDI files into a prepared bar cache")
+def prepare_arguments(pp: argparse.ArgumentParser) -> None:
+    """The options of the prepare command (`python -m vaejax.data prepare`, `vaejax prepare`)."""
     pp.add_argument("src", help="a folder (searched recursively) or one file")
     pp.add_argument("out", help="output folder")
-    pp.add_argument("--segment-bars", type=int, default=1)
-    pp.add_argument("--lowest-pitch", type=int, default=24, help="MIDI pitch of the lowest row (24 = C1)")
-    pp.add_argument("--pitches", type=int, default=84, help="number of pitch rows (84 = C1..B7)")
-    pp.add_argument("--velocity-threshold", type=int, default=0, help="cells with velocity above it are on")
+    d = DataConfig()  # the defaults are the configuration's, written once
+    pp.add_argument("--segment-bars", type=int, default=d.segment_bars)
+    pp.add_argument("--lowest-pitch", type=int, default=d.lowest_pitch, help="MIDI pitch of the lowest row (24 = C1)")
+    pp.add_argument("--pitches", type=int, default=d.num_pitches, help="number of pitch rows (84 = C1..B7)")
+    pp.add_argument("--velocity-threshold", type=int, default=d.velocity_threshold,
+                    help="cells with velocity above it are on")
     pp.add_argument("--keep-key", action="store_true",
                     help="keep songs in their own keys (default: transpose each to C major / A minor)")
     pp.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
@@ -744,6 +768,48 @@ def main(argv: list[str] | None = None) -> int:
                     help="memory the whole prepare may use, reader processes included (it starts only as many "
                          f"readers as fit, each reading one file within {music.READ_BUDGET_MB} MiB)")
     pp.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def prepare_command(args) -> int:
+    """Run the prepare command on parsed `prepare_arguments`; returns its exit code."""
+    try:
+        cfg = DataConfig(segment_bars=args.segment_bars, lowest_pitch=args.lowest_pitch,
+                         num_pitches=args.pitches, velocity_threshold=args.velocity_threshold,
+                         key_normalize=not args.keep_key)
+    except ValueError as e:
+        print(f"error: {str(e).replace('data.num_pitches', '--pitches').replace('data.', '--').replace('_', '-')}",
+              file=sys.stderr)
+        return 2
+    if args.workers < 0:
+        print(f"error: --workers must be 0 (all cores) or more, got {args.workers}", file=sys.stderr)
+        return 2
+    try:
+        report = prepare(args.src, args.out, cfg, workers=args.workers or None, strict=args.strict,
+                         progress=not args.quiet, force=args.force, timeout=args.timeout,
+                         memory_budget=args.memory_budget)
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    print(summary(report))
+    return 0
+
+
+def verify_command(path: str) -> int:
+    """`verify OUT`: check everything of a prepared cache, checksums included; returns the exit code."""
+    try:
+        verify(path, checksums=True)
+    except (CacheError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{path}: sizes, song index and checksums match its report")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog=program("python -m vaejax.data"), description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    prepare_arguments(sub.add_parser("prepare", help="turn LPD npz / MIDI files into a prepared bar cache"))
     vf = sub.add_parser("verify", help="check a prepared cache's sizes, song index and checksums")
     vf.add_argument("out", help="a prepared dataset folder")
     dm = sub.add_parser("demo", help="write the synthetic demo corpus")
@@ -766,13 +832,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {n} SYNTHETIC demo songs to {args.out}")
         return 0
     if args.cmd == "verify":
-        try:
-            verify(args.out, checksums=True)
-        except (CacheError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"{args.out}: sizes, song index and checksums match its report")
-        return 0
+        return verify_command(args.out)
     if args.cmd == "download":
         from vaejax import download
         try:
@@ -782,26 +842,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"unpacked into {path}")
         return 0
-    try:
-        cfg = DataConfig(segment_bars=args.segment_bars, lowest_pitch=args.lowest_pitch,
-                         num_pitches=args.pitches, velocity_threshold=args.velocity_threshold,
-                         key_normalize=not args.keep_key)
-    except ValueError as e:
-        print(f"error: {str(e).replace('data.num_pitches', '--pitches').replace('data.', '--').replace('_', '-')}",
-              file=sys.stderr)
-        return 2
-    if args.workers < 0:
-        print(f"error: --workers must be 0 (all cores) or more, got {args.workers}", file=sys.stderr)
-        return 2
-    try:
-        report = prepare(args.src, args.out, cfg, workers=args.workers or None, strict=args.strict,
-                         progress=not args.quiet, force=args.force, timeout=args.timeout,
-                         memory_budget=args.memory_budget)
-    except PrepareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.code
-    print(summary(report))
-    return 0
+    return prepare_command(args)
 
 
 if __name__ == "__main__":

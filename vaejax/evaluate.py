@@ -300,7 +300,8 @@ def realism_lines(rl: dict | None) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(f"{r['vs_real'][t]['onset_tv']:.3f}" for t in pitched) + " | "
                      + " | ".join(f"{r['stats'][t]['onsets_per_bar']:.2f}" for t in pitched) + " | "
                      + " | ".join(f"{r['stats'][t]['mean_length']:.2f}" for t in pitched) + " | "
-                     + " | ".join(f"{100 * r['classifier'][str(b)]['accuracy']:.1f}%" for b in rl["phrase_bars"]) + " |")
+                     + " | ".join(f"{100 * r['classifier'][str(b)]['accuracy']:.1f}%" for b in rl["phrase_bars"])
+                     + " |")
     lines += ["", "Features that separate each row from real phrases most (4-bar classifier, importance):", ""]
     for name in systems:
         top = rl[name]["classifier"][str(rl["phrase_bars"][0])].get("top_features", [])[:5]
@@ -313,7 +314,8 @@ def write_report(out_dir: str, result: dict) -> str:
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(result, f, indent=2)
     lines = ["# vaejax evaluation", "", f"- date: {result['date']}", f"- machine: {result['machine']}",
-             f"- command: `{result['command']}`", f"- data: {result['data']} (test split: {result['test_songs']} songs, "
+             f"- command: `{result['command']}`",
+             f"- data: {result['data']} (test split: {result['test_songs']} songs, "
              f"{result['test_bars']} bars)", ""]
     lines += ["## Reconstruction of held-out bars (note-on cells, calibrated thresholds)", "",
               "| run | K | " + " | ".join(f"F1 {t}" for t in TRACKS) + " | mean F1 |",
@@ -333,8 +335,9 @@ def write_report(out_dir: str, result: dict) -> str:
     lines += [f"## MuseGAN metrics ({result['runs'][0]['name']})", "",
               "EB, QN, DP and polyphony rate in %, UPC in pitch classes (0-12, pitch % 12), TD per beat. "
               "Rows: real held-out bars (the whole test split; windows of its songs as long as the generated ones; "
-              "the same with the band taken from other songs); songs from the prior (a random real training bar where the piano plays, then the "
-              "chain); continuations of held-out songs from their first bar where the piano and two more tracks play. "
+              "the same with the band taken from other songs); songs from the prior (a random real training bar "
+              "where the piano plays, then the chain); continuations of held-out songs from their first bar where "
+              "the piano and two more tracks play. "
               "Generated rows are "
               "the decoder's raw output (notes decoded at the calibrated thresholds, no post-processing) unless marked "
               "post-processed (what `sample.py` writes). SC: scale consistency, the share of pitched cells in each "
@@ -436,7 +439,8 @@ def main(argv=None) -> int:
     ap.add_argument("--arrange-songs", type=int, default=200, help="at most this many files from --arrange")
     ap.add_argument("--arrange-sigma", type=float, default=None,
                     help="noise for the arrangement (default: the arrange() default)")
-    ap.add_argument("--harmony", type=float, default=None, help="harmony guidance for generation (default: the model's)")
+    ap.add_argument("--harmony", type=float, default=None,
+                    help="harmony guidance for generation (default: the model's)")
     ap.add_argument("--threshold-notes", action="store_true",
                     help="decode notes at the calibrated onset thresholds instead of counting them (ablation)")
     ap.add_argument("--no-realism", action="store_true", help="skip the rhythm-realism section (vaejax.realism)")
@@ -449,7 +453,8 @@ def main(argv=None) -> int:
     if not os.path.isdir(args.data):
         problems.append(f"--data {args.data}: no such folder")
     for name, value, lo, hi in (("--songs", args.songs, 1, 100_000), ("--bars", args.bars, 1, 4096),
-                                ("--arrange-songs", args.arrange_songs, 1, 100_000), ("--seed", args.seed, 0, 2**31 - 1)):
+                                ("--arrange-songs", args.arrange_songs, 1, 100_000),
+                                ("--seed", args.seed, 0, 2**31 - 1)):
         if not lo <= value <= hi:
             problems.append(f"{name} must be from {lo} to {hi}, got {value}")
     for name, values in (("--sigmas", args.sigmas), ("--arrange-sigma", [args.arrange_sigma]),
@@ -483,7 +488,8 @@ def _main(args, argv) -> int:
         model = trained_model.load(run)
         runs.append({"name": os.path.basename(os.path.normpath(run)), "latent": model.cfg.model.latent,
                      "reconstruction": reconstruction(model, test)})
-        print(f"{run}: reconstruction F1 " + ", ".join(f"{t} {runs[-1]['reconstruction'][t]['f1']:.3f}" for t in TRACKS))
+        f1 = runs[-1]["reconstruction"]
+        print(f"{run}: reconstruction F1 " + ", ".join(f"{t} {f1[t]['f1']:.3f}" for t in TRACKS))
     model = trained_model.load(args.runs[0])
     if args.harmony is not None:
         model.harmony_guidance = args.harmony
@@ -506,7 +512,7 @@ def _main(args, argv) -> int:
         except music.BadSong as e:
             raise music.BadSong(f"--reference {path}: {e}") from None
         reference[f"{os.path.basename(path)} ({len(bars)} bars)"] = metrics.all_metrics(bars.transpose(1, 0, 2, 3))
-    result = {"date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+    result = {"date": datetime.datetime.now(datetime.UTC).date().isoformat(),
               "machine": f"{_cpu_name()}, {os.cpu_count()} cores ({platform.machine()})",
               "command": "python -m vaejax.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
               "data": ds["train"].report["source"], "test_songs": int(len(test.ids)), "test_bars": int(len(test)),
@@ -543,7 +549,8 @@ def form_main(args, test: data_lib.Split, model=None) -> int:
             res["arrangement"][prior] = a
             if "raw" in a:
                 r = a["raw"]
-                text.append(f"| {prior} | " + " | ".join(_fmt(100 - r[f"EB {t}"]) for t in ("Drums", "Guitar", "Bass", "Strings"))
+                band = ("Drums", "Guitar", "Bass", "Strings")
+                text.append(f"| {prior} | " + " | ".join(_fmt(100 - r[f"EB {t}"]) for t in band)
                             + " | " + " | ".join(_fmt(r[k]) for k in ("TD G-P", "TD B-P", "TD S-P")) + " |")
     with open(os.path.join(args.out, "form.json"), "w") as f:
         json.dump(res, f, indent=1, default=float)

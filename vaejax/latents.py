@@ -34,13 +34,13 @@ class Latents:
     logvar: Any
 
     @classmethod
-    def from_concat(cls, a) -> "Latents":
+    def from_concat(cls, a) -> Latents:
         """From the chains' layout `[..., 2K]` (mu first)."""
         k = a.shape[-1] // 2
         return cls(a[..., :k], a[..., k:])
 
     @classmethod
-    def of(cls, x) -> "Latents":
+    def of(cls, x) -> Latents:
         """`x` as Latents: Latents unchanged, an `[..., 2K]` array split."""
         return x if isinstance(x, Latents) else cls.from_concat(np.asarray(x))
 
@@ -62,13 +62,13 @@ class Latents:
     def __len__(self) -> int:
         return int(self.mu.shape[0])
 
-    def __getitem__(self, index) -> "Latents":
+    def __getitem__(self, index) -> Latents:
         return Latents(self.mu[index], self.logvar[index])
 
-    def map(self, fn) -> "Latents":
+    def map(self, fn) -> Latents:
         return Latents(fn(self.mu), fn(self.logvar))
 
-    def numpy(self) -> "Latents":
+    def numpy(self) -> Latents:
         return self.map(lambda a: np.asarray(a, np.float32))
 
 
@@ -80,13 +80,13 @@ class LatentNorm:
     std: np.ndarray
 
     @classmethod
-    def fit(cls, train: np.ndarray) -> "LatentNorm":
+    def fit(cls, train: np.ndarray) -> LatentNorm:
         """From the training split's latent parameters `[bars, 5, 2K]`."""
         return cls(train.mean(axis=0).astype(np.float32),
                    np.maximum(train.std(axis=0), 1e-3).astype(np.float32))
 
     @classmethod
-    def identity(cls, k2: int, tracks: int = 5) -> "LatentNorm":
+    def identity(cls, k2: int, tracks: int = 5) -> LatentNorm:
         return cls(np.zeros((tracks, k2), np.float32), np.ones((tracks, k2), np.float32))
 
     def standardize(self, x, tracks=slice(None)):

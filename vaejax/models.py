@@ -139,7 +139,8 @@ def expand_grid(start: jax.Array, roll: jax.Array, early: jax.Array, tail: jax.A
         cur_early = jnp.where(st, e, cur_early)
         return cur_early, cur_early
 
-    _, flag = jax.lax.scan(step, jnp.zeros_like(roll[:, 0]), (jnp.moveaxis(start, 1, 0), jnp.moveaxis(early & start, 1, 0)))
+    _, flag = jax.lax.scan(step, jnp.zeros_like(roll[:, 0]),
+                           (jnp.moveaxis(start, 1, 0), jnp.moveaxis(early & start, 1, 0)))
     flag = jnp.moveaxis(flag, 0, 1) & roll  # [B, n, P]: the sounding cell belongs to an early note
     nxt = lambda a: jnp.pad(a, ((0, 0), (0, 1), (0, 0)))[:, 1:]  # noqa: E731
     last = roll & (~nxt(roll) | nxt(start))  # the note's last cell

@@ -366,7 +366,8 @@ def read_song(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = T
     try:
         st = os.stat(path)
     except OSError as e:
-        raise BadSong("no such file" if isinstance(e, FileNotFoundError) else f"cannot be read ({e.strerror})") from None
+        why = "no such file" if isinstance(e, FileNotFoundError) else f"cannot be read ({e.strerror})"
+        raise BadSong(why) from None
     if not stat.S_ISREG(st.st_mode):
         raise BadSong("not a regular file (a folder, FIFO or device is not read)")
     suffix = os.path.splitext(path)[1].lower()

@@ -16,7 +16,7 @@ of whole bars per song), so it scores any system's output the same way:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

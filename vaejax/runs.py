@@ -131,7 +131,7 @@ class RunFolder:
 
     # ---- one trainer at a time ----------------------------------------------------------------------
 
-    def lock(self) -> "RunLock":
+    def lock(self) -> RunLock:
         return RunLock(self)
 
     # ---- config ---------------------------------------------------------------------------------
@@ -229,8 +229,8 @@ class RunFolder:
         elif start_bars is not None and not np.isfinite(start_bars).all():
             problems.append("start bars hold values that are not finite")
         if problems:
-            raise RunError(f"{self.stats_path}: the sampling statistics do not match config.json ({'; '.join(problems)}); "
-                           f"re-run `train.py --stage encode` for this run")
+            raise RunError(f"{self.stats_path}: the sampling statistics do not match config.json "
+                           f"({'; '.join(problems)}); re-run `train.py --stage encode` for this run")
 
     def write_stats(self, stats: dict, *, indent: int = 2) -> None:
         _write_text(self.stats_path, json.dumps(stats, indent=indent))
@@ -275,7 +275,8 @@ class RunFolder:
                 with np.load(path, allow_pickle=False) as z:
                     out[name] = np.asarray(z["latents"], np.float32)
             except Exception as e:  # zipfile, zlib and numpy raise many types for damaged bytes
-                raise RunError(f"{path}: unreadable latents ({type(e).__name__}); re-run `train.py --stage encode`") from None
+                raise RunError(f"{path}: unreadable latents ({type(e).__name__}); "
+                               f"re-run `train.py --stage encode`") from None
             if out[name].shape != (bars, 5, 2 * latent) and not (bars == 0 and out[name].shape[0] == 0):
                 raise RunError(f"{path}: latents of shape {out[name].shape}, but the dataset's {name} split has {bars} "
                                f"bars and the run latent size {latent}; re-run `train.py --stage encode`")
@@ -345,7 +346,7 @@ class RunLock:
         self.run = run
         self.fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         try:
             import fcntl
         except ImportError:  # no POSIX locks here: run unguarded

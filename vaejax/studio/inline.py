@@ -52,7 +52,7 @@ def show_html(song, *, sample_rate: int = SAMPLE_RATE, audio: bool = True, cfg: 
   box.querySelector('[data-act="fit"]').onclick = function () {{ roll.fit(); }};
 }})();
 </script>
-</div>"""
+</div>"""  # noqa: E501 (one line of markup)
 
 
 def show(song, *, sample_rate: int = SAMPLE_RATE, audio: bool = True, cfg: DataConfig = DataConfig()):

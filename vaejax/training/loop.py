@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import sys
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp

@@ -14,15 +14,23 @@ from flax import nnx
 from vaejax import data as data_lib
 from vaejax import latents as latents_lib
 from vaejax import metrics, models
+from vaejax import prior as prior_lib
+from vaejax.checkpoint import restore_best
 from vaejax.config import HARMONY, TRACKS, Config, TrainConfig
 from vaejax.devices import DataParallel
 from vaejax.runs import STAGES, RunFolder, default_run, mark_latest
 from vaejax.training import calibration
 from vaejax.training.loop import Stage, fit, log
-from vaejax import prior as prior_lib
-from vaejax.training.steps import (THRESHOLDS, chain_optimizer, init_vae_state, make_chain_fns, make_prior_fns,
-                                   make_vae_fns, prior_optimizer, train_state)
-from vaejax.checkpoint import restore_best
+from vaejax.training.steps import (
+    THRESHOLDS,
+    chain_optimizer,
+    init_vae_state,
+    make_chain_fns,
+    make_prior_fns,
+    make_vae_fns,
+    prior_optimizer,
+    train_state,
+)
 
 
 def train_vae(run: RunFolder, cfg: Config, ds: dict, dp: DataParallel, *, progress=True, stop_after=0):
@@ -265,7 +273,8 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
             results[which] = meta.get("val", {})
     if "prior" in stages:
         if latents is None:
-            raise ValueError(f"{run.root}: no encoded latents to train the prior on; run `train.py --stage encode` first")
+            raise ValueError(f"{run.root}: no encoded latents to train the prior on; "
+                             f"run `train.py --stage encode` first")
         _, _, meta = train_prior(run, cfg, ds, latents, progress=progress)
         results["prior"] = meta.get("val", {})
     return results
@@ -273,9 +282,10 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
 
 def with_data(cfg: Config, data_dir: str) -> Config:
     """`cfg` with the data section of the prepared dataset: the data defines the segment (bars per segment,
-    pitch range, binarisation, key normalisation)."""
+    pitch range, binarisation, key normalisation); a data field set to something else is refused."""
     report = data_lib.read_report(data_dir)
-    return dataclasses.replace(cfg, data=data_lib.report_config(report, os.path.join(data_dir, "report.json")))
+    fixed = data_lib.report_config(report, os.path.join(data_dir, "report.json"))
+    return dataclasses.replace(cfg, data=data_lib.fixed_by_dataset(cfg.data, fixed, data_dir))
 
 
 def train(run_dir: str | None = None, data: str | None = None, cfg: Config | None = None, *,

@@ -99,7 +99,8 @@ def make_vae_fns(graphdef, train: TrainConfig, data: DataConfig, tx: optax.Gradi
         out = model(model.inputs(target).astype(dt), key, c.astype(dt))
         return losses.elbo(out.logits.astype(jnp.float32), target, out.mu.astype(jnp.float32),
                            out.logvar.astype(jnp.float32), beta=beta, free_bits=train.free_bits,
-                           pos_weight=train.pos_weight, plays=None if out.plays is None else out.plays.astype(jnp.float32))
+                           pos_weight=train.pos_weight,
+                           plays=None if out.plays is None else out.plays.astype(jnp.float32))
 
     def total(params, x, key, beta):
         x = unpack(x, data)

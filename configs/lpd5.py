@@ -1,0 +1,17 @@
+"""The packaged model `lpd5` (vaejax/pretrained/lpd5): the default design on the key-normalised LPD-5 cache,
+3,200 VAE steps of 256 bars, 15 epochs per latent chain, then the prior over bar latents.
+
+    vaejax prepare ../shared/data/lpd_cleansed /tmp/lpd_key
+    python train.py --config configs/lpd5.py --data /tmp/lpd_key --run /tmp/runs/final
+    python train.py --config configs/lpd5.py --data /tmp/lpd_key --run /tmp/runs/final --stage prior
+    vaejax export /tmp/runs/final vaejax/pretrained/lpd5
+"""
+
+from vaejax.config import Config, preset
+
+
+def get_config() -> Config:
+    return preset("default").replace(
+        model={"latent": 16},
+        train={"batch_size": 256, "vae_epochs": 6, "max_steps_per_epoch": 300, "chain_epochs": 15},
+    )
