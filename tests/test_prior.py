@@ -49,7 +49,8 @@ def test_shapes_and_causality(copy):
     assert (np.asarray(out.copies[0])[np.triu_indices(8)] < -1e8).all()  # bar t copies only bars before it
     if copy == "both":  # and a whole-bar pointer besides the tracks' own
         assert out.bar_new.shape == (2, 8) and out.bar_copies.shape == (2, 8, 8)
-    fields = ("plays", "weights", "means", "log_scales", "new", "copies") + (("bar_new", "bar_copies") if copy == "both" else ())
+    fields = ("plays", "weights", "means", "log_scales", "new", "copies")
+    fields += ("bar_new", "bar_copies") if copy == "both" else ()
     for f in fields:  # bar t reads bars < t only: outputs up to bar 5 are unchanged
         np.testing.assert_allclose(np.asarray(getattr(out, f))[:, :6], np.asarray(getattr(out2, f))[:, :6], atol=1e-5)
     for f in ("plays", "weights", "means", "new"):  # (the log scales start at zero everywhere)

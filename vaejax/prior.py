@@ -363,7 +363,7 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
     kp, kc, kn, kk = jax.random.split(key, 4)
     greedy = temp <= 0
     tt = jnp.maximum(temp, 1e-6)
-    choice = jnp.concatenate([model.new_head(h)[:, None], model.copy_logits(h, keys, pos, phase=phase)], 1)  # [B, 1 + L, 5]
+    choice = jnp.concatenate([model.new_head(h)[:, None], model.copy_logits(h, keys, pos, phase=phase)], 1)
     c = jnp.where(greedy, jnp.argmax(choice, 1), jax.random.categorical(kc, choice / POINTER_TEMPERATURE, axis=1))
     src = jnp.maximum(c - 1, 0)
     is_copy = c > 0
@@ -387,7 +387,8 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
     if not model.whole_bar:
         return z, plays
     # the whole bar may repeat bar s (drawn first in the model; drawing it last here changes nothing)
-    choice = jnp.concatenate([model.bar_new_head(h), model.copy_logits(h, bar_keys, pos, whole_bar=True, phase=phase)], -1)
+    choice = jnp.concatenate([model.bar_new_head(h),
+                              model.copy_logits(h, bar_keys, pos, whole_bar=True, phase=phase)], -1)
     cb = jnp.where(greedy, jnp.argmax(choice, -1), jax.random.categorical(kb, choice / POINTER_TEMPERATURE))
     src = jnp.maximum(cb - 1, 0)
     wz = jnp.take_along_axis(window, src[:, None, None, None], 1)[:, 0]

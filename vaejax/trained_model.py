@@ -20,8 +20,22 @@ from flax import nnx
 
 from vaejax import models, music, packaging, render
 from vaejax import prior as prior_lib
-from vaejax.config import (GENERATION_BUDGET_MB, HARMONY, HARMONY_GUIDANCE, MAX_BARS, MERGE_GAP, MIN_LENGTH, PIANO,
-                           PRIOR, PRIORS, SIGMA, TEMPO, TRACKS, check_generation, generation_mb)
+from vaejax.config import (
+    GENERATION_BUDGET_MB,
+    HARMONY,
+    HARMONY_GUIDANCE,
+    MAX_BARS,
+    MERGE_GAP,
+    MIN_LENGTH,
+    PIANO,
+    PRIOR,
+    PRIORS,
+    SIGMA,
+    TEMPO,
+    TRACKS,
+    check_generation,
+    generation_mb,
+)
 from vaejax.latents import CLIP, LatentNorm, Latents, add_noise, harmony_input
 from vaejax.runs import NoCheckpoint, RunFolder, latest_run
 
@@ -48,7 +62,8 @@ class TrainedModel:
         self.cfg = cfg = run.read_config()
         self.run_dir = run_dir
         # module structure only (no initialisation is computed); the weights are restored into it
-        self.vae_def, vae_t = nnx.split(nnx.eval_shape(lambda: models.vae_stack(cfg.model, cfg.data, jax.random.key(0))))
+        self.vae_def, vae_t = nnx.split(nnx.eval_shape(
+            lambda: models.vae_stack(cfg.model, cfg.data, jax.random.key(0))))
         self.mel_def, mel_t = nnx.split(nnx.eval_shape(lambda: models.melody_net(cfg.model, jax.random.key(0))))
         self.har_def, har_t = nnx.split(nnx.eval_shape(lambda: models.harmony_stack(cfg.model, jax.random.key(0))))
         if run.packaged:
@@ -182,7 +197,8 @@ class TrainedModel:
             z, means = self.sample_latents(segments, sigma=sigma, seed=seed, num=num, with_means=True)
             flat = lambda a: a.map(lambda x: x.reshape((-1,) + x.shape[2:]))  # noqa: E731
             roll = self.rolls(flat(z), seed=seed + 1, plays_latents=flat(means)).reshape(5, num, segments * d.steps, -1)
-        return roll[:, :, : bars * d.resolution * d.beats_per_bar].reshape(5, num, bars, d.resolution * d.beats_per_bar, -1)
+        per_bar = d.resolution * d.beats_per_bar
+        return roll[:, :, : bars * per_bar].reshape(5, num, bars, per_bar, -1)
 
     def _label(self, name: str) -> str:
         return f"{name} (model trained on SYNTHETIC demo data)" if self.synthetic and "SYNTHETIC" not in name else name
@@ -335,7 +351,8 @@ class TrainedModel:
 
         def run(lat, p, pl, key):
             return np.asarray(self._rolls(jnp.asarray(lat), jnp.asarray(th), jnp.asarray(self.onset_cuts), key,
-                                          None if p is None else jnp.asarray(p), None if pl is None else jnp.asarray(pl),
+                                          None if p is None else jnp.asarray(p),
+                                          None if pl is None else jnp.asarray(pl),
                                           jnp.float32(self.harmony_guidance), sample=sample,
                                           count=bool(self.count_notes), cells=bool(self.per_cell_onsets)))
 
