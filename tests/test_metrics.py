@@ -103,11 +103,26 @@ def test_tonal_distance():
     assert M.tonal_distance(a, bars(1), LOW) != M.tonal_distance(a, bars(1), LOW)  # nan: nothing to compare
 
 
+def test_chroma_agreement():
+    a = bars(1)
+    a[0, :, row(60)] = a[0, :, row(64)] = a[0, :, row(67)] = True  # C major
+    octave = bars(1)
+    octave[0, :, row(48)] = octave[0, :, row(52)] = octave[0, :, row(55)] = True  # the same an octave down
+    assert M.chroma_agreement(octave, a, LOW) == 1.0
+    root = bars(1)
+    root[0, :48, row(36)] = True  # the root (C) in the first two beats only
+    assert M.chroma_agreement(root, a, LOW) == pytest.approx(1 / 3)  # beats where both sound: 1 of 3 classes
+    fs = bars(1)
+    fs[0, :, row(66)] = fs[0, :, row(70)] = fs[0, :, row(73)] = True  # F# major: no pitch class in common
+    assert M.chroma_agreement(fs, a, LOW) == 0.0
+    assert np.isnan(M.chroma_agreement(a, bars(1), LOW))  # nothing to compare
+
+
 def test_all_metrics_keys():
     rng = np.random.default_rng(0)
     b5 = rng.random((5, 8, 96, 84)) < 0.02
     out = M.all_metrics(b5)
-    assert {"EB Drums", "DP Drums", "UPC Piano", "QN Bass", "TD B-G", "TD S-P"} <= set(out)
+    assert {"EB Drums", "DP Drums", "UPC Piano", "QN Bass", "TD B-G", "TD S-P", "CA B-P"} <= set(out)
     assert all(np.isfinite(v) for v in out.values())
 
 

@@ -239,7 +239,7 @@ def form_rows(model, test: data_lib.Split, *, songs: int = 100, bars: int = 32, 
     def row(x):
         out = form.form_metrics(x, low)
         m = metrics.all_metrics(flat(x), low, song_bars=bars)
-        out.update({k: m[k] for k in m if k == "SC" or k.startswith(("QN", "TD B-P", "TD G-P", "TD S-P"))})
+        out.update({k: m[k] for k in m if k == "SC" or k.startswith(("QN", "TD B-P", "TD G-P", "TD S-P", "CA"))})
         return out
 
     # test songs too short for `bars` bars after their first piano bar leave no real row
@@ -541,17 +541,23 @@ def form_main(args, test: data_lib.Split, model=None) -> int:
         files = files[: args.arrange_songs]
         sig = args.arrange_sigma if args.arrange_sigma is not None else ARRANGE_SIGMA
         res["arrangement"] = {}
+        band = ("Drums", "Guitar", "Bass", "Strings")
+        cols = ("TD G-P", "TD B-P", "TD S-P", "CA G-P", "CA B-P", "CA S-P")
         text += [f"Arranging {len(files)} piano parts ({args.arrange}), sigma {sig}: bars where each added track "
-                 "plays (%), raw output", "", "| prior | Drums | Guitar | Bass | Strings | TD G-P | TD B-P | TD S-P |",
-                 "|---|---|---|---|---|---|---|---|"]
+                 "plays (%), tonal distance (TD) and chroma agreement (CA: Jaccard of the pitch classes per beat) "
+                 "of each added track with the piano, raw output; real: the test passages' bands", "",
+                 "| prior | " + " | ".join(band) + " | " + " | ".join(cols) + " |", "|---" * 11 + "|"]
+        real = next((r for k, r in res["rows"].items() if k.startswith("real")), None)
+        if real:
+            text.append("| real | " + " | ".join(_fmt(100 - real[f"empty % {t}"]) for t in band)
+                        + " | " + " | ".join(_fmt(real.get(k)) for k in cols) + " |")
         for prior in (["chain", "transformer"] if model.prior is not None else ["chain"]):
             a = arrangement(model, files, sigma=sig, seed=args.seed, prior=prior)
             res["arrangement"][prior] = a
             if "raw" in a:
                 r = a["raw"]
-                band = ("Drums", "Guitar", "Bass", "Strings")
                 text.append(f"| {prior} | " + " | ".join(_fmt(100 - r[f"EB {t}"]) for t in band)
-                            + " | " + " | ".join(_fmt(r[k]) for k in ("TD G-P", "TD B-P", "TD S-P")) + " |")
+                            + " | " + " | ".join(_fmt(r[k]) for k in cols) + " |")
     with open(os.path.join(args.out, "form.json"), "w") as f:
         json.dump(res, f, indent=1, default=float)
     with open(os.path.join(args.out, "form.md"), "w") as f:

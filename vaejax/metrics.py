@@ -145,6 +145,18 @@ def tonal_distance(a: np.ndarray, b: np.ndarray, lowest_pitch: int = 24, resolut
     return float(np.linalg.norm(ta - tb, axis=1).mean())
 
 
+def chroma_agreement(a: np.ndarray, b: np.ndarray, lowest_pitch: int = 24, resolution: int = RES) -> float:
+    """How much track `a` doubles track `b` (same-shape bars): over beats where both sound, the mean Jaccard
+    similarity of the two sets of pitch classes sounding in the beat (1: the same pitch classes; a band
+    that only doubles the piano is too consonant, one that ignores it is out of key)."""
+    ca, cb = beat_chroma(a, lowest_pitch, resolution) > 0, beat_chroma(b, lowest_pitch, resolution) > 0
+    both = ca.any(1) & cb.any(1)
+    if not both.any():
+        return float("nan")
+    inter = (ca[both] & cb[both]).sum(1)
+    return float(np.mean(inter / (ca[both] | cb[both]).sum(1)))
+
+
 def scale_consistency(song: np.ndarray, lowest_pitch: int = 24) -> float:
     """Share of the pitched tracks' sounding cells (tracks 1-4 of `[5, bars, steps, pitches]` or
     `[5, steps, pitches]`) that lie in the song's best-fitting diatonic scale (0-1; NaN without notes)."""
@@ -188,4 +200,6 @@ def all_metrics(bars5: np.ndarray, lowest_pitch: int = 24, song_bars: int = 0) -
              ("Guitar", "Piano"), ("Strings", "Piano"))
     for x, y in pairs:
         out[f"TD {x[0]}-{y[0]}"] = tonal_distance(bars5[TRACKS.index(x)], bars5[TRACKS.index(y)], lowest_pitch)
+    for x in ("Guitar", "Bass", "Strings"):
+        out[f"CA {x[0]}-P"] = chroma_agreement(bars5[TRACKS.index(x)], bars5[TRACKS.index("Piano")], lowest_pitch)
     return out
