@@ -325,3 +325,19 @@ def test_stage_prior_retrains_on_an_existing_run(tiny_run, demo_prepared, tmp_pa
     assert set(m.prior) == {"song"} and m.prior_kind("transformer") == "transformer"
     assert "band" not in m.prior  # no arranging prior: arrange falls back to the chain
     m.arrange(np.zeros((96, 84), bool))
+
+
+def test_packaged_songs_repeat_and_rest_and_the_chain_does_not():
+    """The packaged model's default prior repeats bars (about real songs' share: 30% near repeats on held-out
+    passages) and rests; the seed's chain, the baseline, almost never repeats a bar."""
+    from vaejax import packaging
+
+    if "lpd5" not in packaging.pretrained_names():
+        pytest.skip("no packaged model in this checkout")
+    m = trained_model.load("lpd5")
+    assert m.prior_kind() == "transformer"
+    learned = form.form_metrics(np.moveaxis(m.prior_bars(32, seed=1, num=24), 1, 0))
+    chain = form.form_metrics(np.moveaxis(m.prior_bars(32, seed=1, num=24, prior="chain"), 1, 0))
+    assert learned["near repeats %"] > 12 and chain["near repeats %"] < 5
+    assert learned["sim lag 1"] > chain["sim lag 1"]
+    assert all(learned[f"empty % {t}"] < 70 for t in ("Drums", "Piano", "Bass", "Strings"))
