@@ -7,7 +7,8 @@ head, targets made inside the step), Adam, float32.
 Methods run interleaved (each repeat times every method in turn), so that load from other processes falls
 on all of them alike; the figure per method is the median over repeats of the mean step time of `--steps`
 steps. FLOPs per step come from XLA's cost analysis of the compiled vmapped step; the share of peak is
-against the faster of the f32 2048^3 matrix products measured in JAX and in PyTorch in the same run.
+against the faster of the f32 2048^3 matrix products in JAX and in PyTorch, timed among the methods in
+every repeat (so under the same load).
 
 Usage: python bench/bench_train_step.py [--batch 64 256] [--repeats 7] [--steps 3] [--json PATH] [--no-compile]
        [--torch-threads 1 2]
@@ -62,22 +63,19 @@ def timed(fn, steps):
     return (time.perf_counter() - t) / steps
 
 
-def matmul_peak(repeats, threads):
+def matmul_runs(threads):
+    """Timed f32 2048^3 matrix products in JAX and PyTorch: {name: (run, flops)}."""
     import torch
 
     n = 2048
     a = jnp.ones((n, n), jnp.float32)
     f = jax.jit(lambda x, y: x @ y)
     ta = torch.ones(n, n)
-    torch.set_num_threads(threads)
-    runs = {"jax": lambda: f(a, a), "torch": lambda: (torch.mm(ta, ta), None)[1]}
-    for fn in runs.values():
-        timed(fn, 2)
-    ts = {k: [] for k in runs}
-    for _ in range(repeats):
-        for k, fn in runs.items():
-            ts[k].append(timed(fn, 5))
-    return {k: 2 * n**3 / statistics.median(v) / 1e9 for k, v in ts.items()}
+
+    def tmm():
+        torch.set_num_threads(threads)
+        torch.mm(ta, ta)
+    return {"matmul jax": lambda: f(a, a), "matmul torch": tmm}
 
 
 # ---- JAX -------------------------------------------------------------------------------------------------
@@ -202,14 +200,12 @@ def main():
 
     threads = os.cpu_count()
     tthreads = args.torch_threads[0]
-    peaks = matmul_peak(args.repeats, max(args.torch_threads))
-    peak = max(peaks.values())
     print(f"machine: {machine()}; jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
           f"({', '.join(map(str, args.torch_threads))} threads)")
-    print(f"measured f32 matmul peak (2048^3): jax {peaks['jax']:.1f} GFLOP/s, torch {peaks['torch']:.1f} GFLOP/s")
-    out = {"machine": machine(), "jax": jax.__version__, "torch": torch.__version__, "threads": threads, "torch_threads": args.torch_threads,
-           "jax_matmul_gflops": peaks["jax"], "torch_matmul_gflops": peaks["torch"], "peak_gflops": peak,
+    out = {"machine": machine(), "jax": jax.__version__, "torch": torch.__version__, "threads": threads,
+           "torch_threads": args.torch_threads, "load_average_before": os.getloadavg(),
            "command": "python bench/bench_train_step.py " + " ".join(sys.argv[1:]), "results": {}}
+    mm = matmul_runs(max(args.torch_threads))
     first = None
     for bs in args.batch:
         cfg = preset("default").replace(train={"batch_size": bs})
@@ -221,7 +217,7 @@ def main():
         makers[f"pytorch eager torch.func.vmap, {tthreads} threads"] = lambda: torch_batched(cfg, x, tthreads)
         if not args.no_compile:
             makers[f"pytorch torch.compile x5, {tthreads} threads"] = lambda: torch_compiled(cfg, x, tthreads)
-        runs, res = {}, {}
+        runs, res = dict(mm), {k: {} for k in mm}
         for name, make in makers.items():
             t0 = time.perf_counter()
             try:
@@ -243,10 +239,18 @@ def main():
         for _ in range(args.repeats):
             for name, fn in runs.items():
                 times[name].append(timed(fn, args.steps))
+        # the matmul peak, timed among the methods (under the same load)
+        peaks = {k: 2 * 2048**3 / statistics.median(times.pop(k)) / 1e9 for k in mm}
+        peak = max(peaks.values())
+        print(f"batch {bs:4d} f32 matmul 2048^3, timed with the methods: jax {peaks['matmul jax']:.1f} GFLOP/s, "
+              f"torch {peaks['matmul torch']:.1f} GFLOP/s")
+        for k in mm:
+            res.pop(k)
         for name, ts in times.items():
             t = statistics.median(ts)
             r = res[name]
-            r.update(step_ms=t * 1e3, runs_ms=[round(v * 1e3, 1) for v in ts], bars_per_s=5 * bs / t)
+            r.update(step_ms=t * 1e3, runs_ms=[round(v * 1e3, 1) for v in ts], min_ms=min(ts) * 1e3,
+                     bars_per_s=5 * bs / t)
             if flops:
                 r.update(gflops=flops / t / 1e9, peak_fraction=flops / t / 1e9 / peak)
             print(f"batch {bs:4d} {name:32s} {r['step_ms']:8.1f} ms/step {r['bars_per_s']:8.0f} bars/s"
@@ -261,9 +265,12 @@ def main():
             best = {kind: min((v for k, v in ratios.items() if k.startswith(kind)), default=None)
                     for kind in ("pytorch eager x5", "pytorch torch.compile")}
             ratios.update({f"best {k}": v for k, v in best.items() if v is not None})
-        out["results"][str(bs)] = {"xla_flops_per_step": flops, "methods": res, "vaejax_speedup_over": ratios}
+        out["results"][str(bs)] = {"xla_flops_per_step": flops, "jax_matmul_gflops": peaks["matmul jax"],
+                                   "torch_matmul_gflops": peaks["matmul torch"], "peak_gflops": peak, "methods": res,
+                                   "vaejax_speedup_over": ratios}
         if first is None and "best pytorch eager x5" in ratios:
             first = ratios["best pytorch eager x5"]
+    out["load_average_after"] = os.getloadavg()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
