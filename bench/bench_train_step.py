@@ -210,18 +210,18 @@ def main():
     for bs in args.batch:
         cfg = preset("default").replace(train={"batch_size": bs})
         x = (np.random.default_rng(0).random((5, bs, T, P)) < 0.02).astype(np.float32)
-        makers = {"vaejax vmapped": lambda: jax_vmapped(cfg, x), "jax 5 calls": lambda: jax_five_calls(cfg, x),
-                  "vaejax vmapped, bit-packed bars": lambda: jax_vmapped(cfg, x, packed=True)}
-        for n in args.torch_threads:
-            makers[f"pytorch eager x5, {n} threads"] = lambda n=n: torch_eager(cfg, x, n)
-        makers[f"pytorch eager torch.func.vmap, {tthreads} threads"] = lambda: torch_batched(cfg, x, tthreads)
+        # (name, maker, extra arguments): each maker is called with (cfg, x, *extra)
+        makers = [("vaejax vmapped", jax_vmapped, ()), ("jax 5 calls", jax_five_calls, ()),
+                  ("vaejax vmapped, bit-packed bars", jax_vmapped, (True,))]
+        makers += [(f"pytorch eager x5, {n} threads", torch_eager, (n,)) for n in args.torch_threads]
+        makers.append((f"pytorch eager torch.func.vmap, {tthreads} threads", torch_batched, (tthreads,)))
         if not args.no_compile:
-            makers[f"pytorch torch.compile x5, {tthreads} threads"] = lambda: torch_compiled(cfg, x, tthreads)
+            makers.append((f"pytorch torch.compile x5, {tthreads} threads", torch_compiled, (tthreads,)))
         runs, res = dict(mm), {k: {} for k in mm}
-        for name, make in makers.items():
+        for name, make, extra in makers:
             t0 = time.perf_counter()
             try:
-                fn = make()
+                fn = make(cfg, x, *extra)
                 fn()
                 fn()  # compiles, then one more warm-up step
             except Exception as e:  # noqa: BLE001 - a baseline that cannot run here is reported, not fatal
