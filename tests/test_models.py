@@ -104,6 +104,20 @@ def test_grid_maps_of_a_roll():
     assert not onset[:, 40].any() and not early[:, 40].any()
 
 
+@pytest.mark.parametrize("sub", [1, 2, 3, 4, 6, 8, 24])
+def test_grid_maps_equal_their_definition(sub):
+    """`to_grid` (written as slices of the cells' view, for speed) equals its definition on whole rolls: the
+    onsets shifted by half a cell, maxima over each cell, the early flag at the step before the cell."""
+    x = (np.random.default_rng(sub).random((2, 3, 96, 84)) < 0.3).astype(np.float32)
+    n, half = 96 // sub, sub // 2
+    on = np.asarray(models.onsets(jnp.asarray(x)))
+    shifted = np.pad(on, [(0, 0), (0, 0), (half, 0), (0, 0)])[:, :, :96].reshape(2, 3, n, sub, 84)
+    onset = shifted.max(-2)
+    sustain = np.maximum(x.reshape(2, 3, n, sub, 84).mean(-2) >= 0.5, onset)
+    expected = np.stack([sustain, onset, shifted[..., half - 1, :]], -3)
+    np.testing.assert_array_equal(np.asarray(models.to_grid(jnp.asarray(x), sub)), expected)
+
+
 def test_grid_decoding_draws_notes_back_at_the_data_resolution():
     """Perfect maps decode to the roll they came from, up to the last cell's length (`tail`) and notes off
     the grid: an early note sounds from the step before its sixteenth, and a note followed at once by
