@@ -357,9 +357,9 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
                  phase=None):
     """`_draw` with per-track pointers: each track chooses to be new or to copy its own part of an earlier
     bar; the new tracks' plays bits and latents are drawn as in `_draw`, given the copied tracks' bits.
-    Copies are exact up to temperature 1 (the default sigma): the learned copy spread explains near-copies
-    in the data, and drawing from it would turn every repeat into a variation; above, it is scaled by
-    temperature - 1, so repeats vary more with sigma."""
+    Copies are exact up to the default sigma (temperature `POINTER_TEMPERATURE`): the learned copy spread
+    explains near-copies in the data, and drawing from it would turn every repeat into a variation; above,
+    it is scaled by temperature - `POINTER_TEMPERATURE`, so repeats vary more with sigma."""
     kp, kc, kn, kk = jax.random.split(key, 4)
     greedy = temp <= 0
     tt = jnp.maximum(temp, 1e-6)
@@ -368,7 +368,7 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
     src = jnp.maximum(c - 1, 0)
     is_copy = c > 0
     cz = jnp.take_along_axis(window, src[:, None, :, None], 1)[:, 0]  # [B, 5, K]
-    cz = cz + jnp.maximum(tt - 1.0, 0.0) * jnp.exp(jnp.clip(model.copy_scale[...], *LOG_SCALE)) * jax.random.normal(
+    cz = cz + jnp.maximum(tt - POINTER_TEMPERATURE, 0.0) * jnp.exp(jnp.clip(model.copy_scale[...], *LOG_SCALE)) * jax.random.normal(
         kk, cz.shape)
     cp = jnp.take_along_axis(window_plays, src[:, None, :], 1)[:, 0]  # [B, 5]
     logits = model.plays_head(h)
@@ -392,7 +392,7 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
     cb = jnp.where(greedy, jnp.argmax(choice, -1), jax.random.categorical(kb, choice / POINTER_TEMPERATURE))
     src = jnp.maximum(cb - 1, 0)
     wz = jnp.take_along_axis(window, src[:, None, None, None], 1)[:, 0]
-    wz = wz + jnp.maximum(tt - 1.0, 0.0) * jnp.exp(jnp.clip(model.copy_scale[...], *LOG_SCALE)) * jax.random.normal(
+    wz = wz + jnp.maximum(tt - POINTER_TEMPERATURE, 0.0) * jnp.exp(jnp.clip(model.copy_scale[...], *LOG_SCALE)) * jax.random.normal(
         jax.random.fold_in(kb, 1), wz.shape)
     wp = jnp.take_along_axis(window_plays, src[:, None, None], 1)[:, 0]
     if given_plays is not None:
