@@ -4,7 +4,6 @@ over bar latents (per-track and whole-bar pointers, lag preferences per place in
 
     vaejax prepare ../shared/data/lpd_cleansed /tmp/lpd_key
     python train.py --config configs/lpd5.py --data /tmp/lpd_key --run /tmp/runs/final
-    python train.py --config configs/lpd5.py --data /tmp/lpd_key --run /tmp/runs/final --stage prior
     vaejax export /tmp/runs/final vaejax/pretrained/lpd5
 """
 

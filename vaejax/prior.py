@@ -368,8 +368,8 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
     src = jnp.maximum(c - 1, 0)
     is_copy = c > 0
     cz = jnp.take_along_axis(window, src[:, None, :, None], 1)[:, 0]  # [B, 5, K]
-    cz = cz + jnp.maximum(tt - POINTER_TEMPERATURE, 0.0) * jnp.exp(jnp.clip(model.copy_scale[...], *LOG_SCALE)) * jax.random.normal(
-        kk, cz.shape)
+    copy_spread = jnp.maximum(tt - POINTER_TEMPERATURE, 0.0) * jnp.exp(jnp.clip(model.copy_scale[...], *LOG_SCALE))
+    cz = cz + copy_spread * jax.random.normal(kk, cz.shape)
     cp = jnp.take_along_axis(window_plays, src[:, None, :], 1)[:, 0]  # [B, 5]
     logits = model.plays_head(h)
     u = jax.random.uniform(kp, logits.shape)
@@ -392,8 +392,7 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
     cb = jnp.where(greedy, jnp.argmax(choice, -1), jax.random.categorical(kb, choice / POINTER_TEMPERATURE))
     src = jnp.maximum(cb - 1, 0)
     wz = jnp.take_along_axis(window, src[:, None, None, None], 1)[:, 0]
-    wz = wz + jnp.maximum(tt - POINTER_TEMPERATURE, 0.0) * jnp.exp(jnp.clip(model.copy_scale[...], *LOG_SCALE)) * jax.random.normal(
-        jax.random.fold_in(kb, 1), wz.shape)
+    wz = wz + copy_spread * jax.random.normal(jax.random.fold_in(kb, 1), wz.shape)
     wp = jnp.take_along_axis(window_plays, src[:, None, None], 1)[:, 0]
     if given_plays is not None:
         wp = jnp.where(jnp.isnan(given_plays), wp, given_plays)
