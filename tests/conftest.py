@@ -1,9 +1,22 @@
+import atexit
 import contextlib
 import os
+import shutil
 import subprocess
+import tempfile
 
 import numpy as np
 import pytest
+
+# One XLA compilation cache for the session and the processes its tests start: many tests build the same
+# small programs (a model loaded again, the command line in a child process), and compiling dominates them.
+# A fresh folder per session, removed at the end, so no run sees another's state.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _XLA_CACHE = tempfile.mkdtemp(prefix="vaejax-tests-xla-")
+    atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared", "data")
