@@ -71,7 +71,7 @@ def _in_range(option, value):
     ranges = {"--bars": (1, 4096), "--sigma": (0, 10), "--seed": (0, 2**31 - 1), "--num": (1, 1000),
               "--key": (-6, 5), "--threshold": (1e-12, 1 - 1e-12), "--harmony": (0, 20), "--min-length": (0, 10_000),
               "--merge-gap": (0, 10_000), "--tempo": (10, 400), "--sample-rate": (8000, 96000),
-              "--memory-budget": (64, 1 << 22), "--read-timeout": (1e-12, 86400)}
+              "--memory-budget": (64, 1 << 22), "--read-timeout": (1e-3, 86400)}
     lo, hi = ranges[option]
     return v == v and lo <= v <= hi
 

@@ -349,9 +349,8 @@ def _sample_problems(args) -> list[str]:
         bars=args.bars, sigma=args.sigma, num=args.num, tempo=args.tempo, sample_rate=args.sample_rate,
         harmony=args.harmony, key=args.key, threshold=args.threshold, seed=args.seed, min_length=args.min_length,
         merge_gap=args.merge_gap, memory_mb=args.memory_budget)]
-    if not (args.read_timeout > 0 and args.read_timeout <= 86400):
-        problems.append(f"--read-timeout must be a number of seconds above 0 and at most 86400, "
-                        f"got {args.read_timeout}")
+    if not (0.001 <= args.read_timeout <= 86400):  # (below a millisecond no file could ever be read)
+        problems.append(f"--read-timeout must be a number of seconds from 0.001 to 86400, got {args.read_timeout}")
     modes = [flag for flag, given in (("--from", args.source), ("--arrange", args.arrange),
                                        ("--interpolate", args.interpolate)) if given]
     if len(modes) > 1:
