@@ -174,3 +174,15 @@ def test_packed_bars_equals_pack_of_bars():
     rng = np.random.default_rng(3)
     roll = rng.random((5, 96 * 3 + 17, 84)) < 0.05
     assert np.array_equal(data.packed_bars(roll), data.pack(music.to_bars(roll)))
+
+
+def test_piano_part_is_the_piano_or_every_pitched_track_merged():
+    roll = np.zeros((5, 8, 84), bool)
+    roll[2, 0, 40] = roll[4, 3, 50] = True  # guitar and strings, no piano
+    part, merged = music.piano_part(roll)
+    assert merged and part.sum() == 2 and part[0, 40] and part[3, 50]
+    roll[0, 1, 10] = True  # drums never join the merged part
+    assert music.piano_part(roll)[0].sum() == 2
+    roll[1, 5, 60] = True  # with a piano, the piano alone
+    part, merged = music.piano_part(roll)
+    assert not merged and part.sum() == 1 and part[5, 60]

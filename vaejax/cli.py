@@ -461,7 +461,7 @@ def sample_main(argv: list[str] | None = None) -> int:
 
     from vaejax import devices, render, trained_model
     from vaejax.checkpoint import CheckpointError
-    from vaejax.music import BadSong
+    from vaejax.music import BadSong, piano_part
     from vaejax.runs import RunError
 
     try:
@@ -494,12 +494,10 @@ def sample_main(argv: list[str] | None = None) -> int:
     def jobs():
         """(name, song) pairs, generated lazily: many songs come in groups that fit --memory-budget."""
         if args.arrange:
-            roll = given(args.arrange)
-            piano = roll[1]
-            if not piano.any():
+            piano, merged = piano_part(given(args.arrange))
+            if merged:
                 print(f"note: {args.arrange} has no piano part (programs 0-7); arranging all its pitched tracks "
                       f"as one part", file=sys.stderr)
-                piano = roll[1:].any(axis=0)
             yield "arrangement", model.arrange(piano, sigma=args.sigma, seed=args.seed, tracks=args.tracks,
                                                prior=args.prior, **kw)
         elif args.interpolate:

@@ -11,9 +11,6 @@ import urllib.error
 import urllib.request
 import zipfile
 
-LPD5_CLEANSED_URL = "https://hermandong.com/lakh-pianoroll-dataset/dataset"
-"""The official LPD page, which links the current archive of each version (lpd_5_cleansed.tar.gz)."""
-
 
 class DownloadError(RuntimeError):
     pass

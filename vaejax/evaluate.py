@@ -153,7 +153,7 @@ def arrangement(model, paths: list[str], *, sigma: float, seed: int = 0, prior: 
         except music.BadSong as e:
             skipped.append({"path": path, "reason": str(e)})
             continue
-        piano = roll[1] if roll[1].any() else roll[1:].any(axis=0)
+        piano = music.piano_part(roll)[0]
         for out, kw in ((raw, {"min_length": 0, "merge_gap": 0}), (post, {})):
             mt = model.arrange(piano, sigma=sigma, seed=seed + i, prior=prior, **kw)
             out.append(music.to_bars(music.from_multitrack(mt, cfg), cfg).transpose(1, 0, 2, 3))

@@ -68,9 +68,6 @@ class Latents:
     def map(self, fn) -> Latents:
         return Latents(fn(self.mu), fn(self.logvar))
 
-    def numpy(self) -> Latents:
-        return self.map(lambda a: np.asarray(a, np.float32))
-
 
 @dataclasses.dataclass(frozen=True)
 class LatentNorm:

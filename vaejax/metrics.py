@@ -166,9 +166,6 @@ def scale_consistency(song: np.ndarray, lowest_pitch: int = 24) -> float:
     return float((scale_masks().astype(np.int64) @ hist).max() / total) if total else float("nan")
 
 
-TRACK_METRICS = ("EB", "UPC", "QN", "polyphony_rate")
-
-
 def track_metrics(bars: np.ndarray, *, drums: bool = False, lowest_pitch: int = 24) -> dict:
     """EB, UPC, QN, polyphony rate (and DP for drums) of one track, in percent where MuseGAN uses percent."""
     keep = bars[_nonempty(bars)] if len(bars) else bars

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vaejax.config import TEMPO, TRACKS, DataConfig
+from vaejax.config import PIANO, TEMPO, TRACKS, DataConfig
 
 LPD5_PROGRAMS = (0, 0, 24, 32, 48)
 """Program written for each LPD-5 track (drums go on the drum channel)."""
@@ -505,3 +505,11 @@ def note_runs(roll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     row, start = np.nonzero(d == 1)
     _, end = np.nonzero(d == -1)  # nonzero orders by (row, time): starts and ends pair up
     return row, start, end
+
+
+def piano_part(roll: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The part to arrange around in a `[5, T, P]` roll: its piano, or, where the song has none (no program
+    0-7), every pitched track merged into one part. Returns (part `[T, P]`, whether the tracks were merged)."""
+    if roll[PIANO].any():
+        return roll[PIANO], False
+    return roll[1:].any(axis=0), True

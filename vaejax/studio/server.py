@@ -32,6 +32,7 @@ import numpy as np
 
 from vaejax import config as config_lib
 from vaejax.config import HARMONY, PIANO, TRACKS
+from vaejax.music import piano_part
 from vaejax.studio import payload
 
 log = logging.getLogger("vaejax.studio")
@@ -387,11 +388,10 @@ class Studio:
                                   tempo=o["tempo"], **decode, **extra)[0]
                     label = f"new song · seed {o['seed']} · sigma {o['sigma']:g}"
                 elif mode == "arrange":
-                    piano = src.roll[PIANO]
-                    if not piano.any():
+                    piano, merged = piano_part(src.roll)
+                    if merged:
                         notes.append(f"{src.label} has no piano part (programs 0-7): all its pitched tracks "
                                      f"were arranged as one part")
-                        piano = src.roll[1:].any(axis=0)
                     mt = m.arrange(piano, sigma=o["sigma"], seed=o["seed"], tracks=o["tracks"], tempo=tempo,
                                    **decode, **extra)
                     label = f"arrangement of {src.label} · {', '.join(o['tracks'])}"
