@@ -248,27 +248,19 @@ class BarPrior(nnx.Module):
         `whole_bar`: the whole-bar pointer of `copy="both"` (keys from `bar_copy_keys`). `phase`: the bars'
         (`[B, L]`) or bar t's (`[B]`) index in the song, for `phase_lags` models."""
         q = self.bar_copy_q(h) if whole_bar else self.copy_q(h)
+        heads = len(TRACKS) if self.per_track and not whole_bar else 1  # one pointer per track, or one
+        q = q.reshape(q.shape[:-1] + (heads, -1))
+        keys = keys.reshape(keys.shape[:-1] + (heads, -1))
         length = keys.shape[1]
         s = jnp.arange(length)
-        if self.per_track and not whole_bar:
-            n = len(TRACKS)
-            q = q.reshape(q.shape[:-1] + (n, -1))
-            keys = keys.reshape(keys.shape[:-1] + (n, -1))
-            if t is None:
-                t = jnp.arange(length)[:, None]
-                logits = jnp.einsum("btnd,bsnd->btsn", q, keys) / np.sqrt(q.shape[-1])
-            else:
-                logits = jnp.einsum("bnd,bsnd->bsn", q, keys) / np.sqrt(q.shape[-1])
-            lag = self._lag(t, s, phase, length)
-            return jnp.where((s < t)[..., None], logits + self.copy_lag(lag), -1e9)
         if t is None:
             t = jnp.arange(length)[:, None]
-            logits = jnp.einsum("btd,bsd->bts", q, keys) / np.sqrt(q.shape[-1])
+            logits = jnp.einsum("btnd,bsnd->btsn", q, keys) / np.sqrt(q.shape[-1])
         else:
-            logits = jnp.einsum("bd,bsd->bs", q, keys) / np.sqrt(q.shape[-1])
-        lag = self._lag(t, s, phase, length)
-        bias = self.bar_copy_lag(lag) if whole_bar else self.copy_lag(lag)
-        return jnp.where(s < t, logits + bias[..., 0], -1e9)
+            logits = jnp.einsum("bnd,bsnd->bsn", q, keys) / np.sqrt(q.shape[-1])
+        bias = (self.bar_copy_lag if whole_bar else self.copy_lag)(self._lag(t, s, phase, length))
+        logits = jnp.where((s < t)[..., None], logits + bias, -1e9)
+        return logits if heads > 1 else logits[..., 0]
 
     def __call__(self, z, plays, phase, piano=None) -> PriorOut:
         h = self.hidden(z, plays, phase, piano)
