@@ -243,7 +243,7 @@ def form_rows(model, test: data_lib.Split, *, songs: int = 100, bars: int = 32, 
         return out
 
     # test songs too short for `bars` bars after their first piano bar leave no real row
-    rows = {f"real (test, {len(real)} passages)": row(real)} if len(real) else {}
+    rows = {f"real ({test.name}, {len(real)} passages)": row(real)} if len(real) else {}
     shown = {"real": real} if len(real) else {}
     import time
     for prior in priors:
