@@ -32,14 +32,24 @@ from vaejax import evaluate, metrics, trained_model
 from vaejax.config import TRACKS
 
 
+def _changed(model, **attrs):
+    """A copy of the loaded model with internals changed for an ablation row (the public API changes only
+    `TrainedModel.OPTIONS`, through `with_options`)."""
+    import copy
+
+    model = copy.copy(model)
+    for name, value in attrs.items():
+        object.__setattr__(model, name, value)
+    return model
+
+
 def apply_variant(model, variant: str | None):
     if not variant:
         return model
     if variant == "threshold":
-        model.count_notes = False
+        model = model.with_options(count_notes=False)
     elif variant == "one-cut":
-        model.count_notes = False
-        model.per_cell_onsets = False
+        model = _changed(model.with_options(count_notes=False), per_cell_onsets=False)
     elif variant == "no-early":
         import jax
 
@@ -47,12 +57,16 @@ def apply_variant(model, variant: str | None):
             n = b.shape[-1] // 3
             return b.at[..., 2 * n:].set(-30.0)  # the early map's probability 0
 
-        model.vae["out_b"] = jax.tree.map(no_early, model.vae["out_b"])
+        vae = jax.tree.map(lambda a: a, model.vae)  # a new state with the same arrays
+        vae["out_b"] = jax.tree.map(no_early, model.vae["out_b"])
+        model = _changed(model, vae=vae)
     elif variant == "chain":
-        model.prior = None  # generation from the seed's chain even where the model carries a learned prior
+        # generation from the seed's chain even where the model carries a learned prior
+        model = _changed(model, prior=None)
     elif variant == "full-tail":
-        model.thresholds = model.thresholds.copy()
-        model.thresholds[:, 2] = model.cfg.data.steps // (model.cfg.data.beats * model.cfg.model.grid)
+        th = model.thresholds.copy()
+        th[:, 2] = model.cfg.data.steps // (model.cfg.data.beats * model.cfg.model.grid)
+        model = _changed(model, thresholds=th)
     else:
         raise SystemExit(f"unknown variant {variant!r}")
     return model

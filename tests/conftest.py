@@ -1,5 +1,7 @@
 import atexit
 import contextlib
+import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -42,15 +44,34 @@ def save_npz(path, tracks, length, resolution=24, downbeat_every=96, legacy=True
     return path
 
 
+def shared_once(tmp_path_factory, name: str, make):
+    """`make(folder)` run once per test session, whatever the number of pytest-xdist workers: the first
+    worker to ask builds the folder under a lock while the others wait, then all read it; returns what
+    `make` returned (JSON-serialisable) and the folder."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, shared by its workers
+    root = base / name
+    with open(base / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = base / f"{name}.json"
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # what a failed attempt left
+            root.mkdir()
+            done.write_text(json.dumps(make(str(root)), default=float))
+        return json.loads(done.read_text()), str(root)
+
+
 @pytest.fixture(scope="session")
 def demo_prepared(tmp_path_factory):
-    """A small SYNTHETIC corpus, prepared."""
+    """A small SYNTHETIC corpus, prepared (once for all workers)."""
     from vaejax import data, demo
 
-    root = tmp_path_factory.mktemp("demo")
-    demo.write_corpus(str(root / "src"), songs=24, seed=1, bars=8)
-    data.prepare(str(root / "src"), str(root / "prep"), workers=1, progress=False)
-    return str(root / "prep")
+    def make(root):
+        demo.write_corpus(os.path.join(root, "src"), songs=24, seed=1, bars=8)
+        data.prepare(os.path.join(root, "src"), os.path.join(root, "prep"), workers=1, progress=False)
+
+    return os.path.join(shared_once(tmp_path_factory, "demo", make)[1], "prep")
 
 
 def tiny_config():
@@ -63,13 +84,13 @@ def tiny_config():
 
 @pytest.fixture(scope="session")
 def tiny_trained(tmp_path_factory, demo_prepared):
-    """(run folder, per-stage results): every stage trained briefly on the tiny preset, once per test session.
-    Tests read it; a test that changes a run copies it first."""
+    """(run folder, per-stage results): every stage trained briefly on the tiny preset, once per test session
+    (for all workers). Tests read it; a test that changes a run copies it first."""
     from vaejax import training
 
-    run = str(tmp_path_factory.mktemp("tinyrun") / "run")
-    results = training.train_all(run, tiny_config(), demo_prepared, progress=False)
-    return run, results
+    results, root = shared_once(tmp_path_factory, "tinyrun", lambda root: training.train_all(
+        os.path.join(root, "run"), tiny_config(), demo_prepared, progress=False))
+    return os.path.join(root, "run"), results
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +110,15 @@ def tmpfs(path, options: str):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+TRAINED = {"tiny_trained", "tiny_run"}
+
+
+
+def pytest_itemcollected(item):
+    """A test that reads the shared trained run is `slow`: the run is trained (every stage, about 40 s on
+    two cores) before the first of them, so `-m "not slow"` leaves all of them and the training out."""
+    if TRAINED & set(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.slow)
+

@@ -205,6 +205,7 @@ def test_members_start_different():
             assert not np.allclose(w[i], w[j])
 
 
+@pytest.mark.slow
 def test_members_train_independently():
     """A gradient from one instrument's data moves only that instrument's parameters."""
     cfg = preset("tiny")

@@ -92,6 +92,7 @@ def _phrase_songs(n_songs=32, bars=16, seed=0):
     return seqs
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss_on_repeating_sequences():
     seqs = _phrase_songs()
     rows = seqs.windows(CFG.context)
@@ -125,6 +126,7 @@ def _groove_songs(n_songs=48, bars=16, seed=0):
                            np.full(n_songs, bars))
 
 
+@pytest.mark.slow
 def test_per_track_pointers_learn_which_track_repeats_at_which_distance():
     import dataclasses
     cfg = dataclasses.replace(CFG, steps=150, copy="track")
@@ -327,6 +329,7 @@ def test_stage_prior_retrains_on_an_existing_run(tiny_run, demo_prepared, tmp_pa
     m.arrange(np.zeros((96, 84), bool))
 
 
+@pytest.mark.slow
 def test_packaged_songs_repeat_and_rest_and_the_chain_does_not():
     """The packaged model's default prior repeats bars (about real songs' share: 30% near repeats on held-out
     passages) and rests; the seed's chain, the baseline, almost never repeats a bar."""

@@ -486,6 +486,7 @@ def test_concurrent_claims_keep_every_name(tmp_path):
     assert len(claimed) == len(set(claimed)) == 90
 
 
+@pytest.mark.slow
 def test_disk_full_while_sampling_is_one_line_and_leaves_nothing_partial(tmp_path, monkeypatch):
     import errno
 
@@ -515,6 +516,7 @@ def test_disk_full_while_sampling_is_one_line_and_leaves_nothing_partial(tmp_pat
     assert "sample-seed0-0.mid" in names and "sample-seed0-0.png" in names
 
 
+@pytest.mark.slow
 def test_real_full_disk_while_sampling(tmp_path):
     with tmpfs(tmp_path / "disk", "size=48k") as disk:
         code, _, err = run_main(cli.sample_main, ["--bars", "8", "--out", str(disk)])
@@ -530,6 +532,7 @@ def lpd5():
     return vaejax.load("lpd5")
 
 
+@pytest.mark.slow
 def test_chunked_decoding_equals_one_call(monkeypatch, lpd5):
     from vaejax import trained_model
 
@@ -545,9 +548,8 @@ def test_chunked_decoding_equals_one_call(monkeypatch, lpd5):
     np.testing.assert_allclose(model.encode_bars(bars).concat(), enc_whole, rtol=1e-5, atol=1e-5)
 
 
-def test_generation_beyond_the_budget_is_refused_before_work(lpd5, monkeypatch):
-    model = lpd5
-    monkeypatch.setattr(model, "memory_mb", 500)
+def test_generation_beyond_the_budget_is_refused_before_work(lpd5):
+    model = lpd5.with_options(memory_mb=500)
     t = time.perf_counter()
     with pytest.raises(ValueError, match="more than the budget of 500 MiB"):
         model.sample(4096, num=1000)

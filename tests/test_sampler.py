@@ -123,19 +123,36 @@ def test_harmony_guidance_moves_the_band_toward_the_piano(packaged):
     and leaves the piano (which has no condition) alone."""
     lat, means = packaged.sample_latents(8, sigma=0.5, seed=5, num=2, with_means=True)
     flat = lambda z: z.concat().reshape((-1,) + z.shape[2:] + (2 * z.size,))  # noqa: E731
-    old = packaged.harmony_guidance
-    try:
-        packaged.harmony_guidance = 0.0
-        a = packaged.rolls(flat(lat), plays_latents=flat(means))
-        packaged.harmony_guidance = 12.0
-        b = packaged.rolls(flat(lat), plays_latents=flat(means))
-    finally:
-        packaged.harmony_guidance = old
+    a = packaged.with_options(harmony_guidance=0.0).rolls(flat(lat), plays_latents=flat(means))
+    b = packaged.with_options(harmony_guidance=12.0).rolls(flat(lat), plays_latents=flat(means))
     np.testing.assert_array_equal(a[1], b[1])  # the piano has no condition: guidance leaves it alone
     assert a[2:].any() and b[2:].any()
     assert _in_piano_classes(b) > _in_piano_classes(a) + 0.1, (_in_piano_classes(a), _in_piano_classes(b))
 
 
+
+def test_a_loaded_model_does_not_change_and_with_options_gives_another(packaged):
+    """Settings are arguments: assigning to a loaded model fails and names the way; `with_options` returns
+    a model sharing the weights with other settings, leaving the first as it was; misspelled or bad
+    settings, here or as keyword arguments of a generating method, are refused rather than ignored."""
+    before = packaged.harmony_guidance
+    with pytest.raises(AttributeError, match=r"with_options\(harmony_guidance="):
+        packaged.harmony_guidance = 0.0
+    with pytest.raises(AttributeError, match="does not change"):
+        packaged.vae = None
+    other = packaged.with_options(harmony_guidance=0.0, tempo=90)
+    assert packaged.harmony_guidance == before and packaged.tempo != 90
+    assert other.harmony_guidance == 0.0 and other.tempo == 90 and other.vae is packaged.vae
+    assert other.sample(bars=1, seed=0)[0].tempo[0] == pytest.approx(90)
+    with pytest.raises(TypeError, match="unknown option"):
+        packaged.with_options(harmony=1.0)
+    for bad in ({"memory_mb": 0}, {"tempo": float("nan")}, {"harmony_guidance": -1}, {"count_notes": "no"}):
+        with pytest.raises(ValueError):
+            packaged.with_options(**bad)
+    with pytest.raises(TypeError):
+        packaged.sample(bars=1, seed=0, tempp=90)
+
+@pytest.mark.slow
 def test_vary_interpolate_and_continue(packaged):
     """At sigma 0 a variation is the decoding of the song's encoding; interpolation starts and ends at the
     two songs' decodings; a continuation at sigma 0 is the chain's decoding from the song's last bar.

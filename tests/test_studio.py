@@ -165,6 +165,7 @@ def test_not_json(client):
     assert r.status_code == 400 and r.json()["error"] == "the request body is not JSON"
 
 
+@pytest.mark.slow
 def test_generate_and_download(client):
     r = client.post("/api/generate", json={"mode": "sample", "options": {"bars": 2, "seed": 3, "tempo": 120}})
     assert r.status_code == 200, r.text
@@ -225,6 +226,7 @@ def test_upload_npz(client, tmp_path):
     assert e["kind"] == "upload" and e["counts"]["Piano"] == 48 and e["counts"]["Bass"] == 1
 
 
+@pytest.mark.slow
 def test_arrange_vary_continue(client, tmp_path):
     up = client.post("/api/upload?name=piano.mid", content=open(short_piano(tmp_path / "p.mid"), "rb").read())
     assert up.status_code == 200, up.text

@@ -473,9 +473,8 @@ def sample_main(argv: list[str] | None = None) -> int:
     except (devices.AcceleratorError, RunError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.harmony is not None:
-        model.harmony_guidance = args.harmony
-    model.memory_mb = args.memory_budget
+    model = model.with_options(memory_mb=args.memory_budget,
+                               **({} if args.harmony is None else {"harmony_guidance": args.harmony}))
     kw = dict(threshold=args.threshold, sample=args.sample, min_length=args.min_length, merge_gap=args.merge_gap)
     steps_per_bar = model.cfg.data.resolution * model.cfg.data.beats_per_bar
     out = _Out(args.out, args.overwrite, (".mid", ".png") + (() if args.no_audio else (".wav",)))

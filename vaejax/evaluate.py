@@ -492,9 +492,9 @@ def _main(args, argv) -> int:
         print(f"{run}: reconstruction F1 " + ", ".join(f"{t} {f1[t]['f1']:.3f}" for t in TRACKS))
     model = trained_model.load(args.runs[0])
     if args.harmony is not None:
-        model.harmony_guidance = args.harmony
+        model = model.with_options(harmony_guidance=args.harmony)
     if args.threshold_notes:
-        model.count_notes = False
+        model = model.with_options(count_notes=False)
     real = metrics.all_metrics(test.bars(np.arange(len(test))))
     real_extra = real_rows(test, _song_windows(test, args.bars), args.bars, test.cfg.lowest_pitch)
     gen = generation(model, test, songs=args.songs, bars=args.bars, sigmas=args.sigmas, seed=args.seed)
@@ -527,7 +527,7 @@ def form_main(args, test: data_lib.Split, model=None) -> int:
     """The form section: form.md, form.json and form-ssm.png in `args.out`."""
     model = model or trained_model.load(args.runs[0])
     if args.harmony is not None:
-        model.harmony_guidance = args.harmony
+        model = model.with_options(harmony_guidance=args.harmony)
     os.makedirs(args.out, exist_ok=True)
     res = form_rows(model, test, songs=args.songs, bars=args.form_bars, seed=args.seed,
                     picture=os.path.join(args.out, "form-ssm.png"))

@@ -11,6 +11,7 @@ Loading needs the networks' structure and their weights only: no training code, 
 
 from __future__ import annotations
 
+import copy
 import os
 
 import jax
@@ -113,6 +114,39 @@ class TrainedModel:
         self._rolls = jax.jit(self._rolls_impl, static_argnames=("sample", "count", "cells"))
         self._encode = jax.jit(self._encode_impl)
         self._harm = jax.jit(self._harmony_impl)
+        self._frozen = True
+
+    OPTIONS = ("harmony_guidance", "memory_mb", "count_notes", "tempo")
+    """Generation settings that `with_options` changes; everything else is fixed by the run folder."""
+
+    def with_options(self, **options) -> TrainedModel:
+        """This model with other generation settings (`OPTIONS`: `harmony_guidance`, `memory_mb`,
+        `count_notes`, `tempo`; see their descriptions in `__init__`): a new facade sharing the weights and
+        the compiled kernels, so it is cheap; the model it came from is unchanged."""
+        unknown = sorted(set(options) - set(self.OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown option(s) {', '.join(unknown)}; a TrainedModel's options are "
+                            f"{', '.join(self.OPTIONS)}")
+        for name in set(options) & {"harmony_guidance", "memory_mb", "tempo"}:
+            value = options[name]
+            low = 0.0 if name == "harmony_guidance" else 1e-9
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+                    and value >= low):
+                raise ValueError(f"{name} must be a finite number "
+                                 f"{'>= 0' if name == 'harmony_guidance' else '> 0'}, not {value!r}")
+        if "count_notes" in options and not isinstance(options["count_notes"], bool):
+            raise ValueError(f"count_notes must be True or False, not {options['count_notes']!r}")
+        new = copy.copy(self)
+        for name, value in options.items():
+            object.__setattr__(new, name, float(value) if name != "count_notes" else value)
+        return new
+
+    def __setattr__(self, name, value):
+        if self.__dict__.get("_frozen"):
+            hint = (f"; model.with_options({name}=...) returns a model with another setting"
+                    if name in self.OPTIONS else "")
+            raise AttributeError(f"a TrainedModel does not change once loaded (setting {name!r}){hint}")
+        object.__setattr__(self, name, value)
 
     # ---- the prior over bar sequences (vaejax.prior) ---------------------------------------------------
 
@@ -367,8 +401,7 @@ class TrainedModel:
                 out[:, cut] = got[:, :min(DECODE_CHUNK, m - lo)]
         return out.reshape(5, -1, out.shape[-1])
 
-    def _finish(self, roll, *, name, shift=0, key=0, min_length=None, merge_gap=None, tempo=None,
-                **_):
+    def _finish(self, roll, *, name, shift=0, key=0, min_length=None, merge_gap=None, tempo=None):
         """Post-process (`min_length`, `merge_gap`: None for the model's defaults), move to the output key
         and wrap a `[5, T, P]` roll as a Multitrack."""
         roll = render.postprocess(roll, min_length=self.min_length if min_length is None else min_length,

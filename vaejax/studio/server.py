@@ -379,9 +379,8 @@ class Studio:
         if src is not None and mode == "continue" and src.song["bars"] + o["bars"] > self.max_bars:
             raise StudioError(f"the song has {src.song['bars']} bars; with {o['bars']} more it would pass the "
                               f"studio's {self.max_bars}")
+        m = m.with_options(harmony_guidance=o["harmony"])
         with self._model_lock:
-            before = m.harmony_guidance
-            m.harmony_guidance = o["harmony"]
             try:
                 if mode == "sample":
                     mt = m.sample(o["bars"], sigma=o["sigma"], seed=o["seed"], num=1, key=o["key"],
@@ -410,8 +409,6 @@ class Studio:
                     label = f"continuation of {src.label}"
             except (ValueError, BadSong) as e:
                 raise StudioError(str(e)) from None
-            finally:
-                m.harmony_guidance = before
         roll = from_multitrack(mt, self.cfg)
         silent = render.silent_tracks(mt)
         if len(silent) == len(TRACKS):
