@@ -53,14 +53,22 @@ def main(argv=None) -> int:
         got = []
         t0 = time.perf_counter()
         for i, song in enumerate(real):
-            mt = model.arrange(song[1].reshape(-1, song.shape[-1]), sigma=args.sigma, seed=i, prior=prior,
-                               min_length=0, merge_gap=0)
+            mt = model.arrange(
+                song[1].reshape(-1, song.shape[-1]), sigma=args.sigma, seed=i, prior=prior, min_length=0, merge_gap=0
+            )
             got.append(music.to_bars(music.from_multitrack(mt, cfg), cfg).transpose(1, 0, 2, 3)[:, :32])
-        rows[f"arranged, {prior}"] = {**row(np.concatenate(got, axis=1), cfg.lowest_pitch),
-                                      "seconds": time.perf_counter() - t0}
-    out = {"command": "python bench/arrange_test_pianos.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-           "date": time.strftime("%Y-%m-%d"), "passages": int(len(real)), "sigma": args.sigma, "rows": rows}
+        rows[f"arranged, {prior}"] = {
+            **row(np.concatenate(got, axis=1), cfg.lowest_pitch),
+            "seconds": time.perf_counter() - t0,
+        }
+    out = {
+        "command": "python bench/arrange_test_pianos.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"),
+        "passages": int(len(real)),
+        "sigma": args.sigma,
+        "rows": rows,
+    }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1, default=float)

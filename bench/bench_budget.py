@@ -38,12 +38,14 @@ _RSS = "int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).
 
 def read_peak(path: str) -> dict:
     """Peak of one read in a fresh process, above what the process held after its imports."""
-    code = (f"import json, time; from vaejax import music; import pretty_midi, mido; base = {_RSS}; "
-            f"t = time.perf_counter()\n"
-            f"try:\n  s = music.read_song({path!r}); out = 'read'\n"
-            f"except music.BadSong as e:\n  out = str(e)\n"
-            f"print(json.dumps({{'outcome': out, 'peak_mb': {_HWM} - base, 'base_mb': base, "
-            f"'seconds': time.perf_counter() - t}}))")
+    code = (
+        f"import json, time; from vaejax import music; import pretty_midi, mido; base = {_RSS}; "
+        f"t = time.perf_counter()\n"
+        f"try:\n  s = music.read_song({path!r}); out = 'read'\n"
+        f"except music.BadSong as e:\n  out = str(e)\n"
+        f"print(json.dumps({{'outcome': out, 'peak_mb': {_HWM} - base, 'base_mb': base, "
+        f"'seconds': time.perf_counter() - t}}))"
+    )
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=600)
     if got.returncode:
         return {"outcome": f"process failed: {got.stderr[-300:]}"}
@@ -74,8 +76,12 @@ def tree_peak(cmd: list[str], env=None) -> dict:
         peak = max(peak, _tree_rss(proc.pid))
         time.sleep(0.05)
     out, err = proc.communicate()
-    return {"peak_mb": round(peak, 1), "seconds": round(time.perf_counter() - t, 1), "rc": proc.returncode,
-            "stderr_tail": err.strip().splitlines()[-1:] if proc.returncode else []}
+    return {
+        "peak_mb": round(peak, 1),
+        "seconds": round(time.perf_counter() - t, 1),
+        "rc": proc.returncode,
+        "stderr_tail": err.strip().splitlines()[-1:] if proc.returncode else [],
+    }
 
 
 def long_midi(path: str, bars: int, notes_per_bar: int = 8) -> None:
@@ -106,11 +112,17 @@ def main() -> int:
     ap.add_argument("--reads-only", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
-              "command": "python bench/bench_budget.py" + (" --quick" if args.quick else "")
-              + (f" --json {args.json}" if args.json else ""),
-              "budgets_mb": {"read_one_file": music.READ_BUDGET_MB, "prepare": data.PREPARE_BUDGET_MB,
-                             "generation": config.GENERATION_BUDGET_MB}}
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "command": "python bench/bench_budget.py"
+        + (" --quick" if args.quick else "")
+        + (f" --json {args.json}" if args.json else ""),
+        "budgets_mb": {
+            "read_one_file": music.READ_BUDGET_MB,
+            "prepare": data.PREPARE_BUDGET_MB,
+            "generation": config.GENERATION_BUDGET_MB,
+        },
+    }
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
         for name, blob in fuzz_corpus.budget_cases().items():
@@ -139,10 +151,21 @@ def main() -> int:
         for name in ("dense-members", "json-objects"):
             for i in range(3):  # several at once: readers read them side by side
                 os.link(files[name], os.path.join(src, f"{name}-{i}.npz"))
-        cmd = [sys.executable, "-m", "vaejax.data", "prepare", src, os.path.join(tmp, "prep"), "--quiet",
-               "--workers", "2"]
-        result["prepare"] = {"command": "python -m vaejax.data prepare FUZZ_CORPUS+BUDGET_CASES OUT --workers 2",
-                             **tree_peak(cmd)}
+        cmd = [
+            sys.executable,
+            "-m",
+            "vaejax.data",
+            "prepare",
+            src,
+            os.path.join(tmp, "prep"),
+            "--quiet",
+            "--workers",
+            "2",
+        ]
+        result["prepare"] = {
+            "command": "python -m vaejax.data prepare FUZZ_CORPUS+BUDGET_CASES OUT --workers 2",
+            **tree_peak(cmd),
+        }
         print(json.dumps(result["prepare"]), flush=True)
 
         sample = [sys.executable, "sample.py", "--checkpoint", "lpd5"]
@@ -151,8 +174,15 @@ def main() -> int:
             "256 bars with audio": ["--bars", "256"],
             "1024 bars, no audio": ["--bars", "1024", "--no-audio"],
             "4096 bars, no audio": ["--bars", "4096", "--no-audio"],
-            "48 songs of 128 bars, --memory-budget 600 (groups)": ["--bars", "128", "--num", "48", "--no-audio",
-                                                                  "--memory-budget", "600"],
+            "48 songs of 128 bars, --memory-budget 600 (groups)": [
+                "--bars",
+                "128",
+                "--num",
+                "48",
+                "--no-audio",
+                "--memory-budget",
+                "600",
+            ],
             "arrange a 4000-bar part, no audio": ["--arrange", files["bar-cap-midi"], "--no-audio"],
         }
         if args.quick:
@@ -162,12 +192,13 @@ def main() -> int:
             out = os.path.join(tmp, "out-" + str(len(result["generation"])))
             got = tree_peak(sample + extra + ["--out", out])
             got["songs"] = len([f for f in os.listdir(out) if f.endswith(".mid")]) if os.path.isdir(out) else 0
-            result["generation"][name] = {"command": "python sample.py " + " ".join(
-                a if not a.startswith(tmp) else "LONG.mid" for a in extra), **got}
+            result["generation"][name] = {
+                "command": "python sample.py " + " ".join(a if not a.startswith(tmp) else "LONG.mid" for a in extra),
+                **got,
+            }
             print(name, json.dumps(got), flush=True)
         base = tree_peak([sys.executable, "-c", "import vaejax; m = vaejax.load('lpd5'); m.sample(2)"])
-        result["generation_baseline"] = {"what": "load the packaged model and sample 2 bars in a process",
-                                         **base}
+        result["generation_baseline"] = {"what": "load the packaged model and sample 2 bars in a process", **base}
     text = json.dumps(result, indent=1)
     if args.json:
         with open(args.json, "w") as f:

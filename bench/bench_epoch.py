@@ -41,8 +41,9 @@ def main() -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     ds = data.open_dataset(args.data)
-    cfg = preset("default").replace(train={"batch_size": args.batch, "max_steps_per_epoch": args.steps,
-                                           "vae_epochs": 2})
+    cfg = preset("default").replace(
+        train={"batch_size": args.batch, "max_steps_per_epoch": args.steps, "vae_epochs": 2}
+    )
     cfg = stages.with_data(cfg, args.data)
     with tempfile.TemporaryDirectory() as tmp:
         run = RunFolder(tmp)
@@ -81,10 +82,13 @@ def main() -> int:
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "command": "python bench/bench_epoch.py " + " ".join(sys.argv[1:]),
-        "batch": args.batch, "steps": args.steps,
-        "bare_step_ms": 1000 * bare, "epoch_seconds": epoch,
+        "batch": args.batch,
+        "steps": args.steps,
+        "bare_step_ms": 1000 * bare,
+        "epoch_seconds": epoch,
         "throughput_fraction": args.steps * bare / epoch,
-        "validation_seconds": validation, "checkpoint_save_seconds_blocking": save,
+        "validation_seconds": validation,
+        "checkpoint_save_seconds_blocking": save,
         "full_epoch_steps": full_steps,
         "full_epoch_fraction_estimate": full_steps * bare / (full_steps * bare + validation + saves * save),
     }

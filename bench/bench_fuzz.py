@@ -53,14 +53,23 @@ def main() -> int:
             seconds = time.perf_counter() - t
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
-            per_file.append({"file": os.path.basename(path), "good": path in good, "outcome": outcome,
-                             "seconds": seconds, "peak_mb": peak / 2**20})
-        code = ("import json, resource; from vaejax import data; "
-                f"r = data.prepare({os.path.join(tmp, 'src')!r}, {os.path.join(tmp, 'out')!r}, workers=2, "
-                "progress=False); "
-                "hwm = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]); "
-                "peak = max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
-                "print(json.dumps({'read': r['songs_read'], 'skipped': r['songs_skipped'], 'peak_mb': peak / 1024}))")
+            per_file.append(
+                {
+                    "file": os.path.basename(path),
+                    "good": path in good,
+                    "outcome": outcome,
+                    "seconds": seconds,
+                    "peak_mb": peak / 2**20,
+                }
+            )
+        code = (
+            "import json, resource; from vaejax import data; "
+            f"r = data.prepare({os.path.join(tmp, 'src')!r}, {os.path.join(tmp, 'out')!r}, workers=2, "
+            "progress=False); "
+            "hwm = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]); "
+            "peak = max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+            "print(json.dumps({'read': r['songs_read'], 'skipped': r['songs_skipped'], 'peak_mb': peak / 1024}))"
+        )
         t = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         prep = json.loads(out.stdout.strip().splitlines()[-1])
@@ -69,7 +78,9 @@ def main() -> int:
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "command": "python bench/bench_fuzz.py " + " ".join(sys.argv[1:]),
-        "files": len(per_file), "good": len(good), "bad": len(bad),
+        "files": len(per_file),
+        "good": len(good),
+        "bad": len(bad),
         "outcomes_of_bad_files": dict(collections.Counter(r["outcome"] for r in bad_rows).most_common()),
         "good_files_read": sum(r["good"] and r["outcome"] == "read" for r in per_file),
         "slowest_bad_file": max(bad_rows, key=lambda r: r["seconds"]),

@@ -36,11 +36,13 @@ print(json.dumps({"import": t1 - t0, "load": t2 - t1, "first_song": t3 - t2, "ne
 def measure(target: str, repeats: int) -> dict:
     runs = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", CHILD, target], capture_output=True, text=True, cwd=ROOT,
-                             check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, target], capture_output=True, text=True, cwd=ROOT, check=True
+        )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    return {k: {"median": statistics.median(r[k] for r in runs), "all": [round(r[k], 3) for r in runs]}
-            for k in runs[0]}
+    return {
+        k: {"median": statistics.median(r[k] for r in runs), "all": [round(r[k], 3) for r in runs]} for k in runs[0]
+    }
 
 
 def main() -> int:
@@ -50,8 +52,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-              "command": " ".join(sys.argv), "packaged": measure(args.model, args.repeats)}
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "command": " ".join(sys.argv),
+        "packaged": measure(args.model, args.repeats),
+    }
     if args.run:
         result["run_dir"] = measure(args.run, args.repeats)
     for name in ("packaged", "run_dir"):

@@ -67,12 +67,18 @@ def main():
             ts.append((time.perf_counter() - t) / 3)
         steps = 1 / statistics.median(ts)
         out["results"][str(bs)] = {
-            "float32_batches_per_s": pipes[False][0], "float32_bytes_per_batch": pipes[False][1],
-            "packed_batches_per_s": pipes[True][0], "packed_bytes_per_batch": pipes[True][1],
-            "train_steps_per_s": steps, "headroom": pipe / steps}
-        print(f"batch {bs}: float32 {pipes[False][0]:.1f} batches/s ({pipes[False][1] / 1e6:.1f} MB each), packed "
-              f"{pipe:.1f} batches/s ({pipes[True][1] / 1e6:.2f} MB each, one thread, device_put included); "
-              f"training {steps:.2f} steps/s; headroom {pipe / steps:.1f}x")
+            "float32_batches_per_s": pipes[False][0],
+            "float32_bytes_per_batch": pipes[False][1],
+            "packed_batches_per_s": pipes[True][0],
+            "packed_bytes_per_batch": pipes[True][1],
+            "train_steps_per_s": steps,
+            "headroom": pipe / steps,
+        }
+        print(
+            f"batch {bs}: float32 {pipes[False][0]:.1f} batches/s ({pipes[False][1] / 1e6:.1f} MB each), packed "
+            f"{pipe:.1f} batches/s ({pipes[True][1] / 1e6:.2f} MB each, one thread, device_put included); "
+            f"training {steps:.2f} steps/s; headroom {pipe / steps:.1f}x"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

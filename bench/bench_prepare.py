@@ -55,8 +55,14 @@ def _child(method, files, out, q):
         bars = sum(rep["bars_per_split"].values())
     else:
         bars = straightforward(files)
-    q.put((time.perf_counter() - t, bars, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-           resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+    q.put(
+        (
+            time.perf_counter() - t,
+            bars,
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        )
+    )
 
 
 _SRC = [""]
@@ -74,8 +80,9 @@ def run(method, files, out):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--src",
-                    default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "lpd_cleansed"))
+    ap.add_argument(
+        "--src", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "lpd_cleansed")
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -88,6 +95,7 @@ def main():
     for f in files[:5]:
         mine = music.to_bars(music.read_npz(f).roll)
         import pypianoroll
+
         mt = pypianoroll.load(f)
         assert mine.shape[0] == mt.get_max_length() // 96, f
     tmp = tempfile.mkdtemp()
@@ -99,20 +107,34 @@ def main():
                 secs, bars, mb = run(method, files, os.path.join(tmp, f"{method}{r}"))
                 times.append(secs)
                 mems.append(mb)
-            results[method] = {"median_s": statistics.median(times), "runs_s": [round(t, 2) for t in times],
-                               "songs_per_s": len(files) / statistics.median(times), "bars": bars,
-                               "peak_rss_mb": max(mems)}
+            results[method] = {
+                "median_s": statistics.median(times),
+                "runs_s": [round(t, 2) for t in times],
+                "songs_per_s": len(files) / statistics.median(times),
+                "bars": bars,
+                "peak_rss_mb": max(mems),
+            }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = results["vaejax"]["songs_per_s"] / results["straightforward"]["songs_per_s"]
-    out = {"songs": len(files), "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-           "python": platform.python_version(), "results": results, "speedup": ratio,
-           "projected_full_lpd_cleansed_s": FULL_LPD_CLEANSED / results["vaejax"]["songs_per_s"]}
+    out = {
+        "songs": len(files),
+        "cpus": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "results": results,
+        "speedup": ratio,
+        "projected_full_lpd_cleansed_s": FULL_LPD_CLEANSED / results["vaejax"]["songs_per_s"],
+    }
     for m, r in results.items():
-        print(f"{m:16s} {r['median_s']:7.2f} s  {r['songs_per_s']:7.1f} songs/s  {r['bars']} bars  "
-              f"peak RSS {r['peak_rss_mb']:.0f} MB  runs {r['runs_s']}")
-    print(f"speedup vaejax/straightforward = {ratio:.2f}x; projected full LPD-cleansed ({FULL_LPD_CLEANSED} songs): "
-          f"{out['projected_full_lpd_cleansed_s'] / 60:.1f} min")
+        print(
+            f"{m:16s} {r['median_s']:7.2f} s  {r['songs_per_s']:7.1f} songs/s  {r['bars']} bars  "
+            f"peak RSS {r['peak_rss_mb']:.0f} MB  runs {r['runs_s']}"
+        )
+    print(
+        f"speedup vaejax/straightforward = {ratio:.2f}x; projected full LPD-cleansed ({FULL_LPD_CLEANSED} songs): "
+        f"{out['projected_full_lpd_cleansed_s'] / 60:.1f} min"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

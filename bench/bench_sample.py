@@ -41,14 +41,18 @@ def main():
     out = {"run": args.run, "latent": model.cfg.model.latent}
     seeds = itertools.count(1)
     for num in (1, 100):
+
         def job(num=num):
             songs = model.sample(32, sigma=0.5, seed=next(seeds), num=num, min_length=3, merge_gap=2)
             for i, s in enumerate(songs):
                 render.write_midi(os.path.join(tmp, f"{i}.mid"), s)
+
         med, ts = timed(job, args.repeats)
         out[f"songs_{num}"] = {"median_s": med, "runs_s": [round(t, 3) for t in ts]}
-        print(f"{num} song(s) x 32 bars x 5 tracks, MIDI written: {med:.3f} s (median of {args.repeats}; "
-              f"runs {[round(t, 3) for t in ts]})")
+        print(
+            f"{num} song(s) x 32 bars x 5 tracks, MIDI written: {med:.3f} s (median of {args.repeats}; "
+            f"runs {[round(t, 3) for t in ts]})"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)

@@ -51,7 +51,7 @@ def main() -> int:
     version = subprocess.run([found[0], "--version"], capture_output=True, text=True).stdout.strip()
     out = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared: load average {load_before[0]:.1f} "
-                   f"before, {os.getloadavg()[0]:.1f} after)",
+        f"before, {os.getloadavg()[0]:.1f} after)",
         "browser": version,
         "command": "python bench/bench_studio.py" + (f" --json {args.json}" if args.json else ""),
         "bars": args.bars,

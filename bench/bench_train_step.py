@@ -75,10 +75,12 @@ def matmul_runs(threads):
     def tmm():
         torch.set_num_threads(threads)
         torch.mm(ta, ta)
+
     return {"matmul jax": lambda: f(a, a), "matmul torch": tmm}
 
 
 # ---- JAX -------------------------------------------------------------------------------------------------
+
 
 def jax_vmapped(cfg, x, packed=False):
     """The library's own training step (`make_vae_fns`), as training runs it; `packed`: the bars bit-packed
@@ -92,6 +94,7 @@ def jax_vmapped(cfg, x, packed=False):
         box["s"], m = step(box["s"], xs, jnp.asarray(box["i"], jnp.int32))
         box["i"] += 1
         return m.loss
+
     run.lowered = lambda: step.lower(box["s"], xs, jnp.asarray(0, jnp.int32))
     return run
 
@@ -111,8 +114,16 @@ def jax_five_calls(cfg, x):
         model = nnx.merge(g, params)
         target = jax.lax.stop_gradient(model.targets(xi))
         out = model(model.inputs(target), key, c)
-        return losses.elbo(out.logits, target, out.mu, out.logvar, beta=beta, free_bits=tc.free_bits,
-                           pos_weight=tc.pos_weight, plays=out.plays).loss
+        return losses.elbo(
+            out.logits,
+            target,
+            out.mu,
+            out.logvar,
+            beta=beta,
+            free_bits=tc.free_bits,
+            pos_weight=tc.pos_weight,
+            plays=out.plays,
+        ).loss
 
     def step(state, xi, piano, member, s):
         beta = losses.kl_beta(s, tc.beta, tc.beta_rate)
@@ -131,10 +142,12 @@ def jax_five_calls(cfg, x):
             states[i], out = step(states[i], xs[i], xs[PIANO], i, jnp.asarray(box["i"], jnp.int32))
         box["i"] += 1
         return out
+
     return run
 
 
 # ---- PyTorch ---------------------------------------------------------------------------------------------
+
 
 def torch_run(make, x, threads):
     import torch
@@ -149,6 +162,7 @@ def torch_run(make, x, threads):
         step(xt, box["i"])
         box["i"] += 1
         return None
+
     return run
 
 
@@ -156,16 +170,16 @@ def torch_eager(cfg, x, threads):
     import torch_vae
 
     torch_vae.torch.manual_seed(0)
-    return torch_run(lambda: torch_vae.make_step([torch_vae.TorchVAE() for _ in range(5)], lr=cfg.train.lr), x,
-                     threads)
+    return torch_run(lambda: torch_vae.make_step([torch_vae.TorchVAE() for _ in range(5)], lr=cfg.train.lr), x, threads)
 
 
 def torch_batched(cfg, x, threads):
     import torch_vae
 
     torch_vae.torch.manual_seed(0)
-    return torch_run(lambda: torch_vae.make_batched_step([torch_vae.TorchVAE() for _ in range(5)], lr=cfg.train.lr),
-                     x, threads)
+    return torch_run(
+        lambda: torch_vae.make_batched_step([torch_vae.TorchVAE() for _ in range(5)], lr=cfg.train.lr), x, threads
+    )
 
 
 def torch_compiled(cfg, x, threads):
@@ -179,9 +193,13 @@ def torch_compiled(cfg, x, threads):
 
     def loss_fn(net, m, c, eps, beta):
         return torch_vae.member_loss(net(m, c, eps), m, beta, free)[0]
+
     compiled = torch.compile(loss_fn)
-    return torch_run(lambda: torch_vae.make_step([torch_vae.TorchVAE() for _ in range(5)], lr=cfg.train.lr,
-                                                 loss_fn=compiled), x, threads)
+    return torch_run(
+        lambda: torch_vae.make_step([torch_vae.TorchVAE() for _ in range(5)], lr=cfg.train.lr, loss_fn=compiled),
+        x,
+        threads,
+    )
 
 
 def main():
@@ -190,29 +208,46 @@ def main():
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true", help="leave out torch.compile (its compilation is slow)")
-    ap.add_argument("--torch-threads", type=int, nargs="+", default=[os.cpu_count()],
-                    help="PyTorch eager x5 runs at each of these thread counts (the fastest is the baseline); the "
-                         "other PyTorch methods at the first. On a machine shared with other jobs, PyTorch's "
-                         "OpenMP threads slow down badly when they outnumber the free cores: give 1 as well")
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        nargs="+",
+        default=[os.cpu_count()],
+        help="PyTorch eager x5 runs at each of these thread counts (the fastest is the baseline); the "
+        "other PyTorch methods at the first. On a machine shared with other jobs, PyTorch's "
+        "OpenMP threads slow down badly when they outnumber the free cores: give 1 as well",
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
 
     threads = os.cpu_count()
     tthreads = args.torch_threads[0]
-    print(f"machine: {machine()}; jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
-          f"({', '.join(map(str, args.torch_threads))} threads)")
-    out = {"machine": machine(), "jax": jax.__version__, "torch": torch.__version__, "threads": threads,
-           "torch_threads": args.torch_threads, "load_average_before": os.getloadavg(),
-           "command": "python bench/bench_train_step.py " + " ".join(sys.argv[1:]), "results": {}}
+    print(
+        f"machine: {machine()}; jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
+        f"({', '.join(map(str, args.torch_threads))} threads)"
+    )
+    out = {
+        "machine": machine(),
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+        "threads": threads,
+        "torch_threads": args.torch_threads,
+        "load_average_before": os.getloadavg(),
+        "command": "python bench/bench_train_step.py " + " ".join(sys.argv[1:]),
+        "results": {},
+    }
     mm = matmul_runs(max(args.torch_threads))
     first = None
     for bs in args.batch:
         cfg = preset("default").replace(train={"batch_size": bs})
         x = (np.random.default_rng(0).random((5, bs, T, P)) < 0.02).astype(np.float32)
         # (name, maker, extra arguments): each maker is called with (cfg, x, *extra)
-        makers = [("vaejax vmapped", jax_vmapped, ()), ("jax 5 calls", jax_five_calls, ()),
-                  ("vaejax vmapped, bit-packed bars", jax_vmapped, (True,))]
+        makers = [
+            ("vaejax vmapped", jax_vmapped, ()),
+            ("jax 5 calls", jax_five_calls, ()),
+            ("vaejax vmapped, bit-packed bars", jax_vmapped, (True,)),
+        ]
         makers += [(f"pytorch eager x5, {n} threads", torch_eager, (n,)) for n in args.torch_threads]
         makers.append((f"pytorch eager torch.func.vmap, {tthreads} threads", torch_batched, (tthreads,)))
         if not args.no_compile:
@@ -242,32 +277,44 @@ def main():
         # the matmul peak, timed among the methods (under the same load)
         peaks = {k: 2 * 2048**3 / statistics.median(times.pop(k)) / 1e9 for k in mm}
         peak = max(peaks.values())
-        print(f"batch {bs:4d} f32 matmul 2048^3, timed with the methods: jax {peaks['matmul jax']:.1f} GFLOP/s, "
-              f"torch {peaks['matmul torch']:.1f} GFLOP/s")
+        print(
+            f"batch {bs:4d} f32 matmul 2048^3, timed with the methods: jax {peaks['matmul jax']:.1f} GFLOP/s, "
+            f"torch {peaks['matmul torch']:.1f} GFLOP/s"
+        )
         for k in mm:
             res.pop(k)
         for name, ts in times.items():
             t = statistics.median(ts)
             r = res[name]
-            r.update(step_ms=t * 1e3, runs_ms=[round(v * 1e3, 1) for v in ts], min_ms=min(ts) * 1e3,
-                     bars_per_s=5 * bs / t)
+            r.update(
+                step_ms=t * 1e3, runs_ms=[round(v * 1e3, 1) for v in ts], min_ms=min(ts) * 1e3, bars_per_s=5 * bs / t
+            )
             if flops:
                 r.update(gflops=flops / t / 1e9, peak_fraction=flops / t / 1e9 / peak)
-            print(f"batch {bs:4d} {name:32s} {r['step_ms']:8.1f} ms/step {r['bars_per_s']:8.0f} bars/s"
-                  + (f" {r['gflops']:6.1f} GFLOP/s ({100 * r['peak_fraction']:.0f}% of peak)" if flops else "")
-                  + f"  runs {r['runs_ms']}")
+            print(
+                f"batch {bs:4d} {name:32s} {r['step_ms']:8.1f} ms/step {r['bars_per_s']:8.0f} bars/s"
+                + (f" {r['gflops']:6.1f} GFLOP/s ({100 * r['peak_fraction']:.0f}% of peak)" if flops else "")
+                + f"  runs {r['runs_ms']}"
+            )
         ratios = {}
         if "vaejax vmapped" in times:
             for name in times:
                 if name != "vaejax vmapped":
                     ratios[name] = res[name]["step_ms"] / res["vaejax vmapped"]["step_ms"]
                     print(f"batch {bs}: vaejax vmapped is {ratios[name]:.2f}x as fast as {name}")
-            best = {kind: min((v for k, v in ratios.items() if k.startswith(kind)), default=None)
-                    for kind in ("pytorch eager x5", "pytorch torch.compile")}
+            best = {
+                kind: min((v for k, v in ratios.items() if k.startswith(kind)), default=None)
+                for kind in ("pytorch eager x5", "pytorch torch.compile")
+            }
             ratios.update({f"best {k}": v for k, v in best.items() if v is not None})
-        out["results"][str(bs)] = {"xla_flops_per_step": flops, "jax_matmul_gflops": peaks["matmul jax"],
-                                   "torch_matmul_gflops": peaks["matmul torch"], "peak_gflops": peak, "methods": res,
-                                   "vaejax_speedup_over": ratios}
+        out["results"][str(bs)] = {
+            "xla_flops_per_step": flops,
+            "jax_matmul_gflops": peaks["matmul jax"],
+            "torch_matmul_gflops": peaks["matmul torch"],
+            "peak_gflops": peak,
+            "methods": res,
+            "vaejax_speedup_over": ratios,
+        }
         if first is None and "best pytorch eager x5" in ratios:
             first = ratios["best pytorch eager x5"]
     out["load_average_after"] = os.getloadavg()

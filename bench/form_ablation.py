@@ -38,14 +38,23 @@ def main(argv=None) -> int:
     ap.add_argument("--bars", type=int, default=32)
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 0.75, 1.0])
     ap.add_argument("--chain", action="store_true", help="also the seed's chain of the first run")
-    ap.add_argument("--lag-sharpness", type=float, nargs="+", default=None,
-                    help="score the priors at each of these sampling lag sharpnesses (default: the shipped one)")
+    ap.add_argument(
+        "--lag-sharpness",
+        type=float,
+        nargs="+",
+        default=None,
+        help="score the priors at each of these sampling lag sharpnesses (default: the shipped one)",
+    )
     ap.add_argument("--split", default="test", choices=("test", "valid"))
     args = ap.parse_args(argv)
     test = data_lib.open_dataset(args.data)[args.split]
-    out = {"command": "python bench/form_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-           "date": time.strftime("%Y-%m-%d"), "split": args.split, "rows": {}}
+    out = {
+        "command": "python bench/form_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"),
+        "split": args.split,
+        "rows": {},
+    }
     shipped = prior.LAG_SHARPNESS
     for i, spec in enumerate(args.rows):
         name, run = spec.split("=", 1)
@@ -55,8 +64,7 @@ def main(argv=None) -> int:
             jax.clear_caches()  # the sampling kernels read it when they are traced
             tag = f"{name} lag x{weight:g}" if args.lag_sharpness else name
             priors = (["chain"] if args.chain and i == 0 and j == 0 else []) + ["transformer"]
-            res = evaluate.form_rows(model, test, songs=args.songs, bars=args.bars, sigmas=args.sigmas,
-                                     priors=priors)
+            res = evaluate.form_rows(model, test, songs=args.songs, bars=args.bars, sigmas=args.sigmas, priors=priors)
             for label, row in res["rows"].items():
                 key = label if label.startswith(("real", "chain")) else f"{tag} {label}"
                 out["rows"].setdefault(key, row)

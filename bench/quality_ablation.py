@@ -33,8 +33,7 @@ def row(name: str, rep: dict, sigma: str) -> list[str]:
     cells.append(" / ".join(_f(gen.get(f"UPC {t}"), 1) for t in ("Piano",) + BAND))
     cells.append(" / ".join(_f(gen.get(f"QN {t}"), 0) for t in ("Piano",) + BAND))
     cells.append(_f(gen.get("SC"), 1))
-    cells.append(" / ".join(_f(100 - arr[f"EB {t}"], 0) if f"EB {t}" in arr else "-"
-                            for t in ("Drums",) + BAND))
+    cells.append(" / ".join(_f(100 - arr[f"EB {t}"], 0) if f"EB {t}" in arr else "-" for t in ("Drums",) + BAND))
     cells.append(" / ".join(_f(arr.get(f"TD {t[0]}-P")) for t in BAND))
     cells.append(_f(f1, 3))
     return cells
@@ -46,8 +45,17 @@ def main(argv=None) -> int:
     ap.add_argument("--sigma", default="0.5")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    header = ["design", "TD G/B/S-piano", "EB D/P/G/B/S %", "UPC P/G/B/S", "QN raw P/G/B/S %", "SC %",
-              "arranged: plays D/G/B/S %", "arranged: TD G/B/S-piano", "recon F1"]
+    header = [
+        "design",
+        "TD G/B/S-piano",
+        "EB D/P/G/B/S %",
+        "UPC P/G/B/S",
+        "QN raw P/G/B/S %",
+        "SC %",
+        "arranged: plays D/G/B/S %",
+        "arranged: TD G/B/S-piano",
+        "recon F1",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     first = None
     for item in args.reports:
@@ -58,16 +66,25 @@ def main(argv=None) -> int:
             first = rep
             real = dict(rep["real"])
             songs = rep.get("real_rows", {})
-            for label, r in (("real (test songs)", songs.get("real (test songs)")),
-                             ("real, tracks shuffled across songs", songs.get("real, tracks shuffled across songs"))):
+            for label, r in (
+                ("real (test songs)", songs.get("real (test songs)")),
+                ("real, tracks shuffled across songs", songs.get("real, tracks shuffled across songs")),
+            ):
                 if r:
                     share = rep.get("nonempty_bar_share", {})
-                    cells = [label, " / ".join(_f(r.get(f"TD {t[0]}-P")) for t in BAND),
-                             " / ".join(_f(r.get(f"EB {t}"), 0) for t in ("Drums", "Piano") + BAND),
-                             " / ".join(_f(r.get(f"UPC {t}"), 1) for t in ("Piano",) + BAND),
-                             " / ".join(_f(r.get(f"QN {t}"), 0) for t in ("Piano",) + BAND), _f(r.get("SC"), 1),
-                             " / ".join(_f(100 * share[t], 0) for t in ("Drums",) + BAND) if "real (" in label
-                             and share else "", "", ""]
+                    cells = [
+                        label,
+                        " / ".join(_f(r.get(f"TD {t[0]}-P")) for t in BAND),
+                        " / ".join(_f(r.get(f"EB {t}"), 0) for t in ("Drums", "Piano") + BAND),
+                        " / ".join(_f(r.get(f"UPC {t}"), 1) for t in ("Piano",) + BAND),
+                        " / ".join(_f(r.get(f"QN {t}"), 0) for t in ("Piano",) + BAND),
+                        _f(r.get("SC"), 1),
+                        " / ".join(_f(100 * share[t], 0) for t in ("Drums",) + BAND)
+                        if "real (" in label and share
+                        else "",
+                        "",
+                        "",
+                    ]
                     lines.append("| " + " | ".join(cells) + " |")
             del real
         lines.append("| " + " | ".join(row(name, rep, args.sigma)) + " |")

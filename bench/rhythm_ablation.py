@@ -55,7 +55,7 @@ def apply_variant(model, variant: str | None):
 
         def no_early(b):
             n = b.shape[-1] // 3
-            return b.at[..., 2 * n:].set(-30.0)  # the early map's probability 0
+            return b.at[..., 2 * n :].set(-30.0)  # the early map's probability 0
 
         vae = jax.tree.map(lambda a: a, model.vae)  # a new state with the same arrays
         vae["out_b"] = jax.tree.map(no_early, model.vae["out_b"])
@@ -77,8 +77,12 @@ def row(model, test, songs: int, bars: int, seed: int) -> dict:
     rl = evaluate.realism_section(model, test, songs=songs, bars=bars, seed=seed)
     gen = model.prior_bars(bars, sigma=0.5, seed=seed, num=songs)
     m = metrics.all_metrics(gen.reshape(5, -1, *gen.shape[3:]), test.cfg.lowest_pitch, song_bars=bars)
-    return {"reconstruction": {t: rec[t]["f1"] for t in TRACKS}, "realism": rl, "prior": model.prior_kind(),
-            "goals": {k: m[k] for k in m if k.startswith(("TD", "SC", "QN"))}}
+    return {
+        "reconstruction": {t: rec[t]["f1"] for t in TRACKS},
+        "realism": rl,
+        "prior": model.prior_kind(),
+        "goals": {k: m[k] for k in m if k.startswith(("TD", "SC", "QN"))},
+    }
 
 
 def main(argv=None) -> int:
@@ -92,18 +96,22 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     test = data_lib.open_dataset(args.data)["test"]
     real_windows = evaluate._song_windows(test, args.bars)
-    real = np.stack([test.song(i)[:, f:f + args.bars] for i, f in real_windows], axis=1)
+    real = np.stack([test.song(i)[:, f : f + args.bars] for i, f in real_windows], axis=1)
     real_goals = metrics.all_metrics(real.reshape(5, -1, *real.shape[3:]), test.cfg.lowest_pitch, song_bars=args.bars)
-    out = {"command": "python bench/rhythm_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "machine": f"{evaluate._cpu_name()}, {os.cpu_count()} cores ({platform.machine()})",
-           "real_goals": {k: real_goals[k] for k in real_goals if k.startswith(("TD", "SC", "QN"))}, "rows": {}}
+    out = {
+        "command": "python bench/rhythm_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{evaluate._cpu_name()}, {os.cpu_count()} cores ({platform.machine()})",
+        "real_goals": {k: real_goals[k] for k in real_goals if k.startswith(("TD", "SC", "QN"))},
+        "rows": {},
+    }
     for spec in args.rows:
         name, _, rest = spec.partition("=")
         run, _, variant = rest.partition(":")
         t0 = time.time()
         model = apply_variant(trained_model.load(run), variant or None)
-        out["rows"][name] = dict(row(model, test, args.songs, args.bars, args.seed), run=run, variant=variant,
-                                 seconds=time.time() - t0)
+        out["rows"][name] = dict(
+            row(model, test, args.songs, args.bars, args.seed), run=run, variant=variant, seconds=time.time() - t0
+        )
         print(name, "done in", round(time.time() - t0), "s", flush=True)
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)
@@ -114,29 +122,64 @@ def main(argv=None) -> int:
 def table(out: dict) -> str:
     """The ablation as a Markdown table (recon = reconstruction, gen = generated at sigma 0.5)."""
     tr = [t[0] for t in TRACKS]
-    head = ("| row | recon F1 " + "/".join(tr) + " | recon onset TV " + "/".join(tr) + " | recon onsets/bar ratio "
-            + "/".join(tr) + " | recon length ratio " + "/".join(tr) + " | recon classifier 4 / 16 bars | gen onset TV "
-            + "/".join(tr) + " | gen onsets ratio | gen length ratio | gen classifier 4 / 16 bars | gen TD G/B/S-P "
-            "| gen SC | gen QN P/G/B/S |")
+    head = (
+        "| row | recon F1 "
+        + "/".join(tr)
+        + " | recon onset TV "
+        + "/".join(tr)
+        + " | recon onsets/bar ratio "
+        + "/".join(tr)
+        + " | recon length ratio "
+        + "/".join(tr)
+        + " | recon classifier 4 / 16 bars | gen onset TV "
+        + "/".join(tr)
+        + " | gen onsets ratio | gen length ratio | gen classifier 4 / 16 bars | gen TD G/B/S-P "
+        "| gen SC | gen QN P/G/B/S |"
+    )
     lines = [head, "|" + "---|" * 14]
     rg = out["real_goals"]
-    lines.append("| real test passages | | 0 | 1 | 1 | " + " / ".join(
-        f"{100 * out['rows'][next(iter(out['rows']))]['realism']['floor'][b]['accuracy']:.0f}%" for b in ("4", "16"))
-        + " | 0 | 1 | 1 | | " + " / ".join(f"{rg[k]:.2f}" for k in ("TD G-P", "TD B-P", "TD S-P"))
+    lines.append(
+        "| real test passages | | 0 | 1 | 1 | "
+        + " / ".join(
+            f"{100 * out['rows'][next(iter(out['rows']))]['realism']['floor'][b]['accuracy']:.0f}%" for b in ("4", "16")
+        )
+        + " | 0 | 1 | 1 | | "
+        + " / ".join(f"{rg[k]:.2f}" for k in ("TD G-P", "TD B-P", "TD S-P"))
         + f" | {rg['SC']:.1f} | "
-        + " / ".join(f"{rg[f'QN {t}']:.0f}" for t in ("Piano", "Guitar", "Bass", "Strings")) + " |")
+        + " / ".join(f"{rg[f'QN {t}']:.0f}" for t in ("Piano", "Guitar", "Bass", "Strings"))
+        + " |"
+    )
     for name, r in out["rows"].items():
         rl = r["realism"]
         rec, gen = rl["reconstructed"], rl["generated sigma=0.5"]
         f = lambda d, k, fmt="{:.2f}": " / ".join(fmt.format(d["vs_real"][t][k]) for t in TRACKS)  # noqa: E731
         acc = lambda d: " / ".join(f"{100 * d['classifier'][b]['accuracy']:.0f}%" for b in ("4", "16"))  # noqa: E731
         g = r["goals"]
-        lines.append(f"| {name} | " + " / ".join(f"{r['reconstruction'][t]:.2f}" for t in TRACKS) + " | "
-                     + f(rec, "onset_tv") + " | " + f(rec, "onsets_ratio") + " | " + f(rec, "length_ratio") + " | "
-                     + acc(rec) + " | " + f(gen, "onset_tv") + " | " + f(gen, "onsets_ratio") + " | "
-                     + f(gen, "length_ratio") + " | " + acc(gen) + " | "
-                     + " / ".join(f"{g[k]:.2f}" for k in ("TD G-P", "TD B-P", "TD S-P")) + f" | {g['SC']:.1f} | "
-                     + " / ".join(f"{g[f'QN {t}']:.0f}" for t in ("Piano", "Guitar", "Bass", "Strings")) + " |")
+        lines.append(
+            f"| {name} | "
+            + " / ".join(f"{r['reconstruction'][t]:.2f}" for t in TRACKS)
+            + " | "
+            + f(rec, "onset_tv")
+            + " | "
+            + f(rec, "onsets_ratio")
+            + " | "
+            + f(rec, "length_ratio")
+            + " | "
+            + acc(rec)
+            + " | "
+            + f(gen, "onset_tv")
+            + " | "
+            + f(gen, "onsets_ratio")
+            + " | "
+            + f(gen, "length_ratio")
+            + " | "
+            + acc(gen)
+            + " | "
+            + " / ".join(f"{g[k]:.2f}" for k in ("TD G-P", "TD B-P", "TD S-P"))
+            + f" | {g['SC']:.1f} | "
+            + " / ".join(f"{g[f'QN {t}']:.0f}" for t in ("Piano", "Guitar", "Bass", "Strings"))
+            + " |"
+        )
     return "\n".join(lines)
 
 

@@ -55,8 +55,19 @@ def conditions(x: torch.Tensor, beats: int = 4) -> torch.Tensor:
 class TorchVAE(nn.Module):
     """One instrument's VAE, the shipped design (see the module docstring)."""
 
-    def __init__(self, latent=16, hidden=256, channels=(32, 64), time_patch=(2, 2), pitch_patch=12, steps=16,
-                 pitches=84, beats=4, maps=3, rates=(0.02, 0.024, 0.012)):
+    def __init__(
+        self,
+        latent=16,
+        hidden=256,
+        channels=(32, 64),
+        time_patch=(2, 2),
+        pitch_patch=12,
+        steps=16,
+        pitches=84,
+        beats=4,
+        maps=3,
+        rates=(0.02, 0.024, 0.012),
+    ):
         super().__init__()
         kt1, kt2 = time_patch
         c1, c2 = channels
@@ -93,8 +104,9 @@ class TorchVAE(nn.Module):
         y = self.out(F.relu(self.deconv2(h)))  # [B, maps, T, P]
         b = y.shape[0]
         kt, kp = self.patch
-        y = (y.view(b, self.maps, self.steps // kt, kt, self.pitches // kp, kp) + self.out_b[None, :, None, :, None]) \
-            .view(b, self.maps, self.steps, self.pitches)
+        y = (
+            y.view(b, self.maps, self.steps // kt, kt, self.pitches // kp, kp) + self.out_b[None, :, None, :, None]
+        ).view(b, self.maps, self.steps, self.pitches)
         per_pc = torch.einsum("bkq,cqr->bckr", c.view(b, self.beats, 12), self.harmony)  # [B, maps, beats, 12]
         return y + (per_pc @ self.pcs.T).repeat_interleave(self.steps // self.beats, 2), plays
 
@@ -133,6 +145,7 @@ def make_step(nets, lr=1e-3, free_bits=0.5, loss_fn=None, fused=True):
 
     def default(net, m, c, eps, beta):
         return member_loss(net(m, c, eps), m, beta, free_bits)[0]
+
     loss_fn = loss_fn or default
 
     def step(x, i, eps=None):
@@ -145,6 +158,7 @@ def make_step(nets, lr=1e-3, free_bits=0.5, loss_fn=None, fused=True):
         torch.stack(ls).sum().backward()
         opt.step()
         return torch.stack(ls).detach()
+
     return step
 
 
@@ -159,6 +173,7 @@ def make_batched_step(nets, lr=1e-3, free_bits=0.5):
 
     def one(p, b, m, c, eps, beta):
         return member_loss(functional_call(base, (p, b), (m, c, eps)), m, beta, free_bits)[0]
+
     batched = vmap(one, in_dims=(0, 0, 0, 0, 0, None))
 
     def step(x, i, eps=None):
@@ -170,14 +185,17 @@ def make_batched_step(nets, lr=1e-3, free_bits=0.5):
         ls.sum().backward()
         opt.step()
         return ls.detach()
+
     return step
 
 
 def load_jax(net: TorchVAE, p) -> TorchVAE:
     """Copy one member of vaejax's stacked VAE parameters (a nested mapping of arrays, e.g. the stacked
     `nnx.State` indexed at one member) into `net`, converting vaejax's pitch-major patch layouts."""
+
     def a(x):
         return torch.from_numpy(np.array(x, np.float32))
+
     c1, c2 = net.conv1.out_channels, net.conv2.out_channels
     kt1, kp = net.patch
     kt2 = net.conv2.kernel_size[0]
@@ -193,11 +211,15 @@ def load_jax(net: TorchVAE, p) -> TorchVAE:
         # flattened (pitch, time, channel) in vaejax, (channel, time, pitch) here
         "enc.weight": a(p["enc"]["kernel"]).reshape(pp, tt, ct, -1).permute(3, 2, 1, 0).reshape(-1, ct * tt * pp),
         "enc.bias": a(p["enc"]["bias"]),
-        "head.weight": a(p["head"]["kernel"]).T, "head.bias": a(p["head"]["bias"]),
-        "dec.weight": a(p["dec"]["kernel"]).T, "dec.bias": a(p["dec"]["bias"]),
-        "enc_cond.weight": a(p["enc_cond"]["kernel"]).T, "dec_cond.weight": a(p["dec_cond"]["kernel"]).T,
+        "head.weight": a(p["head"]["kernel"]).T,
+        "head.bias": a(p["head"]["bias"]),
+        "dec.weight": a(p["dec"]["kernel"]).T,
+        "dec.bias": a(p["dec"]["bias"]),
+        "enc_cond.weight": a(p["enc_cond"]["kernel"]).T,
+        "dec_cond.weight": a(p["dec_cond"]["kernel"]).T,
         "harmony": a(p["harmony"]),
-        "plays.weight": a(p["plays"]["kernel"]).T, "plays.bias": a(p["plays"]["bias"]),
+        "plays.weight": a(p["plays"]["kernel"]).T,
+        "plays.bias": a(p["plays"]["bias"]),
         "expand.weight": a(p["expand"]["kernel"]).reshape(-1, pp, tt, ct).permute(3, 2, 1, 0).reshape(ct * tt * pp, -1),
         "expand.bias": a(p["expand"]["bias"]).reshape(pp, tt, ct).permute(2, 1, 0).reshape(-1),
         # deconv2: columns (time, channel out)

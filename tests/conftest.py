@@ -38,8 +38,9 @@ def save_npz(path, tracks, length, resolution=24, downbeat_every=96, legacy=True
         out.append(pypianoroll.StandardTrack(name=f"t{i}", program=program, is_drum=is_drum, pianoroll=roll))
     downbeat = np.zeros(length, bool)
     downbeat[::downbeat_every] = True
-    mt = pypianoroll.Multitrack(name="x", resolution=resolution, tracks=out, tempo=np.full(length, 120.0),
-                                downbeat=downbeat)
+    mt = pypianoroll.Multitrack(
+        name="x", resolution=resolution, tracks=out, tempo=np.full(length, 120.0), downbeat=downbeat
+    )
     pypianoroll.save(path, mt)
     return path
 
@@ -88,8 +89,11 @@ def tiny_trained(tmp_path_factory, demo_prepared):
     (for all workers). Tests read it; a test that changes a run copies it first."""
     from vaejax import training
 
-    results, root = shared_once(tmp_path_factory, "tinyrun", lambda root: training.train_all(
-        os.path.join(root, "run"), tiny_config(), demo_prepared, progress=False))
+    results, root = shared_once(
+        tmp_path_factory,
+        "tinyrun",
+        lambda root: training.train_all(os.path.join(root, "run"), tiny_config(), demo_prepared, progress=False),
+    )
     return os.path.join(root, "run"), results
 
 
@@ -115,10 +119,8 @@ def tmpfs(path, options: str):
 TRAINED = {"tiny_trained", "tiny_run"}
 
 
-
 def pytest_itemcollected(item):
     """A test that reads the shared trained run is `slow`: the run is trained (every stage, about 40 s on
     two cores) before the first of them, so `-m "not slow"` leaves all of them and the training out."""
     if TRAINED & set(getattr(item, "fixturenames", ())):
         item.add_marker(pytest.mark.slow)
-

@@ -23,8 +23,14 @@ def good_midi(rng: np.random.Generator, bars: int = 6) -> bytes:
         inst = pretty_midi.Instrument(program=program, is_drum=drum)
         for _ in range(int(rng.integers(8, 40))):
             start = float(rng.uniform(0, bars * 2.0))
-            inst.notes.append(pretty_midi.Note(velocity=int(rng.integers(40, 120)), pitch=int(rng.integers(36, 90)),
-                                               start=start, end=start + float(rng.uniform(0.05, 1.0))))
+            inst.notes.append(
+                pretty_midi.Note(
+                    velocity=int(rng.integers(40, 120)),
+                    pitch=int(rng.integers(36, 90)),
+                    start=start,
+                    end=start + float(rng.uniform(0.05, 1.0)),
+                )
+            )
         pm.instruments.append(inst)
     buf = io.BytesIO()
     pm.write(buf)
@@ -40,18 +46,20 @@ def good_npz(rng: np.random.Generator, bars: int = 6) -> bytes:
         roll = np.zeros((length, 128), np.uint8)
         for _ in range(int(rng.integers(8, 40))):
             t, p = int(rng.integers(0, length - 12)), int(rng.integers(36, 90))
-            roll[t:t + int(rng.integers(2, 12)), p] = int(rng.integers(40, 120))
+            roll[t : t + int(rng.integers(2, 12)), p] = int(rng.integers(40, 120))
         tracks.append(pypianoroll.StandardTrack(name=f"t{i}", program=program, is_drum=drum, pianoroll=roll))
     downbeat = np.zeros(length, bool)
     downbeat[::96] = True
-    mt = pypianoroll.Multitrack(name="fuzz", resolution=24, tracks=tracks, tempo=np.full(length, 120.0),
-                                downbeat=downbeat)
+    mt = pypianoroll.Multitrack(
+        name="fuzz", resolution=24, tracks=tracks, tempo=np.full(length, 120.0), downbeat=downbeat
+    )
     buf = io.BytesIO()
     pypianoroll.save(buf, mt)
     return buf.getvalue()
 
 
 # ---- MIDI by hand -----------------------------------------------------------------------------------
+
 
 def _vlq(n: int) -> bytes:
     out = [n & 0x7F]
@@ -66,8 +74,9 @@ def _chunk(kind: bytes, body: bytes, length: int | None = None) -> bytes:
     return kind + struct.pack(">I", len(body) if length is None else length) + body
 
 
-def midi(tracks: list[bytes], tpb: int = 480, fmt: int = 1, ntracks: int | None = None,
-         division: bytes | None = None) -> bytes:
+def midi(
+    tracks: list[bytes], tpb: int = 480, fmt: int = 1, ntracks: int | None = None, division: bytes | None = None
+) -> bytes:
     head = struct.pack(">HH", fmt, len(tracks) if ntracks is None else ntracks)
     head += division if division is not None else struct.pack(">H", tpb)
     return _chunk(b"MThd", head) + b"".join(_chunk(b"MTrk", t) for t in tracks)
@@ -75,8 +84,13 @@ def midi(tracks: list[bytes], tpb: int = 480, fmt: int = 1, ntracks: int | None 
 
 def _notes(pairs, channel=0) -> bytes:
     """(delta, pitch, length) -> note on/off events, then end of track."""
-    return b"".join(_vlq(delta) + bytes([0x90 | channel, pitch, 100]) + _vlq(length) + bytes([0x80 | channel, pitch, 0])
-                    for delta, pitch, length in pairs) + b"\x00\xff\x2f\x00"
+    return (
+        b"".join(
+            _vlq(delta) + bytes([0x90 | channel, pitch, 100]) + _vlq(length) + bytes([0x80 | channel, pitch, 0])
+            for delta, pitch, length in pairs
+        )
+        + b"\x00\xff\x2f\x00"
+    )
 
 
 def crafted_midi() -> dict[str, bytes]:
@@ -113,6 +127,7 @@ def crafted_midi() -> dict[str, bytes]:
 
 # ---- npz by hand ------------------------------------------------------------------------------------
 
+
 def _npy(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array(buf, arr)
@@ -138,13 +153,19 @@ def _lpd_members(length=576, data=None, indices=None, indptr=None, shape=None, i
     data = np.array([100, 100], np.uint8) if data is None else data
     indices = np.array([0, 24], np.int32) if indices is None else indices
     indptr = np.r_[np.zeros(61, np.int32), np.full(68, 2, np.int32)] if indptr is None else indptr
-    info = info if info is not None else json.dumps(
-        {"resolution": 24, "name": "x", "0": {"program": 0, "is_drum": False, "name": "p"}}).encode()
-    return {"info.json": info,
-            "pianoroll_0_csc_data.npy": _npy(data), "pianoroll_0_csc_indices.npy": _npy(indices),
-            "pianoroll_0_csc_indptr.npy": _npy(indptr),
-            "pianoroll_0_csc_shape.npy": _npy(np.array(shape or (length, 128), np.int64)),
-            "downbeat.npy": _npy(np.arange(length) % 96 == 0)}
+    info = (
+        info
+        if info is not None
+        else json.dumps({"resolution": 24, "name": "x", "0": {"program": 0, "is_drum": False, "name": "p"}}).encode()
+    )
+    return {
+        "info.json": info,
+        "pianoroll_0_csc_data.npy": _npy(data),
+        "pianoroll_0_csc_indices.npy": _npy(indices),
+        "pianoroll_0_csc_indptr.npy": _npy(indptr),
+        "pianoroll_0_csc_shape.npy": _npy(np.array(shape or (length, 128), np.int64)),
+        "downbeat.npy": _npy(np.arange(length) % 96 == 0),
+    }
 
 
 def zip_bomb(inflated: int = 2 << 30) -> bytes:
@@ -157,8 +178,12 @@ def zip_bomb(inflated: int = 2 << 30) -> bytes:
     body = first + again * (inflated // chunk - 1) + c.flush(zlib.Z_FINISH)
     name = b"pianoroll_0_csc_data.npy"
     local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, 0, len(body), inflated, len(name), 0) + name
-    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, 0, len(body), inflated,
-                          len(name), 0, 0, 0, 0, 0, 0) + name
+    central = (
+        struct.pack(
+            "<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, 0, len(body), inflated, len(name), 0, 0, 0, 0, 0, 0
+        )
+        + name
+    )
     end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(body), 0)
     return local + body + central + end
 
@@ -182,8 +207,9 @@ def crafted_npz() -> dict[str, bytes]:
         "missing-member": _npz({k: v for k, v in m().items() if "indptr" not in k}),
         "not-npy-member": _npz({**m(), "pianoroll_0_csc_data.npy": b"hello"}),
         "npy-truncated": _npz({**m(), "pianoroll_0_csc_data.npy": _npy(np.zeros(1000, np.uint8))[:200]}),
-        "npy-header-lies": _npz({**m(), "pianoroll_0_csc_data.npy": _npy(np.zeros(4, np.uint8)).replace(
-            b"(4,)", b"(4000000000,)")}),
+        "npy-header-lies": _npz(
+            {**m(), "pianoroll_0_csc_data.npy": _npy(np.zeros(4, np.uint8)).replace(b"(4,)", b"(4000000000,)")}
+        ),
         "many-members": _npz({f"m{i}.npy": _npy(np.zeros(1, np.uint8)) for i in range(2000)}),
         "not-a-zip": b"PK\x03\x04" + os.urandom(300),
         "empty-zip": _npz({}),
@@ -235,13 +261,14 @@ def write_corpus(root: str, *, good: int = 10, seed: int = 0) -> tuple[list[str]
 # ---- the second pass's classes ----------------------------------------------------------------------
 # 1. small files within every cap that would cost gigabytes to read (budgets, not only caps)
 
+
 def _deflated_member(name: str, header: bytes, fill: int, total: int) -> tuple[bytes, bytes]:
     """A zip member `header` + `fill` bytes up to `total`, deflated in pieces (never held inflated here)."""
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
     body, crc, left = [c.compress(header)], zlib.crc32(header), total - len(header)
     piece = bytes([fill]) * (1 << 20)
     while left > 0:
-        blk = piece[:min(left, len(piece))]
+        blk = piece[: min(left, len(piece))]
         body.append(c.compress(blk))
         crc = zlib.crc32(blk, crc)
         left -= len(blk)
@@ -255,10 +282,19 @@ def _zip(members: list[tuple[str, bytes, int, bytes]]) -> bytes:
     for name, body, size, crc in members:
         n = name.encode()
         offset = len(out)
-        out += struct.pack("<IHHHHH", 0x04034B50, 20, 0, 8, 0, 0) + crc + struct.pack("<IIHH", len(body), size,
-                                                                                     len(n), 0) + n + body
-        central += struct.pack("<IHHHHHH", 0x02014B50, 20, 20, 0, 8, 0, 0) + crc + struct.pack(
-            "<IIHHHHHII", len(body), size, len(n), 0, 0, 0, 0, 0, offset) + n
+        out += (
+            struct.pack("<IHHHHH", 0x04034B50, 20, 0, 8, 0, 0)
+            + crc
+            + struct.pack("<IIHH", len(body), size, len(n), 0)
+            + n
+            + body
+        )
+        central += (
+            struct.pack("<IHHHHHH", 0x02014B50, 20, 20, 0, 8, 0, 0)
+            + crc
+            + struct.pack("<IIHHHHHII", len(body), size, len(n), 0, 0, 0, 0, 0, offset)
+            + n
+        )
     end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(out), 0)
     return out + central + end
 
@@ -266,6 +302,7 @@ def _zip(members: list[tuple[str, bytes, int, bytes]]) -> bytes:
 def dense_npz(cells: int = 31 << 20) -> bytes:
     """Tens of KB that declare `cells` notes in one sparse track (every member just under the inflation cap):
     the reader must stay within its budget (chunked conversion) or refuse before allocating."""
+
     def npy(dtype, count, fill):
         header = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': ({count},), }}"
         header = header.ljust(117) + "\n"
@@ -273,13 +310,17 @@ def dense_npz(cells: int = 31 << 20) -> bytes:
         return head, np.dtype(dtype).itemsize * count + len(head), fill
 
     members = []
-    for name, (head, size, fill) in (("pianoroll_0_csc_data.npy", npy("|u1", cells, 100)),
-                                     ("pianoroll_0_csc_indices.npy", npy("|u1", cells, 0))):
+    for name, (head, size, fill) in (
+        ("pianoroll_0_csc_data.npy", npy("|u1", cells, 100)),
+        ("pianoroll_0_csc_indices.npy", npy("|u1", cells, 0)),
+    ):
         body, crc = _deflated_member(name, head, fill, size)
         members.append((name, body, size, crc))
-    small = {"info.json": json.dumps({"resolution": 24, "0": {"program": 0, "is_drum": False}}).encode(),
-             "pianoroll_0_csc_indptr.npy": _npy(np.r_[np.zeros(61, np.int64), np.full(68, cells, np.int64)]),
-             "pianoroll_0_csc_shape.npy": _npy(np.array([96 * 64, 128], np.int64))}
+    small = {
+        "info.json": json.dumps({"resolution": 24, "0": {"program": 0, "is_drum": False}}).encode(),
+        "pianoroll_0_csc_indptr.npy": _npy(np.r_[np.zeros(61, np.int64), np.full(68, cells, np.int64)]),
+        "pianoroll_0_csc_shape.npy": _npy(np.array([96 * 64, 128], np.int64)),
+    }
     for name, blob in small.items():
         c = zlib.compressobj(9, zlib.DEFLATED, -15)
         members.append((name, c.compress(blob) + c.flush(), len(blob), struct.pack("<I", zlib.crc32(blob))))
@@ -297,6 +338,7 @@ def budget_cases() -> dict[str, bytes]:
 
 
 # 3. files of the project's own formats with unexpected content: (file name, bytes) per case
+
 
 def own_format_cases() -> dict[str, tuple[str, bytes]]:
     """report.json, config.json, stats.json and metrics.jsonl as a newer version, a damaged disk or a hand edit
@@ -321,15 +363,24 @@ def own_format_cases() -> dict[str, tuple[str, bytes]]:
         "report-newer-format": ("report.json", json.dumps({"format": 99, "config": {}, "bars_per_split": {}}).encode()),
         "report-list": ("report.json", b"[]"),
         "report-config-list": ("report.json", json.dumps({"config": [], "bars_per_split": {}}).encode()),
-        "report-counts-negative": ("report.json", json.dumps(
-            {"config": {}, "bars_per_split": {"train": -1, "valid": 0, "test": 0}}).encode()),
-        "report-unknown-config-key": ("report.json", json.dumps(
-            {"config": {"hop": 3}, "bars_per_split": {"train": 0, "valid": 0, "test": 0}}).encode()),
-        "metrics-torn-last-line": ("metrics.jsonl", b'{"stage": "vae", "kind": "train", "step": 2, "epoch": 0, '
-                                   b'"loss": 1.0}\n{"stage": "vae", "kind": "tr'),
-        "metrics-garbage-line": ("metrics.jsonl", b'{"stage": "vae", "kind": "train", "step": 2, "epoch": 0}\n'
-                                 b'[1, 2]\n\xff\xfe\n{"stage": "vae", "kind": "valid", "step": 2, "epoch": 0, '
-                                 b'"val_loss": 3.0}\n'),
+        "report-counts-negative": (
+            "report.json",
+            json.dumps({"config": {}, "bars_per_split": {"train": -1, "valid": 0, "test": 0}}).encode(),
+        ),
+        "report-unknown-config-key": (
+            "report.json",
+            json.dumps({"config": {"hop": 3}, "bars_per_split": {"train": 0, "valid": 0, "test": 0}}).encode(),
+        ),
+        "metrics-torn-last-line": (
+            "metrics.jsonl",
+            b'{"stage": "vae", "kind": "train", "step": 2, "epoch": 0, "loss": 1.0}\n{"stage": "vae", "kind": "tr',
+        ),
+        "metrics-garbage-line": (
+            "metrics.jsonl",
+            b'{"stage": "vae", "kind": "train", "step": 2, "epoch": 0}\n'
+            b'[1, 2]\n\xff\xfe\n{"stage": "vae", "kind": "valid", "step": 2, "epoch": 0, '
+            b'"val_loss": 3.0}\n',
+        ),
     }
 
 
@@ -341,28 +392,57 @@ NON_UTF8_NAME = b"song \xff\xfe.mid"
 # 2. options and settings a hostile user types: (command, argv) refused in one line, exit 2
 
 OPTION_CASES = [
-    ("train", ["--batch-size", "0"]), ("train", ["--batch-size", "-1"]), ("train", ["--lr", "nan"]),
-    ("train", ["--lr", "inf"]), ("train", ["--seed", str(2**63)]), ("train", ["--seed", "-1"]),
-    ("train", ["--vae-epochs", "-3"]), ("train", ["--chain-epochs", "0"]), ("train", ["--max-steps-per-epoch", "-1"]),
-    ("train", ["--set", "train.checkpoint_every=0"]), ("train", ["--set", "train.log_every=-5"]),
-    ("train", ["--set", "train.chain_lr=nan"]), ("train", ["--set", "model.hidden=0"]),
-    ("train", ["--set", "model.time_patch=3"]), ("train", ["--set", "train.precision=float8"]),
-    ("train", ["--set", "nonsense"]), ("train", ["--beta", "-1"]), ("train", ["--free-bits", "inf"]),
-    ("train", ["--num-processes", "0"]), ("train", ["--process-id", "5", "--num-processes", "2"]),
-    ("train", ["--coordinator", "host"]), ("train", ["--data", "/nonexistent/folder"]),
-    ("sample", ["--sigma", "inf"]), ("sample", ["--sigma", "nan"]), ("sample", ["--seed", str(2**63)]),
-    ("sample", ["--bars", "0"]), ("sample", ["--bars", "5000"]), ("sample", ["--num", "0"]),
-    ("sample", ["--min-length", "-1"]), ("sample", ["--merge-gap", "-2"]), ("sample", ["--tempo", "0"]),
-    ("sample", ["--sample-rate", "100"]), ("sample", ["--key", "9"]), ("sample", ["--threshold", "1"]),
-    ("sample", ["--harmony", "nan"]), ("sample", ["--memory-budget", "1"]), ("sample", ["--read-timeout", "0"]),
-    ("sample", ["--bars", "4096"]), ("sample", ["--tracks", "piano"]), ("sample", ["--from", "/nonexistent.mid"]),
-    ("sample", ["--arrange", "a.mid", "--from", "b.mid"]), ("sample", ["--interpolate", "/dev/null", "/dev/null"]),
+    ("train", ["--batch-size", "0"]),
+    ("train", ["--batch-size", "-1"]),
+    ("train", ["--lr", "nan"]),
+    ("train", ["--lr", "inf"]),
+    ("train", ["--seed", str(2**63)]),
+    ("train", ["--seed", "-1"]),
+    ("train", ["--vae-epochs", "-3"]),
+    ("train", ["--chain-epochs", "0"]),
+    ("train", ["--max-steps-per-epoch", "-1"]),
+    ("train", ["--set", "train.checkpoint_every=0"]),
+    ("train", ["--set", "train.log_every=-5"]),
+    ("train", ["--set", "train.chain_lr=nan"]),
+    ("train", ["--set", "model.hidden=0"]),
+    ("train", ["--set", "model.time_patch=3"]),
+    ("train", ["--set", "train.precision=float8"]),
+    ("train", ["--set", "nonsense"]),
+    ("train", ["--beta", "-1"]),
+    ("train", ["--free-bits", "inf"]),
+    ("train", ["--num-processes", "0"]),
+    ("train", ["--process-id", "5", "--num-processes", "2"]),
+    ("train", ["--coordinator", "host"]),
+    ("train", ["--data", "/nonexistent/folder"]),
+    ("sample", ["--sigma", "inf"]),
+    ("sample", ["--sigma", "nan"]),
+    ("sample", ["--seed", str(2**63)]),
+    ("sample", ["--bars", "0"]),
+    ("sample", ["--bars", "5000"]),
+    ("sample", ["--num", "0"]),
+    ("sample", ["--min-length", "-1"]),
+    ("sample", ["--merge-gap", "-2"]),
+    ("sample", ["--tempo", "0"]),
+    ("sample", ["--sample-rate", "100"]),
+    ("sample", ["--key", "9"]),
+    ("sample", ["--threshold", "1"]),
+    ("sample", ["--harmony", "nan"]),
+    ("sample", ["--memory-budget", "1"]),
+    ("sample", ["--read-timeout", "0"]),
+    ("sample", ["--bars", "4096"]),
+    ("sample", ["--tracks", "piano"]),
+    ("sample", ["--from", "/nonexistent.mid"]),
+    ("sample", ["--arrange", "a.mid", "--from", "b.mid"]),
+    ("sample", ["--interpolate", "/dev/null", "/dev/null"]),
     ("sample", ["--checkpoint", "lpd6"]),
-    ("data", ["prepare", "README.md", "OUT"]), ("data", ["prepare", "SRC", "OUT", "--timeout", "0"]),
-    ("data", ["prepare", "SRC", "OUT", "--timeout", "-1"]), ("data", ["prepare", "SRC", "OUT", "--timeout", "nan"]),
+    ("data", ["prepare", "README.md", "OUT"]),
+    ("data", ["prepare", "SRC", "OUT", "--timeout", "0"]),
+    ("data", ["prepare", "SRC", "OUT", "--timeout", "-1"]),
+    ("data", ["prepare", "SRC", "OUT", "--timeout", "nan"]),
     ("data", ["prepare", "SRC", "OUT", "--workers", "-1"]),
     ("data", ["prepare", "SRC", "OUT", "--memory-budget", "100"]),
-    ("data", ["prepare", "SRC", "OUT", "--pitches", "0"]), ("data", ["prepare", "SRC", "OUT", "--segment-bars", "0"]),
+    ("data", ["prepare", "SRC", "OUT", "--pitches", "0"]),
+    ("data", ["prepare", "SRC", "OUT", "--segment-bars", "0"]),
     ("data", ["demo", "OUT", "--songs", "-1"]),
     ("evaluate", ["--runs", "/nonexistent", "--data", "/nonexistent", "--out", "OUT"]),
     ("evaluate", ["--runs", "SRC", "--data", "SRC", "--out", "OUT", "--songs", "0"]),

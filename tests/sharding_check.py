@@ -27,12 +27,19 @@ def run(devices, prepared, steps=4):
         state, m = step(state, x, jax.numpy.asarray(i, jax.numpy.int32))
         losses.append(np.asarray(m.loss).tolist())
     params_devices = len(jax.tree.leaves(state["params"])[0].sharding.device_set)
-    return {"losses": losses, "batch_devices": shard_devices, "param_devices": params_devices,
-            "param_sum": float(sum(np.abs(np.asarray(p)).sum() for p in jax.tree.leaves(state["params"])))}
+    return {
+        "losses": losses,
+        "batch_devices": shard_devices,
+        "param_devices": params_devices,
+        "param_sum": float(sum(np.abs(np.asarray(p)).sum() for p in jax.tree.leaves(state["params"]))),
+    }
 
 
 if __name__ == "__main__":
     prepared = sys.argv[1]
-    out = {"n_devices": jax.device_count(), "many": run(jax.devices(), prepared),
-           "one": run(jax.devices()[:1], prepared)}
+    out = {
+        "n_devices": jax.device_count(),
+        "many": run(jax.devices(), prepared),
+        "one": run(jax.devices()[:1], prepared),
+    }
     print(json.dumps(out))

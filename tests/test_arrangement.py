@@ -39,8 +39,9 @@ def assert_given_part_kept(src: str, out: str):
         np.testing.assert_allclose(np.array(nx)[:, 1:3], np.array(ny)[:, 1:3], atol=1e-9)  # onsets, offsets
     for x, y in zip(a.get_tempo_changes(), b.get_tempo_changes()):
         np.testing.assert_allclose(x, y, rtol=1e-6)
-    assert [(t.numerator, t.denominator, t.time) for t in a.time_signature_changes] == \
-        [(t.numerator, t.denominator, t.time) for t in b.time_signature_changes]
+    assert [(t.numerator, t.denominator, t.time) for t in a.time_signature_changes] == [
+        (t.numerator, t.denominator, t.time) for t in b.time_signature_changes
+    ]
     ma, mb = mido.MidiFile(src), mido.MidiFile(out)
     assert mb.ticks_per_beat == ma.ticks_per_beat
     assert max(sum(m.time for m in t) for t in mb.tracks) == max(sum(m.time for m in t) for t in ma.tracks)
@@ -50,8 +51,15 @@ def assert_given_part_kept(src: str, out: str):
 def _pop909_files():
     files = [os.path.join(ROOT, "examples", "pop909-001-piano.mid")]
     for name in ("002.mid", "003.mid"):  # song 002 changes tempo 16 times
-        files.append(pytest.param(os.path.join(POP909, name), marks=[pytest.mark.realdata, pytest.mark.skipif(
-            not os.path.exists(os.path.join(POP909, name)), reason=f"{POP909} absent")]))
+        files.append(
+            pytest.param(
+                os.path.join(POP909, name),
+                marks=[
+                    pytest.mark.realdata,
+                    pytest.mark.skipif(not os.path.exists(os.path.join(POP909, name)), reason=f"{POP909} absent"),
+                ],
+            )
+        )
     return files
 
 
@@ -59,8 +67,24 @@ def _pop909_files():
 def test_sample_arrange_keeps_pop909_part(model, src, tmp_path):
     """`sample.py --arrange` on POP909 songs (three program-0 tracks; song 002 has 16 tempo changes)."""
     out = tmp_path / "o"
-    assert cli.sample_main(["--checkpoint", model.run_dir, "--arrange", src, "--tracks", "drums,bass,strings",
-                            "--bars", "4", "--no-audio", "--out", str(out)]) == 0
+    assert (
+        cli.sample_main(
+            [
+                "--checkpoint",
+                model.run_dir,
+                "--arrange",
+                src,
+                "--tracks",
+                "drums,bass,strings",
+                "--bars",
+                "4",
+                "--no-audio",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     mid = str(out / "arrangement.mid")
     assert_given_part_kept(src, mid)
     names = [t.name for t in mido.MidiFile(mid).tracks]  # pretty_midi would skip a band track without notes
@@ -81,9 +105,11 @@ def _tempo_changing_song(path: str) -> str:
     # pretty_midi writes tempo changes from its tick scales: (tick, seconds per tick)
     pm._tick_scales = [(0, 60 / (120 * 480)), (8 * 480, 60 / (75 * 480)), (16 * 480, 60 / (150 * 480))]
     pm._update_tick_to_time(40 * 480)
-    pm.time_signature_changes = [pretty_midi.TimeSignature(4, 4, 0.0),
-                                 pretty_midi.TimeSignature(3, 4, pm.tick_to_time(24 * 480)),
-                                 pretty_midi.TimeSignature(4, 4, pm.tick_to_time(27 * 480))]
+    pm.time_signature_changes = [
+        pretty_midi.TimeSignature(4, 4, 0.0),
+        pretty_midi.TimeSignature(3, 4, pm.tick_to_time(24 * 480)),
+        pretty_midi.TimeSignature(4, 4, pm.tick_to_time(27 * 480)),
+    ]
     right = pretty_midi.Instrument(program=0, name="right hand")
     left = pretty_midi.Instrument(program=1, name="left hand")
     rng = np.random.default_rng(0)
@@ -113,7 +139,7 @@ def test_band_on_the_beats_of_a_tempo_changing_file(model, tmp_path):
     rng = np.random.default_rng(1)
     for t in BAND:
         for start in rng.choice(roll.shape[1] - 1, 40, replace=False):
-            roll[t, start:start + int(rng.integers(1, 30)), int(rng.integers(84))] = True
+            roll[t, start : start + int(rng.integers(1, 30)), int(rng.integers(84))] = True
     mt = render.to_multitrack(roll, tempo=120.0)
     band = roll[BAND]
     out = render.write_midi(str(tmp_path / "arranged.mid"), mt, source=src)
@@ -128,5 +154,5 @@ def test_band_on_the_beats_of_a_tempo_changing_file(model, tmp_path):
     back = music.read_midi(out, model.cfg.data, require_44=False).roll[BAND]
     end = -(-max(sum(m.time for m in t) for t in mido.MidiFile(src).tracks) // step_ticks)  # the file's end
     n = min(back.shape[1], end)
-    np.testing.assert_array_equal(back[:, :n - 1], band[:, :n - 1])
+    np.testing.assert_array_equal(back[:, : n - 1], band[:, : n - 1])
     assert not back[:, end:].any()

@@ -15,8 +15,11 @@ from conftest import save_npz
 def _corpus(root, n=12):
     os.makedirs(root, exist_ok=True)
     for i in range(n):
-        save_npz(os.path.join(root, f"s{i:02d}.npz"), [
-            (0, False, {(0, 60 + i): 100}), (33, False, {(96, 40): 100})], length=96 * (2 + i % 3))
+        save_npz(
+            os.path.join(root, f"s{i:02d}.npz"),
+            [(0, False, {(0, 60 + i): 100}), (33, False, {(96, 40): 100})],
+            length=96 * (2 + i % 3),
+        )
     return root
 
 
@@ -90,6 +93,7 @@ def test_split_is_by_song_and_stable(tmp_path):
 
 def test_split_known_values():
     import hashlib
+
     cfg = DataConfig()
     for s in ("a", "b", "TRAAAGR128F425B14B"):
         bucket = int.from_bytes(hashlib.sha1(s.encode()).digest()[:4], "big") % 100

@@ -39,8 +39,7 @@ def test_tagged_figures_match_their_json(doc):
         value = _field(path, pointer)
         decimals = len(shown.split(".")[1]) if "." in shown else 0
         number = float(shown.replace(",", ""))
-        assert abs(value - number) <= 0.5 * 10 ** -decimals + 1e-9, \
-            f"{doc} says {shown} but {path} {pointer} is {value}"
+        assert abs(value - number) <= 0.5 * 10**-decimals + 1e-9, f"{doc} says {shown} but {path} {pointer} is {value}"
 
 
 def test_readme_results_are_tagged():

@@ -14,6 +14,7 @@ from vaejax.config import TRACKS
 def held_out(tmp_path_factory):
     """A prepared corpus with a test split: 80 short synthetic songs put a few in "test"."""
     from vaejax import data, demo
+
     root = tmp_path_factory.mktemp("held_out")
     demo.write_corpus(str(root / "src"), songs=80, seed=5, bars=6)
     prepared = str(root / "prep")
@@ -26,6 +27,7 @@ def test_variation_needs_no_sigma_zero_in_the_list(tiny_run, held_out):
     """`--sigmas 0.5` (no 0 in the list, or 0 not first) measures variation against the sigma-0 continuation,
     the same figures as a list that starts with 0."""
     from vaejax import data, trained_model
+
     model, test = trained_model.load(tiny_run), data.open_dataset(held_out)["test"]
     alone = evaluate.generation(model, test, songs=3, bars=2, sigmas=[0.5])
     both = evaluate.generation(model, test, songs=3, bars=2, sigmas=[0.5, 0.0])
@@ -36,6 +38,7 @@ def test_variation_needs_no_sigma_zero_in_the_list(tiny_run, held_out):
 
 def test_evaluate_writes_report(tiny_run, held_out, tmp_path):
     from vaejax import render
+
     prepared = held_out
     out = str(tmp_path / "eval")
     roll = np.zeros((5, 2 * 96, 84), bool)
@@ -47,8 +50,30 @@ def test_evaluate_writes_report(tiny_run, held_out, tmp_path):
     render.write_midi(str(pianos / "a.mid"), render.to_multitrack(roll))
     render.write_midi(str(pianos / "b.mid"), render.to_multitrack(np.roll(roll, 7, axis=2)))
     (pianos / "c.mid").write_bytes(b"not midi")
-    assert evaluate.main(["--runs", tiny_run, tiny_run, "--data", prepared, "--out", out, "--songs", "3",
-                          "--bars", "2", "--sigmas", "0.5", "--reference", ref, "--arrange", str(pianos)]) == 0
+    assert (
+        evaluate.main(
+            [
+                "--runs",
+                tiny_run,
+                tiny_run,
+                "--data",
+                prepared,
+                "--out",
+                out,
+                "--songs",
+                "3",
+                "--bars",
+                "2",
+                "--sigmas",
+                "0.5",
+                "--reference",
+                ref,
+                "--arrange",
+                str(pianos),
+            ]
+        )
+        == 0
+    )
     rep = json.load(open(os.path.join(out, "report.json")))
     assert len(rep["runs"]) == 2 and set(TRACKS) <= set(rep["runs"][0]["reconstruction"])
     rows = rep["generation"]["rows"]
@@ -56,7 +81,7 @@ def test_evaluate_writes_report(tiny_run, held_out, tmp_path):
     assert "EB Piano" in rep["real"] and "TD B-G" in rep["real"]
     assert rep["generation"]["continued_songs"] > 0
     assert set(rep["generation"]["variation"]) == {"0.5"}
-    (name, row), = rep["reference"].items()
+    ((name, row),) = rep["reference"].items()
     assert name == "ref.mid (2 bars)"
     assert row["QN Piano"] == 100.0 and row["UPC Piano"] == 2.0 and row["EB Piano"] == 50.0
     md = open(os.path.join(out, "report.md")).read()

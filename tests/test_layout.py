@@ -15,8 +15,16 @@ ROOT = os.path.dirname(vaejax.__file__)
 LAYERS = [
     {"vaejax.config"},
     {"vaejax.music", "vaejax.losses", "vaejax.devices", "vaejax.download"},
-    {"vaejax.metrics", "vaejax.render", "vaejax.demo", "vaejax.models", "vaejax.latents", "vaejax.runs",
-     "vaejax.prior", "vaejax.realism"},
+    {
+        "vaejax.metrics",
+        "vaejax.render",
+        "vaejax.demo",
+        "vaejax.models",
+        "vaejax.latents",
+        "vaejax.runs",
+        "vaejax.prior",
+        "vaejax.realism",
+    },
     {"vaejax.data", "vaejax.checkpoint", "vaejax.form"},
     {"vaejax.packaging", "vaejax.training.steps"},
     {"vaejax.training.loop", "vaejax.training.calibration", "vaejax.trained_model"},
@@ -50,8 +58,9 @@ def _graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 deps |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module:
-                deps |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
-                         for a in node.names}
+                deps |= {
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module for a in node.names
+                }
         graph[name] = {d for d in deps if d in mods and d != name}
     return graph
 
@@ -64,8 +73,9 @@ def test_every_module_has_a_layer():
 def test_no_upward_edge_and_no_cycle():
     layer = {m: i for i, group in enumerate(LAYERS) for m in group}
     graph = _graph()
-    upward = [(a, b) for a, deps in graph.items() if a != "vaejax" for b in deps
-              if b == "vaejax" or layer[b] > layer[a]]
+    upward = [
+        (a, b) for a, deps in graph.items() if a != "vaejax" for b in deps if b == "vaejax" or layer[b] > layer[a]
+    ]
     assert not upward, f"imports that go up a layer: {upward}"
     same = [(a, b) for a, deps in graph.items() if a != "vaejax" for b in deps if layer.get(b) == layer[a]]
     assert not same, f"imports within one layer: {same}"  # with the above: the graph has no cycle
@@ -88,10 +98,13 @@ def test_loading_a_model_needs_no_training_code():
 
 def test_loading_the_packaged_model_imports_no_training_module():
     from vaejax import packaging
+
     if "lpd5" not in packaging.pretrained_names():
         pytest.skip("packaged model absent")
-    code = ("import sys, vaejax; m = vaejax.load('lpd5'); "
-            "print(sorted(k for k in sys.modules if k.startswith(('vaejax.training', 'vaejax.cli', 'orbax'))))")
+    code = (
+        "import sys, vaejax; m = vaejax.load('lpd5'); "
+        "print(sorted(k for k in sys.modules if k.startswith(('vaejax.training', 'vaejax.cli', 'orbax'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"

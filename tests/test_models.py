@@ -32,8 +32,14 @@ def test_patch_deconv_equals_transposed_conv(kernel):
     x = jax.random.normal(jax.random.key(3), (2, 6, 7, 6))  # [B, T, P, C]
     w = pd.w[...].reshape(6, kt, kp, 3)  # [c_in, kt, kp, c_out]
     # the gradient-of-convolution form of a transposed convolution (kernel given as [kt, kp, c_out, c_in])
-    y = jax.lax.conv_transpose(x, w.transpose(1, 2, 3, 0), strides=kernel, padding="VALID",
-                               dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
+    y = jax.lax.conv_transpose(
+        x,
+        w.transpose(1, 2, 3, 0),
+        strides=kernel,
+        padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        transpose_kernel=True,
+    )
     ours = pd(x.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
     np.testing.assert_allclose(ours, y + pd.b[...], atol=1e-4)
 
@@ -46,9 +52,11 @@ def test_vae_shapes_and_parameter_count(latent):
     x = jnp.zeros((5, 3, 96, 84))
     c = models.conditions(x[1], DataConfig())
     g, s = nnx.split(stack)
+
     def run(p, xi, ci, k):
         m = nnx.merge(g, p)
         return m(m.patches(xi), k, ci)
+
     out = jax.vmap(run)(s, x, c, jax.random.split(jax.random.key(1), 5))
     assert out.logits.shape == (5, 3, 7, 24, 2 * 48) and out.mu.shape == (5, 3, latent)
     mu, logvar = jax.vmap(lambda p, xi, ci: nnx.merge(g, p).encode(xi, ci))(s, x, c)
@@ -56,9 +64,19 @@ def test_vae_shapes_and_parameter_count(latent):
     assert logits.shape == (5, 3, 2, 96, 84) and logvar.shape == (5, 3, latent)
     # conv1 48*32+32, conv2 128*64+64, enc 2688*256+256, head 256*2K+2K, dec K*256+256, expand 256*2688+2688,
     # deconv2 64*128+32, output 32*(2*48) + 2*48, conditions 2 * 48*256, harmonic bias 2*12*12, plays 256+1
-    per = (48 * 32 + 32) + (128 * 64 + 64) + (2688 * 256 + 256) + (256 * 2 * latent + 2 * latent) \
-        + (latent * 256 + 256) + (256 * 2688 + 2688) + (64 * 128 + 32) + (32 * 96 + 96) + 2 * 48 * 256 \
-        + 2 * 144 + 257
+    per = (
+        (48 * 32 + 32)
+        + (128 * 64 + 64)
+        + (2688 * 256 + 256)
+        + (256 * 2 * latent + 2 * latent)
+        + (latent * 256 + 256)
+        + (256 * 2688 + 2688)
+        + (64 * 128 + 32)
+        + (32 * 96 + 96)
+        + 2 * 48 * 256
+        + 2 * 144
+        + 257
+    )
     assert models.count_params(stack) == 5 * per
 
 
@@ -73,6 +91,7 @@ def test_sixteenth_grid_vae_shapes_and_parameter_count(latent):
     def run(p, xi, ci, k):
         m = nnx.merge(g, p)
         return m(m.encoder_input(xi), k, ci)
+
     out = jax.vmap(run)(s, x, c, jax.random.split(jax.random.key(1), 5))
     assert out.logits.shape == (5, 3, 7, 8, 3 * 24) and out.mu.shape == (5, 3, latent)
     mu, _ = jax.vmap(lambda p, xi, ci: nnx.merge(g, p).encode(xi, ci))(s, x, c)
@@ -80,9 +99,19 @@ def test_sixteenth_grid_vae_shapes_and_parameter_count(latent):
     assert logits.shape == (5, 3, 3, 16, 84)
     # conv1 (3 maps * 2*12)*32+32, conv2 64*64+64, enc 1792*256+256, head, dec, expand 256*1792+1792,
     # deconv2 64*64+32, output 32*(3*24) + 3*24, conditions 2 * 48*256, harmonic bias 3*12*12, plays 256+1
-    per = (72 * 32 + 32) + (64 * 64 + 64) + (1792 * 256 + 256) + (256 * 2 * latent + 2 * latent) \
-        + (latent * 256 + 256) + (256 * 1792 + 1792) + (64 * 64 + 32) + (32 * 72 + 72) + 2 * 48 * 256 \
-        + 3 * 144 + 257
+    per = (
+        (72 * 32 + 32)
+        + (64 * 64 + 64)
+        + (1792 * 256 + 256)
+        + (256 * 2 * latent + 2 * latent)
+        + (latent * 256 + 256)
+        + (256 * 1792 + 1792)
+        + (64 * 64 + 32)
+        + (32 * 72 + 72)
+        + 2 * 48 * 256
+        + 3 * 144
+        + 257
+    )
     assert models.count_params(stack) == 5 * per
 
 
@@ -222,8 +251,10 @@ def test_members_train_independently():
         a, b = np.asarray(a), np.asarray(b)
         for i in (0, 1, 3, 4):
             np.testing.assert_array_equal(a[i], b[i])
-    moved = [not np.array_equal(np.asarray(a)[2], np.asarray(b)[2])
-             for a, b in zip(jax.tree.leaves(s_a["params"]), jax.tree.leaves(s_b["params"]))]
+    moved = [
+        not np.array_equal(np.asarray(a)[2], np.asarray(b)[2])
+        for a, b in zip(jax.tree.leaves(s_a["params"]), jax.tree.leaves(s_b["params"]))
+    ]
     assert any(moved)
 
 
@@ -240,6 +271,7 @@ def test_train_step_compiles_once():
 
 def test_bernoulli_nll_value_and_gradient():
     from vaejax import losses
+
     logits = jnp.array([-30.0, -2.0, 0.0, 1.5, 40.0])
     x = jnp.array([0.0, 1.0, 1.0, 0.0, 1.0])
 
@@ -247,8 +279,9 @@ def test_bernoulli_nll_value_and_gradient():
         return jnp.sum(jax.nn.softplus(z) - x * z)
 
     np.testing.assert_allclose(jnp.sum(losses.bernoulli_nll(logits, x)), ref(logits), rtol=1e-6)
-    np.testing.assert_allclose(jax.grad(lambda z: jnp.sum(losses.bernoulli_nll(z, x)))(logits), jax.grad(ref)(logits),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        jax.grad(lambda z: jnp.sum(losses.bernoulli_nll(z, x)))(logits), jax.grad(ref)(logits), atol=1e-6
+    )
 
 
 def test_decode_notes_counts_expected_notes():
@@ -298,6 +331,7 @@ def test_bfloat16_step_keeps_float32_parameters_and_matches_the_loss():
     """precision="bfloat16": the networks compute in bfloat16, parameters and Adam stay float32, and the
     first loss agrees with float32's to bfloat16 accuracy; bit-packed batches give exactly the float loss."""
     from vaejax import data
+
     cfg = preset("tiny")
     rng = np.random.default_rng(0)
     x = rng.random((5, 4, 96, 84)) < 0.05
@@ -321,9 +355,10 @@ def test_bfloat16_step_keeps_float32_parameters_and_matches_the_loss():
 def test_threshold_counts_match_one_comparison_per_threshold():
     from vaejax import metrics
     from vaejax.training.steps import THRESHOLDS, threshold_counts
+
     rng = np.random.default_rng(0)
     p = rng.random((8, 96, 84)).astype(np.float32)
-    p[0, 0, :len(THRESHOLDS)] = THRESHOLDS  # probabilities exactly at a threshold are not above it
+    p[0, 0, : len(THRESHOLDS)] = THRESHOLDS  # probabilities exactly at a threshold are not above it
     on = rng.random(p.shape) < 0.1
     got = threshold_counts(jnp.asarray(p), jnp.asarray(on))
     want = metrics.confusion(p[..., None] > THRESHOLDS.astype(np.float32), on[..., None], axis=(0, 1, 2))
@@ -348,8 +383,9 @@ def test_onset_cuts_start_as_many_notes_per_sixteenth_as_the_real_bars():
     plays = np.ones((5, 64), np.float32)
     cuts = onset_cuts((jnp.asarray(probs), jnp.asarray(plays)), x, None)
     assert cuts.shape == (5, 16) and cuts[0, 3] < 0.25 < cuts[0, 0]
-    roll = np.asarray(models.decode_notes(jnp.asarray(probs[1]), jnp.array([0.5, 0.5, 6.0]), sub=6,
-                                          onset_cuts=jnp.asarray(cuts[1])))
+    roll = np.asarray(
+        models.decode_notes(jnp.asarray(probs[1]), jnp.array([0.5, 0.5, 6.0]), sub=6, onset_cuts=jnp.asarray(cuts[1]))
+    )
     starts = roll & ~np.pad(roll, ((0, 0), (1, 0), (0, 0)))[:, :-1]
     assert starts[:, 0].sum() == 64 and starts[:, 18].sum() == 64 and starts.sum() == 128
     one = np.asarray(models.decode_notes(jnp.asarray(probs[1]), jnp.array([0.5, 0.5, 6.0]), sub=6))

@@ -13,27 +13,45 @@ from vaejax.config import DataConfig
 from conftest import save_npz
 
 
-@pytest.mark.parametrize("program,is_drum,track", [
-    (0, True, 0), (127, True, 0),      # any drum track -> Drums
-    (0, False, 1), (7, False, 1),      # 0-7 -> Piano
-    (24, False, 2), (31, False, 2),    # 24-31 -> Guitar
-    (32, False, 3), (39, False, 3),    # 32-39 -> Bass
-    (8, False, 4), (48, False, 4), (95, False, 4), (104, False, 4), (111, False, 4),  # Strings
-    (96, False, None), (103, False, None), (112, False, None), (127, False, None),  # dropped
-])
+@pytest.mark.parametrize(
+    "program,is_drum,track",
+    [
+        (0, True, 0),
+        (127, True, 0),  # any drum track -> Drums
+        (0, False, 1),
+        (7, False, 1),  # 0-7 -> Piano
+        (24, False, 2),
+        (31, False, 2),  # 24-31 -> Guitar
+        (32, False, 3),
+        (39, False, 3),  # 32-39 -> Bass
+        (8, False, 4),
+        (48, False, 4),
+        (95, False, 4),
+        (104, False, 4),
+        (111, False, 4),  # Strings
+        (96, False, None),
+        (103, False, None),
+        (112, False, None),
+        (127, False, None),  # dropped
+    ],
+)
 def test_lpd5_merge_rule(program, is_drum, track):
     assert music.lpd5_track(program, is_drum) == track
 
 
 def test_npz_to_bars_exact(tmp_path):
     # two piano-family tracks merge (logical or), a dropped program vanishes, bass lands in row 3
-    path = save_npz(tmp_path / "a.npz", [
-        (0, False, {(0, 60): 100, (1, 60): 100}),
-        (5, False, {(0, 64): 50, (100, 60): 30}),
-        (33, False, {(10, 36): 80}),
-        (120, False, {(5, 70): 90}),
-        (0, True, {(3, 36): 127, (4, 23): 127}),  # pitch 23 is below C1: cut by the pitch range
-    ], length=200)
+    path = save_npz(
+        tmp_path / "a.npz",
+        [
+            (0, False, {(0, 60): 100, (1, 60): 100}),
+            (5, False, {(0, 64): 50, (100, 60): 30}),
+            (33, False, {(10, 36): 80}),
+            (120, False, {(5, 70): 90}),
+            (0, True, {(3, 36): 127, (4, 23): 127}),  # pitch 23 is below C1: cut by the pitch range
+        ],
+        length=200,
+    )
     song = music.read_npz(str(path))
     bars = music.to_bars(song.roll)
     assert bars.shape == (2, 5, 96, 84)  # 200 steps -> 2 whole bars, the rest dropped
@@ -92,8 +110,9 @@ def test_midi_exact_roll(tmp_path):
     roll = music.read_midi(path).roll
     assert roll.shape[1] >= 96
     cells = {tuple(x) for x in np.argwhere(roll)}
-    expected = ({(1, t, 36) for t in range(0, 24)} | {(1, t, 40) for t in range(48, 60)}
-                | {(1, t, 43) for t in range(84, 96)})
+    expected = (
+        {(1, t, 36) for t in range(0, 24)} | {(1, t, 40) for t in range(48, 60)} | {(1, t, 43) for t in range(84, 96)}
+    )
     assert cells == expected
 
 

@@ -15,11 +15,13 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient", reason="nbclient not installed (pip install -e '.[test]')")
     try:
         from jupyter_client.kernelspec import KernelSpecManager
+
         if "python3" not in KernelSpecManager().find_kernel_specs():
             pytest.skip("no python3 Jupyter kernel here (pip install ipykernel)")
     except ImportError as e:
         pytest.skip(f"jupyter_client not installed ({e})")
     from vaejax import packaging
+
     if "lpd5" not in packaging.pretrained_names():
         pytest.skip("the packaged model is not in this checkout")
     work = tmp_path / "examples"
@@ -30,8 +32,9 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(temp))  # the kernel's tempfile folder
     nb = nbformat.read(str(work / "quickstart.ipynb"), as_version=4)
     nbformat.validate(nb)  # cell ids and all
-    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(work)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}
+    ).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     kinds = {k for o in outputs for k in o.get("data", {})}

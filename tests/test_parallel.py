@@ -19,8 +19,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @pytest.mark.slow
 def test_eight_devices_match_one(demo_prepared):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, os.path.join(HERE, "sharding_check.py"), demo_prepared], env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, os.path.join(HERE, "sharding_check.py"), demo_prepared],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["n_devices"] == 8
@@ -39,23 +44,59 @@ def _free_port():
 @pytest.mark.slow
 def test_two_processes_on_loopback_match_one(tmp_path, demo_prepared):
     """Two hosts, each reading its half of every batch, train exactly as one host does."""
-    common = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
-              "--stage", "vae", "--max-steps-per-epoch", "4", "--quiet", "--set", "train.log_every=1"]
+    common = [
+        sys.executable,
+        os.path.join(ROOT, "train.py"),
+        "--preset",
+        "tiny",
+        "--data",
+        demo_prepared,
+        "--stage",
+        "vae",
+        "--max-steps-per-epoch",
+        "4",
+        "--quiet",
+        "--set",
+        "train.log_every=1",
+    ]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     port = _free_port()
-    procs = [subprocess.Popen(common + ["--run", str(tmp_path / "multi"), "--coordinator", f"127.0.0.1:{port}",
-                                        "--num-processes", "2", "--process-id", str(i)],
-                              env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            common
+            + [
+                "--run",
+                str(tmp_path / "multi"),
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            env=env,
+            cwd=str(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs[0][-1500:] + outs[1][-1500:]
     assert "2 process(es)" in outs[0]
-    subprocess.run(common + ["--run", str(tmp_path / "single")], env=env, cwd=str(tmp_path), check=True,
-                   capture_output=True)
+    subprocess.run(
+        common + ["--run", str(tmp_path / "single")], env=env, cwd=str(tmp_path), check=True, capture_output=True
+    )
+
     def losses(run):
-        return [(r["step"], r["loss"]) for r in RunFolder(run).read_metrics()
-                if r["stage"] == "vae" and r["kind"] == "train"]
+        return [
+            (r["step"], r["loss"])
+            for r in RunFolder(run).read_metrics()
+            if r["stage"] == "vae" and r["kind"] == "train"
+        ]
+
     a, b = losses(str(tmp_path / "multi")), losses(str(tmp_path / "single"))
     assert [s for s, _ in a] == [s for s, _ in b] and len(a) == 8
     np.testing.assert_allclose([v for _, v in a], [v for _, v in b], rtol=2e-5)

@@ -35,6 +35,7 @@ def _piano(z, plays):
 @pytest.mark.parametrize("copy", ["both", "track", "bar"])
 def test_shapes_and_causality(copy):
     import dataclasses
+
     net = _net(cfg=dataclasses.replace(CFG, copy=copy))
     z, plays, phase = _inputs()
     out = net(z, plays, phase)
@@ -87,8 +88,7 @@ def _phrase_songs(n_songs=32, bars=16, seed=0):
     phrase = r.standard_normal((n_songs, 4, 5, K)).astype(np.float32)
     z = np.tile(phrase, (1, bars // 4, 1, 1)) + 0.05 * r.standard_normal((n_songs, bars, 5, K)).astype(np.float32)
     plays = np.tile(r.random((n_songs, 4, 5)) < 0.7, (1, bars // 4, 1))
-    seqs = prior.Sequences(z.reshape(-1, 5, K), plays.reshape(-1, 5), np.arange(n_songs) * bars,
-                           np.full(n_songs, bars))
+    seqs = prior.Sequences(z.reshape(-1, 5, K), plays.reshape(-1, 5), np.arange(n_songs) * bars, np.full(n_songs, bars))
     return seqs
 
 
@@ -106,8 +106,7 @@ def test_training_reduces_the_loss_on_repeating_sequences():
     before = evaluate(state["params"], *batch)
     r = np.random.default_rng(0)
     for i in range(CFG.steps):
-        state, _ = step(state, *seqs.batch(rows[r.integers(len(rows), size=CFG.batch_size)], CFG.context),
-                        jnp.int32(i))
+        state, _ = step(state, *seqs.batch(rows[r.integers(len(rows), size=CFG.batch_size)], CFG.context), jnp.int32(i))
     after = evaluate(state["params"], *batch)
     for name in ("song", "band"):
         assert float(after[name].loss) < float(before[name].loss) - 5.0
@@ -122,13 +121,13 @@ def _groove_songs(n_songs=48, bars=16, seed=0):
     z[:, :, 0] = z[:, :1, 0]
     z[:, :, PIANO] = np.tile(z[:, :4, PIANO], (1, bars // 4, 1))
     plays = np.ones((n_songs, bars, 5), bool)
-    return prior.Sequences(z.reshape(-1, 5, K), plays.reshape(-1, 5), np.arange(n_songs) * bars,
-                           np.full(n_songs, bars))
+    return prior.Sequences(z.reshape(-1, 5, K), plays.reshape(-1, 5), np.arange(n_songs) * bars, np.full(n_songs, bars))
 
 
 @pytest.mark.slow
 def test_per_track_pointers_learn_which_track_repeats_at_which_distance():
     import dataclasses
+
     cfg = dataclasses.replace(CFG, steps=150, copy="track")
     seqs = _groove_songs()
     rows = seqs.windows(cfg.context)
@@ -140,8 +139,15 @@ def test_per_track_pointers_learn_which_track_repeats_at_which_distance():
     for i in range(cfg.steps):
         state, _ = step(state, *seqs.batch(rows[r.integers(len(rows), size=cfg.batch_size)], cfg.context), jnp.int32(i))
     f = jax.jit(lambda p, *a: prior.sample_window(gd, p, *a))
-    z, _ = prior.generate(lambda *a: f(state["params"]["song"], *a), jax.random.key(1), num=32, bars=8, latent=K,
-                          context=cfg.context, temperature=1.0)
+    z, _ = prior.generate(
+        lambda *a: f(state["params"]["song"], *a),
+        jax.random.key(1),
+        num=32,
+        bars=8,
+        latent=K,
+        context=cfg.context,
+        temperature=1.0,
+    )
 
     def repeats(track, lag):  # share of bars whose part is exactly that of `lag` bars before
         return float(np.mean(np.all(z[:, lag:, track] == z[:, :-lag, track], -1)))
@@ -180,8 +186,17 @@ def test_sampling_is_seeded_and_temperature_sets_the_variation():
 def test_prefix_kept_and_long_songs_slide():
     win = _window(_net())
     z0, p0, _ = _inputs(b=3, length=5, seed=4)
-    z, p = prior.generate(win, jax.random.key(0), num=3, bars=20, latent=K, context=CFG.context, temperature=1.0,
-                          prefix=z0, prefix_plays=p0)
+    z, p = prior.generate(
+        win,
+        jax.random.key(0),
+        num=3,
+        bars=20,
+        latent=K,
+        context=CFG.context,
+        temperature=1.0,
+        prefix=z0,
+        prefix_plays=p0,
+    )
     assert z.shape == (3, 20, 5, K)
     np.testing.assert_array_equal(z[:, :5], z0)
     np.testing.assert_array_equal(p[:, :5], p0 > 0.5)
@@ -191,8 +206,9 @@ def test_prefix_kept_and_long_songs_slide():
 def test_arranging_keeps_the_given_piano():
     win = _window(_net(band=True))
     z0, p0, _ = _inputs(b=2, length=12, seed=5)
-    z, p = prior.generate(win, jax.random.key(0), num=2, bars=12, latent=K, context=CFG.context, temperature=1.0,
-                          piano=_piano(z0, p0))
+    z, p = prior.generate(
+        win, jax.random.key(0), num=2, bars=12, latent=K, context=CFG.context, temperature=1.0, piano=_piano(z0, p0)
+    )
     np.testing.assert_allclose(z[:, :, PIANO], z0[:, :, PIANO])
     np.testing.assert_array_equal(p[:, :, PIANO], p0[:, :, PIANO] > 0.5)
 
@@ -272,12 +288,13 @@ def test_chain_is_still_there_and_unchanged(model):
     predictions before the noise."""
     from vaejax import music
 
-    got = music.from_multitrack(model.sample(bars=5, sigma=0.5, seed=4, num=2, prior="chain", min_length=0,
-                                             merge_gap=0)[1])
+    got = music.from_multitrack(
+        model.sample(bars=5, sigma=0.5, seed=4, num=2, prior="chain", min_length=0, merge_gap=0)[1]
+    )
     z, means = model.sample_latents(5, sigma=0.5, seed=4, num=2, with_means=True)
     flat = lambda a: a.map(lambda x: x.reshape((-1,) + x.shape[2:]))  # noqa: E731
     roll = model.rolls(flat(z), seed=5, plays_latents=flat(means))
-    np.testing.assert_array_equal(got, roll[:, 5 * 96:])
+    np.testing.assert_array_equal(got, roll[:, 5 * 96 :])
     bars = model.prior_bars(5, sigma=0.5, seed=4, num=2, prior="chain")
     np.testing.assert_array_equal(bars.reshape(5, -1, 84), roll)
 
@@ -317,8 +334,19 @@ def test_stage_prior_retrains_on_an_existing_run(tiny_run, demo_prepared, tmp_pa
     run = str(tmp_path / "again")
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(".lock", "prior"))
     before = RunFolder(run).read_config()
-    cfg = preset("default").replace(prior={"layers": 1, "dim": 16, "heads": 2, "context": 4, "mixtures": 2,
-                                           "steps": 4, "batch_size": 4, "epochs": 1, "band": False})
+    cfg = preset("default").replace(
+        prior={
+            "layers": 1,
+            "dim": 16,
+            "heads": 2,
+            "context": 4,
+            "mixtures": 2,
+            "steps": 4,
+            "batch_size": 4,
+            "epochs": 1,
+            "band": False,
+        }
+    )
     _, results = training.train(run, demo_prepared, cfg, stages=("prior",), progress=False)
     assert set(results) == {"prior"} and np.isfinite(results["prior"]["val_loss"])
     after = RunFolder(run).read_config()

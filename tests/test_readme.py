@@ -22,15 +22,29 @@ README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
 
 # how each documented program is started in-process
 PROGRAMS = {
-    "python sample.py": cli.sample_main, "vaejax-sample": cli.sample_main,
-    "python train.py": cli.train_main, "vaejax-train": cli.train_main,
-    "python -m vaejax.data": data.main, "vaejax-data": data.main,
-    "python -m vaejax.evaluate": evaluate.main, "vaejax-evaluate": evaluate.main,
-    "python -m vaejax.cli": cli.main, "vaejax-export": cli.export_main,
-    "vaejax-studio": studio_server.main, "python -m vaejax.studio": studio_server.main, "vaejax": cli.main,
+    "python sample.py": cli.sample_main,
+    "vaejax-sample": cli.sample_main,
+    "python train.py": cli.train_main,
+    "vaejax-train": cli.train_main,
+    "python -m vaejax.data": data.main,
+    "vaejax-data": data.main,
+    "python -m vaejax.evaluate": evaluate.main,
+    "vaejax-evaluate": evaluate.main,
+    "python -m vaejax.cli": cli.main,
+    "vaejax-export": cli.export_main,
+    "vaejax-studio": studio_server.main,
+    "python -m vaejax.studio": studio_server.main,
+    "vaejax": cli.main,
 }
-NOT_OURS = ("python3 -m venv", "python -m venv", ". .venv/bin/activate", "pip install", "python -m pytest",
-            "jupyter ", "cd ")
+NOT_OURS = (
+    "python3 -m venv",
+    "python -m venv",
+    ". .venv/bin/activate",
+    "pip install",
+    "python -m pytest",
+    "jupyter ",
+    "cd ",
+)
 
 
 class Parsed(Exception):
@@ -55,17 +69,19 @@ def parse_only(monkeypatch):
         except Parsed as p:
             return p.parser, p.namespace
         raise AssertionError(f"{program} returned without parsing its arguments")
+
     return run
 
 
 def _split(command: str):
     """(program, argv) of a README command line; brackets mark optional parts: `[--opt VALUE ...]` is taken
     in, a bracketed remark (`[more runs, e.g. other K]`) left out."""
-    command = re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).replace("...", "") if m.group(1).startswith("--")
-                     else "", command)
+    command = re.sub(
+        r"\[([^\]]*)\]", lambda m: m.group(1).replace("...", "") if m.group(1).startswith("--") else "", command
+    )
     for program in sorted(PROGRAMS, key=len, reverse=True):
         if command == program or command.startswith(program + " "):
-            return program, shlex.split(command[len(program):], comments=True)
+            return program, shlex.split(command[len(program) :], comments=True)
     return None, None
 
 
@@ -117,8 +133,12 @@ def test_console_scripts_are_the_documented_programs():
 
 def _local(argv, cwd):
     """Paths into the checkout (examples/...) made absolute; outputs stay relative to `cwd`."""
-    return [os.path.join(ROOT, a) if not os.path.isabs(a) and os.path.exists(os.path.join(ROOT, a))
-            and not os.path.exists(os.path.join(cwd, a)) else a for a in argv]
+    return [
+        os.path.join(ROOT, a)
+        if not os.path.isabs(a) and os.path.exists(os.path.join(ROOT, a)) and not os.path.exists(os.path.join(cwd, a))
+        else a
+        for a in argv
+    ]
 
 
 @pytest.mark.slow
@@ -126,6 +146,7 @@ def test_readme_sample_commands_run(tmp_path, monkeypatch, capsys):
     """The README's sample.py commands, in order, in a fresh folder, on the packaged model with tiny sizes:
     each writes the files it prints (the variation reads the song the first command wrote)."""
     from vaejax import packaging
+
     if "lpd5" not in packaging.pretrained_names():
         pytest.skip("the packaged model is not in this checkout")
     monkeypatch.chdir(tmp_path)
@@ -153,6 +174,7 @@ def test_readme_sample_commands_run(tmp_path, monkeypatch, capsys):
 def test_readme_train_commands_configure(capsys):
     """The README's train.py commands are accepted through configuration (`--print-config`, no training)."""
     import json
+
     for command in COMMANDS:
         program, argv = _split(command)
         if program not in ("python train.py", "vaejax-train") or "--help" in argv:
@@ -167,8 +189,7 @@ def test_readme_train_commands_configure(capsys):
 def _table(heading: str) -> list[str]:
     """First cells of the option table under the README heading that starts with `heading`."""
     section = README.split("\n## " + heading, 1)[1].split("\n## ", 1)[0]
-    return [line.split("|")[1].strip() for line in section.splitlines()
-            if line.startswith("| `--")]
+    return [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| `--")]
 
 
 def _documented(cells):
@@ -220,6 +241,7 @@ def test_training_options_reach_the_configuration(capsys):
     """The Training table's options (but the multi-host ones, which join a job) with --print-config: each
     is accepted, and those that set a configuration field change the printed configuration."""
     import json
+
     cli.train_main(["--print-config"])
     base = capsys.readouterr().out
     parser = cli.train_parser()
@@ -238,8 +260,10 @@ def test_training_options_reach_the_configuration(capsys):
             assert printed != base, f"{argv} left the configuration unchanged"
 
 
-@pytest.mark.parametrize("script,parser,default", [("vaejax-sample", cli.sample_parser, "sample.py"),
-                                                   ("vaejax-train", cli.train_parser, "train.py")])
+@pytest.mark.parametrize(
+    "script,parser,default",
+    [("vaejax-sample", cli.sample_parser, "sample.py"), ("vaejax-train", cli.train_parser, "train.py")],
+)
 def test_usage_lines_name_the_program_that_was_started(script, parser, default, monkeypatch):
     monkeypatch.setattr("sys.argv", [f"/venv/bin/{script}"])
     assert parser().format_usage().startswith(f"usage: {script} ")

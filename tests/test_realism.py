@@ -13,7 +13,7 @@ def _song(bars, positions, length, pitch=40, tracks=5, steps=96):
     for b in range(bars):
         for p in positions:
             s = b * steps + p * 6
-            x[:, s:s + length, pitch] = True
+            x[:, s : s + length, pitch] = True
     return x
 
 
@@ -50,8 +50,17 @@ def test_phrase_features_shape_and_names():
 
 
 def _corpus(rng, n, positions):
-    return np.stack([_song(8, sorted(rng.choice(positions, size=3, replace=False)), int(rng.integers(3, 12)),
-                           pitch=int(rng.integers(30, 50))) for _ in range(n)])
+    return np.stack(
+        [
+            _song(
+                8,
+                sorted(rng.choice(positions, size=3, replace=False)),
+                int(rng.integers(3, 12)),
+                pitch=int(rng.integers(30, 50)),
+            )
+            for _ in range(n)
+        ]
+    )
 
 
 def test_classifier_tells_a_different_rhythm_and_not_the_same_one():

@@ -24,11 +24,13 @@ PEAK_MB = 600
 def _prepare_in_subprocess(src, out, *extra):
     """Run prepare in a fresh process; (report, peak RSS in MB of it and its reader processes, seconds)."""
     # ru_maxrss of this process would include the test runner's size before exec: read VmHWM instead
-    code = ("import json, resource, sys, time; from vaejax import data; t = time.perf_counter(); "
-            f"r = data.prepare({src!r}, {out!r}, workers=2, progress=False, force=True{''.join(extra)}); "
-            "hwm = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]); "
-            "peak = max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
-            "print(json.dumps({'report': r, 'peak_kb': peak, 'seconds': time.perf_counter() - t}))")
+    code = (
+        "import json, resource, sys, time; from vaejax import data; t = time.perf_counter(); "
+        f"r = data.prepare({src!r}, {out!r}, workers=2, progress=False, force=True{''.join(extra)}); "
+        "hwm = int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]); "
+        "peak = max(hwm, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+        "print(json.dumps({'report': r, 'peak_kb': peak, 'seconds': time.perf_counter() - t}))"
+    )
     out_ = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out_.returncode == 0, out_.stderr[-3000:]
     got = json.loads(out_.stdout.strip().splitlines()[-1])
@@ -51,11 +53,16 @@ def test_fuzz_corpus_is_read_or_skipped_with_a_reason(fuzz):
     skipped = {s["path"]: s["reason"] for s in report["skipped"]}
     assert all(reason and "\n" not in reason for reason in skipped.values())
     assert not any(p in skipped for p in good)  # no good file lost
-    assert not any(r.startswith("unexpected") for r in skipped.values()), [r for r in skipped.values()
-                                                                            if r.startswith("unexpected")]
-    for name, why in (("crafted-far-note-tpb1.mid", "bars long"), ("crafted-zip-bomb.npz", "inflate"),
-                      ("crafted-object-dtype.npz", "pickled"), ("crafted-many-notes.mid", "MiB"),
-                      ("crafted-csc-indptr-short.npz", "sparse")):
+    assert not any(r.startswith("unexpected") for r in skipped.values()), [
+        r for r in skipped.values() if r.startswith("unexpected")
+    ]
+    for name, why in (
+        ("crafted-far-note-tpb1.mid", "bars long"),
+        ("crafted-zip-bomb.npz", "inflate"),
+        ("crafted-object-dtype.npz", "pickled"),
+        ("crafted-many-notes.mid", "MiB"),
+        ("crafted-csc-indptr-short.npz", "sparse"),
+    ):
         assert why in next(r for p, r in skipped.items() if p.endswith(name)), name
     assert peak_mb < PEAK_MB, f"peak memory {peak_mb:.0f} MB"
     assert seconds < 120
@@ -73,6 +80,7 @@ def test_fuzz_corpus_is_read_or_skipped_with_a_reason(fuzz):
 
 def test_absurd_midi_is_refused_before_allocating(tmp_path):
     import tracemalloc
+
     path = tmp_path / "far.mid"
     path.write_bytes(fuzz_corpus.crafted_midi()["far-note-tpb1"])
     assert path.stat().st_size < 100
@@ -104,7 +112,7 @@ def test_a_hanging_or_dying_reader_costs_one_file(tmp_path, monkeypatch):
     (src / "die.mid").write_bytes(fuzz_corpus.good_midi(rng))
     code = f"""
 import os, signal, time, sys
-sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
+sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
 from vaejax import cli, data, music
 real = music.read_song
 def read(path, *a, **k):
@@ -115,7 +123,7 @@ def read(path, *a, **k):
     return real(path, *a, **k)
 music.read_song = read
 t = time.perf_counter()
-r = data.prepare({str(src)!r}, {str(tmp_path / 'out')!r}, workers=2, progress=False, timeout=3)
+r = data.prepare({str(src)!r}, {str(tmp_path / "out")!r}, workers=2, progress=False, timeout=3)
 print(r["songs_read"], time.perf_counter() - t)
 for s in r["skipped"]:
     print(os.path.basename(s["path"]), "|", s["reason"])
@@ -161,12 +169,12 @@ def test_damaged_cache_is_named_with_the_fix(tmp_path, demo_prepared, monkeypatc
 @pytest.mark.slow
 def test_kill_9_during_prepare_then_the_same_command(tmp_path):
     from vaejax import demo
+
     demo.write_corpus(str(tmp_path / "src"), songs=150, seed=4, bars=16)
     ref = tmp_path / "ref"
     data.prepare(str(tmp_path / "src"), str(ref), workers=1, progress=False)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "vaejax.data", "prepare", str(tmp_path / "src"), str(out), "--workers", "1",
-           "--quiet"]
+    cmd = [sys.executable, "-m", "vaejax.data", "prepare", str(tmp_path / "src"), str(out), "--workers", "1", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None and not (out / "train.bars.tmp").exists():
@@ -210,6 +218,7 @@ def test_unwritable_output_is_reported_before_work(tmp_path, demo_prepared, caps
 
 def test_full_disk_keeps_the_previous_cache(tmp_path):
     from vaejax import demo
+
     small, big = tmp_path / "small", tmp_path / "big"
     demo.write_corpus(str(small), songs=4, seed=1, bars=4)
     demo.write_corpus(str(big), songs=200, seed=2, bars=32)
@@ -231,8 +240,10 @@ def test_a_run_trains_in_one_process_at_a_time(tmp_path):
             with run.lock():
                 pass
     # a process that dies holding the lock does not keep it
-    code = (f"import os, time; from vaejax.runs import RunFolder; l = RunFolder({run.root!r}).lock().__enter__(); "
-            "print('locked', flush=True); time.sleep(600)")
+    code = (
+        f"import os, time; from vaejax.runs import RunFolder; l = RunFolder({run.root!r}).lock().__enter__(); "
+        "print('locked', flush=True); time.sleep(600)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     with pytest.raises(RunError, match=f"pid {proc.pid}"):
@@ -273,6 +284,7 @@ def test_run_files_that_do_not_match_are_named(tmp_path, tiny_run, capsys):
 def test_latents_that_do_not_fit_the_dataset_are_refused(tmp_path, tiny_run, demo_prepared):
     from vaejax import training
     from vaejax.config import Config
+
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     z = dict(np.load(run / "latents" / "train.npz"))

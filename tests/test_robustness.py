@@ -25,8 +25,9 @@ from vaejax.runs import RunError, RunFolder
 import fuzz_corpus
 from conftest import ROOT, tmpfs
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                         HealthCheck.too_slow])
+FAST = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 def run_main(main, argv):
@@ -43,23 +44,68 @@ def run_main(main, argv):
 
 # ---- values a hostile user types ---------------------------------------------------------------------
 
-BAD_NUMBERS = ["0", "-1", "-0", "nan", "inf", "-inf", "1e400", str(2**63), str(-2**63), "1.5", "", " ", "x",
-               "0x10", "1_000", "٣"]
-numbers = st.one_of(st.sampled_from(BAD_NUMBERS), st.integers(-2**70, 2**70).map(str),
-                    st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(max_size=6))
+BAD_NUMBERS = [
+    "0",
+    "-1",
+    "-0",
+    "nan",
+    "inf",
+    "-inf",
+    "1e400",
+    str(2**63),
+    str(-(2**63)),
+    "1.5",
+    "",
+    " ",
+    "x",
+    "0x10",
+    "1_000",
+    "٣",
+]
+numbers = st.one_of(
+    st.sampled_from(BAD_NUMBERS),
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=6),
+)
 
-SAMPLE_NUMERIC = ["--bars", "--sigma", "--seed", "--num", "--key", "--threshold", "--harmony", "--min-length",
-                  "--merge-gap", "--tempo", "--sample-rate", "--memory-budget", "--read-timeout"]
-TRAIN_NUMERIC = ["--batch-size", "--lr", "--beta", "--free-bits", "--pos-weight", "--chain-noise", "--seed",
-                 "--vae-epochs", "--chain-epochs", "--max-steps-per-epoch"]
+SAMPLE_NUMERIC = [
+    "--bars",
+    "--sigma",
+    "--seed",
+    "--num",
+    "--key",
+    "--threshold",
+    "--harmony",
+    "--min-length",
+    "--merge-gap",
+    "--tempo",
+    "--sample-rate",
+    "--memory-budget",
+    "--read-timeout",
+]
+TRAIN_NUMERIC = [
+    "--batch-size",
+    "--lr",
+    "--beta",
+    "--free-bits",
+    "--pos-weight",
+    "--chain-noise",
+    "--seed",
+    "--vae-epochs",
+    "--chain-epochs",
+    "--max-steps-per-epoch",
+]
 
 
 def _refused(code, err):
     lines = [line for line in err.splitlines() if line.strip()]
     assert "Traceback" not in err, err
     assert code == 2, (code, err)
-    assert lines and all(line.startswith(("error:", "usage:", "  ", "warning:", "note:", "sample.py", "train.py"))
-                         or "error:" in line for line in lines), err
+    assert lines and all(
+        line.startswith(("error:", "usage:", "  ", "warning:", "note:", "sample.py", "train.py")) or "error:" in line
+        for line in lines
+    ), err
 
 
 def _in_range(option, value):
@@ -68,25 +114,62 @@ def _in_range(option, value):
         v = float(value)
     except ValueError:
         return False
-    ranges = {"--bars": (1, 4096), "--sigma": (0, 10), "--seed": (0, 2**31 - 1), "--num": (1, 1000),
-              "--key": (-6, 5), "--threshold": (1e-12, 1 - 1e-12), "--harmony": (0, 20), "--min-length": (0, 10_000),
-              "--merge-gap": (0, 10_000), "--tempo": (10, 400), "--sample-rate": (8000, 96000),
-              "--memory-budget": (64, 1 << 22), "--read-timeout": (1e-3, 86400)}
+    ranges = {
+        "--bars": (1, 4096),
+        "--sigma": (0, 10),
+        "--seed": (0, 2**31 - 1),
+        "--num": (1, 1000),
+        "--key": (-6, 5),
+        "--threshold": (1e-12, 1 - 1e-12),
+        "--harmony": (0, 20),
+        "--min-length": (0, 10_000),
+        "--merge-gap": (0, 10_000),
+        "--tempo": (10, 400),
+        "--sample-rate": (8000, 96000),
+        "--memory-budget": (64, 1 << 22),
+        "--read-timeout": (1e-3, 86400),
+    }
     lo, hi = ranges[option]
     return v == v and lo <= v <= hi
 
 
 @FAST
-@given(option=st.sampled_from(SAMPLE_NUMERIC), value=numbers, extra=st.lists(
-    st.sampled_from(["--no-audio", "--sample", "--overwrite", "--tracks", "drums", "--from", "a.mid", "--arrange",
-                     "b.mid", "--interpolate", "a.mid", "b.mid", "--out", "/proc/x/y", "--checkpoint", "nope"]),
-    max_size=4))
+@given(
+    option=st.sampled_from(SAMPLE_NUMERIC),
+    value=numbers,
+    extra=st.lists(
+        st.sampled_from(
+            [
+                "--no-audio",
+                "--sample",
+                "--overwrite",
+                "--tracks",
+                "drums",
+                "--from",
+                "a.mid",
+                "--arrange",
+                "b.mid",
+                "--interpolate",
+                "a.mid",
+                "b.mid",
+                "--out",
+                "/proc/x/y",
+                "--checkpoint",
+                "nope",
+            ]
+        ),
+        max_size=4,
+    ),
+)
 def test_sample_options_never_end_in_a_traceback(tmp_path, option, value, extra):
     if _in_range(option, value) and not extra:
         return  # a valid value alone would generate music: covered by the sampler's tests
     argv = [option, value, "--out", str(tmp_path / "o"), "--no-audio"] + extra
-    if _in_range(option, value) and "--checkpoint" not in extra and not any(
-            x in extra for x in ("--from", "--arrange", "--interpolate", "--tracks", "/proc/x/y")):
+    if (
+        _in_range(option, value)
+        and "--checkpoint" not in extra
+        and not any(x in extra for x in ("--from", "--arrange", "--interpolate", "--tracks", "/proc/x/y"))
+    ):
         return
     code, _, err = run_main(cli.sample_main, argv)
     _refused(code, err)
@@ -103,8 +186,12 @@ def test_train_options_never_end_in_a_traceback(option, value):
 
 
 @FAST
-@given(field=st.sampled_from([f"{s}.{f}" for s in ("data", "model", "train")
-                              for f in getattr(Config(), s).__dataclass_fields__]), value=numbers)
+@given(
+    field=st.sampled_from(
+        [f"{s}.{f}" for s in ("data", "model", "train") for f in getattr(Config(), s).__dataclass_fields__]
+    ),
+    value=numbers,
+)
 def test_every_config_field_is_checked_from_set(field, value):
     code, out, err = run_main(cli.train_main, ["--set", f"{field}={value}", "--print-config"])
     if code == 0:
@@ -115,10 +202,36 @@ def test_every_config_field_is_checked_from_set(field, value):
 
 
 @FAST
-@given(argv=st.lists(st.sampled_from(["prepare", "verify", "demo", "--workers", "-1", "--timeout", "nan", "0",
-                                      "--memory-budget", "10", "--pitches", "200", "--segment-bars", "0",
-                                      "/nonexistent", "README.md", "--songs", "-5", "--lowest-pitch", "-1"]),
-                     min_size=1, max_size=6))
+@given(
+    argv=st.lists(
+        st.sampled_from(
+            [
+                "prepare",
+                "verify",
+                "demo",
+                "--workers",
+                "-1",
+                "--timeout",
+                "nan",
+                "0",
+                "--memory-budget",
+                "10",
+                "--pitches",
+                "200",
+                "--segment-bars",
+                "0",
+                "/nonexistent",
+                "README.md",
+                "--songs",
+                "-5",
+                "--lowest-pitch",
+                "-1",
+            ]
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_data_command_never_ends_in_a_traceback(tmp_path, argv):
     # paths the command may write (a bare "-5" is an output folder to `demo`) land in tmp_path, not the checkout
     argv = [str(tmp_path / "out") if a == "0" else os.path.join(ROOT, a) if a == "README.md" else a for a in argv]
@@ -154,11 +267,18 @@ def test_issue_commands_end_in_one_line(tmp_path):
         (cli.export_main, [os.path.join(ROOT, "vaejax", "pretrained", "lpd5"), str(regular)], "is a file"),
     ]
     from vaejax import evaluate
-    cases.append((evaluate.main, ["--runs", "/nonexistent", "--data", "/nonexistent", "--out", str(tmp_path / "e")],
-                  "--runs /nonexistent: no such run folder"))
+
+    cases.append(
+        (
+            evaluate.main,
+            ["--runs", "/nonexistent", "--data", "/nonexistent", "--out", str(tmp_path / "e")],
+            "--runs /nonexistent: no such run folder",
+        )
+    )
     for main, argv, want in cases:
-        code, _, err = run_main(main, argv + (["--out", str(tmp_path / "o")] if main is cli.sample_main
-                                              and "--out" not in argv else []))
+        code, _, err = run_main(
+            main, argv + (["--out", str(tmp_path / "o")] if main is cli.sample_main and "--out" not in argv else [])
+        )
         assert code == 2 and want in err and "Traceback" not in err, (argv, code, err)
 
 
@@ -175,8 +295,9 @@ def test_unreadable_given_song_is_named_and_read_with_a_time_limit(tmp_path, mon
 
     monkeypatch.setattr(music, "read_midi", slow)
     t = time.perf_counter()
-    code, _, err = run_main(cli.sample_main, ["--from", str(good), "--out", str(tmp_path / "o"), "--no-audio",
-                                              "--read-timeout", "0.5"])
+    code, _, err = run_main(
+        cli.sample_main, ["--from", str(good), "--out", str(tmp_path / "o"), "--no-audio", "--read-timeout", "0.5"]
+    )
     assert code == 2 and "took longer than 0.5 s to read" in err and time.perf_counter() - t < 20, err
 
 
@@ -189,12 +310,23 @@ def test_fifo_is_refused_without_blocking(tmp_path):
 
 # ---- files of the project's own formats -----------------------------------------------------------------
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=5),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                        max_size=4), max_leaves=12)
-config_like = st.fixed_dictionaries({}, optional={
-    s: st.dictionaries(st.sampled_from(list(getattr(Config(), s, Config()).__dataclass_fields__) + ["newer"]),
-                       json_values, max_size=4) | json_values for s in ("data", "model", "train", "extra")})
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+config_like = st.fixed_dictionaries(
+    {},
+    optional={
+        s: st.dictionaries(
+            st.sampled_from(list(getattr(Config(), s, Config()).__dataclass_fields__) + ["newer"]),
+            json_values,
+            max_size=4,
+        )
+        | json_values
+        for s in ("data", "model", "train", "extra")
+    },
+)
 
 
 @FAST
@@ -230,10 +362,18 @@ def test_run_folder_files_read_or_refused_in_one_line(tmp_path, text):
 
 
 @FAST
-@given(report=st.one_of(json_values, st.fixed_dictionaries(
-    {"config": st.one_of(st.just({}), json_values), "bars_per_split": st.one_of(
-        st.just({"train": 0, "valid": 0, "test": 0}), json_values)},
-    optional={"format": json_values, "splits": json_values, "skipped": json_values, "newer": json_values})))
+@given(
+    report=st.one_of(
+        json_values,
+        st.fixed_dictionaries(
+            {
+                "config": st.one_of(st.just({}), json_values),
+                "bars_per_split": st.one_of(st.just({"train": 0, "valid": 0, "test": 0}), json_values),
+            },
+            optional={"format": json_values, "splits": json_values, "skipped": json_values, "newer": json_values},
+        ),
+    )
+)
 def test_cache_report_read_or_refused_in_one_line(tmp_path, report):
     root = tmp_path / "cache"
     root.mkdir(exist_ok=True)
@@ -290,13 +430,16 @@ GOOD_NPZ = fuzz_corpus.good_npz(np.random.default_rng(1), bars=2)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(kind=st.sampled_from(["mid", "npz"]), edits=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)),
-                                                            max_size=8), cut=st.floats(0, 1))
+@given(
+    kind=st.sampled_from(["mid", "npz"]),
+    edits=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=8),
+    cut=st.floats(0, 1),
+)
 def test_song_readers_read_or_refuse_in_one_line(tmp_path, kind, edits, cut):
     blob = bytearray(GOOD_MIDI if kind == "mid" else GOOD_NPZ)
     for where, value in edits:
         blob[int(where * (len(blob) - 1))] = value
-    blob = bytes(blob[:max(1, int(cut * len(blob)))]) if cut < 0.98 else bytes(blob)
+    blob = bytes(blob[: max(1, int(cut * len(blob)))]) if cut < 0.98 else bytes(blob)
     path = tmp_path / f"song.{kind}"
     path.write_bytes(blob)
     try:
@@ -352,8 +495,12 @@ def test_a_name_that_is_not_utf8_is_one_song_among_others(tmp_path):
 
 
 def test_prepare_readers_fit_the_budget():
-    assert data.readers_for(data.PREPARE_BUDGET_MB, 64) * (data.WORKER_MB + music.READ_BUDGET_MB) \
-        + data.PARENT_MB + data.HOLD_MB <= data.PREPARE_BUDGET_MB
+    assert (
+        data.readers_for(data.PREPARE_BUDGET_MB, 64) * (data.WORKER_MB + music.READ_BUDGET_MB)
+        + data.PARENT_MB
+        + data.HOLD_MB
+        <= data.PREPARE_BUDGET_MB
+    )
     assert data.readers_for(data.PREPARE_BUDGET_MB, 2) == 2  # a 2-core machine keeps both cores
     with pytest.raises(data.PrepareError, match="memory-budget"):
         data.readers_for(500, 2)
@@ -369,6 +516,7 @@ def test_failed_prepare_of_a_file_leaves_no_folder(tmp_path, monkeypatch):
 
 # ---- training that turns NaN ---------------------------------------------------------------------------
 
+
 def test_nan_training_stops_and_keeps_the_last_finite_checkpoint(tmp_path):
     import jax.numpy as jnp
 
@@ -383,11 +531,20 @@ def test_nan_training_stops_and_keeps_the_last_finite_checkpoint(tmp_path):
         w = state["w"] + x
         return {"w": w}, jnp.where(i >= 4, jnp.nan, jnp.sum(w))
 
-    stage = loop.Stage("melody", {"w": jnp.zeros(2)}, 8, 1, lambda e, s: ((jnp.ones(2),) for _ in range(8 - s)),
-                       step, lambda s: {"val_loss": 0.0}, lambda host: {"mse": float(np.mean(host))})
+    stage = loop.Stage(
+        "melody",
+        {"w": jnp.zeros(2)},
+        8,
+        1,
+        lambda e, s: ((jnp.ones(2),) for _ in range(8 - s)),
+        step,
+        lambda s: {"val_loss": 0.0},
+        lambda host: {"mse": float(np.mean(host))},
+    )
     with pytest.raises(Diverged, match="melody: training diverged at step 6 .* not marked as latest"):
         loop.fit(stage, run, tc, {}, progress=False)
     from vaejax.checkpoint import StageCheckpoints
+
     ck = StageCheckpoints(run.ckpt("melody"))
     state, meta = ck.restore_latest({"w": jnp.zeros(2)})
     ck.close()
@@ -414,13 +571,28 @@ def test_nan_training_from_the_command_line_is_not_marked_latest(tmp_path, monke
 
     monkeypatch.setattr(stages, "fit", nan_fit)
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_main(cli.train_main, ["--data", demo_prepared, "--preset", "tiny", "--run", "run", "--stage",
-                                             "vae", "--quiet", "--max-steps-per-epoch", "4"])
+    code, _, err = run_main(
+        cli.train_main,
+        [
+            "--data",
+            demo_prepared,
+            "--preset",
+            "tiny",
+            "--run",
+            "run",
+            "--stage",
+            "vae",
+            "--quiet",
+            "--max-steps-per-epoch",
+            "4",
+        ],
+    )
     assert code == 2 and "vae: training diverged at step 2" in err and "Traceback" not in err, err
     assert not os.path.exists(os.path.join("runs", "LATEST"))
 
 
 # ---- processes: no orphans, no clobbering ---------------------------------------------------------------
+
 
 def _children(pid):
     try:
@@ -446,8 +618,10 @@ def test_readers_die_with_their_parent_after_kill_9(tmp_path):
     for i in range(4):
         (src / f"s{i}.mid").write_bytes(GOOD_MIDI)
     # readers that never finish a file (forked: the parent's stand-in for _work is theirs too)
-    code = ("import time, sys; from vaejax import data; data._work = lambda task: time.sleep(600); "
-            f"data.prepare({str(src)!r}, {str(tmp_path / 'out')!r}, workers=2, progress=False, timeout=600)")
+    code = (
+        "import time, sys; from vaejax import data; data._work = lambda task: time.sleep(600); "
+        f"data.prepare({str(src)!r}, {str(tmp_path / 'out')!r}, workers=2, progress=False, timeout=600)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     try:
         deadline = time.time() + 60
@@ -497,10 +671,12 @@ def test_disk_full_while_sampling_is_one_line_and_leaves_nothing_partial(tmp_pat
 
     def fill_up(path, write):
         if path.endswith(".png") and len(written) >= 3:  # the second song's picture meets a full disk halfway
+
             def half(tmp):
                 with open(tmp, "wb") as f:
                     f.write(b"\x89PNG partial")
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
+
             return real(path, half)
         written.append(path)
         return real(path, write)
@@ -526,9 +702,11 @@ def test_real_full_disk_while_sampling(tmp_path):
 
 # ---- generation in chunks --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def lpd5():
     import vaejax
+
     return vaejax.load("lpd5")
 
 
@@ -569,12 +747,17 @@ def test_strict_prepare_leaves_no_temporary_file(tmp_path):
 
 def _mangled_npz(edits, cut):
     buf = io.BytesIO()
-    np.savez(buf, latents=np.zeros((3, 5, 16), np.float32), start=np.zeros(1, np.int64), length=np.full(1, 3),
-             ids=np.array(["a"]))
+    np.savez(
+        buf,
+        latents=np.zeros((3, 5, 16), np.float32),
+        start=np.zeros(1, np.int64),
+        length=np.full(1, 3),
+        ids=np.array(["a"]),
+    )
     blob = bytearray(buf.getvalue())
     for where, value in edits:
         blob[int(where * (len(blob) - 1))] = value
-    return bytes(blob[:max(1, int(cut * len(blob)))])
+    return bytes(blob[: max(1, int(cut * len(blob)))])
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -591,8 +774,11 @@ def test_run_folder_arrays_read_or_refused_in_one_line(tmp_path, edits, cut):
     with open(run.stats_path, "w") as f:
         f.write("{}")
     open(run.start_bars_path[:-4] + ".npy", "ab").close()
-    for read in (lambda: run.read_latents({"train": 3}, 8), run.read_start_bars,
-                 lambda: packaging.read_weights(run, {n: {} for n in packaging.NETWORKS})):
+    for read in (
+        lambda: run.read_latents({"train": 3}, 8),
+        run.read_start_bars,
+        lambda: packaging.read_weights(run, {n: {} for n in packaging.NETWORKS}),
+    ):
         try:
             read()
         except RunError as e:

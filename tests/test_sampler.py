@@ -30,11 +30,17 @@ def test_midi_written_and_read_back(model, tmp_path):
     path = render.write_midi(str(tmp_path / "s.mid"), mt)
     pm = pretty_midi.PrettyMIDI(path)
     assert [(i.name, i.program, i.is_drum) for i in pm.instruments] == [
-        ("Drums", 0, True), ("Piano", 0, False), ("Guitar", 24, False), ("Bass", 32, False), ("Strings", 48, False)]
+        ("Drums", 0, True),
+        ("Piano", 0, False),
+        ("Guitar", 24, False),
+        ("Bass", 32, False),
+        ("Strings", 48, False),
+    ]
     assert abs(pm.get_tempo_changes()[1][0] - 120.0) < 1e-3
     assert mt.tracks[1].pianoroll.shape[0] == 6 * 96
     # read back through the project's own reader: identical roll (for the notes the MIDI holds)
     from vaejax.music import read_midi
+
     back = read_midi(path).roll
     orig = _roll(mt)
     n = min(back.shape[1], orig.shape[1])
@@ -74,7 +80,7 @@ def test_arrange_tracks_length_tempo_and_key(model, tmp_path):
     rng = np.random.default_rng(2)
     piano = np.zeros((3 * 96 + 40, 84), bool)  # three bars and a partial fourth
     for t in range(0, piano.shape[0] - 12, 12):  # a tune in D major
-        piano[t:t + 10, 38 - 24 + (2, 4, 6, 7, 9, 11, 13)[rng.integers(7)]] = True
+        piano[t : t + 10, 38 - 24 + (2, 4, 6, 7, 9, 11, 13)[rng.integers(7)]] = True
     mt = model.arrange(piano, sigma=0.5, seed=0, tracks="bass,Drums", min_length=0, merge_gap=0)
     out = _roll(mt)
     assert out.shape == (5, piano.shape[0], 84)  # the input's length, not whole bars
@@ -96,6 +102,7 @@ def test_sampled_songs_keep_the_requested_key(model):
     a = _roll(model.sample(bars=2, sigma=0.5, seed=4, min_length=0, merge_gap=0)[0])
     b = _roll(model.sample(bars=2, sigma=0.5, seed=4, min_length=0, merge_gap=0, key=3)[0])
     from vaejax import music
+
     np.testing.assert_array_equal(b, music.transpose(a, 3))
 
 
@@ -130,7 +137,6 @@ def test_harmony_guidance_moves_the_band_toward_the_piano(packaged):
     assert _in_piano_classes(b) > _in_piano_classes(a) + 0.1, (_in_piano_classes(a), _in_piano_classes(b))
 
 
-
 def test_a_loaded_model_does_not_change_and_with_options_gives_another(packaged):
     """Settings are arguments: assigning to a loaded model fails and names the way; `with_options` returns
     a model sharing the weights with other settings, leaving the first as it was; misspelled or bad
@@ -151,6 +157,7 @@ def test_a_loaded_model_does_not_change_and_with_options_gives_another(packaged)
             packaged.with_options(**bad)
     with pytest.raises(TypeError):
         packaged.sample(bars=1, seed=0, tempp=90)
+
 
 @pytest.mark.slow
 def test_vary_interpolate_and_continue(packaged):
@@ -213,13 +220,19 @@ def test_cli_outputs_and_errors(model, tmp_path, capsys):
     paths = stdout.split()
     assert [os.path.splitext(p)[1] for p in paths] == [".mid", ".png", ".wav"]
     import mido
+
     assert len(mido.MidiFile(paths[0]).tracks) == 6  # a tempo track and the five instruments, even if silent
     assert os.path.getsize(paths[1]) > 1000
     import wave
+
     with wave.open(paths[2]) as w:
         assert w.getnframes() > 22050 * 4 * 2 * 0.9  # 4 bars of 4 beats at 120 bpm = 8 s
-    for args, msg in ((["--bars", "0"], "--bars"), (["--bars", "100000"], "--bars"), (["--sigma", "-1"], "--sigma"),
-                      (["--arrange", str(tmp_path / "missing.mid")], "no such file")):
+    for args, msg in (
+        (["--bars", "0"], "--bars"),
+        (["--bars", "100000"], "--bars"),
+        (["--sigma", "-1"], "--sigma"),
+        (["--arrange", str(tmp_path / "missing.mid")], "no such file"),
+    ):
         bad = tmp_path / "bad"
         rc, _, err = _sample(capsys, "--checkpoint", run, "--out", bad, *args)
         assert rc == 2 and msg in err
@@ -234,8 +247,9 @@ def test_cli_outputs_and_errors(model, tmp_path, capsys):
     piano = np.zeros((5, 2 * 96, 84), bool)
     piano[1, 0:90, 40] = True
     src = render.write_midi(str(tmp_path / "piano.mid"), render.to_multitrack(piano, tempo=100.0))
-    rc, stdout, err = _sample(capsys, "--checkpoint", run, "--arrange", src, "--tracks", "bass", "--no-audio",
-                              "--out", tmp_path / "arr")
+    rc, stdout, err = _sample(
+        capsys, "--checkpoint", run, "--arrange", src, "--tracks", "bass", "--no-audio", "--out", tmp_path / "arr"
+    )
     assert rc == 0, err
     pm = pretty_midi.PrettyMIDI(stdout.split()[0])
     assert abs(pm.get_tempo_changes()[1][0] - 100.0) < 1e-3  # the input's tempo
@@ -277,8 +291,12 @@ def test_packaged_model_round_trip(model, tmp_path):
     packed = trained_model.load(out)
     assert packed.cfg == model.cfg and packed.harmony_guidance == model.harmony_guidance
     lat = model.sample_latents(3, sigma=0.5, seed=2)[0]
-    np.testing.assert_allclose(packed.encode(np.zeros((5, 96, 84), bool)).concat(),
-                               model.encode(np.zeros((5, 96, 84), bool)).concat(), atol=2e-2, rtol=2e-2)
+    np.testing.assert_allclose(
+        packed.encode(np.zeros((5, 96, 84), bool)).concat(),
+        model.encode(np.zeros((5, 96, 84), bool)).concat(),
+        atol=2e-2,
+        rtol=2e-2,
+    )
     a, b = model.rolls(lat), packed.rolls(lat)
     assert (a == b).mean() > 0.99
     with np.load(os.path.join(out, "weights.npz"), allow_pickle=False) as z:
@@ -288,6 +306,7 @@ def test_packaged_model_round_trip(model, tmp_path):
 
 def test_saving_a_picture_keeps_the_matplotlib_backend(tmp_path):
     import matplotlib
+
     before = matplotlib.get_backend()
     matplotlib.use("svg")  # a backend other than the Agg a careless writer would switch to
     try:
@@ -307,8 +326,12 @@ def test_cli_arrange_unusual_inputs(model, tmp_path, capsys):
         pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
         pm.time_signature_changes.append(pretty_midi.TimeSignature(*meter, 0.0))
         inst = pretty_midi.Instrument(program=0)
-        inst.notes = [pretty_midi.Note(velocity=90, pitch=60 + (i % 7), start=i * seconds_per_note,
-                                       end=(i + 0.9) * seconds_per_note) for i in range(notes)]
+        inst.notes = [
+            pretty_midi.Note(
+                velocity=90, pitch=60 + (i % 7), start=i * seconds_per_note, end=(i + 0.9) * seconds_per_note
+            )
+            for i in range(notes)
+        ]
         pm.instruments.append(inst)
         path = str(tmp_path / name)
         pm.write(path)
@@ -375,6 +398,7 @@ def test_cli_does_not_overwrite_earlier_songs(model, tmp_path, capsys):
 def test_any_multitrack_is_accepted(model, tmp_path):
     """A Multitrack whose tempo is `[T, 1]` (as pypianoroll.read gives) writes, sounds and arranges."""
     import pypianoroll
+
     roll = np.zeros((5, 96, 84), bool)
     roll[1, 0:48, 36] = True
     mt = render.to_multitrack(roll, tempo=90.0)
@@ -395,5 +419,5 @@ def test_muspy_round_trip(tmp_path):
     assert [t.name for t in m.tracks] == ["Drums", "Piano", "Guitar", "Bass", "Strings"]
     m.barlines = [b for b in m.barlines if b.time < m.get_end_time()]
     back = music.from_multitrack(muspy.to_pypianoroll(m))
-    np.testing.assert_array_equal(back, roll[:, :back.shape[1]])
-    assert not roll[:, back.shape[1]:].any()
+    np.testing.assert_array_equal(back, roll[:, : back.shape[1]])
+    assert not roll[:, back.shape[1] :].any()

@@ -33,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def model():
     from vaejax import packaging, trained_model
+
     if "lpd5" not in packaging.pretrained_names():
         pytest.skip("the packaged model lpd5 is absent")
     return trained_model.load("lpd5")
@@ -74,8 +75,20 @@ def short_piano(path, bars=4, tempo=100.0):
 def test_options_come_from_the_model(client, model):
     d = client.get("/api/options").json()
     opts = {o["name"]: o for o in d["options"]}
-    for name in ("bars", "sigma", "seed", "key", "tempo", "harmony", "tracks", "threshold", "sample",
-                 "min_length", "merge_gap", "sample_rate"):
+    for name in (
+        "bars",
+        "sigma",
+        "seed",
+        "key",
+        "tempo",
+        "harmony",
+        "tracks",
+        "threshold",
+        "sample",
+        "min_length",
+        "merge_gap",
+        "sample_rate",
+    ):
         assert name in opts
     assert opts["bars"]["default"] == 32 and opts["sigma"]["default"] == 0.5
     assert (opts["key"]["min"], opts["key"]["max"]) == (-6, 5)
@@ -92,8 +105,19 @@ def test_new_options_of_the_model_appear(model):
         cfg, K, run_dir, synthetic, harmony_guidance = model.cfg, 16, "x", False, 4.0
         priors = ("chain", "sequence")
 
-        def sample(self, bars=32, *, sigma=0.5, seed=0, num=1, threshold=None, sample=False, prior="chain",
-                   temperature=1.0, **kw):
+        def sample(
+            self,
+            bars=32,
+            *,
+            sigma=0.5,
+            seed=0,
+            num=1,
+            threshold=None,
+            sample=False,
+            prior="chain",
+            temperature=1.0,
+            **kw,
+        ):
             return kw
 
     s = server.Studio(WithPriors())
@@ -140,19 +164,22 @@ def test_a_learned_prior_appears_where_the_model_carries_one(model, monkeypatch)
     s.close()
 
 
-@pytest.mark.parametrize("body, message", [
-    ({"options": {"bars": 0}}, "bars must be an integer from 1 to 4096, got 0"),
-    ({"options": {"sigma": "x", "key": 9}}, "sigma must be a number, got 'x'; key must be an integer from -6 to 5"),
-    ({"options": {"bars": 600}}, "bars must be at most 512 in the studio"),
-    ({"options": {"tempo": 1000}}, "tempo must be a number from 10 to 400"),
-    ({"options": {"threshold": 1}}, "threshold must be a number between 0 and 1"),
-    ({"options": {"sample": "yes"}}, "sample must be true or false"),
-    ({"options": {"bogus": 1}}, "unknown option 'bogus'"),
-    ({"mode": "remix"}, "mode must be one of sample, arrange, vary, continue"),
-    ({"mode": "arrange"}, "arrange needs a song: upload a MIDI or npz file"),
-    ({"mode": "arrange", "source": "1", "options": {"tracks": ["Flute"]}}, "unknown track 'Flute'"),
-    ({"mode": "vary", "source": "nope"}, "no song 'nope' here"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"options": {"bars": 0}}, "bars must be an integer from 1 to 4096, got 0"),
+        ({"options": {"sigma": "x", "key": 9}}, "sigma must be a number, got 'x'; key must be an integer from -6 to 5"),
+        ({"options": {"bars": 600}}, "bars must be at most 512 in the studio"),
+        ({"options": {"tempo": 1000}}, "tempo must be a number from 10 to 400"),
+        ({"options": {"threshold": 1}}, "threshold must be a number between 0 and 1"),
+        ({"options": {"sample": "yes"}}, "sample must be true or false"),
+        ({"options": {"bogus": 1}}, "unknown option 'bogus'"),
+        ({"mode": "remix"}, "mode must be one of sample, arrange, vary, continue"),
+        ({"mode": "arrange"}, "arrange needs a song: upload a MIDI or npz file"),
+        ({"mode": "arrange", "source": "1", "options": {"tracks": ["Flute"]}}, "unknown track 'Flute'"),
+        ({"mode": "vary", "source": "nope"}, "no song 'nope' here"),
+    ],
+)
 def test_bad_options_get_a_message(client, body, message):
     r = client.post("/api/generate", json=body)
     assert r.status_code in (400, 404)
@@ -218,8 +245,11 @@ def test_uploads_are_checked(client, studio, tmp_path):
 
 
 def test_upload_npz(client, tmp_path):
-    path = save_npz(str(tmp_path / "s.npz"), [(0, False, {(t, 60): 100 for t in range(0, 96, 2)}),
-                                              (33, False, {(t, 40): 100 for t in range(96, 192)})], 192)
+    path = save_npz(
+        str(tmp_path / "s.npz"),
+        [(0, False, {(t, 60): 100 for t in range(0, 96, 2)}), (33, False, {(t, 40): 100 for t in range(96, 192)})],
+        192,
+    )
     r = client.post("/api/upload?name=s.npz", content=open(path, "rb").read())
     assert r.status_code == 200, r.text
     e = r.json()
@@ -328,9 +358,9 @@ def test_streamed_audio_sounds_like_the_whole_render(model):
 
     def envelope(x):  # loudness in 50 ms windows: chunking changes effect phases, not what one hears
         x = x[: len(x) // 1102 * 1102].reshape(-1, 1102)
-        return np.sqrt((x ** 2).mean(axis=1))
+        return np.sqrt((x**2).mean(axis=1))
 
-    a, b = envelope(streamed[:whole.size]), envelope(whole[:streamed.size])
+    a, b = envelope(streamed[: whole.size]), envelope(whole[: streamed.size])
     n = min(a.size, b.size)
     assert np.corrcoef(a[:n], b[:n])[0, 1] > 0.9
     assert 0.2 < streamed.std() / whole.std() < 5

@@ -25,19 +25,24 @@ TRACK_NAMES = ("drums", "piano", "guitar", "bass", "strings")
 
 # ---- helpers (also used by bench/bench_studio.py) ------------------------------------------------------
 
+
 def find_browser() -> tuple[str, str] | str:
     """(chromium binary, chromedriver), or why they cannot be used."""
     try:
         import selenium  # noqa: F401
     except ImportError:
         return "selenium is not installed (pip install -e '.[test]')"
-    binary = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")
-                   if shutil.which(n)), None)
+    binary = next(
+        (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome") if shutil.which(n)), None
+    )
     driver = shutil.which("chromedriver") or next(
-        (p for p in ("/usr/lib/chromium/chromedriver", "/usr/bin/chromedriver") if os.path.exists(p)), None)
+        (p for p in ("/usr/lib/chromium/chromedriver", "/usr/bin/chromedriver") if os.path.exists(p)), None
+    )
     if not binary or not driver:
-        return ("no Chromium and chromedriver found (Debian: apt-get install -y chromium chromium-driver; "
-                ".ci/run does this where it can)")
+        return (
+            "no Chromium and chromedriver found (Debian: apt-get install -y chromium chromium-driver; "
+            ".ci/run does this where it can)"
+        )
     return binary, driver
 
 
@@ -81,12 +86,21 @@ def new_driver(binary: str, chromedriver: str, download_dir: str, width: int = 1
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = binary
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                f"--window-size={width},{height}", "--autoplay-policy=no-user-gesture-required",
-                "--mute-audio", "--force-device-scale-factor=1", "--disable-extensions"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={width},{height}",
+        "--autoplay-policy=no-user-gesture-required",
+        "--mute-audio",
+        "--force-device-scale-factor=1",
+        "--disable-extensions",
+    ):
         opts.add_argument(arg)
-    opts.add_experimental_option("prefs", {"download.default_directory": download_dir,
-                                           "download.prompt_for_download": False})
+    opts.add_experimental_option(
+        "prefs", {"download.default_directory": download_dir, "download.prompt_for_download": False}
+    )
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=opts)
     driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": download_dir})
     return driver
@@ -101,7 +115,8 @@ def wait_for(driver, script: str, timeout: float = 60.0, what: str = ""):
             return value
         if time.monotonic() > end:
             error = driver.execute_script(
-                "var e = document.getElementById('error'); return e && !e.hidden ? e.textContent : ''")
+                "var e = document.getElementById('error'); return e && !e.hidden ? e.textContent : ''"
+            )
             said = f"; the page says: {error}" if error else ""
             raise AssertionError(f"timed out waiting for {what or script}{said}")
         time.sleep(0.02)
@@ -111,9 +126,14 @@ def open_page(driver, url: str) -> dict:
     """Load the page until its controls are built; (ms from navigation start to ready, to the load event)."""
     driver.get(url)
     wait_for(driver, "document.body.dataset.ready === '1'", 60, "the page to build its controls")
-    return {"ready_ms": float(driver.execute_script("return document.body.dataset.readyMs")),
-            "load_event_ms": float(driver.execute_script(
-                "var t = performance.getEntriesByType('navigation')[0]; return t ? t.loadEventEnd : -1"))}
+    return {
+        "ready_ms": float(driver.execute_script("return document.body.dataset.readyMs")),
+        "load_event_ms": float(
+            driver.execute_script(
+                "var t = performance.getEntriesByType('navigation')[0]; return t ? t.loadEventEnd : -1"
+            )
+        ),
+    }
 
 
 def set_option(driver, name: str, value) -> None:
@@ -137,13 +157,20 @@ def act(driver, button: str, timeout: float = 120.0) -> dict:
     before = driver.execute_script("return document.getElementById('roll').dataset.songId || ''")
     driver.execute_script("document.body.dataset.lastMs = ''")
     driver.find_element(By.ID, button).click()
-    wait_for(driver, f"document.getElementById('roll').dataset.songId && "
-                     f"document.getElementById('roll').dataset.songId !== '{before}' && "
-                     f"document.body.dataset.audioReady === '1' && document.body.dataset.busy === '0' && "
-                     f"document.body.dataset.lastMs", timeout, f"{button} to finish")
-    return {"ms": float(driver.execute_script("return document.body.dataset.lastMs")),
-            "drawn_ms": float(driver.execute_script("return document.body.dataset.drawnMs || 'NaN'")),
-            "id": driver.execute_script("return document.getElementById('roll').dataset.songId")}
+    wait_for(
+        driver,
+        f"document.getElementById('roll').dataset.songId && "
+        f"document.getElementById('roll').dataset.songId !== '{before}' && "
+        f"document.body.dataset.audioReady === '1' && document.body.dataset.busy === '0' && "
+        f"document.body.dataset.lastMs",
+        timeout,
+        f"{button} to finish",
+    )
+    return {
+        "ms": float(driver.execute_script("return document.body.dataset.lastMs")),
+        "drawn_ms": float(driver.execute_script("return document.body.dataset.drawnMs || 'NaN'")),
+        "id": driver.execute_script("return document.getElementById('roll').dataset.songId"),
+    }
 
 
 def time_generate(driver, bars: int = 32, repeats: int = 5, seed0: int = 100) -> list[dict]:
@@ -162,9 +189,13 @@ def upload(driver, path: str, timeout: float = 120.0) -> None:
 
     before = driver.execute_script("return document.getElementById('roll').dataset.songId || ''")
     driver.find_element(By.ID, "upload").send_keys(os.path.abspath(path))
-    wait_for(driver, f"(document.getElementById('roll').dataset.songId || '') !== '{before}' && "
-                     f"document.body.dataset.busy === '0' || !document.getElementById('error').hidden",
-             timeout, f"the upload of {path}")
+    wait_for(
+        driver,
+        f"(document.getElementById('roll').dataset.songId || '') !== '{before}' && "
+        f"document.body.dataset.busy === '0' || !document.getElementById('error').hidden",
+        timeout,
+        f"the upload of {path}",
+    )
 
 
 def page_error(driver) -> str:
@@ -174,10 +205,12 @@ def page_error(driver) -> str:
 def song_json(driver, ident: str) -> dict:
     return driver.execute_async_script(
         "var done = arguments[arguments.length - 1];"
-        f"fetch('api/song/{ident}').then(function (r) {{ return r.json(); }}).then(done);")
+        f"fetch('api/song/{ident}').then(function (r) {{ return r.json(); }}).then(done);"
+    )
 
 
 # ---- the test ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
@@ -185,6 +218,7 @@ def browser(tmp_path_factory):
     if isinstance(found, str):
         pytest.skip(found)
     from vaejax import packaging
+
     if "lpd5" not in packaging.pretrained_names():
         pytest.skip("the packaged model lpd5 is absent")
     downloads = str(tmp_path_factory.mktemp("downloads"))
@@ -209,8 +243,10 @@ def test_generate_play_download_upload_arrange(browser, tmp_path):
     os.makedirs(shots, exist_ok=True)
     load = open_page(driver, server.url)
     assert load["ready_ms"] > 0
-    names = driver.execute_script("return Array.from(document.querySelectorAll('#options .field, #advanced .field'))"
-                                  ".map(function (f) { return f.dataset.option; })")
+    names = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#options .field, #advanced .field'))"
+        ".map(function (f) { return f.dataset.option; })"
+    )
     for option in ("bars", "sigma", "seed", "key", "tempo", "harmony", "tracks"):
         assert option in names, names
 
@@ -235,8 +271,13 @@ def test_generate_play_download_upload_arrange(browser, tmp_path):
 
     # play: the playhead follows the audio
     driver.find_element(By.ID, "play").click()
-    wait_for(driver, "document.body.dataset.playing === '1' && "
-                     "parseFloat(document.getElementById('roll').dataset.playhead || '0') > 0.5", 30, "playback")
+    wait_for(
+        driver,
+        "document.body.dataset.playing === '1' && "
+        "parseFloat(document.getElementById('roll').dataset.playhead || '0') > 0.5",
+        30,
+        "playback",
+    )
     beat = float(driver.execute_script("return document.getElementById('roll').dataset.playhead"))
     time.sleep(0.5)
     later = float(driver.execute_script("return document.getElementById('roll').dataset.playhead"))
@@ -245,8 +286,9 @@ def test_generate_play_download_upload_arrange(browser, tmp_path):
 
     # solo the bass: the mix is re-rendered with that track only
     driver.find_element(By.CSS_SELECTOR, ".vj-solo[data-track='Bass']").click()
-    wait_for(driver, "document.body.dataset.audioReady === '1' && document.body.dataset.mix === '3'", 60,
-             "the solo mix")
+    wait_for(
+        driver, "document.body.dataset.audioReady === '1' && document.body.dataset.mix === '3'", 60, "the solo mix"
+    )
     assert driver.execute_script("return document.getElementById('dl-wav').getAttribute('href')").endswith("tracks=3")
     driver.find_element(By.ID, "stop").click()
 
@@ -290,8 +332,10 @@ def test_generate_play_download_upload_arrange(browser, tmp_path):
     # the time from the click to a drawn roll with playable audio, 32 bars, median of 5
     times = [t["ms"] for t in time_generate(driver, 32, 5)]
     median = statistics.median(times)
-    print(f"studio: page ready {load['ready_ms']:.0f} ms; generate 32 bars -> drawn and playable "
-          f"{median:.0f} ms (median of {times})")
+    print(
+        f"studio: page ready {load['ready_ms']:.0f} ms; generate 32 bars -> drawn and playable "
+        f"{median:.0f} ms (median of {times})"
+    )
     assert median < 15000, times  # a shared CPU machine: the figure itself goes to BENCHMARKS.md
     assert not glob.glob(os.path.join(downloads, "*.crdownload"))
 
@@ -309,13 +353,21 @@ def test_notebook_view_draws_and_plays(browser, tmp_path):
     page = tmp_path / "show.html"
     page.write_text("<!doctype html><meta charset=utf-8><body>" + inline.show_html(song) + "</body>", encoding="utf-8")
     driver.get(page.as_uri())
-    wait_for(driver, "document.querySelector('.vj-roll') && document.querySelector('.vj-roll').dataset.drawn", 30,
-             "the inline roll")
+    wait_for(
+        driver,
+        "document.querySelector('.vj-roll') && document.querySelector('.vj-roll').dataset.drawn",
+        30,
+        "the inline roll",
+    )
     shown = driver.execute_script("return Object.assign({}, document.querySelector('.vj-roll').dataset)")
     want = payload.note_counts(payload.song_payload(song))
     assert {t: int(shown[f"notes{t}"]) for t in want} == want
     wait_for(driver, "document.querySelector('.vj-audio').readyState >= 3", 30, "the inline audio")
     assert abs(driver.execute_script("return document.querySelector('.vj-audio').duration") - 8.0) < 0.1
     driver.find_element(By.CSS_SELECTOR, "[data-act='play']").click()
-    wait_for(driver, "parseFloat(document.querySelector('.vj-roll').dataset.playhead || '0') > 0.3", 30,
-             "the inline playhead")
+    wait_for(
+        driver,
+        "parseFloat(document.querySelector('.vj-roll').dataset.playhead || '0') > 0.3",
+        30,
+        "the inline playhead",
+    )

@@ -23,13 +23,17 @@ from conftest import ROOT, tiny_config, tmpfs
 def read_metrics(run):
     return RunFolder(run).read_metrics()
 
+
 CFG = tiny_config()
 
 
 def _losses(run, stage="vae"):
     """Train loss by step; for steps logged twice (after a resume) the last record counts."""
-    return {r["step"]: r["loss" if stage == "vae" else "mse"] for r in read_metrics(run)
-            if r["stage"] == stage and r["kind"] == "train"}
+    return {
+        r["step"]: r["loss" if stage == "vae" else "mse"]
+        for r in read_metrics(run)
+        if r["stage"] == stage and r["kind"] == "train"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +78,7 @@ def test_resume_matches_uninterrupted(tmp_path, demo_prepared, full_run):
         f.write(CFG.to_json())
     from vaejax import data as data_lib
     from vaejax.devices import DataParallel
+
     ds = data_lib.open_dataset(demo_prepared)
     training.train_vae(RunFolder(run), CFG, ds, DataParallel(), progress=False, stop_after=3)
     assert max(_losses(run)) == 3
@@ -94,9 +99,25 @@ def test_kill_9_then_resume(tmp_path, demo_prepared, full_run):
     """A real crash: SIGKILL the training process after its first checkpoint, run the same command again."""
     ref, _ = full_run
     run = str(tmp_path / "k")
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
-           "--run", run, "--stage", "vae", "--max-steps-per-epoch", "6", "--quiet",
-           "--set", "train.checkpoint_every=4", "--set", "train.log_every=1"]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "train.py"),
+        "--preset",
+        "tiny",
+        "--data",
+        demo_prepared,
+        "--run",
+        run,
+        "--stage",
+        "vae",
+        "--max-steps-per-epoch",
+        "6",
+        "--quiet",
+        "--set",
+        "train.checkpoint_every=4",
+        "--set",
+        "train.log_every=1",
+    ]
     proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     latest = os.path.join(run, "ckpt", "vae", "latest")
@@ -118,6 +139,7 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, full_run):
     import shutil
 
     from vaejax.checkpoint import CheckpointError, StageCheckpoints
+
     src, _ = full_run
     run = str(tmp_path / "c")
     shutil.copytree(src, run)
@@ -180,22 +202,42 @@ def test_two_bar_segments_train_through_the_cli_and_the_library(tmp_path, monkey
     model of `vaejax.load()`."""
     import vaejax
     from vaejax import data, demo
+
     demo.write_corpus(str(tmp_path / "src"), songs=12, seed=2, bars=8)
-    assert data.main(["prepare", str(tmp_path / "src"), str(tmp_path / "prep2"), "--segment-bars", "2",
-                      "--quiet"]) == 0
+    assert data.main(["prepare", str(tmp_path / "src"), str(tmp_path / "prep2"), "--segment-bars", "2", "--quiet"]) == 0
     monkeypatch.chdir(tmp_path)
     run = str(tmp_path / "run2")
     capsys.readouterr()
-    assert cli.train_main(["--preset", "tiny", "--data", str(tmp_path / "prep2"), "--run", run, "--stage", "vae",
-                           "--max-steps-per-epoch", "2", "--batch-size", "4", "--vae-epochs", "2",
-                           "--chain-epochs", "1", "--quiet"]) == 0
+    assert (
+        cli.train_main(
+            [
+                "--preset",
+                "tiny",
+                "--data",
+                str(tmp_path / "prep2"),
+                "--run",
+                run,
+                "--stage",
+                "vae",
+                "--max-steps-per-epoch",
+                "2",
+                "--batch-size",
+                "4",
+                "--vae-epochs",
+                "2",
+                "--chain-epochs",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     saved = json.load(open(os.path.join(run, "config.json")))
     assert saved["data"]["segment_bars"] == 2
     assert any(rec["stage"] == "vae" and rec["kind"] == "valid" for rec in read_metrics(run))
     assert "vae epoch 1/2 (step 2)" in err and "vae epoch 2/2" in err and "\r" not in err
-    cfg = preset("tiny").replace(train={"max_steps_per_epoch": 2, "batch_size": 4, "vae_epochs": 2,
-                                        "chain_epochs": 1})
+    cfg = preset("tiny").replace(train={"max_steps_per_epoch": 2, "batch_size": 4, "vae_epochs": 2, "chain_epochs": 1})
     n_vae = len([r for r in read_metrics(run) if r["stage"] == "vae"])
     got, results = vaejax.train("run2", str(tmp_path / "prep2"), cfg, progress=False)
     assert got == run and set(results) == {"vae", "melody", "harmony", "prior"}
@@ -207,8 +249,24 @@ def test_two_bar_segments_train_through_the_cli_and_the_library(tmp_path, monkey
 
 def test_cli_sets_any_field_and_prints_the_config(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert cli.train_main(["--preset", "tiny", "--set", "model.hidden=48", "--set", "train.chain_lr=0.0003",
-                           "--set", "model.time_patch=2,8", "--set", "model.onsets=false", "--print-config"]) == 0
+    assert (
+        cli.train_main(
+            [
+                "--preset",
+                "tiny",
+                "--set",
+                "model.hidden=48",
+                "--set",
+                "train.chain_lr=0.0003",
+                "--set",
+                "model.time_patch=2,8",
+                "--set",
+                "model.onsets=false",
+                "--print-config",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["model"]["hidden"] == 48 and cfg["train"]["chain_lr"] == 0.0003
     assert cfg["model"]["time_patch"] == [2, 8] and cfg["model"]["onsets"] is False
@@ -223,6 +281,7 @@ def test_cli_sets_any_field_and_prints_the_config(tmp_path, monkeypatch, capsys)
 
 def test_generation_options_are_checked_in_one_place():
     from vaejax.config import check_generation, generation_problems
+
     assert generation_problems(bars=32, sigma=0.5, num=1, key=-6, tempo=120.0, threshold=None) == []
     got = dict(generation_problems(bars=0, sigma=float("nan"), key=6, threshold=1.0, num=2.5, sample_rate=100))
     assert set(got) == {"bars", "sigma", "key", "threshold", "num", "sample_rate"}
@@ -249,8 +308,9 @@ def test_interrupted_encode_stage_is_redone(tmp_path, demo_prepared, full_run):
     a, b = _chain_losses(ref), _chain_losses(str(run))
     for stage in a:
         assert sorted(a[stage]) == sorted(b[stage])
-        np.testing.assert_allclose([a[stage][s] for s in sorted(a[stage])], [b[stage][s] for s in sorted(a[stage])],
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            [a[stage][s] for s in sorted(a[stage])], [b[stage][s] for s in sorted(a[stage])], rtol=1e-5
+        )
     assert (run / "stats.json").exists()
 
 
@@ -264,9 +324,23 @@ def test_kill_9_during_encode_then_resume(tmp_path, demo_prepared, full_run):
     shutil.rmtree(run / "latents")
     for stage in ("melody", "harmony"):
         shutil.rmtree(run / "ckpt" / stage)
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
-           "--run", str(run), "--max-steps-per-epoch", "6", "--quiet",
-           "--set", "train.checkpoint_every=4", "--set", "train.log_every=1"]
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "train.py"),
+        "--preset",
+        "tiny",
+        "--data",
+        demo_prepared,
+        "--run",
+        str(run),
+        "--max-steps-per-epoch",
+        "6",
+        "--quiet",
+        "--set",
+        "train.checkpoint_every=4",
+        "--set",
+        "train.log_every=1",
+    ]
     proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not (run / "latents" / "train.npz").exists():
@@ -276,8 +350,9 @@ def test_kill_9_during_encode_then_resume(tmp_path, demo_prepared, full_run):
     subprocess.run(cmd, cwd=str(tmp_path), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     a, b = _chain_losses(ref), _chain_losses(str(run))
     for stage in a:
-        np.testing.assert_allclose([a[stage][s] for s in sorted(a[stage])], [b[stage][s] for s in sorted(a[stage])],
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            [a[stage][s] for s in sorted(a[stage])], [b[stage][s] for s in sorted(a[stage])], rtol=1e-5
+        )
 
 
 @pytest.mark.slow
@@ -285,16 +360,36 @@ def test_full_disk_while_checkpointing(tmp_path, demo_prepared):
     """The disk fills during training: one line, exit 2; the last complete checkpoint resumes."""
     with tmpfs(tmp_path / "disk", "size=8m") as disk:
         run = disk / "run"
-        cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--preset", "tiny", "--data", demo_prepared,
-               "--run", str(run), "--stage", "vae", "--max-steps-per-epoch", "400", "--vae-epochs", "1", "--quiet",
-               "--set", "train.checkpoint_every=2", "--set", "train.log_every=50"]
-        proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        cmd = [
+            sys.executable,
+            os.path.join(ROOT, "train.py"),
+            "--preset",
+            "tiny",
+            "--data",
+            demo_prepared,
+            "--run",
+            str(run),
+            "--stage",
+            "vae",
+            "--max-steps-per-epoch",
+            "400",
+            "--vae-epochs",
+            "1",
+            "--quiet",
+            "--set",
+            "train.checkpoint_every=2",
+            "--set",
+            "train.log_every=50",
+        ]
+        proc = subprocess.Popen(cmd, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             latest = run / "ckpt" / "vae" / "latest"
             deadline = time.time() + 120
-            while time.time() < deadline and proc.poll() is None and not (latest.exists() and any(
-                    d.isdigit() for d in os.listdir(latest))):
+            while (
+                time.time() < deadline
+                and proc.poll() is None
+                and not (latest.exists() and any(d.isdigit() for d in os.listdir(latest)))
+            ):
                 time.sleep(0.01)
             filler = disk / "filler"
             fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
@@ -316,6 +411,7 @@ def test_full_disk_while_checkpointing(tmp_path, demo_prepared):
         assert err.strip().splitlines()[-1].startswith("error: ") and "space" in err.strip().splitlines()[-1]
         os.remove(filler)
         from vaejax.checkpoint import StageCheckpoints
+
         _, like, _ = training.steps.init_vae_state(CFG.model, CFG.data, CFG.train, jax.random.key(0))
         ck = StageCheckpoints(str(run / "ckpt" / "vae"))
         try:

@@ -42,11 +42,13 @@ class StageCheckpoints:
 
     def __init__(self, root: str, keep: int = 3):
         self.root = os.path.abspath(root)
-        opts = ocp.CheckpointManagerOptions(preservation_policy=pp.LatestN(keep), create=True,
-                                            enable_async_checkpointing=True)
+        opts = ocp.CheckpointManagerOptions(
+            preservation_policy=pp.LatestN(keep), create=True, enable_async_checkpointing=True
+        )
         self.latest = ocp.CheckpointManager(os.path.join(self.root, "latest"), options=opts)
-        best_opts = ocp.CheckpointManagerOptions(preservation_policy=pp.LatestN(1), create=True,
-                                                 enable_async_checkpointing=False)
+        best_opts = ocp.CheckpointManagerOptions(
+            preservation_policy=pp.LatestN(1), create=True, enable_async_checkpointing=False
+        )
         self.best = ocp.CheckpointManager(os.path.join(self.root, "best"), options=best_opts)
 
     def save(self, step: int, state, meta: dict, *, best: bool = False) -> None:
@@ -73,9 +75,11 @@ class StageCheckpoints:
         need = copies * sum(int(getattr(a, "nbytes", 0)) for a in jax.tree.leaves(state)) + (4 << 20)
         free = shutil.disk_usage(self.root).free
         if free < need:
-            raise CheckpointError(f"{self.root}: not enough free space for checkpoint {step} ({free / 2**20:.1f} MiB "
-                                  f"free, about {need / 2**20:.1f} MiB needed); the last complete checkpoint is kept: "
-                                  f"free space and re-run the same command to resume")
+            raise CheckpointError(
+                f"{self.root}: not enough free space for checkpoint {step} ({free / 2**20:.1f} MiB "
+                f"free, about {need / 2**20:.1f} MiB needed); the last complete checkpoint is kept: "
+                f"free space and re-run the same command to resume"
+            )
 
     @contextlib.contextmanager
     def _writing(self, step):
@@ -85,8 +89,10 @@ class StageCheckpoints:
             raise
         except Exception as e:
             what = "a checkpoint" if step is None else f"checkpoint {step}"
-            raise CheckpointError(f"{self.root}: writing {what} failed ({_reason(e)}); the last complete "
-                                  f"checkpoint is kept: free space and re-run the same command to resume") from None
+            raise CheckpointError(
+                f"{self.root}: writing {what} failed ({_reason(e)}); the last complete "
+                f"checkpoint is kept: free space and re-run the same command to resume"
+            ) from None
 
     def _restore(self, manager, step, like):
         args = ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore())
@@ -122,8 +128,9 @@ class StageCheckpoints:
             try:
                 return self._restore(self.best, step, like)
             except Exception as e:
-                warnings.warn(f"best checkpoint {self.root}/best/{step} is unreadable ({e}); using the latest",
-                              stacklevel=2)
+                warnings.warn(
+                    f"best checkpoint {self.root}/best/{step} is unreadable ({e}); using the latest", stacklevel=2
+                )
         out = self.restore_latest(like)
         if out is None:
             raise CheckpointError(f"{self.root}: no checkpoint")
@@ -156,11 +163,17 @@ def restore_best(root: str, like: dict) -> tuple[dict, dict]:
 
 def _shape_mismatch(saved, like) -> str | None:
     """Where the saved parameter tree's shapes differ from `like`'s, or None."""
+
     # nnx states name a variable's array by attribute (.value) and list items by number, the saved tree by
     # string keys (['value'], ['0'])
     def flat(tree):
-        return {re.sub(r"\[(\d+)\]", r"['\1']", jax.tree_util.keystr(p).replace(".value", "['value']")):
-                tuple(getattr(v, "shape", ())) for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+        return {
+            re.sub(r"\[(\d+)\]", r"['\1']", jax.tree_util.keystr(p).replace(".value", "['value']")): tuple(
+                getattr(v, "shape", ())
+            )
+            for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]
+        }
+
     a, b = flat(saved), flat(like)
     for key in b:
         if key not in a:
@@ -191,9 +204,13 @@ def restore_params(root: str, like_params):
                     if wrong:
                         raise CheckpointError(f"{root}: its networks do not match config.json ({wrong})")
                     item = {"params": _on_one_device(like_params)}
-                    args = ocp.args.Composite(state=ocp.args.PyTreeRestore(
-                        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-                        partial_restore=True))
+                    args = ocp.args.Composite(
+                        state=ocp.args.PyTreeRestore(
+                            item=item,
+                            restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                            partial_restore=True,
+                        )
+                    )
                     params = manager.restore(step, args=args).state["params"]
                     if errors:  # an older save served: say which newer ones could not
                         warnings.warn(f"unreadable checkpoints skipped: {'; '.join(errors)}", stacklevel=2)

@@ -18,8 +18,12 @@ from vaejax.config import PRESETS, Config, apply_settings, load_config, preset
 def config_options() -> list[tuple[str, str, dataclasses.Field]]:
     """(section, field name, field) of every configuration field that has a command-line option of its own."""
     defaults = Config()
-    return [(section, f.name, f) for section in config_lib.SECTIONS
-            for f in dataclasses.fields(getattr(defaults, section)) if "flag" in f.metadata]
+    return [
+        (section, f.name, f)
+        for section in config_lib.SECTIONS
+        for f in dataclasses.fields(getattr(defaults, section))
+        if "flag" in f.metadata
+    ]
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -32,8 +36,15 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
         if isinstance(f.default, bool):
             p.add_argument(flag, dest=dest, action="store_const", const=not f.default, default=None, help=text)
         else:
-            p.add_argument(flag, dest=dest, type=type(f.default), default=None, metavar=name.upper(),
-                           help=f"{text} (default preset: {f.default})", **meta)
+            p.add_argument(
+                flag,
+                dest=dest,
+                type=type(f.default),
+                default=None,
+                metavar=name.upper(),
+                help=f"{text} (default preset: {f.default})",
+                **meta,
+            )
 
 
 def configured(args) -> dict[str, dict]:
@@ -50,32 +61,58 @@ def train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=config_lib.program("train.py"),
         description="Train the five instrument VAEs, then MelodyNN and the four HarmonyNNs. Re-running the "
-                    "same command resumes from the last checkpoint of the run directory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=None,
-                   help="prepared dataset (vaejax prepare) or a raw folder of LPD npz / MIDI files (prepared on "
-                        "the fly); default: the offline SYNTHETIC demo corpus")
-    p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"),
-                   help="JAX backend; an absent one is an error, never a silent fall-back")
+        "same command resumes from the last checkpoint of the run directory.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="prepared dataset (vaejax prepare) or a raw folder of LPD npz / MIDI files (prepared on "
+        "the fly); default: the offline SYNTHETIC demo corpus",
+    )
+    p.add_argument(
+        "--accelerator",
+        default="auto",
+        choices=("auto", "cpu", "gpu", "tpu"),
+        help="JAX backend; an absent one is an error, never a silent fall-back",
+    )
     p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="model and training sizes")
-    p.add_argument("--config", default=None, metavar="FILE",
-                   help="start from a configuration file instead of a preset: configs/NAME.py (its get_config()) "
-                        "or a JSON configuration (a run's config.json); options and --set apply on top")
-    p.add_argument("--stage", default="all", choices=("all", "vae", "encode", "melody", "harmony", "prior"),
-                   help="run one stage only (later stages need the earlier ones' checkpoints); `--stage prior` "
-                        "on an existing run keeps its config.json and (re)trains the prior over bar latents only")
-    p.add_argument("--run", default=None,
-                   help="run directory (default: runs/<preset or config file name>-k<latent>)%(default).0s")
+    p.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="start from a configuration file instead of a preset: configs/NAME.py (its get_config()) "
+        "or a JSON configuration (a run's config.json); options and --set apply on top",
+    )
+    p.add_argument(
+        "--stage",
+        default="all",
+        choices=("all", "vae", "encode", "melody", "harmony", "prior"),
+        help="run one stage only (later stages need the earlier ones' checkpoints); `--stage prior` "
+        "on an existing run keeps its config.json and (re)trains the prior over bar latents only",
+    )
+    p.add_argument(
+        "--run", default=None, help="run directory (default: runs/<preset or config file name>-k<latent>)%(default).0s"
+    )
     add_config_options(p)
     p.add_argument("--coordinator", default=None, help="multi-host: coordinator host:port")
     p.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
     p.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.FIELD=VALUE",
-                   help="set any configuration field, e.g. --set model.hidden=512 --set train.chain_lr=3e-4 "
-                        "(fields: see --print-config); data.* fields are the dataset's (vaejax prepare)")
-    p.add_argument("--print-config", action="store_true",
-                   help="print the full configuration this command would train with (the dataset's data section "
-                        "included), and exit")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="set any configuration field, e.g. --set model.hidden=512 --set train.chain_lr=3e-4 "
+        "(fields: see --print-config); data.* fields are the dataset's (vaejax prepare)",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the full configuration this command would train with (the dataset's data section "
+        "included), and exit",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _no_none_defaults(p)
     return p
@@ -99,7 +136,7 @@ def _named(message: str, args) -> str:
     for section, name, f in config_options():
         field = f"{section}.{name}"
         if message.startswith(field + " ") and getattr(args, field, None) is not None:
-            return f.metadata["flag"] + message[len(field):]
+            return f.metadata["flag"] + message[len(field) :]
     return message
 
 
@@ -109,8 +146,9 @@ def _multihost_problems(args) -> list[str]:
         out.append(f"--num-processes must be from 1 to 65536, got {args.num_processes}")
     if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or 1):
         out.append(f"--process-id must be from 0 to --num-processes - 1, got {args.process_id}")
-    if args.coordinator is not None and not (args.coordinator.rpartition(":")[2].isdigit()
-                                             and 0 < int(args.coordinator.rpartition(":")[2]) < 65536):
+    if args.coordinator is not None and not (
+        args.coordinator.rpartition(":")[2].isdigit() and 0 < int(args.coordinator.rpartition(":")[2]) < 65536
+    ):
         out.append(f"--coordinator must be HOST:PORT, got {args.coordinator!r}")
     return out
 
@@ -166,8 +204,9 @@ def train_main(argv: list[str] | None = None) -> int:
     stages = training.STAGES if args.stage == "all" else (args.stage,)
     name = config_lib.config_name(args.config) if args.config else args.preset
     try:
-        run, results = training.train(args.run, args.data, cfg, preset_name=name, stages=stages, devices=devs,
-                                      progress=not args.quiet)
+        run, results = training.train(
+            args.run, args.data, cfg, preset_name=name, stages=stages, devices=devs, progress=not args.quiet
+        )
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
@@ -178,8 +217,11 @@ def train_main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:  # a full disk or a folder that cannot be written: what was saved before stays usable
         _quiet_background_threads()
-        print(f"error: {getattr(e, 'filename', None) or args.run or 'run folder'}: {e.strerror or e} "
-              f"(the last complete checkpoint is kept; re-run the same command to resume)", file=sys.stderr)
+        print(
+            f"error: {getattr(e, 'filename', None) or args.run or 'run folder'}: {e.strerror or e} "
+            f"(the last complete checkpoint is kept; re-run the same command to resume)",
+            file=sys.stderr,
+        )
         return 2
     for stage, val in results.items():
         shown = {k: round(v, 4) for k, v in val.items() if isinstance(v, float) and not k.startswith(("on_", "f1@"))}
@@ -282,59 +324,126 @@ def sample_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=config_lib.program("sample.py"),
         description="Generate multitrack songs from a trained run: MIDI, a pianoroll picture and WAV audio.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", default=None,
-                   help="run directory, packaged model folder or packaged model name (default: the latest run, "
-                        "runs/LATEST, else the packaged model lpd5)")
-    p.add_argument("--bars", type=int, default=None,
-                   help=f"bars per song (default: {config_lib.BARS}; with --interpolate {INTERPOLATE_BARS})")
-    p.add_argument("--sigma", type=float, default=config_lib.SIGMA,
-                   help="variation: the learned prior's temperature is 2.5 x sigma (0: its likeliest song; 0.5: "
-                        "repeats and rests as often as real songs; higher: more varied bars, more repeats); for the "
-                        "chain, noise added to latent parameters each bar")
-    p.add_argument("--prior", default=None, choices=config_lib.PRIORS,
-                   help="how bars follow each other: the learned prior over bar sequences (default where the model "
-                        "carries one: train.py --stage prior) or the seed's MelodyNN / HarmonyNN chain (the baseline)")
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="run directory, packaged model folder or packaged model name (default: the latest run, "
+        "runs/LATEST, else the packaged model lpd5)",
+    )
+    p.add_argument(
+        "--bars",
+        type=int,
+        default=None,
+        help=f"bars per song (default: {config_lib.BARS}; with --interpolate {INTERPOLATE_BARS})",
+    )
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=config_lib.SIGMA,
+        help="variation: the learned prior's temperature is 2.5 x sigma (0: its likeliest song; 0.5: "
+        "repeats and rests as often as real songs; higher: more varied bars, more repeats); for the "
+        "chain, noise added to latent parameters each bar",
+    )
+    p.add_argument(
+        "--prior",
+        default=None,
+        choices=config_lib.PRIORS,
+        help="how bars follow each other: the learned prior over bar sequences (default where the model "
+        "carries one: train.py --stage prior) or the seed's MelodyNN / HarmonyNN chain (the baseline)",
+    )
     p.add_argument("--seed", type=int, default=0, help=f"random seed (0 to {config_lib.MAX_SEED})")
     p.add_argument("--num", type=int, default=1, help="songs generated together")
-    p.add_argument("--from", dest="source", default=None,
-                   help="a MIDI or LPD npz song to vary (bar-wise noise on its latents) instead of sampling")
-    p.add_argument("--continue", dest="cont", action="store_true",
-                   help="with --from: continue the song for --bars bars instead (the prior reads its last bars, so "
-                        "its material and phrase positions carry on)")
+    p.add_argument(
+        "--from",
+        dest="source",
+        default=None,
+        help="a MIDI or LPD npz song to vary (bar-wise noise on its latents) instead of sampling",
+    )
+    p.add_argument(
+        "--continue",
+        dest="cont",
+        action="store_true",
+        help="with --from: continue the song for --bars bars instead (the prior reads its last bars, so "
+        "its material and phrase positions carry on)",
+    )
     p.add_argument("--arrange", default=None, help="a MIDI file whose piano part is kept; the rest is generated")
-    p.add_argument("--tracks", default=None,
-                   help="with --arrange: the instruments to add, comma-separated (default: drums,guitar,bass,strings)")
-    p.add_argument("--key", type=int, default=0,
-                   help="semitones from C major / A minor for sampled songs (-6..5); given songs keep their key")
-    p.add_argument("--interpolate", nargs=2, metavar=("A", "B"), default=None,
-                   help="two songs (MIDI or npz) to interpolate between")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="decoding threshold (default: per-instrument thresholds calibrated on validation data)")
+    p.add_argument(
+        "--tracks",
+        default=None,
+        help="with --arrange: the instruments to add, comma-separated (default: drums,guitar,bass,strings)",
+    )
+    p.add_argument(
+        "--key",
+        type=int,
+        default=0,
+        help="semitones from C major / A minor for sampled songs (-6..5); given songs keep their key",
+    )
+    p.add_argument(
+        "--interpolate",
+        nargs=2,
+        metavar=("A", "B"),
+        default=None,
+        help="two songs (MIDI or npz) to interpolate between",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decoding threshold (default: per-instrument thresholds calibrated on validation data)",
+    )
     p.add_argument("--sample", action="store_true", help="draw cells from their probabilities instead")
-    p.add_argument("--harmony", type=float, default=None,
-                   help="how strongly the band follows the piano's pitch classes (1: as trained; default: the "
-                        f"model's, {config_lib.HARMONY_GUIDANCE:g} for models trained with conditioning)")
-    p.add_argument("--min-length", type=int, default=None,
-                   help="drop notes shorter than this many steps (0: keep all; default: the model's, "
-                        f"0 on a sixteenth grid, {config_lib.MIN_LENGTH} for the earlier design)")
-    p.add_argument("--merge-gap", type=int, default=None,
-                   help="join notes separated by fewer steps than this (0: never; default: the model's, "
-                        f"0 on a sixteenth grid, {config_lib.MERGE_GAP} for the earlier design)")
-    p.add_argument("--tempo", type=float, default=None,
-                   help=f"beats per minute (default: the given song's tempo, or {config_lib.TEMPO:g} for sampled "
-                        f"songs)")
+    p.add_argument(
+        "--harmony",
+        type=float,
+        default=None,
+        help="how strongly the band follows the piano's pitch classes (1: as trained; default: the "
+        f"model's, {config_lib.HARMONY_GUIDANCE:g} for models trained with conditioning)",
+    )
+    p.add_argument(
+        "--min-length",
+        type=int,
+        default=None,
+        help="drop notes shorter than this many steps (0: keep all; default: the model's, "
+        f"0 on a sixteenth grid, {config_lib.MIN_LENGTH} for the earlier design)",
+    )
+    p.add_argument(
+        "--merge-gap",
+        type=int,
+        default=None,
+        help="join notes separated by fewer steps than this (0: never; default: the model's, "
+        f"0 on a sixteenth grid, {config_lib.MERGE_GAP} for the earlier design)",
+    )
+    p.add_argument(
+        "--tempo",
+        type=float,
+        default=None,
+        help=f"beats per minute (default: the given song's tempo, or {config_lib.TEMPO:g} for sampled songs)",
+    )
     p.add_argument("--out", default="out", help="output folder")
     p.add_argument("--no-audio", action="store_true", help="skip WAV rendering")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace files of the same name in --out (default: add -2, -3, ... to new names)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files of the same name in --out (default: add -2, -3, ... to new names)",
+    )
     p.add_argument("--sample-rate", type=int, default=config_lib.SAMPLE_RATE, help="WAV sample rate (Hz)")
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"))
-    p.add_argument("--memory-budget", type=int, default=config_lib.GENERATION_BUDGET_MB, metavar="MIB",
-                   help="memory generation may use beyond the model: long songs are decoded in chunks, many songs "
-                        "in groups, and a request whose one song (with its audio) would not fit is refused")
-    p.add_argument("--read-timeout", type=float, default=READ_TIMEOUT,
-                   help="seconds a given song (--from, --arrange, --interpolate) may take to read")
+    p.add_argument(
+        "--memory-budget",
+        type=int,
+        default=config_lib.GENERATION_BUDGET_MB,
+        metavar="MIB",
+        help="memory generation may use beyond the model: long songs are decoded in chunks, many songs "
+        "in groups, and a request whose one song (with its audio) would not fit is refused",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=READ_TIMEOUT,
+        help="seconds a given song (--from, --arrange, --interpolate) may take to read",
+    )
     _no_none_defaults(p)
     return p
 
@@ -345,28 +454,48 @@ READ_TIMEOUT = 60.0
 
 def _sample_problems(args) -> list[str]:
     """Every problem with sample.py's options, found before any work."""
-    problems = [f"--{name.replace('_', '-')} {msg}" for name, msg in config_lib.generation_problems(
-        bars=args.bars, sigma=args.sigma, num=args.num, tempo=args.tempo, sample_rate=args.sample_rate,
-        harmony=args.harmony, key=args.key, threshold=args.threshold, seed=args.seed, min_length=args.min_length,
-        merge_gap=args.merge_gap, memory_mb=args.memory_budget)]
+    problems = [
+        f"--{name.replace('_', '-')} {msg}"
+        for name, msg in config_lib.generation_problems(
+            bars=args.bars,
+            sigma=args.sigma,
+            num=args.num,
+            tempo=args.tempo,
+            sample_rate=args.sample_rate,
+            harmony=args.harmony,
+            key=args.key,
+            threshold=args.threshold,
+            seed=args.seed,
+            min_length=args.min_length,
+            merge_gap=args.merge_gap,
+            memory_mb=args.memory_budget,
+        )
+    ]
     if not (0.001 <= args.read_timeout <= 86400):  # (below a millisecond no file could ever be read)
         problems.append(f"--read-timeout must be a number of seconds from 0.001 to 86400, got {args.read_timeout}")
-    modes = [flag for flag, given in (("--from", args.source), ("--arrange", args.arrange),
-                                       ("--interpolate", args.interpolate)) if given]
+    modes = [
+        flag
+        for flag, given in (("--from", args.source), ("--arrange", args.arrange), ("--interpolate", args.interpolate))
+        if given
+    ]
     if len(modes) > 1:
-        problems.append(f"{' and '.join(modes)} cannot be combined: give one of --from SONG (a variation), --arrange "
-                        f"PIANO (a band for a given part) or --interpolate A B")
+        problems.append(
+            f"{' and '.join(modes)} cannot be combined: give one of --from SONG (a variation), --arrange "
+            f"PIANO (a band for a given part) or --interpolate A B"
+        )
     if args.tracks is not None:
         if not args.arrange:
             problems.append("--tracks applies to --arrange only (the instruments to add to a given part)")
         else:
             from vaejax.trained_model import track_list
+
             try:
                 track_list(args.tracks)
             except ValueError as e:
                 problems.append(f"--tracks: {e}")
     for flag, path in [("--from", args.source), ("--arrange", args.arrange)] + [
-            ("--interpolate", p) for p in args.interpolate or []]:
+        ("--interpolate", p) for p in args.interpolate or []
+    ]:
         if path is None:
             continue
         if not os.path.exists(path):
@@ -391,10 +520,15 @@ def _budget_problem(args, bars: float, tempo: float) -> str | None:
     need = config_lib.generation_mb(int(bars), 1, audio_seconds=seconds, sample_rate=args.sample_rate)
     if need <= args.memory_budget:
         return None
-    audio = (f" ({seconds / 60:.0f} min of audio at {args.sample_rate} Hz: add --no-audio or lower --sample-rate)"
-             if seconds else "")
-    return (f"a song of {bars:.0f} bars needs about {need:.0f} MiB{audio}, more than --memory-budget "
-            f"{args.memory_budget} MiB; make it shorter or raise --memory-budget")
+    audio = (
+        f" ({seconds / 60:.0f} min of audio at {args.sample_rate} Hz: add --no-audio or lower --sample-rate)"
+        if seconds
+        else ""
+    )
+    return (
+        f"a song of {bars:.0f} bars needs about {need:.0f} MiB{audio}, more than --memory-budget "
+        f"{args.memory_budget} MiB; make it shorter or raise --memory-budget"
+    )
 
 
 class _Out:
@@ -427,8 +561,9 @@ class _Out:
         """After a failure: remove this song's files that were claimed but not completed, and `.part` files."""
         for ext in self.exts:
             for path in (base + ext + ".part", base + ext):
-                if path.endswith(".part") or (path not in self.written and os.path.exists(path)
-                                              and os.path.getsize(path) == 0):
+                if path.endswith(".part") or (
+                    path not in self.written and os.path.exists(path) and os.path.getsize(path) == 0
+                ):
                     try:
                         os.remove(path)
                     except OSError:
@@ -473,8 +608,9 @@ def sample_main(argv: list[str] | None = None) -> int:
     except (devices.AcceleratorError, RunError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    model = model.with_options(memory_mb=args.memory_budget,
-                               **({} if args.harmony is None else {"harmony_guidance": args.harmony}))
+    model = model.with_options(
+        memory_mb=args.memory_budget, **({} if args.harmony is None else {"harmony_guidance": args.harmony})
+    )
     kw = dict(threshold=args.threshold, sample=args.sample, min_length=args.min_length, merge_gap=args.merge_gap)
     steps_per_bar = model.cfg.data.resolution * model.cfg.data.beats_per_bar
     out = _Out(args.out, args.overwrite, (".mid", ".png") + (() if args.no_audio else (".wav",)))
@@ -495,10 +631,15 @@ def sample_main(argv: list[str] | None = None) -> int:
         if args.arrange:
             piano, merged = piano_part(given(args.arrange))
             if merged:
-                print(f"note: {args.arrange} has no piano part (programs 0-7); arranging all its pitched tracks "
-                      f"as one part", file=sys.stderr)
-            yield "arrangement", model.arrange(piano, sigma=args.sigma, seed=args.seed, tracks=args.tracks,
-                                               prior=args.prior, **kw)
+                print(
+                    f"note: {args.arrange} has no piano part (programs 0-7); arranging all its pitched tracks "
+                    f"as one part",
+                    file=sys.stderr,
+                )
+            yield (
+                "arrangement",
+                model.arrange(piano, sigma=args.sigma, seed=args.seed, tracks=args.tracks, prior=args.prior, **kw),
+            )
         elif args.interpolate:
             bars = args.bars or INTERPOLATE_BARS
             a, b = given(args.interpolate[0]), given(args.interpolate[1])
@@ -508,26 +649,58 @@ def sample_main(argv: list[str] | None = None) -> int:
             for i, mt in enumerate(model.interpolate(a, b, bars=bars, **kw)):
                 yield f"interpolation-{i}", mt
         elif args.source and args.cont:
-            yield "continuation", model.continue_song(given(args.source), args.bars or config_lib.BARS,
-                                                      sigma=args.sigma, seed=args.seed, prior=args.prior, **kw)
+            yield (
+                "continuation",
+                model.continue_song(
+                    given(args.source),
+                    args.bars or config_lib.BARS,
+                    sigma=args.sigma,
+                    seed=args.seed,
+                    prior=args.prior,
+                    **kw,
+                ),
+            )
         elif args.source:
-            yield "variation", model.vary(given(args.source), sigma=args.sigma, seed=args.seed,
-                                          bars=args.bars or config_lib.BARS, **kw)
+            yield (
+                "variation",
+                model.vary(
+                    given(args.source), sigma=args.sigma, seed=args.seed, bars=args.bars or config_lib.BARS, **kw
+                ),
+            )
         else:
             bars = args.bars or config_lib.BARS
-            spare = args.memory_budget - config_lib.generation_mb(bars, 1, audio_seconds=0 if args.no_audio else
-                                                                  _audio_seconds(bars, args.tempo or config_lib.TEMPO),
-                                                                  sample_rate=args.sample_rate)
+            spare = args.memory_budget - config_lib.generation_mb(
+                bars,
+                1,
+                audio_seconds=0 if args.no_audio else _audio_seconds(bars, args.tempo or config_lib.TEMPO),
+                sample_rate=args.sample_rate,
+            )
             group = int(min(args.num, 1 + max(0, spare) // (bars * config_lib.SONG_BAR_MB)))
             if group < args.num:
-                print(f"note: {args.num} songs of {bars} bars are generated {group} at a time (--memory-budget "
-                      f"{args.memory_budget} MiB)", file=sys.stderr)
+                print(
+                    f"note: {args.num} songs of {bars} bars are generated {group} at a time (--memory-budget "
+                    f"{args.memory_budget} MiB)",
+                    file=sys.stderr,
+                )
             for first in range(0, args.num, group):
                 # the first group is what one call for all songs gives; later groups draw from derived seeds
-                seed = args.seed if first == 0 else int(np.random.SeedSequence([args.seed, first]).generate_state(1)[0]
-                                                        % (config_lib.MAX_SEED + 1))
-                songs = model.sample(bars, sigma=args.sigma, seed=seed, num=min(group, args.num - first),
-                                     key=args.key, tempo=args.tempo, prior=args.prior, **kw)
+                seed = (
+                    args.seed
+                    if first == 0
+                    else int(
+                        np.random.SeedSequence([args.seed, first]).generate_state(1)[0] % (config_lib.MAX_SEED + 1)
+                    )
+                )
+                songs = model.sample(
+                    bars,
+                    sigma=args.sigma,
+                    seed=seed,
+                    num=min(group, args.num - first),
+                    key=args.key,
+                    tempo=args.tempo,
+                    prior=args.prior,
+                    **kw,
+                )
                 for i, mt in enumerate(songs):
                     yield f"sample-seed{args.seed}-{first + i}", mt
                 del songs
@@ -541,12 +714,16 @@ def sample_main(argv: list[str] | None = None) -> int:
             source = dict(source=args.arrange, tracks=args.tracks, cfg=model.cfg.data) if args.arrange else {}
             out.written.append(render.write_midi(base + ".mid", mt, **source))
             print(base + ".mid")
-            out.written.append(render.plot(mt, base + ".png", title=f"{mt.name}: {name}, sigma {args.sigma}",
-                                           cfg=model.cfg.data))
+            out.written.append(
+                render.plot(mt, base + ".png", title=f"{mt.name}: {name}, sigma {args.sigma}", cfg=model.cfg.data)
+            )
             print(base + ".png")
             if not args.no_audio:
-                sound = render.arrangement_midi(args.arrange, mt, tracks=args.tracks, cfg=model.cfg.data)[0] \
-                    if args.arrange else mt
+                sound = (
+                    render.arrangement_midi(args.arrange, mt, tracks=args.tracks, cfg=model.cfg.data)[0]
+                    if args.arrange
+                    else mt
+                )
                 audio, how = render.synthesize(sound, sample_rate=args.sample_rate)
                 out.written.append(render.write_wav(base + ".wav", audio, sample_rate=args.sample_rate))
                 print(base + ".wav")
@@ -563,12 +740,17 @@ def sample_main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:
         what = str(getattr(e, "filename", None) or args.out).removesuffix(".part")
-        print(f"error: {what}: {e.strerror or e} ({written} song(s) written before; nothing partial is left)",
-              file=sys.stderr)
+        print(
+            f"error: {what}: {e.strerror or e} ({written} song(s) written before; nothing partial is left)",
+            file=sys.stderr,
+        )
         return 2
     except MemoryError:
-        print(f"error: out of memory while generating ({written} song(s) written before); lower --bars, --num or "
-              f"--memory-budget", file=sys.stderr)
+        print(
+            f"error: out of memory while generating ({written} song(s) written before); lower --bars, --num or "
+            f"--memory-budget",
+            file=sys.stderr,
+        )
         return 2
     finally:
         if base is not None:
@@ -576,8 +758,11 @@ def sample_main(argv: list[str] | None = None) -> int:
     if how is not None:
         print(f"audio: {how}", file=sys.stderr)
     if model.synthetic:
-        print("note: this model was trained on the SYNTHETIC demo corpus; train on LPD-5 for real music "
-              "(see data/README.md)", file=sys.stderr)
+        print(
+            "note: this model was trained on the SYNTHETIC demo corpus; train on LPD-5 for real music "
+            "(see data/README.md)",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -620,8 +805,9 @@ def prepare_main(argv: list[str] | None = None) -> int:
     `python -m vaejax.data prepare`)."""
     from vaejax import data
 
-    p = argparse.ArgumentParser(prog="vaejax prepare", description=data.__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="vaejax prepare", description=data.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     data.prepare_arguments(p)
     return data.prepare_command(p.parse_args(argv))
 
@@ -639,8 +825,11 @@ def verify_main(argv: list[str] | None = None) -> int:
     if data.is_prepared(args.path):
         return data.verify_command(args.path)
     if os.path.isdir(args.path) and os.path.exists(os.path.join(args.path, "report.json")):
-        print(f"error: {args.path}: a dataset folder without its train split (train.bars); prepare it again with "
-              f"`vaejax prepare SRC {args.path} --force`", file=sys.stderr)
+        print(
+            f"error: {args.path}: a dataset folder without its train split (train.bars); prepare it again with "
+            f"`vaejax prepare SRC {args.path} --force`",
+            file=sys.stderr,
+        )
         return 2
     return _verify_model(args.path, generate=not args.no_generate)
 
@@ -681,10 +870,18 @@ def _verify_model(name: str, *, generate: bool) -> int:
     return 0
 
 
-COMMANDS = {"prepare": "prepare_main", "train": "train_main", "sample": "sample_main", "export": "export_main",
-            "verify": "verify_main"}
-OTHER_COMMANDS = {"evaluate": ("vaejax.evaluate", "main"), "data": ("vaejax.data", "main"),
-                  "studio": ("vaejax.studio.server", "main")}
+COMMANDS = {
+    "prepare": "prepare_main",
+    "train": "train_main",
+    "sample": "sample_main",
+    "export": "export_main",
+    "verify": "verify_main",
+}
+OTHER_COMMANDS = {
+    "evaluate": ("vaejax.evaluate", "main"),
+    "data": ("vaejax.data", "main"),
+    "studio": ("vaejax.studio.server", "main"),
+}
 """Subcommands whose programs live in other modules (imported only when asked for: this module stays below
 them in the layout)."""
 
@@ -707,10 +904,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     names = list(SUMMARY)
     if argv and argv[0] in ("-h", "--help"):
-        p = argparse.ArgumentParser(prog="vaejax", usage=f"vaejax {{{','.join(names)}}} ...",
-                                    formatter_class=argparse.RawDescriptionHelpFormatter,
-                                    description="commands (`vaejax COMMAND --help` lists a command's options):\n"
-                                    + "\n".join(f"  {name:9s} {what}" for name, what in SUMMARY.items()))
+        p = argparse.ArgumentParser(
+            prog="vaejax",
+            usage=f"vaejax {{{','.join(names)}}} ...",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            description="commands (`vaejax COMMAND --help` lists a command's options):\n"
+            + "\n".join(f"  {name:9s} {what}" for name, what in SUMMARY.items()),
+        )
         p.parse_args(argv[:1])  # prints the help and exits
     if not argv or argv[0] not in names:
         print(f"usage: vaejax {{{','.join(names)}}} ...", file=sys.stderr)

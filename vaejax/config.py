@@ -76,10 +76,18 @@ def generation_mb(bars: int, num: int = 1, *, audio_seconds: float = 0.0, sample
 
 
 _LIMITS = {  # name: (low, high, inclusive); what each generation option accepts
-    "bars": (1, MAX_BARS, True), "num": (1, MAX_SONGS, True), "tempo": (10, 400, True),
-    "harmony": (0, 20, True), "key": (-6, 5, True), "threshold": (0, 1, False),
-    "sample_rate": (8000, 96000, True), "sigma": (0, MAX_SIGMA, True), "seed": (0, 2**31 - 1, True),
-    "min_length": (0, 10_000, True), "merge_gap": (0, 10_000, True), "memory_mb": (64, 1 << 22, True),
+    "bars": (1, MAX_BARS, True),
+    "num": (1, MAX_SONGS, True),
+    "tempo": (10, 400, True),
+    "harmony": (0, 20, True),
+    "key": (-6, 5, True),
+    "threshold": (0, 1, False),
+    "sample_rate": (8000, 96000, True),
+    "sigma": (0, MAX_SIGMA, True),
+    "seed": (0, 2**31 - 1, True),
+    "min_length": (0, 10_000, True),
+    "merge_gap": (0, 10_000, True),
+    "memory_mb": (64, 1 << 22, True),
 }
 _INTEGER = ("bars", "num", "key", "sample_rate", "seed", "min_length", "merge_gap", "memory_mb")
 
@@ -102,8 +110,7 @@ def generation_problems(**options) -> list[tuple[str, str]]:
         ok = ok and (name not in _INTEGER or v.is_integer())
         if not ok:
             kind = "an integer" if name in _INTEGER else "a number"
-            span = (f">= {lo}" if hi == float("inf") else f"from {lo} to {hi}" if inclusive
-                    else f"between {lo} and {hi}")
+            span = f">= {lo}" if hi == float("inf") else f"from {lo} to {hi}" if inclusive else f"between {lo} and {hi}"
             out.append((name, f"must be {kind} {span}, got {value!r}"))
     return out
 
@@ -159,8 +166,15 @@ def _check_fields(obj, rules: dict) -> None:
         for x in values:
             ok = _is_int(x) if kind in ("int", "ints") else _is_number(x) and math.isfinite(x)
             what = "an integer" if kind in ("int", "ints") else "a finite number"
-            span = ("" if lo is None and hi is None else f" >= {lo}" if hi is None else f" <= {hi}" if lo is None
-                    else f" from {lo} to {hi}")
+            span = (
+                ""
+                if lo is None and hi is None
+                else f" >= {lo}"
+                if hi is None
+                else f" <= {hi}"
+                if lo is None
+                else f" from {lo} to {hi}"
+            )
             if not ok or (lo is not None and x < lo) or (hi is not None and x > hi):
                 raise ValueError(f"{where} must be {what}{span}, got {v!r}")
 
@@ -192,17 +206,30 @@ class DataConfig:
     drums untouched). The models then learn one key; generated songs are transposed to the key asked for."""
 
     def __post_init__(self):
-        _check_fields(self, {"resolution": ("int", 1, 960), "beats_per_bar": ("int", 1, 32),
-                             "segment_bars": ("int", 1, 64), "lowest_pitch": ("int", 0, 127),
-                             "num_pitches": ("int", 1, 128), "velocity_threshold": ("int", 0, 127),
-                             "valid_percent": ("int", 0, 100), "test_percent": ("int", 0, 100),
-                             "key_normalize": ("bool", None, None)})
+        _check_fields(
+            self,
+            {
+                "resolution": ("int", 1, 960),
+                "beats_per_bar": ("int", 1, 32),
+                "segment_bars": ("int", 1, 64),
+                "lowest_pitch": ("int", 0, 127),
+                "num_pitches": ("int", 1, 128),
+                "velocity_threshold": ("int", 0, 127),
+                "valid_percent": ("int", 0, 100),
+                "test_percent": ("int", 0, 100),
+                "key_normalize": ("bool", None, None),
+            },
+        )
         if self.lowest_pitch + self.num_pitches > 128:
-            raise ValueError(f"data.lowest_pitch + data.num_pitches must be at most 128 (MIDI pitches), got "
-                             f"{self.lowest_pitch} + {self.num_pitches}")
+            raise ValueError(
+                f"data.lowest_pitch + data.num_pitches must be at most 128 (MIDI pitches), got "
+                f"{self.lowest_pitch} + {self.num_pitches}"
+            )
         if self.valid_percent + self.test_percent > 100:
-            raise ValueError(f"data.valid_percent + data.test_percent must be at most 100, got "
-                             f"{self.valid_percent} + {self.test_percent}")
+            raise ValueError(
+                f"data.valid_percent + data.test_percent must be at most 100, got "
+                f"{self.valid_percent} + {self.test_percent}"
+            )
 
     @property
     def steps(self) -> int:
@@ -244,23 +271,35 @@ class ModelConfig:
     condition: bool = option(True, "--no-condition", "ablation: the band's VAEs do not see the piano's pitch classes")
     """Encoders and decoders of the non-piano tracks also see the piano's pitch classes per beat (the
     piano's own are zeros): the band follows the piano's harmony."""
-    onsets: bool = option(True, "--no-onsets", "ablation: decoders write the roll only (no onset channel); notes "
-                                               "are thresholded cells")
+    onsets: bool = option(
+        True, "--no-onsets", "ablation: decoders write the roll only (no onset channel); notes are thresholded cells"
+    )
     """Decoders emit two channels, sustain (the roll) and onset: a note starts only at an onset and lasts
     while sustain is on, so decoded notes are notes, not fragments."""
-    plays: bool = option(True, "--no-plays", "ablation: no 'this track plays in this segment' head; rests come "
-                                             "from thresholds alone")
+    plays: bool = option(
+        True, "--no-plays", "ablation: no 'this track plays in this segment' head; rests come from thresholds alone"
+    )
     """Decoders also predict whether the track plays in the segment at all, so rests are decided rather
     than left to a threshold (and counted notes are placed only where the track plays)."""
 
     def __post_init__(self):
         if not _is_int(self.latent) or self.latent not in LATENT_SIZES:
             raise ValueError(f"model.latent must be one of {', '.join(map(str, LATENT_SIZES))}, got {self.latent!r}")
-        _check_fields(self, {"grid": ("int", 0, 96), "pitch_patch": ("int", 1, 128),
-                             "time_patch": ("ints", 1, 96), "channels": ("ints", 1, 4096), "hidden": ("int", 1, 65536),
-                             "chain_hidden": ("int", 1, 65536), "chain_layers": ("int", 1, 64),
-                             "condition": ("bool", None, None), "onsets": ("bool", None, None),
-                             "plays": ("bool", None, None)})
+        _check_fields(
+            self,
+            {
+                "grid": ("int", 0, 96),
+                "pitch_patch": ("int", 1, 128),
+                "time_patch": ("ints", 1, 96),
+                "channels": ("ints", 1, 4096),
+                "hidden": ("int", 1, 65536),
+                "chain_hidden": ("int", 1, 65536),
+                "chain_layers": ("int", 1, 64),
+                "condition": ("bool", None, None),
+                "onsets": ("bool", None, None),
+                "plays": ("bool", None, None),
+            },
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -276,8 +315,9 @@ class TrainConfig:
     # Latent chains work on standardised parameters (per-dimension mean 0, std 1 over the training bars) and
     # see Gaussian noise of this scale on their inputs while training, so that the sampler's noise (sigma,
     # in the same units) keeps the chain on the data instead of driving it off and amplifying.
-    chain_noise: float = option(0.25, "--chain-noise", "noise (in data standard deviations) on the latent chains' "
-                                                       "inputs while training")
+    chain_noise: float = option(
+        0.25, "--chain-noise", "noise (in data standard deviations) on the latent chains' inputs while training"
+    )
     beta: float = option(1.0, "--beta", "KL weight after annealing")
     beta_rate: float = 0.999  # beta(step) = (1 - beta_rate**step) * beta, as in MusicVAE
     free_bits: float = option(0.5, "--free-bits", "free nats per latent dimension (the KL term does not charge them)")
@@ -294,14 +334,26 @@ class TrainConfig:
     def __post_init__(self):
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"train.precision must be auto, float32 or bfloat16, got {self.precision!r}")
-        _check_fields(self, {"batch_size": ("int", 1, 1 << 20), "vae_epochs": ("int", 1, 1 << 20),
-                             "chain_epochs": ("int", 1, 1 << 20), "lr": ("float", 1e-12, 10.0),
-                             "chain_lr": ("float", 1e-12, 10.0), "chain_batch_size": ("int", 1, 1 << 20),
-                             "chain_noise": ("float", 0.0, 100.0), "beta": ("float", 0.0, 1e6),
-                             "beta_rate": ("float", 0.0, 1.0), "free_bits": ("float", 0.0, 1e6),
-                             "pos_weight": ("float", 1e-6, 1e6), "max_steps_per_epoch": ("int", 0, None),
-                             "checkpoint_every": ("int", 1, None), "log_every": ("int", 1, None),
-                             "seed": ("int", 0, MAX_SEED)})
+        _check_fields(
+            self,
+            {
+                "batch_size": ("int", 1, 1 << 20),
+                "vae_epochs": ("int", 1, 1 << 20),
+                "chain_epochs": ("int", 1, 1 << 20),
+                "lr": ("float", 1e-12, 10.0),
+                "chain_lr": ("float", 1e-12, 10.0),
+                "chain_batch_size": ("int", 1, 1 << 20),
+                "chain_noise": ("float", 0.0, 100.0),
+                "beta": ("float", 0.0, 1e6),
+                "beta_rate": ("float", 0.0, 1.0),
+                "free_bits": ("float", 0.0, 1e6),
+                "pos_weight": ("float", 1e-6, 1e6),
+                "max_steps_per_epoch": ("int", 0, None),
+                "checkpoint_every": ("int", 1, None),
+                "log_every": ("int", 1, None),
+                "seed": ("int", 0, MAX_SEED),
+            },
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,22 +425,29 @@ class Config:
         Keys this version does not know (a newer version's) are ignored with a `ConfigWarning`; a value of
         the wrong type or out of range is a ValueError naming `source`, the field and what is allowed."""
         if not isinstance(d, dict):
-            raise ValueError(f"{source}: expected a mapping of sections data, model and train, got "
-                             f"{type(d).__name__}")
+            raise ValueError(f"{source}: expected a mapping of sections data, model and train, got {type(d).__name__}")
         sections = {}
-        for name, kind, legacy in (("data", DataConfig, {"key_normalize": False}),
-                                   ("model", ModelConfig, {"condition": False, "onsets": False, "plays": False,
-                                                           "grid": 0, "time_patch": (4, 4)}),
-                                   ("train", TrainConfig, {}),
-                                   ("prior", PriorConfig, {"copy": "bar", "piano_start": False, "phase_lags": False})):
+        for name, kind, legacy in (
+            ("data", DataConfig, {"key_normalize": False}),
+            (
+                "model",
+                ModelConfig,
+                {"condition": False, "onsets": False, "plays": False, "grid": 0, "time_patch": (4, 4)},
+            ),
+            ("train", TrainConfig, {}),
+            ("prior", PriorConfig, {"copy": "bar", "piano_start": False, "phase_lags": False}),
+        ):
             part = d.get(name, {})
             if not isinstance(part, dict):
                 raise ValueError(f"{source}: section {name!r} must be a mapping of fields, got {type(part).__name__}")
             sections[name] = section_from_dict(kind, {**legacy, **part}, source)
         unknown = sorted(set(d) - set(sections))
         if unknown:
-            warnings.warn(f"{source}: ignoring unknown section(s) {', '.join(map(repr, unknown))} "
-                          f"(written by a newer version?)", ConfigWarning, stacklevel=2)
+            warnings.warn(
+                f"{source}: ignoring unknown section(s) {', '.join(map(repr, unknown))} (written by a newer version?)",
+                ConfigWarning,
+                stacklevel=2,
+            )
         return cls(**sections)
 
     def replace(self, **sections: dict[str, Any]) -> Config:
@@ -412,8 +471,10 @@ def apply_settings(cfg: Config, settings: list[str], what: str = "setting") -> C
         section, dot, field = name.strip().partition(".")
         part = getattr(out, section, None) if dot and eq and section in SECTIONS else None
         if part is None or field not in {f.name for f in dataclasses.fields(part)}:
-            raise ValueError(f"{what} {item!r}: expected SECTION.FIELD=VALUE with SECTION data, model, train or "
-                             f"prior and a field that --print-config lists")
+            raise ValueError(
+                f"{what} {item!r}: expected SECTION.FIELD=VALUE with SECTION data, model, train or "
+                f"prior and a field that --print-config lists"
+            )
         current = getattr(part, field)
         try:
             if isinstance(current, bool):
@@ -472,8 +533,12 @@ def section_from_dict(kind, d: dict, source: str):
     section = kind.__name__.replace("Config", "").lower()
     unknown = sorted(str(k) for k in d if k not in names)
     if unknown:
-        warnings.warn(f"{source}: ignoring unknown field(s) {', '.join(repr(section + '.' + k) for k in unknown)} "
-                      f"(written by a newer version?)", ConfigWarning, stacklevel=3)
+        warnings.warn(
+            f"{source}: ignoring unknown field(s) {', '.join(repr(section + '.' + k) for k in unknown)} "
+            f"(written by a newer version?)",
+            ConfigWarning,
+            stacklevel=3,
+        )
     fields = {k: v for k, v in d.items() if k in names}
     for k, v in fields.items():
         if isinstance(v, list) and isinstance(names[k].default, tuple):
@@ -488,10 +553,10 @@ PRESETS: dict[str, Config] = {
     # Small enough for unit tests to train every stage in seconds on a CPU.
     "tiny": Config(
         model=ModelConfig(latent=8, channels=(8, 16), hidden=32, chain_hidden=32),
-        train=TrainConfig(batch_size=16, vae_epochs=2, chain_epochs=2, chain_batch_size=32,
-                          checkpoint_every=5, log_every=2),
-        prior=PriorConfig(layers=1, dim=16, heads=2, context=4, mixtures=2, steps=6, batch_size=8, warmup=2,
-                          epochs=2),
+        train=TrainConfig(
+            batch_size=16, vae_epochs=2, chain_epochs=2, chain_batch_size=32, checkpoint_every=5, log_every=2
+        ),
+        prior=PriorConfig(layers=1, dim=16, heads=2, context=4, mixtures=2, steps=6, batch_size=8, warmup=2, epochs=2),
     ),
     "default": Config(),
     "large": Config(

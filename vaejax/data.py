@@ -135,9 +135,12 @@ def readers_for(budget_mb: float, workers: int) -> int:
     per = WORKER_MB + music.READ_BUDGET_MB
     fit = int((budget_mb - PARENT_MB - HOLD_MB) // per)
     if fit < 1:
-        raise PrepareError(f"--memory-budget {budget_mb:g} MiB is too small: prepare needs at least "
-                           f"{PARENT_MB + HOLD_MB + per} MiB (one reader of {per} MiB, {PARENT_MB + HOLD_MB} MiB "
-                           f"for itself)", 2)
+        raise PrepareError(
+            f"--memory-budget {budget_mb:g} MiB is too small: prepare needs at least "
+            f"{PARENT_MB + HOLD_MB + per} MiB (one reader of {per} MiB, {PARENT_MB + HOLD_MB} MiB "
+            f"for itself)",
+            2,
+        )
     return max(1, min(workers, fit))
 
 
@@ -158,6 +161,7 @@ def _die_with(parent: int) -> None:
     if sys.platform.startswith("linux"):
         try:
             import ctypes
+
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
         except (OSError, AttributeError):
@@ -214,8 +218,12 @@ def _read_files(tasks: list, workers: int, timeout: float, method: str):
     try:
         while emitted < len(tasks):
             for slot in slots:
-                if (slot["task"] is None and sent < len(tasks) and sent < emitted + window
-                        and (held < HOLD_MB << 20 or sent == emitted)):
+                if (
+                    slot["task"] is None
+                    and sent < len(tasks)
+                    and sent < emitted + window
+                    and (held < HOLD_MB << 20 or sent == emitted)
+                ):
                     slot["conn"].send(tasks[sent])
                     slot["task"], slot["since"] = sent, time.monotonic()
                     sent += 1
@@ -284,9 +292,18 @@ def shown(text: str) -> str:
     return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int | None = None,
-            strict: bool = False, progress: bool = True, force: bool = False,
-            timeout: float = FILE_TIMEOUT, memory_budget: float = PREPARE_BUDGET_MB) -> dict:
+def prepare(
+    src: str,
+    out: str,
+    cfg: DataConfig = DataConfig(),
+    *,
+    workers: int | None = None,
+    strict: bool = False,
+    progress: bool = True,
+    force: bool = False,
+    timeout: float = FILE_TIMEOUT,
+    memory_budget: float = PREPARE_BUDGET_MB,
+) -> dict:
     """Turn a folder of LPD npz / MIDI files into a prepared bar cache; return the report.
 
     Memory stays bounded: workers return one song at a time and bars are streamed to disk. Each file has
@@ -303,8 +320,11 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
         raise PrepareError(f"timeout must be a number of seconds above 0 and at most 86400, got {timeout!r}", 2)
     if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 1024):
         raise PrepareError(f"workers must be an integer from 1 to 1024, got {workers!r}", 2)
-    if (not isinstance(memory_budget, (int, float)) or isinstance(memory_budget, bool)
-            or not 0 < memory_budget < float("inf")):
+    if (
+        not isinstance(memory_budget, (int, float))
+        or isinstance(memory_budget, bool)
+        or not 0 < memory_budget < float("inf")
+    ):
         raise PrepareError(f"memory budget must be a number of MiB above 0, got {memory_budget!r}", 2)
     workers = readers_for(memory_budget, workers or os.cpu_count() or 1)
     if not os.path.exists(src):
@@ -324,15 +344,26 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
                 warnings.simplefilter("ignore")  # an unusable old report only means a rebuild
                 old = read_report(out)
             if old.get("fingerprint") == fingerprint and all(
-                os.path.exists(os.path.join(out, f"{s}.bars")) for s in SPLITS):
+                os.path.exists(os.path.join(out, f"{s}.bars")) for s in SPLITS
+            ):
                 verify(out, old)
                 old["reused"] = True
                 return old
         except (OSError, CacheError):
             pass  # damaged, unreadable or from another version: rebuilt below
     try:
-        return _prepare(src, out, cfg, files, problems, fingerprint, workers=workers, strict=strict,
-                        progress=progress, timeout=timeout)
+        return _prepare(
+            src,
+            out,
+            cfg,
+            files,
+            problems,
+            fingerprint,
+            workers=workers,
+            strict=strict,
+            progress=progress,
+            timeout=timeout,
+        )
     except BaseException as e:  # strict mode, an interrupt, a full disk: no temporary file is left behind
         for name in os.listdir(out):
             if ".tmp" in name:
@@ -342,8 +373,11 @@ def prepare(src: str, out: str, cfg: DataConfig = DataConfig(), *, workers: int 
                     pass
         if not isinstance(e, OSError):
             raise
-        raise PrepareError(f"{out}: {e.strerror or e} while writing the cache"
-                           + (" (the previous cache is unchanged)" if os.path.exists(report_path) else ""), 4) from None
+        raise PrepareError(
+            f"{out}: {e.strerror or e} while writing the cache"
+            + (" (the previous cache is unchanged)" if os.path.exists(report_path) else ""),
+            4,
+        ) from None
 
 
 def _prepare(src, out, cfg, files, problems, fingerprint, *, workers, strict, progress, timeout) -> dict:
@@ -393,13 +427,20 @@ def _prepare(src, out, cfg, files, problems, fingerprint, *, workers, strict, pr
     if songs_read == 0:
         for s in SPLITS:
             os.remove(os.path.join(out, f"{s}.bars.tmp"))
-        raise PrepareError(f"{shown(src)}: none of {len(files)} files could be read "
-                           f"(first reason: {shown(skipped[0]['path'])}: {skipped[0]['reason']})", 1)
+        raise PrepareError(
+            f"{shown(src)}: none of {len(files)} files could be read "
+            f"(first reason: {shown(skipped[0]['path'])}: {skipped[0]['reason']})",
+            1,
+        )
     for s in SPLITS:  # every new file complete before any old one is replaced
         ids, starts, lengths, shifts = index[s]
-        np.savez(os.path.join(out, f"{s}.songs.tmp.npz"), ids=np.array(ids, dtype=str),
-                 start=np.array(starts, np.int64), length=np.array(lengths, np.int64),
-                 shift=np.array(shifts, np.int64))
+        np.savez(
+            os.path.join(out, f"{s}.songs.tmp.npz"),
+            ids=np.array(ids, dtype=str),
+            start=np.array(starts, np.int64),
+            length=np.array(lengths, np.int64),
+            shift=np.array(shifts, np.int64),
+        )
     total = sum(bars_in.values())
     bar_bytes = len(TRACKS) * cfg.steps * cfg.packed_pitches
     report = {
@@ -467,8 +508,10 @@ this (larger ones on request: `open_dataset(verify=True)`, `python -m vaejax.dat
 
 def _damaged(path: str, why: str) -> CacheError:
     root = os.path.dirname(path) or "."
-    return CacheError(f"{path}: {why}; the cache is damaged or incomplete, rebuild it with "
-                      f"`python -m vaejax.data prepare SRC {root} --force`")
+    return CacheError(
+        f"{path}: {why}; the cache is damaged or incomplete, rebuild it with "
+        f"`python -m vaejax.data prepare SRC {root} --force`"
+    )
 
 
 def verify(root: str, report: dict | None = None, *, checksums: bool | None = None) -> None:
@@ -505,10 +548,14 @@ def verify(root: str, report: dict | None = None, *, checksums: bool | None = No
         except Exception as e:  # zipfile, zlib and numpy raise many types for damaged bytes
             raise _damaged(songs, f"unreadable ({type(e).__name__})") from None
         n = size // bar_bytes
-        ok = (len(start) == len(length) == len(ids) and (length > 0).all()
-              and np.array_equal(start, np.concatenate([[0], np.cumsum(length)[:-1]]).astype(start.dtype)
-                                 if len(length) else start)
-              and int(length.sum()) == n)
+        ok = (
+            len(start) == len(length) == len(ids)
+            and (length > 0).all()
+            and np.array_equal(
+                start, np.concatenate([[0], np.cumsum(length)[:-1]]).astype(start.dtype) if len(length) else start
+            )
+            and int(length.sum()) == n
+        )
         if not ok:
             raise _damaged(songs, f"its song index does not cover the {n} bars of {split}.bars")
 
@@ -523,8 +570,7 @@ class Split:
         path = os.path.join(root, f"{split}.bars")
         shape = (len(TRACKS), self.cfg.steps, self.cfg.packed_pitches)
         n = os.path.getsize(path) // int(np.prod(shape))
-        self.packed = (np.memmap(path, np.uint8, "r", shape=(n,) + shape) if n
-                       else np.zeros((0,) + shape, np.uint8))
+        self.packed = np.memmap(path, np.uint8, "r", shape=(n,) + shape) if n else np.zeros((0,) + shape, np.uint8)
         with np.load(os.path.join(root, f"{split}.songs.npz"), allow_pickle=False) as z:
             self.ids, self.start, self.length = z["ids"], z["start"], z["length"]
             # semitones each song was moved by when prepared (key normalisation)
@@ -545,12 +591,27 @@ class Split:
     def song(self, i: int) -> np.ndarray:
         """Bars of song i, `[instrument, n, steps, pitch]`."""
         s, n = int(self.start[i]), int(self.length[i])
-        return unpack(self.packed[s:s + n], self.cfg.num_pitches).transpose(1, 0, 2, 3)
+        return unpack(self.packed[s : s + n], self.cfg.num_pitches).transpose(1, 0, 2, 3)
 
 
-REPORT_KEYS = ("format", "source", "fingerprint", "config", "files", "songs_read", "songs_skipped", "skipped",
-               "songs_per_split", "bars_per_split", "splits", "nonempty_bar_share", "seconds", "workers",
-               "synthetic", "reused")
+REPORT_KEYS = (
+    "format",
+    "source",
+    "fingerprint",
+    "config",
+    "files",
+    "songs_read",
+    "songs_skipped",
+    "skipped",
+    "songs_per_split",
+    "bars_per_split",
+    "splits",
+    "nonempty_bar_share",
+    "seconds",
+    "workers",
+    "synthetic",
+    "reused",
+)
 
 
 def read_report(root: str) -> dict:
@@ -558,8 +619,9 @@ def read_report(root: str) -> dict:
     keys of a newer version are ignored with a warning, a newer format is refused."""
     path = os.path.join(root, "report.json")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{root}: not a prepared dataset (no report.json); "
-                                f"run `python -m vaejax.data prepare SRC {root}`")
+        raise FileNotFoundError(
+            f"{root}: not a prepared dataset (no report.json); run `python -m vaejax.data prepare SRC {root}`"
+        )
     try:
         with open(path, "rb") as f:
             report = json.loads(f.read(MAX_REPORT_BYTES + 1).decode("utf-8"))
@@ -574,6 +636,7 @@ MAX_REPORT_BYTES = 256 << 20
 
 def check_report(report, path: str) -> None:
     """Raise CacheError unless `report` (read from `path`) has the fields a cache reader relies on."""
+
     def bad(why):
         return _damaged(path, why)
 
@@ -583,16 +646,21 @@ def check_report(report, path: str) -> None:
     if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
         raise bad(f"format must be a positive integer, got {fmt!r}")
     if fmt > FORMAT_VERSION:
-        raise CacheError(f"{path}: written by a newer version of vaejax (cache format {fmt}; this version reads up "
-                         f"to {FORMAT_VERSION}); upgrade vaejax or prepare the data again with this version")
+        raise CacheError(
+            f"{path}: written by a newer version of vaejax (cache format {fmt}; this version reads up "
+            f"to {FORMAT_VERSION}); upgrade vaejax or prepare the data again with this version"
+        )
     unknown = sorted(str(k) for k in report if k not in REPORT_KEYS)
     if unknown:
         import warnings
 
         from vaejax.config import ConfigWarning
-        warnings.warn(f"{path}: ignoring unknown field(s) {', '.join(map(repr, unknown))} "
-                      f"(written by a newer version?)",
-                      ConfigWarning, stacklevel=3)
+
+        warnings.warn(
+            f"{path}: ignoring unknown field(s) {', '.join(map(repr, unknown))} (written by a newer version?)",
+            ConfigWarning,
+            stacklevel=3,
+        )
     if not isinstance(report.get("config"), dict):
         raise bad(f"config must be a mapping of data settings, got {type(report.get('config')).__name__}")
     report_config(report, path)
@@ -601,7 +669,8 @@ def check_report(report, path: str) -> None:
         raise bad(f"bars_per_split must map {', '.join(SPLITS)} to bar counts, got {str(counts)[:80]}")
     splits = report.get("splits", {})
     if not isinstance(splits, dict) or not all(
-            isinstance(splits.get(s, {}), dict) and all(_count(v) for v in splits.get(s, {}).values()) for s in SPLITS):
+        isinstance(splits.get(s, {}), dict) and all(_count(v) for v in splits.get(s, {}).values()) for s in SPLITS
+    ):
         raise bad(f"splits must map each split to its byte size and crc32, got {str(splits)[:80]}")
     skipped = report.get("skipped", [])
     if not isinstance(skipped, list) or not all(isinstance(x, dict) for x in skipped):
@@ -626,8 +695,10 @@ def report_config(report: dict, path: str = "report.json") -> DataConfig:
     try:
         return section_from_dict(DataConfig, {"key_normalize": False, **report["config"]}, path)
     except ValueError as e:
-        raise CacheError(f"{e}; the cache is damaged or was written otherwise, rebuild it with `python -m vaejax.data "
-                         f"prepare SRC {os.path.dirname(path) or '.'} --force`") from None
+        raise CacheError(
+            f"{e}; the cache is damaged or was written otherwise, rebuild it with `python -m vaejax.data "
+            f"prepare SRC {os.path.dirname(path) or '.'} --force`"
+        ) from None
 
 
 def dataset_config(data: str | None) -> DataConfig:
@@ -646,9 +717,11 @@ def fixed_by_dataset(requested: DataConfig, fixed: DataConfig, where: str) -> Da
     for f in dataclasses.fields(DataConfig):
         want, have = getattr(requested, f.name), getattr(fixed, f.name)
         if want != have and want != getattr(default, f.name):
-            raise ValueError(f"data.{f.name}={want} cannot be set for training: the dataset {where} fixes it "
-                             f"({have}); prepare the songs again with the setting you want "
-                             f"(`vaejax prepare --help`) and train on that")
+            raise ValueError(
+                f"data.{f.name}={want} cannot be set for training: the dataset {where} fixes it "
+                f"({have}); prepare the songs again with the setting you want "
+                f"(`vaejax prepare --help`) and train on that"
+            )
     return fixed
 
 
@@ -662,6 +735,7 @@ def resolve(data: str | None, *, progress: bool = True) -> str:
     under DEMO_DIR)."""
     if data is None:
         from vaejax import demo
+
         if not os.path.exists(os.path.join(DEMO_DIR, "SYNTHETIC")):
             print(f"no data given: writing the SYNTHETIC demo corpus to {DEMO_DIR}/", file=sys.stderr)
         demo.write_corpus(DEMO_DIR)
@@ -696,8 +770,17 @@ class Batch(NamedTuple):
     x: np.ndarray  # [instrument, batch, steps, pitch] float32 in {0, 1}, or packed: uint8 [..., ceil(pitch/8)]
 
 
-def batches(split: Split, batch_size: int, *, seed: int, epoch: int, shard: tuple[int, int] = (0, 1),
-            limit: int = 0, start: int = 0, packed: bool = False) -> Iterator[Batch]:
+def batches(
+    split: Split,
+    batch_size: int,
+    *,
+    seed: int,
+    epoch: int,
+    shard: tuple[int, int] = (0, 1),
+    limit: int = 0,
+    start: int = 0,
+    packed: bool = False,
+) -> Iterator[Batch]:
     """Shuffled full batches of one epoch (order fixed by `seed` and `epoch`).
 
     `shard=(i, n)`: host i of n reads only its slice of every global batch (`batch_size // n` bars), so
@@ -712,7 +795,7 @@ def batches(split: Split, batch_size: int, *, seed: int, epoch: int, shard: tupl
     order = np.random.default_rng([seed, epoch]).permutation(len(split))
     for b in range(start, num_batches(split, batch_size, limit)):
         lo = b * batch_size + host * local
-        idx = order[lo:lo + local]
+        idx = order[lo : lo + local]
         yield Batch(split.packed_bars(idx) if packed else split.bars(idx).astype(np.float32))
 
 
@@ -756,37 +839,60 @@ def prepare_arguments(pp: argparse.ArgumentParser) -> None:
     pp.add_argument("--segment-bars", type=int, default=d.segment_bars)
     pp.add_argument("--lowest-pitch", type=int, default=d.lowest_pitch, help="MIDI pitch of the lowest row (24 = C1)")
     pp.add_argument("--pitches", type=int, default=d.num_pitches, help="number of pitch rows (84 = C1..B7)")
-    pp.add_argument("--velocity-threshold", type=int, default=d.velocity_threshold,
-                    help="cells with velocity above it are on")
-    pp.add_argument("--keep-key", action="store_true",
-                    help="keep songs in their own keys (default: transpose each to C major / A minor)")
+    pp.add_argument(
+        "--velocity-threshold", type=int, default=d.velocity_threshold, help="cells with velocity above it are on"
+    )
+    pp.add_argument(
+        "--keep-key",
+        action="store_true",
+        help="keep songs in their own keys (default: transpose each to C major / A minor)",
+    )
     pp.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
     pp.add_argument("--strict", action="store_true", help="stop at the first bad file (exit 3)")
     pp.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
     pp.add_argument("--timeout", type=float, default=FILE_TIMEOUT, help="seconds one file may take to read")
-    pp.add_argument("--memory-budget", type=float, default=PREPARE_BUDGET_MB, metavar="MIB",
-                    help="memory the whole prepare may use, reader processes included (it starts only as many "
-                         f"readers as fit, each reading one file within {music.READ_BUDGET_MB} MiB)")
+    pp.add_argument(
+        "--memory-budget",
+        type=float,
+        default=PREPARE_BUDGET_MB,
+        metavar="MIB",
+        help="memory the whole prepare may use, reader processes included (it starts only as many "
+        f"readers as fit, each reading one file within {music.READ_BUDGET_MB} MiB)",
+    )
     pp.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def prepare_command(args) -> int:
     """Run the prepare command on parsed `prepare_arguments`; returns its exit code."""
     try:
-        cfg = DataConfig(segment_bars=args.segment_bars, lowest_pitch=args.lowest_pitch,
-                         num_pitches=args.pitches, velocity_threshold=args.velocity_threshold,
-                         key_normalize=not args.keep_key)
+        cfg = DataConfig(
+            segment_bars=args.segment_bars,
+            lowest_pitch=args.lowest_pitch,
+            num_pitches=args.pitches,
+            velocity_threshold=args.velocity_threshold,
+            key_normalize=not args.keep_key,
+        )
     except ValueError as e:
-        print(f"error: {str(e).replace('data.num_pitches', '--pitches').replace('data.', '--').replace('_', '-')}",
-              file=sys.stderr)
+        print(
+            f"error: {str(e).replace('data.num_pitches', '--pitches').replace('data.', '--').replace('_', '-')}",
+            file=sys.stderr,
+        )
         return 2
     if args.workers < 0:
         print(f"error: --workers must be 0 (all cores) or more, got {args.workers}", file=sys.stderr)
         return 2
     try:
-        report = prepare(args.src, args.out, cfg, workers=args.workers or None, strict=args.strict,
-                         progress=not args.quiet, force=args.force, timeout=args.timeout,
-                         memory_budget=args.memory_budget)
+        report = prepare(
+            args.src,
+            args.out,
+            cfg,
+            workers=args.workers or None,
+            strict=args.strict,
+            progress=not args.quiet,
+            force=args.force,
+            timeout=args.timeout,
+            memory_budget=args.memory_budget,
+        )
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
@@ -806,8 +912,9 @@ def verify_command(path: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog=program("python -m vaejax.data"), description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=program("python -m vaejax.data"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     prepare_arguments(sub.add_parser("prepare", help="turn LPD npz / MIDI files into a prepared bar cache"))
     vf = sub.add_parser("verify", help="check a prepared cache's sizes, song index and checksums")
@@ -824,9 +931,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cmd == "demo":
         from vaejax import demo
+
         if not 1 <= args.songs <= 100_000 or not 0 <= args.seed < 2**31:
-            print(f"error: --songs must be from 1 to 100000 and --seed from 0 to {2**31 - 1}, got {args.songs} and "
-                  f"{args.seed}", file=sys.stderr)
+            print(
+                f"error: --songs must be from 1 to 100000 and --seed from 0 to {2**31 - 1}, got {args.songs} and "
+                f"{args.seed}",
+                file=sys.stderr,
+            )
             return 2
         n = demo.write_corpus(args.out, songs=args.songs, seed=args.seed)
         print(f"wrote {n} SYNTHETIC demo songs to {args.out}")
@@ -835,6 +946,7 @@ def main(argv: list[str] | None = None) -> int:
         return verify_command(args.out)
     if args.cmd == "download":
         from vaejax import download
+
         try:
             path = download.fetch(args.url, args.out, sha256=args.sha256)
         except download.DownloadError as e:

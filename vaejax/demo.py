@@ -40,7 +40,7 @@ def song(seed: int, bars: int = 16) -> tuple[np.ndarray, float]:
     has = rng.random(5) > np.array([0.05, 0.0, 0.3, 0.1, 0.2])  # some songs lack a track, as in LPD
 
     def note(track, start, length, pitch, vel=90):
-        roll[track, start:start + length, pitch] = vel
+        roll[track, start : start + length, pitch] = vel
 
     for b in range(bars):
         t0 = b * BAR
@@ -98,11 +98,18 @@ def write_corpus(out: str, songs: int = 96, seed: int = 0, bars: int = 16) -> in
         if os.path.exists(path):
             continue
         roll, tempo = song(seed * 100_003 + i, bars)
-        tracks = [pypianoroll.StandardTrack(name=TRACKS[t], program=LPD5_PROGRAMS[t], is_drum=(t == 0),
-                                            pianoroll=roll[t]) for t in range(5)]
+        tracks = [
+            pypianoroll.StandardTrack(name=TRACKS[t], program=LPD5_PROGRAMS[t], is_drum=(t == 0), pianoroll=roll[t])
+            for t in range(5)
+        ]
         downbeat = np.zeros(roll.shape[1], bool)
         downbeat[::BAR] = True
-        mt = pypianoroll.Multitrack(name=f"synthetic-{i:04d}", resolution=RES, tracks=tracks,
-                                    tempo=np.full(roll.shape[1], tempo), downbeat=downbeat)
+        mt = pypianoroll.Multitrack(
+            name=f"synthetic-{i:04d}",
+            resolution=RES,
+            tracks=tracks,
+            tempo=np.full(roll.shape[1], tempo),
+            downbeat=downbeat,
+        )
         pypianoroll.save(path, mt)
     return songs

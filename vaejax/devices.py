@@ -44,15 +44,18 @@ def select(accelerator: str = "auto") -> list[jax.Device]:
             devices = []
         if not devices:
             have = ", ".join(available_platforms()) or "none"
-            raise AcceleratorError(f"--accelerator {accelerator}: no {accelerator.upper()} found by JAX "
-                                   f"(available: {have}). Install the matching jax package or choose "
-                                   f"another accelerator.")
+            raise AcceleratorError(
+                f"--accelerator {accelerator}: no {accelerator.upper()} found by JAX "
+                f"(available: {have}). Install the matching jax package or choose "
+                f"another accelerator."
+            )
     jax.config.update("jax_default_device", devices[0])
     return devices
 
 
-def maybe_initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                                 process_id: int | None = None) -> bool:
+def maybe_initialize_distributed(
+    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> bool:
     """Join a multi-host job when one is configured; return whether this is one.
 
     Explicit arguments win; otherwise `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID`
@@ -65,8 +68,7 @@ def maybe_initialize_distributed(coordinator: str | None = None, num_processes: 
     if process_id is None and os.environ.get("JAX_PROCESS_ID"):
         process_id = int(os.environ["JAX_PROCESS_ID"])
     if coordinator and num_processes and num_processes > 1:
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id)
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
         return True
     if "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""):
         jax.distributed.initialize()

@@ -31,6 +31,7 @@ def fetch(url: str, out: str, *, sha256: str | None = None, progress: bool = Tru
                 bar = None
                 if progress:
                     from tqdm.auto import tqdm
+
                     bar = tqdm(total=total or None, unit="B", unit_scale=True, desc="download")
                 while chunk := r.read(1 << 20):
                     f.write(chunk)

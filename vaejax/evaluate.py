@@ -45,7 +45,7 @@ def reconstruction(model, split: data_lib.Split, max_bars: int = 4096) -> dict:
     fp = np.zeros(5)
     fn = np.zeros(5)
     for i in range(0, n, 512):
-        xb = x[:, i:i + 512]
+        xb = x[:, i : i + 512]
         z = model.encode_bars(xb)
         # the band decodes under the real piano, as in training; the piano from its own latents
         pred = model.rolls(z, piano=xb[1].reshape(-1, xb.shape[-1])).reshape(xb.shape).copy()
@@ -87,7 +87,7 @@ def real_rows(test: data_lib.Split, windows, bars: int, lowest_pitch: int) -> di
     (chance in real life) and as stored (chance when all songs share a key)."""
     if not windows:
         return {}
-    songs = np.stack([test.song(i)[:, f + 1:f + 1 + bars] for i, f in windows])  # [S, 5, bars, T, P]
+    songs = np.stack([test.song(i)[:, f + 1 : f + 1 + bars] for i, f in windows])  # [S, 5, bars, T, P]
     shifts = np.array([int(test.shift[i]) for i, _ in windows])
     flat = lambda x: x.transpose(1, 0, 2, 3, 4).reshape(5, -1, *x.shape[3:])  # noqa: E731
     rows = {"real (test songs)": metrics.all_metrics(flat(songs), lowest_pitch, song_bars=bars)}
@@ -100,28 +100,30 @@ def real_rows(test: data_lib.Split, windows, bars: int, lowest_pitch: int) -> di
                 out[:, t] = np.roll(x[:, t], t + 1, axis=0)
         return out
 
-    rows["real, tracks shuffled across songs"] = metrics.all_metrics(flat(shuffled(own)), lowest_pitch,
-                                                                    song_bars=bars)
+    rows["real, tracks shuffled across songs"] = metrics.all_metrics(flat(shuffled(own)), lowest_pitch, song_bars=bars)
     if shifts.any() or test.cfg.key_normalize:
         rows["real, tracks shuffled across songs, keys normalised"] = metrics.all_metrics(
-            flat(shuffled(songs)), lowest_pitch, song_bars=bars)
+            flat(shuffled(songs)), lowest_pitch, song_bars=bars
+        )
     return rows
 
 
-def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, seed: int = 0,
-               post_sigmas=(0.5, 0.75, 1.0)) -> dict:
+def generation(
+    model, test: data_lib.Split, *, songs: int, bars: int, sigmas, seed: int = 0, post_sigmas=(0.5, 0.75, 1.0)
+) -> dict:
     starts = _song_windows(test, bars)
     rng = np.random.default_rng(seed)
     pick = [starts[j] for j in rng.permutation(len(starts))[:songs]]
     low = test.cfg.lowest_pitch
     rows, variation = {}, {}
     if pick:
-        real_next = np.concatenate([test.song(i)[:, f + 1:f + 1 + bars] for i, f in pick], axis=1)
+        real_next = np.concatenate([test.song(i)[:, f + 1 : f + 1 + bars] for i, f in pick], axis=1)
         firsts = model.encode_bars(np.stack([test.song(i)[:, f] for i, f in pick], axis=1))
 
         def continuation(sigma):
-            cont, means = model.sample_latents(bars + 1, sigma=sigma, seed=seed, num=len(pick), start=firsts,
-                                              with_means=True)
+            cont, means = model.sample_latents(
+                bars + 1, sigma=sigma, seed=seed, num=len(pick), start=firsts, with_means=True
+            )
             return _bars_of(model, cont[:, 1:], means[:, 1:])
 
         # the reference of "variation from sigma 0", whether or not 0 is among the sigmas asked for
@@ -137,8 +139,10 @@ def generation(model, test: data_lib.Split, *, songs: int, bars: int, sigmas, se
             rows[f"continuation sigma={sigma}"] = metrics.all_metrics(gen, low, song_bars=bars)
             _, _, f_base = _f1(gen, base, axis=(1, 2, 3))
             _, _, f_src = _f1(gen, real_next, axis=(1, 2, 3))
-            variation[str(sigma)] = {"from_sigma0": {t: float(1 - f_base[i]) for i, t in enumerate(TRACKS)},
-                                     "from_source": {t: float(1 - f_src[i]) for i, t in enumerate(TRACKS)}}
+            variation[str(sigma)] = {
+                "from_sigma0": {t: float(1 - f_base[i]) for i, t in enumerate(TRACKS)},
+                "from_source": {t: float(1 - f_src[i]) for i, t in enumerate(TRACKS)},
+            }
     return {"rows": rows, "variation": variation, "continued_songs": len(pick)}
 
 
@@ -179,8 +183,9 @@ def _post(model, roll5: np.ndarray) -> np.ndarray:
     return render.postprocess(flat, min_length=model.min_length, merge_gap=model.merge_gap).reshape(roll5.shape)
 
 
-def realism_section(model, test: data_lib.Split, *, songs: int, bars: int, sigma: float = SIGMA, seed: int = 0,
-                    phrase_bars=(4, 16)) -> dict:
+def realism_section(
+    model, test: data_lib.Split, *, songs: int, bars: int, sigma: float = SIGMA, seed: int = 0, phrase_bars=(4, 16)
+) -> dict:
     """Rhythm realism (`vaejax.realism`) of held-out songs' passages (`bars` bars from the first bar where the
     piano and two more tracks play), of their reconstructions (every bar encoded and decoded, sigma 0: the
     piano from its own latents, the band under the decoded piano, as generation does) and of songs from the
@@ -191,7 +196,7 @@ def realism_section(model, test: data_lib.Split, *, songs: int, bars: int, sigma
     pick = [windows[j] for j in rng.permutation(len(windows))[:songs]]
     if not pick:
         return {}
-    real = np.stack([test.song(i)[:, f:f + bars] for i, f in pick], axis=1)  # [5, S, bars, T, P]
+    real = np.stack([test.song(i)[:, f : f + bars] for i, f in pick], axis=1)  # [5, S, bars, T, P]
     flat_real = real.reshape(5, -1, *real.shape[3:])
     z = model.encode_bars(flat_real)
     recon = model.rolls(z).reshape(flat_real.shape)
@@ -204,8 +209,14 @@ def realism_section(model, test: data_lib.Split, *, songs: int, bars: int, sigma
         label = f"generated sigma={sigma}" + ("" if prior == model.prior_kind() else f" ({prior})")
         systems[label] = _songs_of(gen, n)
         systems[label + ", post-processed"] = _songs_of(_post(model, gen), n)
-    out = realism.realism(_songs_of(flat_real, n), systems, phrase_bars=phrase_bars,
-                          lowest_pitch=test.cfg.lowest_pitch, steps_per_bar=test.cfg.steps, seed=seed)
+    out = realism.realism(
+        _songs_of(flat_real, n),
+        systems,
+        phrase_bars=phrase_bars,
+        lowest_pitch=test.cfg.lowest_pitch,
+        steps_per_bar=test.cfg.steps,
+        seed=seed,
+    )
     out["songs"], out["bars"] = n, bars
     return out
 
@@ -218,15 +229,24 @@ def real_passages(test: data_lib.Split, bars: int) -> np.ndarray:
         song = test.song(i)
         first = np.flatnonzero(song[1].any(axis=(1, 2)))
         if len(first) and first[0] + bars <= song.shape[1]:
-            out.append(song[:, first[0]:first[0] + bars])
+            out.append(song[:, first[0] : first[0] + bars])
     return np.stack(out) if out else np.zeros((0, 5, bars, test.cfg.steps, test.cfg.num_pitches), bool)
 
 
 FORM_SIGMAS = (0.25, 0.5, 0.75, 1.0)
 
 
-def form_rows(model, test: data_lib.Split, *, songs: int = 100, bars: int = 32, sigmas=FORM_SIGMAS, seed: int = 0,
-              priors=None, picture: str | None = None) -> dict:
+def form_rows(
+    model,
+    test: data_lib.Split,
+    *,
+    songs: int = 100,
+    bars: int = 32,
+    sigmas=FORM_SIGMAS,
+    seed: int = 0,
+    priors=None,
+    picture: str | None = None,
+) -> dict:
     """Form measures (`vaejax.form`) and the metrics that must keep holding (SC, QN, TD) of real held-out
     passages and of `songs` songs of `bars` bars from each prior at each sigma (the decoders' raw output,
     in the model's key), and the time each prior took to draw them; with `picture`, self-similarity
@@ -246,6 +266,7 @@ def form_rows(model, test: data_lib.Split, *, songs: int = 100, bars: int = 32, 
     rows = {f"real ({test.name}, {len(real)} passages)": row(real)} if len(real) else {}
     shown = {"real": real} if len(real) else {}
     import time
+
     for prior in priors:
         for sigma in sigmas:
             model.prior_bars(bars, sigma=sigma, seed=seed, num=songs, prior=prior)  # compiled before timing
@@ -280,28 +301,52 @@ def realism_lines(rl: dict | None) -> list[str]:
         return []
     systems = [k for k in rl if isinstance(rl[k], dict) and "stats" in rl[k]]
     pitched = [t for t in TRACKS]
-    lines = ["", f"## Rhythm realism ({rl['songs']} held-out passages of {rl['bars']} bars)", "",
-             "On a sixteenth grid (each onset moved to its nearest sixteenth). Onset TV: total-variation distance "
-             "between the track's histogram of onset positions in the bar and the real one (0 = the same). Onsets "
-             "per bar count the bars where the track plays; lengths are in sixteenths. Classifier: cross-validated "
-             "accuracy (5 folds, songs kept within a fold) of gradient-boosted trees telling phrases of the row "
-             "from real phrases (50% = indistinguishable); the real row is two halves of the real songs.", "",
-             "| row | " + " | ".join(f"onset TV {t[0]}" for t in pitched) + " | "
-             + " | ".join(f"onsets/bar {t[0]}" for t in pitched) + " | " + " | ".join(f"length {t[0]}" for t in pitched)
-             + " | " + " | ".join(f"classifier {b}-bar" for b in rl["phrase_bars"]) + " |",
-             "|---|" + "---|" * (3 * len(pitched) + len(rl["phrase_bars"]))]
+    lines = [
+        "",
+        f"## Rhythm realism ({rl['songs']} held-out passages of {rl['bars']} bars)",
+        "",
+        "On a sixteenth grid (each onset moved to its nearest sixteenth). Onset TV: total-variation distance "
+        "between the track's histogram of onset positions in the bar and the real one (0 = the same). Onsets "
+        "per bar count the bars where the track plays; lengths are in sixteenths. Classifier: cross-validated "
+        "accuracy (5 folds, songs kept within a fold) of gradient-boosted trees telling phrases of the row "
+        "from real phrases (50% = indistinguishable); the real row is two halves of the real songs.",
+        "",
+        "| row | "
+        + " | ".join(f"onset TV {t[0]}" for t in pitched)
+        + " | "
+        + " | ".join(f"onsets/bar {t[0]}" for t in pitched)
+        + " | "
+        + " | ".join(f"length {t[0]}" for t in pitched)
+        + " | "
+        + " | ".join(f"classifier {b}-bar" for b in rl["phrase_bars"])
+        + " |",
+        "|---|" + "---|" * (3 * len(pitched) + len(rl["phrase_bars"])),
+    ]
     real = rl["real"]
-    lines.append("| real | " + " | ".join("0" for _ in pitched) + " | "
-                 + " | ".join(f"{real[t]['onsets_per_bar']:.2f}" for t in pitched) + " | "
-                 + " | ".join(f"{real[t]['mean_length']:.2f}" for t in pitched) + " | "
-                 + " | ".join(f"{100 * rl['floor'][str(b)]['accuracy']:.1f}%" for b in rl["phrase_bars"]) + " |")
+    lines.append(
+        "| real | "
+        + " | ".join("0" for _ in pitched)
+        + " | "
+        + " | ".join(f"{real[t]['onsets_per_bar']:.2f}" for t in pitched)
+        + " | "
+        + " | ".join(f"{real[t]['mean_length']:.2f}" for t in pitched)
+        + " | "
+        + " | ".join(f"{100 * rl['floor'][str(b)]['accuracy']:.1f}%" for b in rl["phrase_bars"])
+        + " |"
+    )
     for name in systems:
         r = rl[name]
-        lines.append(f"| {name} | " + " | ".join(f"{r['vs_real'][t]['onset_tv']:.3f}" for t in pitched) + " | "
-                     + " | ".join(f"{r['stats'][t]['onsets_per_bar']:.2f}" for t in pitched) + " | "
-                     + " | ".join(f"{r['stats'][t]['mean_length']:.2f}" for t in pitched) + " | "
-                     + " | ".join(f"{100 * r['classifier'][str(b)]['accuracy']:.1f}%" for b in rl["phrase_bars"])
-                     + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{r['vs_real'][t]['onset_tv']:.3f}" for t in pitched)
+            + " | "
+            + " | ".join(f"{r['stats'][t]['onsets_per_bar']:.2f}" for t in pitched)
+            + " | "
+            + " | ".join(f"{r['stats'][t]['mean_length']:.2f}" for t in pitched)
+            + " | "
+            + " | ".join(f"{100 * r['classifier'][str(b)]['accuracy']:.1f}%" for b in rl["phrase_bars"])
+            + " |"
+        )
     lines += ["", "Features that separate each row from real phrases most (4-bar classifier, importance):", ""]
     for name in systems:
         top = rl[name]["classifier"][str(rl["phrase_bars"][0])].get("top_features", [])[:5]
@@ -313,18 +358,27 @@ def write_report(out_dir: str, result: dict) -> str:
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(result, f, indent=2)
-    lines = ["# vaejax evaluation", "", f"- date: {result['date']}", f"- machine: {result['machine']}",
-             f"- command: `{result['command']}`",
-             f"- data: {result['data']} (test split: {result['test_songs']} songs, "
-             f"{result['test_bars']} bars)", ""]
-    lines += ["## Reconstruction of held-out bars (note-on cells, calibrated thresholds)", "",
-              "| run | K | " + " | ".join(f"F1 {t}" for t in TRACKS) + " | mean F1 |",
-              "|---|---|" + "---|" * (len(TRACKS) + 1)]
+    lines = [
+        "# vaejax evaluation",
+        "",
+        f"- date: {result['date']}",
+        f"- machine: {result['machine']}",
+        f"- command: `{result['command']}`",
+        f"- data: {result['data']} (test split: {result['test_songs']} songs, {result['test_bars']} bars)",
+        "",
+    ]
+    lines += [
+        "## Reconstruction of held-out bars (note-on cells, calibrated thresholds)",
+        "",
+        "| run | K | " + " | ".join(f"F1 {t}" for t in TRACKS) + " | mean F1 |",
+        "|---|---|" + "---|" * (len(TRACKS) + 1),
+    ]
     for run in result["runs"]:
         rec = run["reconstruction"]
         f1s = [rec[t]["f1"] for t in TRACKS]
-        lines.append(f"| {run['name']} | {run['latent']} | " + " | ".join(f"{v:.3f}" for v in f1s)
-                     + f" | {np.mean(f1s):.3f} |")
+        lines.append(
+            f"| {run['name']} | {run['latent']} | " + " | ".join(f"{v:.3f}" for v in f1s) + f" | {np.mean(f1s):.3f} |"
+        )
     lines += ["", "Precision / recall per instrument are in report.json.", ""]
     gen = result["generation"]
     real = dict(result["real"])
@@ -332,57 +386,121 @@ def write_report(out_dir: str, result: dict) -> str:
     if "real (test songs)" in real_rows:
         real["SC"] = real_rows["real (test songs)"]["SC"]
     keys = list(real)
-    lines += [f"## MuseGAN metrics ({result['runs'][0]['name']})", "",
-              "EB, QN, DP and polyphony rate in %, UPC in pitch classes (0-12, pitch % 12), TD per beat. "
-              "Rows: real held-out bars (the whole test split; windows of its songs as long as the generated ones; "
-              "the same with the band taken from other songs); songs from the prior (a random real training bar "
-              "where the piano plays, then the chain); continuations of held-out songs from their first bar where "
-              "the piano and two more tracks play. "
-              "Generated rows are "
-              "the decoder's raw output (notes decoded at the calibrated thresholds, no post-processing) unless marked "
-              "post-processed (what `sample.py` writes). SC: scale consistency, the share of pitched cells in each "
-              "song's best-fitting diatonic scale (%, mean over songs; real: the held-out songs' windows). "
-              "The last column gives, for each row, how many metrics lie within 10% of the real row.", "",
-              "| row | " + " | ".join(keys) + " | within 10% |", "|---|" + "---|" * (len(keys) + 1)]
+    lines += [
+        f"## MuseGAN metrics ({result['runs'][0]['name']})",
+        "",
+        "EB, QN, DP and polyphony rate in %, UPC in pitch classes (0-12, pitch % 12), TD per beat. "
+        "Rows: real held-out bars (the whole test split; windows of its songs as long as the generated ones; "
+        "the same with the band taken from other songs); songs from the prior (a random real training bar "
+        "where the piano plays, then the chain); continuations of held-out songs from their first bar where "
+        "the piano and two more tracks play. "
+        "Generated rows are "
+        "the decoder's raw output (notes decoded at the calibrated thresholds, no post-processing) unless marked "
+        "post-processed (what `sample.py` writes). SC: scale consistency, the share of pitched cells in each "
+        "song's best-fitting diatonic scale (%, mean over songs; real: the held-out songs' windows). "
+        "The last column gives, for each row, how many metrics lie within 10% of the real row.",
+        "",
+        "| row | " + " | ".join(keys) + " | within 10% |",
+        "|---|" + "---|" * (len(keys) + 1),
+    ]
     lines.append("| real (test split) | " + " | ".join(_fmt(real[k]) for k in keys) + " | |")
     rows = dict(real_rows)
     rows.update({f"reference: {k}": v for k, v in result.get("reference", {}).items()})
     rows.update(gen["rows"])
     for name, row in rows.items():
-        ok = sum(1 for k in keys if np.isfinite(row.get(k, np.nan)) and np.isfinite(real[k]) and real[k] != 0
-                 and abs(row[k] - real[k]) <= 0.1 * abs(real[k]))
+        ok = sum(
+            1
+            for k in keys
+            if np.isfinite(row.get(k, np.nan))
+            and np.isfinite(real[k])
+            and real[k] != 0
+            and abs(row[k] - real[k]) <= 0.1 * abs(real[k])
+        )
         lines.append(f"| {name} | " + " | ".join(_fmt(row.get(k)) for k in keys) + f" | {ok}/{len(keys)} |")
     if gen["variation"]:
-        lines += ["", "## Variation against sigma (continuations of held-out songs)", "",
-                  "1 - F1 of note-on cells: against the sigma-0 continuation from the same first bar, and against "
-                  "the song's real next bars.", "",
-                  "| sigma | " + " | ".join(f"vs sigma 0 {t}" for t in TRACKS) + " | "
-                  + " | ".join(f"vs source {t}" for t in TRACKS) + " |",
-                  "|---|" + "---|" * (2 * len(TRACKS))]
+        lines += [
+            "",
+            "## Variation against sigma (continuations of held-out songs)",
+            "",
+            "1 - F1 of note-on cells: against the sigma-0 continuation from the same first bar, and against "
+            "the song's real next bars.",
+            "",
+            "| sigma | "
+            + " | ".join(f"vs sigma 0 {t}" for t in TRACKS)
+            + " | "
+            + " | ".join(f"vs source {t}" for t in TRACKS)
+            + " |",
+            "|---|" + "---|" * (2 * len(TRACKS)),
+        ]
         for s, v in gen["variation"].items():
-            lines.append(f"| {s} | " + " | ".join(f"{v['from_sigma0'][t]:.3f}" for t in TRACKS) + " | "
-                         + " | ".join(f"{v['from_source'][t]:.3f}" for t in TRACKS) + " |")
+            lines.append(
+                f"| {s} | "
+                + " | ".join(f"{v['from_sigma0'][t]:.3f}" for t in TRACKS)
+                + " | "
+                + " | ".join(f"{v['from_source'][t]:.3f}" for t in TRACKS)
+                + " |"
+            )
     arr = result.get("arrangement")
     if arr and "raw" in arr:
         share = result.get("nonempty_bar_share", {})
-        lines += ["", f"## Arrangement of given piano parts ({arr['songs']} songs, sigma {arr['sigma']})", "",
-                  "Each song's piano part is kept and the band added. Playing share: % of bars where the track "
-                  "sounds (real: the prepared LPD-5 data's share of non-empty bars). TD to the piano: real from "
-                  "the held-out songs. SC: scale consistency per song (%).", "",
-                  "| row | " + " | ".join(f"plays {t}" for t in TRACKS if t != "Piano")
-                  + " | TD G-P | TD B-P | TD S-P | UPC G | UPC B | UPC S | QN G | QN B | QN S | SC |",
-                  "|---|" + "---|" * 14]
+        lines += [
+            "",
+            f"## Arrangement of given piano parts ({arr['songs']} songs, sigma {arr['sigma']})",
+            "",
+            "Each song's piano part is kept and the band added. Playing share: % of bars where the track "
+            "sounds (real: the prepared LPD-5 data's share of non-empty bars). TD to the piano: real from "
+            "the held-out songs. SC: scale consistency per song (%).",
+            "",
+            "| row | "
+            + " | ".join(f"plays {t}" for t in TRACKS if t != "Piano")
+            + " | TD G-P | TD B-P | TD S-P | UPC G | UPC B | UPC S | QN G | QN B | QN S | SC |",
+            "|---|" + "---|" * 14,
+        ]
         band = [t for t in TRACKS if t != "Piano"]
-        lines.append("| real | " + " | ".join(_fmt(100 * share[t]) if t in share else "-" for t in band) + " | "
-                     + " | ".join(_fmt(real.get(k)) for k in ("TD G-P", "TD B-P", "TD S-P", "UPC Guitar",
-                                                               "UPC Bass", "UPC Strings", "QN Guitar", "QN Bass",
-                                                               "QN Strings", "SC")) + " |")
+        lines.append(
+            "| real | "
+            + " | ".join(_fmt(100 * share[t]) if t in share else "-" for t in band)
+            + " | "
+            + " | ".join(
+                _fmt(real.get(k))
+                for k in (
+                    "TD G-P",
+                    "TD B-P",
+                    "TD S-P",
+                    "UPC Guitar",
+                    "UPC Bass",
+                    "UPC Strings",
+                    "QN Guitar",
+                    "QN Bass",
+                    "QN Strings",
+                    "SC",
+                )
+            )
+            + " |"
+        )
         for name in ("raw", "post-processed"):
             m = arr[name]
-            lines.append(f"| arranged, {name} | " + " | ".join(_fmt(100 - m[f"EB {t}"]) for t in band) + " | "
-                         + " | ".join(_fmt(m.get(k)) for k in ("TD G-P", "TD B-P", "TD S-P", "UPC Guitar",
-                                                                "UPC Bass", "UPC Strings", "QN Guitar", "QN Bass",
-                                                                "QN Strings", "SC")) + " |")
+            lines.append(
+                f"| arranged, {name} | "
+                + " | ".join(_fmt(100 - m[f"EB {t}"]) for t in band)
+                + " | "
+                + " | ".join(
+                    _fmt(m.get(k))
+                    for k in (
+                        "TD G-P",
+                        "TD B-P",
+                        "TD S-P",
+                        "UPC Guitar",
+                        "UPC Bass",
+                        "UPC Strings",
+                        "QN Guitar",
+                        "QN Bass",
+                        "QN Strings",
+                        "SC",
+                    )
+                )
+                + " |"
+            )
         if arr["skipped"]:
             lines += ["", f"{len(arr['skipped'])} files skipped (reasons in report.json)."]
     lines += realism_lines(result.get("realism"))
@@ -423,8 +541,11 @@ def _cpu_name() -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog=program("python -m vaejax.evaluate"), description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog=program("python -m vaejax.evaluate"),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--runs", nargs="+", required=True, help="run directories; the first is used for generation")
     ap.add_argument("--data", required=True, help="prepared dataset (its test split is held out)")
     ap.add_argument("--out", required=True)
@@ -432,33 +553,52 @@ def main(argv=None) -> int:
     ap.add_argument("--bars", type=int, default=16)
     ap.add_argument("--sigmas", type=float, nargs="+", default=list(SIGMAS))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reference", nargs="*", default=[],
-                    help="MIDI or npz songs to score as extra rows (e.g. another system's output)")
-    ap.add_argument("--arrange", default=None,
-                    help="a folder of MIDI files (e.g. POP909 piano parts) to arrange and score")
+    ap.add_argument(
+        "--reference",
+        nargs="*",
+        default=[],
+        help="MIDI or npz songs to score as extra rows (e.g. another system's output)",
+    )
+    ap.add_argument(
+        "--arrange", default=None, help="a folder of MIDI files (e.g. POP909 piano parts) to arrange and score"
+    )
     ap.add_argument("--arrange-songs", type=int, default=200, help="at most this many files from --arrange")
-    ap.add_argument("--arrange-sigma", type=float, default=None,
-                    help="noise for the arrangement (default: the arrange() default)")
-    ap.add_argument("--harmony", type=float, default=None,
-                    help="harmony guidance for generation (default: the model's)")
-    ap.add_argument("--threshold-notes", action="store_true",
-                    help="decode notes at the calibrated onset thresholds instead of counting them (ablation)")
+    ap.add_argument(
+        "--arrange-sigma", type=float, default=None, help="noise for the arrangement (default: the arrange() default)"
+    )
+    ap.add_argument(
+        "--harmony", type=float, default=None, help="harmony guidance for generation (default: the model's)"
+    )
+    ap.add_argument(
+        "--threshold-notes",
+        action="store_true",
+        help="decode notes at the calibrated onset thresholds instead of counting them (ablation)",
+    )
     ap.add_argument("--no-realism", action="store_true", help="skip the rhythm-realism section (vaejax.realism)")
-    ap.add_argument("--form-only", action="store_true",
-                    help="only the form section (chain and learned prior, with --arrange their arrangements): "
-                         "form.md, form.json, form-ssm.png")
+    ap.add_argument(
+        "--form-only",
+        action="store_true",
+        help="only the form section (chain and learned prior, with --arrange their arrangements): "
+        "form.md, form.json, form-ssm.png",
+    )
     ap.add_argument("--form-bars", type=int, default=32, help="bars per song of the form section")
     args = ap.parse_args(argv)
     problems = [f"--runs {run}: no such run folder" for run in args.runs if not os.path.isdir(run)]
     if not os.path.isdir(args.data):
         problems.append(f"--data {args.data}: no such folder")
-    for name, value, lo, hi in (("--songs", args.songs, 1, 100_000), ("--bars", args.bars, 1, 4096),
-                                ("--arrange-songs", args.arrange_songs, 1, 100_000),
-                                ("--seed", args.seed, 0, 2**31 - 1)):
+    for name, value, lo, hi in (
+        ("--songs", args.songs, 1, 100_000),
+        ("--bars", args.bars, 1, 4096),
+        ("--arrange-songs", args.arrange_songs, 1, 100_000),
+        ("--seed", args.seed, 0, 2**31 - 1),
+    ):
         if not lo <= value <= hi:
             problems.append(f"{name} must be from {lo} to {hi}, got {value}")
-    for name, values in (("--sigmas", args.sigmas), ("--arrange-sigma", [args.arrange_sigma]),
-                         ("--harmony", [args.harmony])):
+    for name, values in (
+        ("--sigmas", args.sigmas),
+        ("--arrange-sigma", [args.arrange_sigma]),
+        ("--harmony", [args.harmony]),
+    ):
         bad = [v for v in values if v is not None and not 0 <= v <= 10]
         if bad:
             problems.append(f"{name} must be from 0 to 10, got {bad[0]}")
@@ -486,8 +626,13 @@ def _main(args, argv) -> int:
     runs = []
     for run in args.runs:
         model = trained_model.load(run)
-        runs.append({"name": os.path.basename(os.path.normpath(run)), "latent": model.cfg.model.latent,
-                     "reconstruction": reconstruction(model, test)})
+        runs.append(
+            {
+                "name": os.path.basename(os.path.normpath(run)),
+                "latent": model.cfg.model.latent,
+                "reconstruction": reconstruction(model, test),
+            }
+        )
         f1 = runs[-1]["reconstruction"]
         print(f"{run}: reconstruction F1 " + ", ".join(f"{t} {f1[t]['f1']:.3f}" for t in TRACKS))
     model = trained_model.load(args.runs[0])
@@ -505,6 +650,7 @@ def _main(args, argv) -> int:
         sig = args.arrange_sigma if args.arrange_sigma is not None else ARRANGE_SIGMA
         arranged = arrangement(model, files[: args.arrange_songs], sigma=sig, seed=args.seed)
     from vaejax.music import read_song, to_bars
+
     reference = {}
     for path in args.reference:
         try:
@@ -512,12 +658,22 @@ def _main(args, argv) -> int:
         except music.BadSong as e:
             raise music.BadSong(f"--reference {path}: {e}") from None
         reference[f"{os.path.basename(path)} ({len(bars)} bars)"] = metrics.all_metrics(bars.transpose(1, 0, 2, 3))
-    result = {"date": datetime.datetime.now(datetime.UTC).date().isoformat(),
-              "machine": f"{_cpu_name()}, {os.cpu_count()} cores ({platform.machine()})",
-              "command": "python -m vaejax.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "data": ds["train"].report["source"], "test_songs": int(len(test.ids)), "test_bars": int(len(test)),
-              "runs": runs, "real": real, "real_rows": real_extra, "reference": reference, "generation": gen,
-              "arrangement": arranged, "realism": rl, "nonempty_bar_share": ds["train"].report["nonempty_bar_share"]}
+    result = {
+        "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
+        "machine": f"{_cpu_name()}, {os.cpu_count()} cores ({platform.machine()})",
+        "command": "python -m vaejax.evaluate " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "data": ds["train"].report["source"],
+        "test_songs": int(len(test.ids)),
+        "test_bars": int(len(test)),
+        "runs": runs,
+        "real": real,
+        "real_rows": real_extra,
+        "reference": reference,
+        "generation": gen,
+        "arrangement": arranged,
+        "realism": rl,
+        "nonempty_bar_share": ds["train"].report["nonempty_bar_share"],
+    }
     print(write_report(args.out, result))
     form_main(args, test, model=model)
     return 0
@@ -529,13 +685,27 @@ def form_main(args, test: data_lib.Split, model=None) -> int:
     if args.harmony is not None:
         model = model.with_options(harmony_guidance=args.harmony)
     os.makedirs(args.out, exist_ok=True)
-    res = form_rows(model, test, songs=args.songs, bars=args.form_bars, seed=args.seed,
-                    picture=os.path.join(args.out, "form-ssm.png"))
-    text = [f"# Form: {args.runs[0]}", "", f"Command: `python -m vaejax.evaluate {' '.join(sys.argv[1:])}`",
-            f"Machine: {_cpu_name()}, {os.cpu_count()} cores. {res['songs']} songs x {res['bars']} bars per row; real: "
-            f"{res['real_passages']} test passages of {res['bars']} bars from the first bar where the piano plays. "
-            "Similarities 0-1, shares %, the decoders' raw output; seconds: drawing and decoding the songs.", "",
-            form_table(res), "", "![self-similarity](form-ssm.png)", ""]
+    res = form_rows(
+        model,
+        test,
+        songs=args.songs,
+        bars=args.form_bars,
+        seed=args.seed,
+        picture=os.path.join(args.out, "form-ssm.png"),
+    )
+    text = [
+        f"# Form: {args.runs[0]}",
+        "",
+        f"Command: `python -m vaejax.evaluate {' '.join(sys.argv[1:])}`",
+        f"Machine: {_cpu_name()}, {os.cpu_count()} cores. {res['songs']} songs x {res['bars']} bars per row; real: "
+        f"{res['real_passages']} test passages of {res['bars']} bars from the first bar where the piano plays. "
+        "Similarities 0-1, shares %, the decoders' raw output; seconds: drawing and decoding the songs.",
+        "",
+        form_table(res),
+        "",
+        "![self-similarity](form-ssm.png)",
+        "",
+    ]
     if args.arrange:
         files = [f for f in music.find_songs(args.arrange) if f.lower().endswith(music.MIDI_SUFFIXES)]
         files = files[: args.arrange_songs]
@@ -543,21 +713,35 @@ def form_main(args, test: data_lib.Split, model=None) -> int:
         res["arrangement"] = {}
         band = ("Drums", "Guitar", "Bass", "Strings")
         cols = ("TD G-P", "TD B-P", "TD S-P", "CA G-P", "CA B-P", "CA S-P")
-        text += [f"Arranging {len(files)} piano parts ({args.arrange}), sigma {sig}: bars where each added track "
-                 "plays (%), tonal distance (TD) and chroma agreement (CA: Jaccard of the pitch classes per beat) "
-                 "of each added track with the piano, raw output; real: the test passages' bands", "",
-                 "| prior | " + " | ".join(band) + " | " + " | ".join(cols) + " |", "|---" * 11 + "|"]
+        text += [
+            f"Arranging {len(files)} piano parts ({args.arrange}), sigma {sig}: bars where each added track "
+            "plays (%), tonal distance (TD) and chroma agreement (CA: Jaccard of the pitch classes per beat) "
+            "of each added track with the piano, raw output; real: the test passages' bands",
+            "",
+            "| prior | " + " | ".join(band) + " | " + " | ".join(cols) + " |",
+            "|---" * 11 + "|",
+        ]
         real = next((r for k, r in res["rows"].items() if k.startswith("real")), None)
         if real:
-            text.append("| real | " + " | ".join(_fmt(100 - real[f"empty % {t}"]) for t in band)
-                        + " | " + " | ".join(_fmt(real.get(k)) for k in cols) + " |")
-        for prior in (["chain", "transformer"] if model.prior is not None else ["chain"]):
+            text.append(
+                "| real | "
+                + " | ".join(_fmt(100 - real[f"empty % {t}"]) for t in band)
+                + " | "
+                + " | ".join(_fmt(real.get(k)) for k in cols)
+                + " |"
+            )
+        for prior in ["chain", "transformer"] if model.prior is not None else ["chain"]:
             a = arrangement(model, files, sigma=sig, seed=args.seed, prior=prior)
             res["arrangement"][prior] = a
             if "raw" in a:
                 r = a["raw"]
-                text.append(f"| {prior} | " + " | ".join(_fmt(100 - r[f"EB {t}"]) for t in band)
-                            + " | " + " | ".join(_fmt(r[k]) for k in cols) + " |")
+                text.append(
+                    f"| {prior} | "
+                    + " | ".join(_fmt(100 - r[f"EB {t}"]) for t in band)
+                    + " | "
+                    + " | ".join(_fmt(r[k]) for k in cols)
+                    + " |"
+                )
     with open(os.path.join(args.out, "form.json"), "w") as f:
         json.dump(res, f, indent=1, default=float)
     with open(os.path.join(args.out, "form.md"), "w") as f:

@@ -79,8 +79,7 @@ class LatentNorm:
     @classmethod
     def fit(cls, train: np.ndarray) -> LatentNorm:
         """From the training split's latent parameters `[bars, 5, 2K]`."""
-        return cls(train.mean(axis=0).astype(np.float32),
-                   np.maximum(train.std(axis=0), 1e-3).astype(np.float32))
+        return cls(train.mean(axis=0).astype(np.float32), np.maximum(train.std(axis=0), 1e-3).astype(np.float32))
 
     @classmethod
     def identity(cls, k2: int, tracks: int = 5) -> LatentNorm:
@@ -130,8 +129,9 @@ def playing(bars: np.ndarray, band: int = 0) -> np.ndarray:
     return sounding[PIANO] & (sounding.sum(axis=0) >= 1 + band)
 
 
-def start_bars(latents: np.ndarray, split, *, seed: int, n: int = 1024, look_at: int = 20000,
-               band: int = START_BAND) -> np.ndarray:
+def start_bars(
+    latents: np.ndarray, split, *, seed: int, n: int = 1024, look_at: int = 20000, band: int = START_BAND
+) -> np.ndarray:
     """Latent parameters `[<=n, 5, 2K]` of real training bars where the piano and at least `band` other
     tracks play: where generation starts. (Songs' first bars are a poor start: most are intros, and in the
     LPD-cleansed sample nine in ten have a silent piano, so a chain started there stays silent.) With

@@ -51,8 +51,17 @@ def _nll_bwd(res, g):
 bernoulli_nll.defvjp(_nll_fwd, _nll_bwd)
 
 
-def elbo(logits: jax.Array, x: jax.Array, mu: jax.Array, logvar: jax.Array, *, beta: jax.Array,
-         free_bits: float, pos_weight: float = 1.0, plays: jax.Array | None = None) -> ElboTerms:
+def elbo(
+    logits: jax.Array,
+    x: jax.Array,
+    mu: jax.Array,
+    logvar: jax.Array,
+    *,
+    beta: jax.Array,
+    free_bits: float,
+    pos_weight: float = 1.0,
+    plays: jax.Array | None = None,
+) -> ElboTerms:
     """Negative ELBO for a batch of binary pianorolls.
 
     Args:

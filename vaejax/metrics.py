@@ -117,9 +117,16 @@ def _tonal_matrix() -> np.ndarray:
     """Harte et al. (2006) 6 x 12 tonal-centroid transform (fifths, minor thirds, major thirds)."""
     k = np.arange(12)
     r1, r2, r3 = 1.0, 1.0, 0.5
-    return np.stack([r1 * np.sin(k * 7 * np.pi / 6), r1 * np.cos(k * 7 * np.pi / 6),
-                     r2 * np.sin(k * 3 * np.pi / 2), r2 * np.cos(k * 3 * np.pi / 2),
-                     r3 * np.sin(k * 2 * np.pi / 3), r3 * np.cos(k * 2 * np.pi / 3)])
+    return np.stack(
+        [
+            r1 * np.sin(k * 7 * np.pi / 6),
+            r1 * np.cos(k * 7 * np.pi / 6),
+            r2 * np.sin(k * 3 * np.pi / 2),
+            r2 * np.cos(k * 3 * np.pi / 2),
+            r3 * np.sin(k * 2 * np.pi / 3),
+            r3 * np.cos(k * 2 * np.pi / 3),
+        ]
+    )
 
 
 def beat_chroma(bars: np.ndarray, lowest_pitch: int = 24, resolution: int = RES) -> np.ndarray:
@@ -187,14 +194,20 @@ def all_metrics(bars5: np.ndarray, lowest_pitch: int = 24, song_bars: int = 0) -
     out = {}
     if song_bars:
         n = bars5.shape[1] // song_bars
-        sc = [scale_consistency(bars5[:, i * song_bars:(i + 1) * song_bars], lowest_pitch) for i in range(n)]
+        sc = [scale_consistency(bars5[:, i * song_bars : (i + 1) * song_bars], lowest_pitch) for i in range(n)]
         sc = [v for v in sc if np.isfinite(v)]
         out["SC"] = 100 * float(np.mean(sc)) if sc else float("nan")
     for i, name in enumerate(TRACKS):
         for k, v in track_metrics(bars5[i], drums=(i == 0), lowest_pitch=lowest_pitch).items():
             out[f"{k} {name}"] = v
-    pairs = (("Bass", "Guitar"), ("Bass", "Strings"), ("Bass", "Piano"), ("Guitar", "Strings"),
-             ("Guitar", "Piano"), ("Strings", "Piano"))
+    pairs = (
+        ("Bass", "Guitar"),
+        ("Bass", "Strings"),
+        ("Bass", "Piano"),
+        ("Guitar", "Strings"),
+        ("Guitar", "Piano"),
+        ("Strings", "Piano"),
+    )
     for x, y in pairs:
         out[f"TD {x[0]}-{y[0]}"] = tonal_distance(bars5[TRACKS.index(x)], bars5[TRACKS.index(y)], lowest_pitch)
     for x in ("Guitar", "Bass", "Strings"):

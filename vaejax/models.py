@@ -150,8 +150,9 @@ def expand_grid(start: jax.Array, roll: jax.Array, early: jax.Array, tail: jax.A
         cur_early = jnp.where(st, e, cur_early)
         return cur_early, cur_early
 
-    _, flag = jax.lax.scan(step, jnp.zeros_like(roll[:, 0]),
-                           (jnp.moveaxis(start, 1, 0), jnp.moveaxis(early & start, 1, 0)))
+    _, flag = jax.lax.scan(
+        step, jnp.zeros_like(roll[:, 0]), (jnp.moveaxis(start, 1, 0), jnp.moveaxis(early & start, 1, 0))
+    )
     flag = jnp.moveaxis(flag, 0, 1) & roll  # [B, n, P]: the sounding cell belongs to an early note
     nxt = lambda a: jnp.pad(a, ((0, 0), (0, 1), (0, 0)))[:, 1:]  # noqa: E731
     last = roll & (~nxt(roll) | nxt(start))  # the note's last cell
@@ -182,8 +183,9 @@ def model_sub(cfg: ModelConfig, data: DataConfig) -> int:
     if not cfg.grid:
         return 1
     if data.resolution % cfg.grid:
-        raise ValueError(f"model grid of {cfg.grid} steps per beat does not divide the data's resolution "
-                         f"of {data.resolution}")
+        raise ValueError(
+            f"model grid of {cfg.grid} steps per beat does not divide the data's resolution of {data.resolution}"
+        )
     return data.resolution // cfg.grid
 
 
@@ -209,8 +211,10 @@ class VAE(nnx.Module):
         self.sub = model_sub(cfg, data)
         steps = data.steps // self.sub  # time cells the network reads and writes per segment
         if steps % (kt1 * kt2) or data.num_pitches % cfg.pitch_patch:
-            raise ValueError(f"segment of {steps} steps x {data.num_pitches} pitches is not divisible "
-                             f"by patches {cfg.time_patch} x {cfg.pitch_patch}")
+            raise ValueError(
+                f"segment of {steps} steps x {data.num_pitches} pitches is not divisible "
+                f"by patches {cfg.time_patch} x {cfg.pitch_patch}"
+            )
         self.patch = (kt1, cfg.pitch_patch)
         # maps written: sustain (, onset (, early on a coarser grid)); on a grid the encoder reads them all
         self.channels = (3 if self.sub > 1 else 2) if cfg.onsets else 1
@@ -343,7 +347,7 @@ class MLP(nnx.Module):
         h = x
         for layer in self.layers:
             h = jax.nn.gelu(layer(h))
-        return x[..., -self.d_out:] + self.out(h)
+        return x[..., -self.d_out :] + self.out(h)
 
 
 def MelodyNN(cfg: ModelConfig, *, rngs: nnx.Rngs) -> MLP:
@@ -388,18 +392,22 @@ def conditions(piano: jax.Array, data: DataConfig) -> jax.Array:
 
 def encode_stack(graphdef, params, x: jax.Array, data: DataConfig) -> jax.Array:
     """Stacked VAEs' posterior parameters: `[5, M, T, P]` -> `[5, M, 2K]` (mu then logvar)."""
+
     def member(p, xi, ci):
         mu, logvar = nnx.merge(graphdef, p).encode(xi, ci)
         return jnp.concatenate([mu, logvar], -1)
+
     return jax.vmap(member)(params, x, conditions(x[PIANO], data))
 
 
 def decode_stack(graphdef, params, z: jax.Array, c: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Stacked decoders: latents `[5, M, K]` and conditions `[5, M, C]` -> (probabilities `[5, M, ch, T, P]`,
     probability that each segment plays `[5, M]`, ones without that head)."""
+
     def member(p, zi, ci):
         logits, plays = nnx.merge(graphdef, p).decode_all(zi, ci)
         return jax.nn.sigmoid(logits), (jnp.ones(zi.shape[:1]) if plays is None else jax.nn.sigmoid(plays))
+
     return jax.vmap(member)(params, z, c)
 
 
@@ -415,9 +423,17 @@ MAX_ONSETS = 128
 """At most this many notes start in one segment of one track when notes are counted (`count=True`)."""
 
 
-def decode_notes(probs: jax.Array, thresholds: jax.Array, draws: jax.Array | None = None, *,
-                 count: bool = False, plays: jax.Array | None = None, plays_cut=0.5, sub: int = 1,
-                 onset_cuts: jax.Array | None = None) -> jax.Array:
+def decode_notes(
+    probs: jax.Array,
+    thresholds: jax.Array,
+    draws: jax.Array | None = None,
+    *,
+    count: bool = False,
+    plays: jax.Array | None = None,
+    plays_cut=0.5,
+    sub: int = 1,
+    onset_cuts: jax.Array | None = None,
+) -> jax.Array:
     """Decoder probabilities `[B, C, T, P]` -> a `[B, T*sub, P]` bool roll.
 
     Three channels (sustain, onset, early: decoders on a grid coarser than the data by `sub` steps): a note

@@ -79,8 +79,9 @@ def time_limit(seconds: float | None):
 
 def _budget(mb: float, what: str) -> None:
     if mb > READ_BUDGET_MB:
-        raise BadSong(f"{what} would need about {mb:.0f} MiB to read, more than the budget of {READ_BUDGET_MB} MiB "
-                      f"per file")
+        raise BadSong(
+            f"{what} would need about {mb:.0f} MiB to read, more than the budget of {READ_BUDGET_MB} MiB per file"
+        )
 
 
 def lpd5_track(program: int, is_drum: bool) -> int | None:
@@ -133,7 +134,7 @@ def _npy(blob: bytes, name: str) -> np.ndarray:
         hlen, start = int.from_bytes(blob[8:10], "little"), 10
     else:
         hlen, start = int.from_bytes(blob[8:12], "little"), 12
-    header = blob[start:start + hlen].decode("latin1")
+    header = blob[start : start + hlen].decode("latin1")
     descr, fortran, shape = _DESCR.search(header), _FORTRAN.search(header), _SHAPE.search(header)
     if not (descr and fortran and shape):
         raise BadSong(f"corrupt npz (unreadable header of {name})")
@@ -163,12 +164,15 @@ def _load_npz(path: str) -> dict:
                 raise BadSong(f"corrupt npz ({info.filename} claims {info.compress_size} bytes in a {size}-byte file)")
         total = sum(info.file_size for info in members)
         if total > MAX_FILE_BYTES:
-            raise BadSong(f"npz members would inflate to {total / 2**20:.0f} MiB, more than the cap of "
-                          f"{MAX_FILE_BYTES >> 20} MiB")
+            raise BadSong(
+                f"npz members would inflate to {total / 2**20:.0f} MiB, more than the cap of {MAX_FILE_BYTES >> 20} MiB"
+            )
         for info in members:
             if info.filename == "info.json" and info.file_size > MAX_INFO_BYTES:
-                raise BadSong(f"info.json of {info.file_size / 2**20:.1f} MiB, more than the cap of "
-                              f"{MAX_INFO_BYTES >> 20} MiB (a pypianoroll file's is a few KB)")
+                raise BadSong(
+                    f"info.json of {info.file_size / 2**20:.1f} MiB, more than the cap of "
+                    f"{MAX_INFO_BYTES >> 20} MiB (a pypianoroll file's is a few KB)"
+                )
             blob = zf.read(info)
             if info.filename.endswith(".npy"):
                 out[info.filename[:-4]] = _npy(blob, info.filename)
@@ -200,9 +204,16 @@ def read_npz(path: str, cfg: DataConfig = DataConfig()) -> Song:
         while str(idx) in info:
             key = f"pianoroll_{idx}_csc"
             meta = info[str(idx)]
-            tracks.append((int(meta.get("program", 0)), bool(meta.get("is_drum", False)),
-                           z[key + "_data"], z[key + "_indices"], z[key + "_indptr"],
-                           tuple(int(v) for v in z[key + "_shape"])))
+            tracks.append(
+                (
+                    int(meta.get("program", 0)),
+                    bool(meta.get("is_drum", False)),
+                    z[key + "_data"],
+                    z[key + "_indices"],
+                    z[key + "_indptr"],
+                    tuple(int(v) for v in z[key + "_shape"]),
+                )
+            )
             idx += 1
     except BadSong:
         raise
@@ -284,10 +295,11 @@ def _midi_extent(path: str):
         blob = f.read()
     pos = 0
     while pos + 8 <= len(blob):
-        length = int.from_bytes(blob[pos + 4:pos + 8], "big")
+        length = int.from_bytes(blob[pos + 4 : pos + 8], "big")
         if length > len(blob) - pos - 8:
-            raise BadSong(f"not a readable MIDI file (a chunk at byte {pos} claims {length} bytes, "
-                          f"{len(blob) - pos - 8} remain)")
+            raise BadSong(
+                f"not a readable MIDI file (a chunk at byte {pos} claims {length} bytes, {len(blob) - pos - 8} remain)"
+            )
         pos += 8 + length
     try:
         mid = mido.MidiFile(file=io.BytesIO(blob))
@@ -359,8 +371,9 @@ def read_midi(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = T
     return Song(name=song_id(path), roll=roll, tempo=tempo)
 
 
-def read_song(path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = True,
-              timeout: float | None = None) -> Song:
+def read_song(
+    path: str, cfg: DataConfig = DataConfig(), *, require_44: bool = True, timeout: float | None = None
+) -> Song:
     """Read an npz or MIDI file by its suffix, within `READ_BUDGET_MB` of memory and (in the main thread)
     `timeout` seconds. Only regular files are opened: a FIFO or a device would block or never end."""
     try:
@@ -426,9 +439,9 @@ def transpose(roll: np.ndarray, shift: int) -> np.ndarray:
     p = roll.shape[-1]
     if abs(shift) < p:
         if shift > 0:
-            out[1:, ..., shift:] = roll[1:, ..., :p - shift]
+            out[1:, ..., shift:] = roll[1:, ..., : p - shift]
         else:
-            out[1:, ..., :p + shift] = roll[1:, ..., -shift:]
+            out[1:, ..., : p + shift] = roll[1:, ..., -shift:]
     return out
 
 
@@ -485,8 +498,7 @@ def find_songs(src: str, problems: list | None = None) -> list[str]:
 
 def from_multitrack(mt, cfg: DataConfig = DataConfig()) -> np.ndarray:
     """`pypianoroll.Multitrack` with the five LPD-5 tracks in order -> `[5, T, P]` bool roll."""
-    rolls = [np.asarray(tr.pianoroll)[:, cfg.lowest_pitch:cfg.lowest_pitch + cfg.num_pitches] > 0
-             for tr in mt.tracks]
+    rolls = [np.asarray(tr.pianoroll)[:, cfg.lowest_pitch : cfg.lowest_pitch + cfg.num_pitches] > 0 for tr in mt.tracks]
     return np.stack(rolls)
 
 

@@ -44,8 +44,9 @@ def read_weights(run: RunFolder, templates: dict) -> tuple[dict, np.ndarray]:
         with np.load(run.weights_path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except Exception as e:  # zipfile, zlib and numpy raise many types for damaged bytes
-        raise NoCheckpoint(f"{run.weights_path}: unreadable packaged weights ({type(e).__name__}: "
-                           f"{str(e)[:80]})") from None
+        raise NoCheckpoint(
+            f"{run.weights_path}: unreadable packaged weights ({type(e).__name__}: {str(e)[:80]})"
+        ) from None
     if not all(isinstance(a, np.ndarray) and a.dtype.kind in "fiu" for a in arrays.values()):
         raise NoCheckpoint(f"{run.weights_path}: packaged weights hold arrays that are not numbers")
 
@@ -55,6 +56,7 @@ def read_weights(run: RunFolder, templates: dict) -> tuple[dict, np.ndarray]:
             if key not in arrays or arrays[key].shape != tuple(like.shape):
                 raise NoCheckpoint(f"{run.weights_path}: packaged model lacks {key} of shape {tuple(like.shape)}")
             return jnp.asarray(arrays[key], jnp.float32)
+
         return leaf
 
     params = {name: jax.tree_util.tree_map_with_path(get(name + "/"), templates[name]) for name in NETWORKS}
@@ -80,8 +82,10 @@ def read_prior(run: RunFolder, templates: dict) -> dict | None:
         def leaf(path, like, prefix=prefix):
             key = prefix + jax.tree_util.keystr(path)
             if key not in arrays or arrays[key].shape != tuple(like.shape):
-                raise NoCheckpoint(f"{run.weights_path}: packaged prior lacks {key} of shape {tuple(like.shape)} "
-                                   f"(config.json's prior section must match the packaged prior)")
+                raise NoCheckpoint(
+                    f"{run.weights_path}: packaged prior lacks {key} of shape {tuple(like.shape)} "
+                    f"(config.json's prior section must match the packaged prior)"
+                )
             return jnp.asarray(arrays[key], jnp.float32)
 
         out[name] = jax.tree_util.tree_map_with_path(leaf, like)

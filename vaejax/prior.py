@@ -229,8 +229,12 @@ class BarPrior(nnx.Module):
         logits = self.plays_head(h)
         g = h + self.plays_in(plays)
         shape = h.shape[:-1] + (m, n, k)
-        return PriorOut(logits, self.weight_head(g), self.mean_head(g).reshape(shape),
-                        jnp.clip(self.scale_head(g).reshape(shape), *LOG_SCALE))
+        return PriorOut(
+            logits,
+            self.weight_head(g),
+            self.mean_head(g).reshape(shape),
+            jnp.clip(self.scale_head(g).reshape(shape), *LOG_SCALE),
+        )
 
     def copy_keys(self, z, plays, phase, piano=None):
         """What bar t's query meets at each bar s `[B, L, d]`: the bar itself and its place."""
@@ -275,12 +279,17 @@ class BarPrior(nnx.Module):
         h = self.hidden(z, plays, phase, piano)
         out = self.heads(h, plays)
         new = self.new_head(h)
-        out = out._replace(new=new if self.per_track else new[..., 0],
-                           copies=self.copy_logits(h, self.copy_keys(z, plays, phase, piano), phase=phase),
-                           copy_scale=jnp.clip(self.copy_scale[...], *LOG_SCALE), copy_flip=self.copy_flip[...])
+        out = out._replace(
+            new=new if self.per_track else new[..., 0],
+            copies=self.copy_logits(h, self.copy_keys(z, plays, phase, piano), phase=phase),
+            copy_scale=jnp.clip(self.copy_scale[...], *LOG_SCALE),
+            copy_flip=self.copy_flip[...],
+        )
         if self.whole_bar:
-            out = out._replace(bar_new=self.bar_new_head(h)[..., 0], bar_copies=self.copy_logits(
-                h, self.bar_copy_keys(z, plays, phase, piano), whole_bar=True, phase=phase))
+            out = out._replace(
+                bar_new=self.bar_new_head(h)[..., 0],
+                bar_copies=self.copy_logits(h, self.bar_copy_keys(z, plays, phase, piano), whole_bar=True, phase=phase),
+            )
         return out
 
 
@@ -315,7 +324,7 @@ def loss(out: PriorOut, z, plays, band: bool = False) -> PriorLoss:
     # copies of earlier bars s: z_t ~ N(z_s, copy spread), plays_t = plays_s up to flips
     scale, flip = out.copy_scale, out.copy_flip  # [5, K], [5]
     d = (z[:, :, None] - z[:, None, :]) * jnp.exp(-scale)  # [B, t, s, 5, K]
-    lz = jnp.sum(w[:, None] * (-0.5 * d ** 2 - scale - 0.5 * np.log(2 * np.pi)), axis=(-2, -1))
+    lz = jnp.sum(w[:, None] * (-0.5 * d**2 - scale - 0.5 * np.log(2 * np.pi)), axis=(-2, -1))
     same = plays[:, :, None] == plays[:, None, :]  # [B, t, s, 5]
     lp = jnp.sum(w * jnp.where(same, jax.nn.log_sigmoid(-flip), jax.nn.log_sigmoid(flip)), -1)
     logw = jax.nn.log_softmax(jnp.concatenate([out.new[..., None], out.copies], -1), -1)  # [B, t, 1 + s]
@@ -334,10 +343,12 @@ def _track_copy_loss(out: PriorOut, z, plays, w, bce, dims) -> PriorLoss:
     scale, flip = out.copy_scale, out.copy_flip  # [5, K], [5]
     bern = -(jax.nn.softplus(out.plays) - plays * out.plays)  # [B, L, 5] log p(plays bit)
     x = z[..., None, :, :]  # [B, L, 1, 5, K]
-    lnew = jnp.sum(-0.5 * ((x - out.means) * jnp.exp(-out.log_scales)) ** 2 - out.log_scales
-                   - 0.5 * np.log(2 * np.pi), -1) + bern[..., None, :]  # [B, L, M, 5]
+    lnew = (
+        jnp.sum(-0.5 * ((x - out.means) * jnp.exp(-out.log_scales)) ** 2 - out.log_scales - 0.5 * np.log(2 * np.pi), -1)
+        + bern[..., None, :]
+    )  # [B, L, M, 5]
     d = (z[:, :, None] - z[:, None, :]) * jnp.exp(-scale)  # [B, t, s, 5, K]
-    lz = jnp.sum(-0.5 * d ** 2 - scale - 0.5 * np.log(2 * np.pi), -1)  # [B, t, s, 5]
+    lz = jnp.sum(-0.5 * d**2 - scale - 0.5 * np.log(2 * np.pi), -1)  # [B, t, s, 5]
     same = plays[:, :, None] == plays[:, None, :]
     lz = lz + jnp.where(same, jax.nn.log_sigmoid(-flip), jax.nn.log_sigmoid(flip))
     logw = jax.nn.log_softmax(jnp.concatenate([out.new[:, :, None], out.copies], 2), 2)  # [B, t, 1 + s, 5]
@@ -354,8 +365,9 @@ def _track_copy_loss(out: PriorOut, z, plays, w, bce, dims) -> PriorLoss:
     return PriorLoss(jnp.mean(total), jnp.mean(bce), jnp.mean(nll) / dims)
 
 
-def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys=None,
-                 phase=None):
+def _draw_tracks(
+    model: BarPrior, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys=None, phase=None
+):
     """`_draw` with per-track pointers: each track chooses to be new or to copy its own part of an earlier
     bar; the new tracks' plays bits and latents are drawn as in `_draw`, given the copied tracks' bits.
     Copies are exact up to the default sigma (temperature `POINTER_TEMPERATURE`): the learned copy spread
@@ -389,9 +401,13 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
     if not model.whole_bar:
         return z, plays
     # the whole bar may repeat bar s (drawn first in the model; drawing it last here changes nothing)
-    choice = jnp.concatenate([model.bar_new_head(h),
-                              model.copy_logits(h, bar_keys, pos, whole_bar=True, phase=phase,
-                                                 lag_weight=LAG_SHARPNESS)], -1)
+    choice = jnp.concatenate(
+        [
+            model.bar_new_head(h),
+            model.copy_logits(h, bar_keys, pos, whole_bar=True, phase=phase, lag_weight=LAG_SHARPNESS),
+        ],
+        -1,
+    )
     cb = jnp.where(greedy, jnp.argmax(choice, -1), jax.random.categorical(kb, choice / POINTER_TEMPERATURE))
     src = jnp.maximum(cb - 1, 0)
     wz = jnp.take_along_axis(window, src[:, None, None, None], 1)[:, 0]
@@ -403,8 +419,20 @@ def _draw_tracks(model: BarPrior, h, key, temp, given_plays, pos, window, window
     return jnp.where(rep[..., None], wz, z), jnp.where(rep, wp, plays)
 
 
-def _draw(model: BarPrior, h, key, temp, given_plays=None, *, pos=None, window=None, window_plays=None,
-          keys=None, bar_keys=None, phase=None):
+def _draw(
+    model: BarPrior,
+    h,
+    key,
+    temp,
+    given_plays=None,
+    *,
+    pos=None,
+    window=None,
+    window_plays=None,
+    keys=None,
+    bar_keys=None,
+    phase=None,
+):
     """One bar from hidden states `h` `[B, d]` at temperature `temp` (0: the likeliest choices): (z `[B, 5, K]`,
     plays `[B, 5]` float). `given_plays` (`[B, 5]`, NaN where free) fixes some bits. With the window so far
     (`window` `[B, L, 5, K]`, `window_plays` `[B, L, 5]`, `keys` from `copy_keys`) and the bar's position
@@ -424,7 +452,8 @@ def _draw(model: BarPrior, h, key, temp, given_plays=None, *, pos=None, window=N
     comp = jnp.where(greedy, jnp.argmax(out.weights, -1), jax.random.categorical(kc, out.weights / tt))
     pick = lambda a: jnp.take_along_axis(a, comp[:, None, None, None], 1)[:, 0]  # noqa: E731
     new = pick(out.means) + spread * jnp.exp(pick(out.log_scales)) * jax.random.normal(
-        kn, (h.shape[0],) + out.means.shape[2:])
+        kn, (h.shape[0],) + out.means.shape[2:]
+    )
     if keys is None:
         return new, plays
     choice = jnp.concatenate([model.new_head(h), model.copy_logits(h, keys, pos, phase=phase)], -1)  # [B, 1 + L]
@@ -471,9 +500,19 @@ def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_le
         x = jnp.where(t == 0, model.bos[...], prev) + ctx[:, t]
         h, cache = model.step(x, cache, t)
         tok = model.token(z, plays) + ctx
-        zt, pt = _draw(model, h, jax.random.fold_in(key, t), temp, None if given is None else given[:, t], pos=t,
-                       window=z, window_plays=plays, keys=model.copy_k(tok),
-                       bar_keys=model.bar_copy_k(tok) if model.whole_bar else None, phase=phase[:, t])
+        zt, pt = _draw(
+            model,
+            h,
+            jax.random.fold_in(key, t),
+            temp,
+            None if given is None else given[:, t],
+            pos=t,
+            window=z,
+            window_plays=plays,
+            keys=model.copy_k(tok),
+            bar_keys=model.bar_copy_k(tok) if model.whole_bar else None,
+            phase=phase[:, t],
+        )
         if model.band:
             zt = zt.at[:, PIANO].set(z[:, t, PIANO])
         return z.at[:, t].set(zt), plays.at[:, t].set(pt), cache
@@ -482,8 +521,21 @@ def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_le
     return z, plays
 
 
-def generate(window, key, *, num: int, bars: int, latent: int, context: int, temperature, prefix=None,
-             prefix_plays=None, piano=None, phase0: int = 0, given=None):
+def generate(
+    window,
+    key,
+    *,
+    num: int,
+    bars: int,
+    latent: int,
+    context: int,
+    temperature,
+    prefix=None,
+    prefix_plays=None,
+    piano=None,
+    phase0: int = 0,
+    given=None,
+):
     """`num` songs of `bars` bars drawn window by window: the first window (`context` bars) from the start,
     each further one keeping the last `context // 2` bars drawn so far as its prefix.
 
@@ -518,8 +570,16 @@ def generate(window, key, *, num: int, bars: int, latent: int, context: int, tem
         s = int(np.clip(done - (context - hop), 0, size - context))
         sl = slice(s, s + context)
         phase = jnp.broadcast_to(jnp.arange(phase0 + s, phase0 + s + context, dtype=jnp.int32), (num, context))
-        zw, pw = window(jax.random.fold_in(key, s), z[:, sl], plays[:, sl], phase, jnp.float32(temperature),
-                        jnp.int32(done - s), None if pn is None else jnp.asarray(pn[:, sl]), jnp.asarray(fixed[:, sl]))
+        zw, pw = window(
+            jax.random.fold_in(key, s),
+            z[:, sl],
+            plays[:, sl],
+            phase,
+            jnp.float32(temperature),
+            jnp.int32(done - s),
+            None if pn is None else jnp.asarray(pn[:, sl]),
+            jnp.asarray(fixed[:, sl]),
+        )
         z, plays = z.at[:, sl].set(zw), plays.at[:, sl].set(pw)
         done = s + context
     return np.asarray(z[:, :bars]), np.asarray(plays[:, :bars]) > 0.5
@@ -538,13 +598,15 @@ class Sequences:
     def windows(self, context: int, piano_start: bool = False) -> np.ndarray:
         """`[n, 2]` (first bar in the split, its index in the song) of every window of `context` bars
         inside one song; with `piano_start`, only those whose first bar has the piano playing."""
-        out = [np.stack([s + np.arange(n - context + 1), np.arange(n - context + 1)], 1)
-               for s, n in zip(self.start, self.length) if n >= context]
+        out = [
+            np.stack([s + np.arange(n - context + 1), np.arange(n - context + 1)], 1)
+            for s, n in zip(self.start, self.length)
+            if n >= context
+        ]
         rows = np.concatenate(out) if out else np.zeros((0, 2), np.int64)
         return rows[self.plays[rows[:, 0], PIANO]] if piano_start else rows
 
     def batch(self, rows: np.ndarray, context: int):
         """(z `[B, L, 5, K]`, plays `[B, L, 5]` float, phase `[B, L]`) of windows `rows` (from `windows`)."""
         idx = rows[:, :1] + np.arange(context)
-        return (self.z[idx], self.plays[idx].astype(np.float32),
-                (rows[:, 1:] + np.arange(context)).astype(np.int32))
+        return (self.z[idx], self.plays[idx].astype(np.float32), (rows[:, 1:] + np.arange(context)).astype(np.int32))

@@ -67,9 +67,13 @@ def rhythm_stats(songs: np.ndarray, *, steps_per_bar: int = 96) -> dict:
         n = len(pos)
         hist = np.bincount(pos, minlength=SIXTEENTHS) / max(n, 1)
         lh = np.histogram(np.maximum(np.round(lens), 1), bins=list(LENGTH_BINS) + [np.inf])[0] / max(n, 1)
-        out[TRACKS[t]] = {"notes": int(n), "onset_hist": hist.tolist(),
-                          "onsets_per_bar": float(n / max(played[t], 1)),
-                          "mean_length": float(lens.mean()) if n else 0.0, "length_hist": lh.tolist()}
+        out[TRACKS[t]] = {
+            "notes": int(n),
+            "onset_hist": hist.tolist(),
+            "onsets_per_bar": float(n / max(played[t], 1)),
+            "mean_length": float(lens.mean()) if n else 0.0,
+            "length_hist": lh.tolist(),
+        }
     return out
 
 
@@ -81,13 +85,16 @@ def compare(stats: dict, real: dict) -> dict:
     out = {}
     for t in stats:
         a, b = stats[t], real[t]
-        out[t] = {"onset_tv": 0.5 * float(np.abs(np.subtract(a["onset_hist"], b["onset_hist"])).sum()),
-                  "onsets_ratio": a["onsets_per_bar"] / max(b["onsets_per_bar"], 1e-9),
-                  "length_ratio": a["mean_length"] / max(b["mean_length"], 1e-9)}
+        out[t] = {
+            "onset_tv": 0.5 * float(np.abs(np.subtract(a["onset_hist"], b["onset_hist"])).sum()),
+            "onsets_ratio": a["onsets_per_bar"] / max(b["onsets_per_bar"], 1e-9),
+            "length_ratio": a["mean_length"] / max(b["mean_length"], 1e-9),
+        }
     return out
 
 
 # ---- phrase features --------------------------------------------------------------------------------
+
 
 def _onset_features(roll, sub, bars):
     t_on, length, pitch, six = note_table(roll, sub)
@@ -95,8 +102,9 @@ def _onset_features(roll, sub, bars):
     pos = np.bincount(six % SIXTEENTHS, minlength=SIXTEENTHS) / max(n, 1)
     lens = length / sub
     lh = np.histogram(np.maximum(np.round(lens), 1), bins=list(LENGTH_BINS) + [np.inf])[0] / max(n, 1)
-    return np.concatenate([pos, lh, [n / bars, lens.mean() if n else 0.0,
-                                     np.bincount(six, minlength=1).max() if n else 0.0]])
+    return np.concatenate(
+        [pos, lh, [n / bars, lens.mean() if n else 0.0, np.bincount(six, minlength=1).max() if n else 0.0]]
+    )
 
 
 def _pitch_features(roll, lowest_pitch):
@@ -108,9 +116,17 @@ def _pitch_features(roll, lowest_pitch):
     pitches = np.flatnonzero(on)
     poly = roll.sum(axis=1)
     sounding = poly > 0
-    return np.concatenate([pcs, [pitches.mean() if len(pitches) else 0.0,
-                                 (pitches.max() - pitches.min()) if len(pitches) else 0.0,
-                                 poly[sounding].mean() if sounding.any() else 0.0, sounding.mean()]])
+    return np.concatenate(
+        [
+            pcs,
+            [
+                pitches.mean() if len(pitches) else 0.0,
+                (pitches.max() - pitches.min()) if len(pitches) else 0.0,
+                poly[sounding].mean() if sounding.any() else 0.0,
+                sounding.mean(),
+            ],
+        ]
+    )
 
 
 def _bar_features(roll, steps_per_bar, bars):
@@ -133,10 +149,13 @@ FEATURES: dict[str, Callable] = {
 
 def feature_names(features: dict[str, Callable] = FEATURES) -> list[str]:
     """Readable names of `phrase_features` columns (for reporting what separates most)."""
-    names = {"onsets": [f"onset@{i}" for i in range(SIXTEENTHS)]
-             + [f"len{lo}+" for lo in LENGTH_BINS] + ["onsets/bar", "mean length", "max onsets at one sixteenth"],
-             "pitch": [f"pc{i}" for i in range(12)] + ["mean pitch", "pitch range", "polyphony", "sounding share"],
-             "bars": ["bars played", "bar-to-bar similarity"]}
+    names = {
+        "onsets": [f"onset@{i}" for i in range(SIXTEENTHS)]
+        + [f"len{lo}+" for lo in LENGTH_BINS]
+        + ["onsets/bar", "mean length", "max onsets at one sixteenth"],
+        "pitch": [f"pc{i}" for i in range(12)] + ["mean pitch", "pitch range", "polyphony", "sounding share"],
+        "bars": ["bars played", "bar-to-bar similarity"],
+    }
     out = []
     for t in TRACKS:
         for g in features:
@@ -144,19 +163,29 @@ def feature_names(features: dict[str, Callable] = FEATURES) -> list[str]:
     return out
 
 
-def phrase_features(songs: np.ndarray, *, phrase_bars: int = 4, steps_per_bar: int = 96, lowest_pitch: int = 24,
-                    features: dict[str, Callable] = FEATURES) -> tuple[np.ndarray, np.ndarray]:
+def phrase_features(
+    songs: np.ndarray,
+    *,
+    phrase_bars: int = 4,
+    steps_per_bar: int = 96,
+    lowest_pitch: int = 24,
+    features: dict[str, Callable] = FEATURES,
+) -> tuple[np.ndarray, np.ndarray]:
     """Songs `[S, 5, steps, P]` -> (`[phrases, features]`, the song index of each phrase). Each song is cut
     into consecutive phrases of `phrase_bars` bars."""
     songs = np.asarray(songs, bool)
     bars = songs.shape[2] // steps_per_bar
     n = bars // phrase_bars
-    ctx = {"sub": steps_per_bar // SIXTEENTHS, "bars": phrase_bars, "steps_per_bar": steps_per_bar,
-           "lowest_pitch": lowest_pitch}
+    ctx = {
+        "sub": steps_per_bar // SIXTEENTHS,
+        "bars": phrase_bars,
+        "steps_per_bar": steps_per_bar,
+        "lowest_pitch": lowest_pitch,
+    }
     rows, groups = [], []
     for s in range(songs.shape[0]):
         for k in range(n):
-            seg = songs[s, :, k * phrase_bars * steps_per_bar:(k + 1) * phrase_bars * steps_per_bar]
+            seg = songs[s, :, k * phrase_bars * steps_per_bar : (k + 1) * phrase_bars * steps_per_bar]
             rows.append(np.concatenate([f(seg[t], ctx) for t in range(seg.shape[0]) for f in features.values()]))
             groups.append(s)
     width = len(feature_names(features)) if features is FEATURES else (len(rows[0]) if rows else 0)
@@ -170,9 +199,18 @@ def default_classifier(seed: int = 0):
     return GradientBoostingClassifier(n_estimators=100, max_depth=3, subsample=0.8, random_state=seed)
 
 
-def two_sample_test(a: np.ndarray, b: np.ndarray, groups_a: np.ndarray, groups_b: np.ndarray, *, folds: int = 5,
-                    seed: int = 0, make_classifier: Callable = default_classifier,
-                    names: list[str] | None = None, top: int = 8) -> dict:
+def two_sample_test(
+    a: np.ndarray,
+    b: np.ndarray,
+    groups_a: np.ndarray,
+    groups_b: np.ndarray,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    make_classifier: Callable = default_classifier,
+    names: list[str] | None = None,
+    top: int = 8,
+) -> dict:
     """Cross-validated accuracy of a classifier telling rows of `a` (label 0) from rows of `b` (label 1).
 
     Both sides are cut to the same number of rows (random, seeded) so that 50% is chance; folds keep each
@@ -219,8 +257,16 @@ def real_floor(feats: np.ndarray, groups: np.ndarray, *, seed: int = 0, **kw) ->
     return two_sample_test(feats[a], feats[~a], groups[a], groups[~a], seed=seed, **kw)
 
 
-def realism(real: np.ndarray, systems: dict[str, np.ndarray], *, phrase_bars=(4,), lowest_pitch: int = 24,
-            steps_per_bar: int = 96, seed: int = 0, make_classifier: Callable = default_classifier) -> dict:
+def realism(
+    real: np.ndarray,
+    systems: dict[str, np.ndarray],
+    *,
+    phrase_bars=(4,),
+    lowest_pitch: int = 24,
+    steps_per_bar: int = 96,
+    seed: int = 0,
+    make_classifier: Callable = default_classifier,
+) -> dict:
     """Rhythm statistics and two-sample tests of each system's songs against the real ones.
 
     `real` and each system: `[songs, 5, steps, P]` bool. Returns {"real": stats, "floor": {bars: test},

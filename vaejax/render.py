@@ -33,8 +33,7 @@ def postprocess(roll: np.ndarray, *, min_length: int = 0, merge_gap: int = 0) ->
     return out
 
 
-def to_multitrack(roll: np.ndarray, *, tempo: float = TEMPO, name: str = "vaejax",
-                  cfg: DataConfig = DataConfig()):
+def to_multitrack(roll: np.ndarray, *, tempo: float = TEMPO, name: str = "vaejax", cfg: DataConfig = DataConfig()):
     """`[5, T, P]` bool roll -> `pypianoroll.Multitrack` with 128-pitch binary tracks."""
     import pypianoroll
 
@@ -42,13 +41,15 @@ def to_multitrack(roll: np.ndarray, *, tempo: float = TEMPO, name: str = "vaejax
     tracks = []
     for t, track_name in enumerate(TRACKS):
         full = np.zeros((steps, 128), bool)
-        full[:, cfg.lowest_pitch:cfg.lowest_pitch + cfg.num_pitches] = roll[t]
-        tracks.append(pypianoroll.BinaryTrack(name=track_name, program=LPD5_PROGRAMS[t], is_drum=(t == 0),
-                                              pianoroll=full))
+        full[:, cfg.lowest_pitch : cfg.lowest_pitch + cfg.num_pitches] = roll[t]
+        tracks.append(
+            pypianoroll.BinaryTrack(name=track_name, program=LPD5_PROGRAMS[t], is_drum=(t == 0), pianoroll=full)
+        )
     downbeat = np.zeros(steps, bool)
-    downbeat[::cfg.resolution * cfg.beats_per_bar] = True
-    return pypianoroll.Multitrack(name=name, resolution=cfg.resolution, tempo=np.full(steps, float(tempo)),
-                                  downbeat=downbeat, tracks=tracks)
+    downbeat[:: cfg.resolution * cfg.beats_per_bar] = True
+    return pypianoroll.Multitrack(
+        name=name, resolution=cfg.resolution, tempo=np.full(steps, float(tempo)), downbeat=downbeat, tracks=tracks
+    )
 
 
 def to_pretty_midi(mt, velocity: int = 100):
@@ -62,8 +63,10 @@ def to_pretty_midi(mt, velocity: int = 100):
     for tr in mt.tracks:
         inst = pretty_midi.Instrument(program=int(tr.program), is_drum=bool(tr.is_drum), name=tr.name)
         p, s, e = note_runs(np.asarray(tr.pianoroll) > 0)
-        inst.notes = [pretty_midi.Note(velocity=velocity, pitch=int(a), start=float(b * step), end=float(c * step))
-                      for a, b, c in sorted(zip(p, s, e), key=lambda n: (n[1], n[0]))]
+        inst.notes = [
+            pretty_midi.Note(velocity=velocity, pitch=int(a), start=float(b * step), end=float(c * step))
+            for a, b, c in sorted(zip(p, s, e), key=lambda n: (n[1], n[0]))
+        ]
         pm.instruments.append(inst)
     return pm
 
@@ -120,18 +123,26 @@ def arrangement_midi(source: str, mt, *, tracks=None, cfg: DataConfig = DataConf
         ticks[after] = beat_ticks[-1] + (pos[after] - idx[-1]) * period
         return np.rint(ticks).astype(np.int64)
 
-    wanted = None if tracks is None else {t.strip().lower() for t in
-                                          (tracks.split(",") if isinstance(tracks, str) else tracks)}
+    wanted = (
+        None
+        if tracks is None
+        else {t.strip().lower() for t in (tracks.split(",") if isinstance(tracks, str) else tracks)}
+    )
     for tr in mt.tracks:
-        if tr.name == TRACKS[1] or (wanted is None and not np.asarray(tr.pianoroll).any()) or \
-                (wanted is not None and tr.name.lower() not in wanted):
+        if (
+            tr.name == TRACKS[1]
+            or (wanted is None and not np.asarray(tr.pianoroll).any())
+            or (wanted is not None and tr.name.lower() not in wanted)
+        ):
             continue
         inst = pretty_midi.Instrument(program=int(tr.program), is_drum=bool(tr.is_drum), name=tr.name)
         p, s, e = note_runs(np.asarray(tr.pianoroll) > 0)
         on, off = tick_of(s.astype(np.float64)), np.minimum(tick_of(e.astype(np.float64)), end_tick)
-        inst.notes = [pretty_midi.Note(velocity=100, pitch=int(a), start=src.tick_to_time(int(b)),
-                                       end=src.tick_to_time(int(c)))
-                      for a, b, c in sorted(zip(p, on, off), key=lambda n: (n[1], n[0])) if b < c]
+        inst.notes = [
+            pretty_midi.Note(velocity=100, pitch=int(a), start=src.tick_to_time(int(b)), end=src.tick_to_time(int(c)))
+            for a, b, c in sorted(zip(p, on, off), key=lambda n: (n[1], n[0]))
+            if b < c
+        ]
         pm.instruments.append(inst)
     return pm, end_tick
 
@@ -169,6 +180,7 @@ def write_midi(path: str, mt, *, source: str | None = None, tracks=None, cfg: Da
     def write(tmp):
         with open(tmp, "wb") as f:
             f.write(blob)
+
     return _written(path, write)
 
 
@@ -187,8 +199,14 @@ def plot(mt, path: str | None = None, *, title: str | None = None, cfg: DataConf
     fig = new_figure(figsize=(width, 8), shown=path is None)
     axes = fig.subplots(len(PLOT_ORDER), 1, sharex=True)
     for ax, t in zip(axes, PLOT_ORDER):
-        ax.imshow(roll[t].T, aspect="auto", origin="lower", cmap="Greys", interpolation="nearest",
-                  extent=(0, beats, cfg.lowest_pitch, cfg.lowest_pitch + cfg.num_pitches))
+        ax.imshow(
+            roll[t].T,
+            aspect="auto",
+            origin="lower",
+            cmap="Greys",
+            interpolation="nearest",
+            extent=(0, beats, cfg.lowest_pitch, cfg.lowest_pitch + cfg.num_pitches),
+        )
         ax.set_ylabel(TRACKS[t])
         for b in np.arange(0, beats + 1, cfg.beats_per_bar):
             ax.axvline(b, color="tab:blue", lw=0.3, alpha=0.5)
@@ -206,14 +224,17 @@ def new_figure(figsize, *, shown: bool = False):
     `Figure` that only saves files, so that writing pictures never changes the session's backend."""
     if shown:
         import matplotlib.pyplot as plt
+
         return plt.figure(figsize=figsize)
     from matplotlib.figure import Figure
+
     return Figure(figsize=figsize)
 
 
 def _soundfont() -> str:
     """The General MIDI SoundFont that pretty_midi ships (TimGM6mb)."""
     import pretty_midi
+
     return os.path.join(os.path.dirname(pretty_midi.__file__), "TimGM6mb.sf2")
 
 
@@ -234,7 +255,7 @@ def _midirenderer(pm, sample_rate: int, soundfont: str | None) -> np.ndarray:
         mono = np.empty(frames, np.float32)
         for lo in range(0, frames, AUDIO_BLOCK):
             raw = np.frombuffer(w.readframes(AUDIO_BLOCK), "<i2").reshape(-1, channels)
-            mono[lo:lo + raw.shape[0]] = raw.mean(axis=1, dtype=np.float32) / 32768.0
+            mono[lo : lo + raw.shape[0]] = raw.mean(axis=1, dtype=np.float32) / 32768.0
     del rendered
     if rate == sample_rate or mono.size == 0:
         return mono
@@ -242,7 +263,7 @@ def _midirenderer(pm, sample_rate: int, soundfont: str | None) -> np.ndarray:
     src = np.arange(mono.size)
     for lo in range(0, out.size, AUDIO_BLOCK):
         t = np.arange(lo, min(lo + AUDIO_BLOCK, out.size)) * (rate / sample_rate)
-        out[lo:lo + t.size] = np.interp(t, src, mono)
+        out[lo : lo + t.size] = np.interp(t, src, mono)
     return out
 
 
@@ -258,7 +279,7 @@ def _builtin(pm, sample_rate: int) -> np.ndarray:
             a = int(n.start * sample_rate)
             if a >= len(audio):
                 audio = np.pad(audio, (0, a + len(hit) - len(audio)))
-            seg = audio[a:a + len(hit)]
+            seg = audio[a : a + len(hit)]
             seg += 0.3 * hit[: len(seg)] * (1.0 if n.pitch != 42 else 0.4)
     return audio
 
@@ -300,11 +321,12 @@ def synthesize(mt, sample_rate: int = 22050, soundfont: str | None = None) -> tu
     if audio.size < length:  # silent bars at the end (or a silent song) still last their time
         audio = np.pad(audio, (0, length - audio.size))
     audio = np.asarray(audio, np.float32)
-    peak = max((np.abs(audio[lo:lo + AUDIO_BLOCK]).max() for lo in range(0, audio.size, AUDIO_BLOCK)),
-               default=np.float32(0))
+    peak = max(
+        (np.abs(audio[lo : lo + AUDIO_BLOCK]).max() for lo in range(0, audio.size, AUDIO_BLOCK)), default=np.float32(0)
+    )
     if peak > 0:  # in place, block by block: the same numbers as `audio / peak * 0.9`
         for lo in range(0, audio.size, AUDIO_BLOCK):
-            block = audio[lo:lo + AUDIO_BLOCK]
+            block = audio[lo : lo + AUDIO_BLOCK]
             block /= peak
             block *= 0.9
     return audio, how
@@ -322,7 +344,8 @@ def write_wav(path: str, audio: np.ndarray, sample_rate: int = 22050) -> str:
             w.setsampwidth(2)
             w.setframerate(sample_rate)
             for lo in range(0, audio.size, AUDIO_BLOCK):
-                w.writeframes((np.clip(audio[lo:lo + AUDIO_BLOCK], -1, 1) * 32767).astype("<i2").tobytes())
+                w.writeframes((np.clip(audio[lo : lo + AUDIO_BLOCK], -1, 1) * 32767).astype("<i2").tobytes())
+
     return _written(path, write)
 
 

@@ -71,9 +71,11 @@ def default_run(preset_name: str, latent: int) -> str:
 
 def _write_text(path: str, text: str) -> None:
     """Written whole or not at all: another process of a job may be reading the file at this moment."""
+
     def write(tmp):
         with open(tmp, "w") as f:
             f.write(text)
+
     write_atomically(path, write, f"{path}.{os.getpid()}.tmp")
 
 
@@ -141,8 +143,9 @@ class RunFolder:
             with open(self.config_path, "rb") as f:
                 d = json.loads(f.read(MAX_JSON_BYTES + 1).decode("utf-8"))
         except (OSError, ValueError) as e:
-            raise RunError(f"{self.config_path}: unreadable run configuration ({type(e).__name__}: "
-                           f"{str(e)[:100]})") from None
+            raise RunError(
+                f"{self.config_path}: unreadable run configuration ({type(e).__name__}: {str(e)[:100]})"
+            ) from None
         try:
             return Config.from_dict(d, self.config_path)
         except ValueError as e:
@@ -158,8 +161,10 @@ class RunFolder:
                 if writer:
                     _write_text(self.config_path, cfg.to_json())
             elif saved != cfg:
-                raise RunError(f"{self.root} was started with a different configuration; use a new --run "
-                               f"directory or the same settings (saved in {self.config_path})")
+                raise RunError(
+                    f"{self.root} was started with a different configuration; use a new --run "
+                    f"directory or the same settings (saved in {self.config_path})"
+                )
         elif writer:
             _write_text(self.config_path, cfg.to_json())
         if writer:
@@ -175,11 +180,15 @@ class RunFolder:
             with open(self.stats_path, "rb") as f:
                 stats = json.loads(f.read(MAX_JSON_BYTES + 1).decode("utf-8"))
         except (OSError, ValueError) as e:
-            raise RunError(f"{self.stats_path}: unreadable sampling statistics ({type(e).__name__}: {str(e)[:100]}); "
-                           f"re-run `train.py --stage encode` for this run") from None
+            raise RunError(
+                f"{self.stats_path}: unreadable sampling statistics ({type(e).__name__}: {str(e)[:100]}); "
+                f"re-run `train.py --stage encode` for this run"
+            ) from None
         if not isinstance(stats, dict):
-            raise RunError(f"{self.stats_path}: expected a JSON object of sampling statistics, got "
-                           f"{type(stats).__name__}; re-run `train.py --stage encode` for this run")
+            raise RunError(
+                f"{self.stats_path}: expected a JSON object of sampling statistics, got "
+                f"{type(stats).__name__}; re-run `train.py --stage encode` for this run"
+            )
         return stats
 
     def check_stats(self, stats: dict, cfg: Config, start_bars: np.ndarray | None = None) -> None:
@@ -229,8 +238,10 @@ class RunFolder:
         elif start_bars is not None and not np.isfinite(start_bars).all():
             problems.append("start bars hold values that are not finite")
         if problems:
-            raise RunError(f"{self.stats_path}: the sampling statistics do not match config.json "
-                           f"({'; '.join(problems)}); re-run `train.py --stage encode` for this run")
+            raise RunError(
+                f"{self.stats_path}: the sampling statistics do not match config.json "
+                f"({'; '.join(problems)}); re-run `train.py --stage encode` for this run"
+            )
 
     def write_stats(self, stats: dict, *, indent: int = 2) -> None:
         _write_text(self.stats_path, json.dumps(stats, indent=indent))
@@ -241,20 +252,24 @@ class RunFolder:
                 bars = np.lib.format.read_array(f, allow_pickle=False)
             return np.asarray(bars, np.float32)
         except Exception as e:  # numpy raises many types for damaged bytes
-            raise RunError(f"{self.start_bars_path}: unreadable start bars ({type(e).__name__}: {str(e)[:80]}); "
-                           f"re-run `train.py --stage encode` for this run") from None
+            raise RunError(
+                f"{self.start_bars_path}: unreadable start bars ({type(e).__name__}: {str(e)[:80]}); "
+                f"re-run `train.py --stage encode` for this run"
+            ) from None
 
     def write_start_bars(self, bars: np.ndarray) -> None:
-        write_atomically(self.start_bars_path, lambda tmp: np.save(tmp, bars.astype(np.float32)),
-                         self.start_bars_path + ".tmp.npy")
+        write_atomically(
+            self.start_bars_path, lambda tmp: np.save(tmp, bars.astype(np.float32)), self.start_bars_path + ".tmp.npy"
+        )
 
     # ---- encoded latents ------------------------------------------------------------------------
 
     def write_latents(self, split: str, latents: np.ndarray, start: np.ndarray, length: np.ndarray) -> None:
         path = self.latents_path(split)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        write_atomically(path, lambda tmp: np.savez(tmp, latents=latents, start=start, length=length),
-                         path + ".tmp.npz")
+        write_atomically(
+            path, lambda tmp: np.savez(tmp, latents=latents, start=start, length=length), path + ".tmp.npz"
+        )
 
     @property
     def encoded(self) -> bool:
@@ -275,11 +290,14 @@ class RunFolder:
                 with np.load(path, allow_pickle=False) as z:
                     out[name] = np.asarray(z["latents"], np.float32)
             except Exception as e:  # zipfile, zlib and numpy raise many types for damaged bytes
-                raise RunError(f"{path}: unreadable latents ({type(e).__name__}); "
-                               f"re-run `train.py --stage encode`") from None
+                raise RunError(
+                    f"{path}: unreadable latents ({type(e).__name__}); re-run `train.py --stage encode`"
+                ) from None
             if out[name].shape != (bars, 5, 2 * latent) and not (bars == 0 and out[name].shape[0] == 0):
-                raise RunError(f"{path}: latents of shape {out[name].shape}, but the dataset's {name} split has {bars} "
-                               f"bars and the run latent size {latent}; re-run `train.py --stage encode`")
+                raise RunError(
+                    f"{path}: latents of shape {out[name].shape}, but the dataset's {name} split has {bars} "
+                    f"bars and the run latent size {latent}; re-run `train.py --stage encode`"
+                )
         return out
 
     # ---- metrics log ----------------------------------------------------------------------------
@@ -325,15 +343,25 @@ class RunFolder:
                 rec = json.loads(line.decode("utf-8"))
             except ValueError:
                 rec = None
-            if (isinstance(rec, dict) and isinstance(rec.get("stage"), str) and isinstance(rec.get("kind"), str)
-                    and isinstance(rec.get("step"), int) and isinstance(rec.get("epoch", 0), int)):
+            if (
+                isinstance(rec, dict)
+                and isinstance(rec.get("stage"), str)
+                and isinstance(rec.get("kind"), str)
+                and isinstance(rec.get("step"), int)
+                and isinstance(rec.get("epoch", 0), int)
+            ):
                 out.append(rec)
             else:
                 bad.append(i)
         if bad:
             import warnings
-            warnings.warn(f"{self.metrics_path}: left out {len(bad)} unreadable record(s) (line {bad[0]}"
-                          f"{' and more' if len(bad) > 1 else ''})", RuntimeWarning, stacklevel=2)
+
+            warnings.warn(
+                f"{self.metrics_path}: left out {len(bad)} unreadable record(s) (line {bad[0]}"
+                f"{' and more' if len(bad) > 1 else ''})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         del torn
         return out
 
@@ -358,8 +386,10 @@ class RunLock:
         except OSError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise RunError(f"{self.run.root} is being trained by another process (pid {holder}); wait for it to "
-                           f"finish or train into another --run folder") from None
+            raise RunError(
+                f"{self.run.root} is being trained by another process (pid {holder}); wait for it to "
+                f"finish or train into another --run folder"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd

@@ -58,13 +58,16 @@ class TrainedModel:
     def __init__(self, run_dir: str):
         run = RunFolder(run_dir)
         if not run.trained:
-            raise NoCheckpoint(f"{run_dir}: no trained model here; train one with `python train.py` "
-                               f"(or `python train.py --data PATH` for your data)")
+            raise NoCheckpoint(
+                f"{run_dir}: no trained model here; train one with `python train.py` "
+                f"(or `python train.py --data PATH` for your data)"
+            )
         self.cfg = cfg = run.read_config()
         self.run_dir = run_dir
         # module structure only (no initialisation is computed); the weights are restored into it
-        self.vae_def, vae_t = nnx.split(nnx.eval_shape(
-            lambda: models.vae_stack(cfg.model, cfg.data, jax.random.key(0))))
+        self.vae_def, vae_t = nnx.split(
+            nnx.eval_shape(lambda: models.vae_stack(cfg.model, cfg.data, jax.random.key(0)))
+        )
         self.mel_def, mel_t = nnx.split(nnx.eval_shape(lambda: models.melody_net(cfg.model, jax.random.key(0))))
         self.har_def, har_t = nnx.split(nnx.eval_shape(lambda: models.harmony_stack(cfg.model, jax.random.key(0))))
         if run.packaged:
@@ -73,8 +76,10 @@ class TrainedModel:
         else:
             from vaejax.checkpoint import restore_params  # Orbax: only for training runs
 
-            self.vae, self.mel, self.har = (restore_params(run.ckpt(stage), t) for stage, t in
-                                            (("vae", vae_t), ("melody", mel_t), ("harmony", har_t)))
+            self.vae, self.mel, self.har = (
+                restore_params(run.ckpt(stage), t)
+                for stage, t in (("vae", vae_t), ("melody", mel_t), ("harmony", har_t))
+            )
             self.start_bars = run.read_start_bars()
         self.stats = run.read_stats()
         run.check_stats(self.stats, cfg, self.start_bars)
@@ -82,8 +87,7 @@ class TrainedModel:
         self.thresholds = th[:, None] if th.ndim == 1 else th  # [5, channels]: sustain (, onset (, tail))
         cells = cfg.data.steps // models.model_sub(cfg.model, cfg.data)
         cuts = self.stats.get("onset_thresholds")
-        self.onset_cuts = (np.asarray(cuts, np.float32) if cuts is not None
-                           else np.full((5, cells), np.nan, np.float32))
+        self.onset_cuts = np.asarray(cuts, np.float32) if cuts is not None else np.full((5, cells), np.nan, np.float32)
         """Per track and grid cell onset thresholds (`models.decode_notes(onset_cuts=...)`)."""
         self.per_cell_onsets = cuts is not None
         """Decode with `onset_cuts` (False: one onset threshold per track, as the earlier design)."""
@@ -95,9 +99,13 @@ class TrainedModel:
         self.synthetic = bool(self.stats.get("data", {}).get("synthetic", False))
         """True when trained on the synthetic demo corpus: generated names and pictures say so."""
         k2 = self.start_bars.shape[-1]
-        self.norm = (LatentNorm(np.asarray(self.stats["latent_mean"], np.float32),
-                                np.asarray(self.stats["latent_std"], np.float32))
-                     if "latent_mean" in self.stats else LatentNorm.identity(k2))
+        self.norm = (
+            LatentNorm(
+                np.asarray(self.stats["latent_mean"], np.float32), np.asarray(self.stats["latent_std"], np.float32)
+            )
+            if "latent_mean" in self.stats
+            else LatentNorm.identity(k2)
+        )
         self.tempo = TEMPO
         self.harmony_guidance = float(self.stats.get("harmony_guidance", HARMONY_GUIDANCE))
         """Scale on the conditioned decoders' harmonic bias (`models.VAE.harmony`) when generating: above 1
@@ -125,15 +133,18 @@ class TrainedModel:
         the compiled kernels, so it is cheap; the model it came from is unchanged."""
         unknown = sorted(set(options) - set(self.OPTIONS))
         if unknown:
-            raise TypeError(f"unknown option(s) {', '.join(unknown)}; a TrainedModel's options are "
-                            f"{', '.join(self.OPTIONS)}")
+            raise TypeError(
+                f"unknown option(s) {', '.join(unknown)}; a TrainedModel's options are {', '.join(self.OPTIONS)}"
+            )
         for name in set(options) & {"harmony_guidance", "memory_mb", "tempo"}:
             value = options[name]
             low = 0.0 if name == "harmony_guidance" else 1e-9
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-                    and value >= low):
-                raise ValueError(f"{name} must be a finite number "
-                                 f"{'>= 0' if name == 'harmony_guidance' else '> 0'}, not {value!r}")
+            if not (
+                isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value >= low
+            ):
+                raise ValueError(
+                    f"{name} must be a finite number {'>= 0' if name == 'harmony_guidance' else '> 0'}, not {value!r}"
+                )
         if "count_notes" in options and not isinstance(options["count_notes"], bool):
             raise ValueError(f"count_notes must be True or False, not {options['count_notes']!r}")
         new = copy.copy(self)
@@ -143,8 +154,9 @@ class TrainedModel:
 
     def __setattr__(self, name, value):
         if self.__dict__.get("_frozen"):
-            hint = (f"; model.with_options({name}=...) returns a model with another setting"
-                    if name in self.OPTIONS else "")
+            hint = (
+                f"; model.with_options({name}=...) returns a model with another setting" if name in self.OPTIONS else ""
+            )
             raise AttributeError(f"a TrainedModel does not change once loaded (setting {name!r}){hint}")
         object.__setattr__(self, name, value)
 
@@ -154,9 +166,14 @@ class TrainedModel:
         """The learned prior, when the folder carries one (packaged weights, or a `prior` stage checkpoint);
         else `self.prior` is None and generation uses the chain."""
         k = self.cfg.model.latent
-        templates = {name: nnx.split(nnx.eval_shape(lambda b=(name == "band"): prior_lib.prior_net(
-            self.cfg.prior, k, jax.random.key(0), band=b)))
-            for name in ("song", "band")}
+        templates = {
+            name: nnx.split(
+                nnx.eval_shape(
+                    lambda b=(name == "band"): prior_lib.prior_net(self.cfg.prior, k, jax.random.key(0), band=b)
+                )
+            )
+            for name in ("song", "band")
+        }
         self.prior_defs = {name: gd for name, (gd, _) in templates.items()}
         like = {name: t for name, (_, t) in templates.items()}
         self.prior = packaging.read_prior(run, like) if run.packaged else None
@@ -166,8 +183,10 @@ class TrainedModel:
             if not self.cfg.prior.band:
                 like.pop("band")
             self.prior = restore_params(run.ckpt("prior"), like)
-        self._prior_windows = {name: jax.jit(lambda p, *a, gd=gd: prior_lib.sample_window(gd, p, *a))
-                               for name, gd in self.prior_defs.items()}
+        self._prior_windows = {
+            name: jax.jit(lambda p, *a, gd=gd: prior_lib.sample_window(gd, p, *a))
+            for name, gd in self.prior_defs.items()
+        }
 
     def prior_kind(self, prior: str | None = None) -> str:
         """The prior generation uses: `prior` ("chain" or "transformer"), by default `config.PRIOR` where the
@@ -177,12 +196,25 @@ class TrainedModel:
         if prior not in PRIORS:
             raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {prior!r}")
         if prior == "transformer" and self.prior is None:
-            raise ValueError(f"{self.run_dir} carries no learned prior; train one with `python train.py --run "
-                             f"{self.run_dir} --stage prior` or use prior='chain'")
+            raise ValueError(
+                f"{self.run_dir} carries no learned prior; train one with `python train.py --run "
+                f"{self.run_dir} --stage prior` or use prior='chain'"
+            )
         return prior
 
-    def _prior_draw(self, which: str, num: int, bars: int, *, sigma: float, seed: int, prefix=None,
-                    prefix_plays=None, piano=None, phase0: int = 0):
+    def _prior_draw(
+        self,
+        which: str,
+        num: int,
+        bars: int,
+        *,
+        sigma: float,
+        seed: int,
+        prefix=None,
+        prefix_plays=None,
+        piano=None,
+        phase0: int = 0,
+    ):
         """Standardised means `[num, bars, 5, K]` and plays `[num, bars, 5]` drawn from the prior `which`
         ("song" or "band") at temperature `prior.temperature_of(sigma)`. New songs start with the piano
         playing, as the chain starts from a real bar where it plays (most songs open with an intro)."""
@@ -192,9 +224,20 @@ class TrainedModel:
             given = np.full((num, bars, len(TRACKS)), np.nan, np.float32)
             given[:, 0, PIANO] = 1.0
         window = lambda *a: self._prior_windows[which](params, *a)  # noqa: E731
-        return prior_lib.generate(window, jax.random.key(seed), num=num, bars=bars, latent=self.K,
-                                  context=self.cfg.prior.context, temperature=prior_lib.temperature_of(sigma),
-                                  prefix=prefix, prefix_plays=prefix_plays, piano=piano, phase0=phase0, given=given)
+        return prior_lib.generate(
+            window,
+            jax.random.key(seed),
+            num=num,
+            bars=bars,
+            latent=self.K,
+            context=self.cfg.prior.context,
+            temperature=prior_lib.temperature_of(sigma),
+            prefix=prefix,
+            prefix_plays=prefix_plays,
+            piano=piano,
+            phase0=phase0,
+            given=given,
+        )
 
     def _prior_latents(self, z_std) -> Latents:
         """Standardised means `[..., 5, K]` -> latent parameters in data units (log variances at the
@@ -217,8 +260,9 @@ class TrainedModel:
         roll = roll.reshape(5, num, bars, d.steps, -1) & np.moveaxis(plays, 2, 0)[..., None, None]
         return roll.reshape(5, num, bars * d.steps, -1)
 
-    def prior_bars(self, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, num: int = 1,
-                   prior: str | None = None) -> np.ndarray:
+    def prior_bars(
+        self, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, num: int = 1, prior: str | None = None
+    ) -> np.ndarray:
         """`num` new songs as raw bars `[5, num, bars, T, P]` (bool, the decoders' own notes before any
         post-processing, in the model's key) from the prior `prior` (see `prior_kind`)."""
         check_generation(bars=bars, sigma=sigma, num=num)
@@ -284,15 +328,29 @@ class TrainedModel:
     def _harmony_impl(self, piano, own0, key, sigma):
         """Harmony chain under a fixed piano (standardised), noise carried forward as in `_chain_impl`:
         piano `[bars, 2K]`, own0 `[4, 2K]` -> (noisy, predicted before noise), each `[bars, 4, 2K]`."""
+
         def step(own, pk):
             p, k = pk
             mean = self._harmony_step(p[None], own[:, None])[:, 0]
             own = add_noise(mean, sigma, k)
             return own, (own, mean)
+
         return jax.lax.scan(step, own0, (piano, jax.random.split(key, piano.shape[0])))[1]
 
-    def _rolls_impl(self, latents, thresholds, onset_cuts, key, piano=None, plays_latents=None, guidance=1.0, *,
-                    sample: bool = False, count: bool = False, cells: bool = False):
+    def _rolls_impl(
+        self,
+        latents,
+        thresholds,
+        onset_cuts,
+        key,
+        piano=None,
+        plays_latents=None,
+        guidance=1.0,
+        *,
+        sample: bool = False,
+        count: bool = False,
+        cells: bool = False,
+    ):
         """`[M, 5, 2K]` latent parameters -> `[5, M, T, P]` bool rolls. The piano decodes first (or is
         given, `[M, T, P]`); the other tracks decode conditioned on its pitch classes, each with its own
         decoder; `sample` draws cells instead of thresholding. Whether a track plays in a segment is
@@ -303,16 +361,24 @@ class TrainedModel:
         if self.cfg.model.condition:
             vae = jax.tree.map(lambda a: a, vae)
             vae["harmony"] = jax.tree.map(lambda a: a * guidance, vae["harmony"])
-        z = jnp.moveaxis(latents[..., :self.K], 1, 0)  # [5, M, K]: decoders read mu
-        zp = z if plays_latents is None else jnp.moveaxis(plays_latents[..., :self.K], 1, 0)
+        z = jnp.moveaxis(latents[..., : self.K], 1, 0)  # [5, M, K]: decoders read mu
+        zp = z if plays_latents is None else jnp.moveaxis(plays_latents[..., : self.K], 1, 0)
 
         def notes(probs, plays, th, oc, k):
             kc, kp = jax.random.split(k)
             draws = jax.random.uniform(kc, probs.shape) if sample else None
             cut = jax.random.uniform(kp, plays.shape) if sample else 0.5
             oc = oc if cells else None
-            return models.decode_notes(probs, th, draws, count=count, plays=plays, plays_cut=cut,
-                                       sub=models.model_sub(self.cfg.model, d), onset_cuts=oc)
+            return models.decode_notes(
+                probs,
+                th,
+                draws,
+                count=count,
+                plays=plays,
+                plays_cut=cut,
+                sub=models.model_sub(self.cfg.model, d),
+                onset_cuts=oc,
+            )
 
         kp, kb = jax.random.split(key)
         if piano is None:
@@ -352,8 +418,8 @@ class TrainedModel:
             return Latents.from_concat(np.asarray(self._encode(jnp.asarray(bars, jnp.float32))))
         parts = []
         for lo in range(0, m, DECODE_CHUNK):
-            part = _padded(bars[:, lo:lo + DECODE_CHUNK], DECODE_CHUNK, axis=1)
-            parts.append(np.asarray(self._encode(jnp.asarray(part, jnp.float32)))[:min(DECODE_CHUNK, m - lo)])
+            part = _padded(bars[:, lo : lo + DECODE_CHUNK], DECODE_CHUNK, axis=1)
+            parts.append(np.asarray(self._encode(jnp.asarray(part, jnp.float32)))[: min(DECODE_CHUNK, m - lo)])
         return Latents.from_concat(np.concatenate(parts))
 
     def _encode_roll(self, roll: np.ndarray) -> Latents:
@@ -368,8 +434,16 @@ class TrainedModel:
         key-normalised model first transposes the song to C major / A minor)."""
         return self._encode_roll(self._in_model_key(self._roll_of(song))[0])
 
-    def rolls(self, latents, *, threshold: float | None = None, sample: bool = False, seed: int = 0,
-              piano: np.ndarray | None = None, plays_latents=None) -> np.ndarray:
+    def rolls(
+        self,
+        latents,
+        *,
+        threshold: float | None = None,
+        sample: bool = False,
+        seed: int = 0,
+        piano: np.ndarray | None = None,
+        plays_latents=None,
+    ) -> np.ndarray:
         """Latent parameters `[M, 5]` (`Latents`, or the `[M, 5, 2K]` layout) -> `[5, M*T, P]` bool rolls: the
         decoders' raw output, notes decoded at the calibrated thresholds (`threshold` replaces the sustain
         threshold), before any post-processing. `piano` (`[M*T, P]`) fixes the piano part that the band
@@ -384,11 +458,20 @@ class TrainedModel:
         key = jax.random.key(seed)
 
         def run(lat, p, pl, key):
-            return np.asarray(self._rolls(jnp.asarray(lat), jnp.asarray(th), jnp.asarray(self.onset_cuts), key,
-                                          None if p is None else jnp.asarray(p),
-                                          None if pl is None else jnp.asarray(pl),
-                                          jnp.float32(self.harmony_guidance), sample=sample,
-                                          count=bool(self.count_notes), cells=bool(self.per_cell_onsets)))
+            return np.asarray(
+                self._rolls(
+                    jnp.asarray(lat),
+                    jnp.asarray(th),
+                    jnp.asarray(self.onset_cuts),
+                    key,
+                    None if p is None else jnp.asarray(p),
+                    None if pl is None else jnp.asarray(pl),
+                    jnp.float32(self.harmony_guidance),
+                    sample=sample,
+                    count=bool(self.count_notes),
+                    cells=bool(self.per_cell_onsets),
+                )
+            )
 
         if m <= DECODE_CHUNK:
             out = run(lat, p, pl, key)
@@ -396,21 +479,35 @@ class TrainedModel:
             out = np.zeros((5, m) + (self.cfg.data.steps, self.cfg.data.num_pitches), bool)
             for i, lo in enumerate(range(0, m, DECODE_CHUNK)):
                 cut = slice(lo, lo + DECODE_CHUNK)
-                got = run(*(None if a is None else _padded(a[cut], DECODE_CHUNK) for a in (lat, p, pl)),
-                          jax.random.fold_in(key, i))
-                out[:, cut] = got[:, :min(DECODE_CHUNK, m - lo)]
+                got = run(
+                    *(None if a is None else _padded(a[cut], DECODE_CHUNK) for a in (lat, p, pl)),
+                    jax.random.fold_in(key, i),
+                )
+                out[:, cut] = got[:, : min(DECODE_CHUNK, m - lo)]
         return out.reshape(5, -1, out.shape[-1])
 
     def _finish(self, roll, *, name, shift=0, key=0, min_length=None, merge_gap=None, tempo=None):
         """Post-process (`min_length`, `merge_gap`: None for the model's defaults), move to the output key
         and wrap a `[5, T, P]` roll as a Multitrack."""
-        roll = render.postprocess(roll, min_length=self.min_length if min_length is None else min_length,
-                                  merge_gap=self.merge_gap if merge_gap is None else merge_gap)
+        roll = render.postprocess(
+            roll,
+            min_length=self.min_length if min_length is None else min_length,
+            merge_gap=self.merge_gap if merge_gap is None else merge_gap,
+        )
         roll = music.transpose(roll, int(key) - int(shift))
         return render.to_multitrack(roll, tempo=tempo or self.tempo, name=self._label(name), cfg=self.cfg.data)
 
-    def decode(self, latents, *, threshold: float | None = None, sample: bool = False, seed: int = 0,
-               name: str = "decoded", plays_latents=None, **finish_kw):
+    def decode(
+        self,
+        latents,
+        *,
+        threshold: float | None = None,
+        sample: bool = False,
+        seed: int = 0,
+        name: str = "decoded",
+        plays_latents=None,
+        **finish_kw,
+    ):
         """Latent parameters `[bars, 5]` -> Multitrack (thresholds calibrated on validation data by
         default; `sample=True` draws each cell from its Bernoulli instead). `key`: semitones to transpose
         the output by; `min_length`, `merge_gap`: post-processing (0 and 0 for the raw output)."""
@@ -419,8 +516,9 @@ class TrainedModel:
 
     # ---- generation --------------------------------------------------------------------------------
 
-    def sample_latents(self, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, num: int = 1,
-                       start=None, with_means: bool = False):
+    def sample_latents(
+        self, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, num: int = 1, start=None, with_means: bool = False
+    ):
         """Latent parameters `[num, bars, 5]` from the chain (`bars` counts segments). The first comes from
         `start` (`[num, 5]`) or from a random real training bar where the piano plays. `with_means`: also
         the chains' predictions before the noise (the same shape)."""
@@ -431,20 +529,38 @@ class TrainedModel:
             start = self.start_bars[pick]
         else:
             start = Latents.of(start).concat()
-        z, means = self._chain(jnp.asarray(self.norm.standardize(start), jnp.float32), key, int(bars),
-                               jnp.float32(sigma))
+        z, means = self._chain(
+            jnp.asarray(self.norm.standardize(start), jnp.float32), key, int(bars), jnp.float32(sigma)
+        )
         z, means = (Latents.from_concat(self.norm.unstandardize(np.asarray(a))) for a in (z, means))
         return (z, means) if with_means else z
 
-    def sample(self, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, num: int = 1, threshold=None,
-               sample: bool = False, prior: str | None = None, **finish_kw):
+    def sample(
+        self,
+        bars: int = 32,
+        *,
+        sigma: float = SIGMA,
+        seed: int = 0,
+        num: int = 1,
+        threshold=None,
+        sample: bool = False,
+        prior: str | None = None,
+        **finish_kw,
+    ):
         """`num` new songs of `bars` bars, generated together in one compiled call. (The chain advances by
         segments; with segments of several bars the last one is cut to length.) `key=N` transposes the
         songs by N semitones from C major / A minor (key-normalised models). `prior`: "transformer" (the
         learned prior over bar sequences; the default where the model carries one; sigma sets its
         temperature, `prior.temperature_of`) or "chain" (MelodyNN and the HarmonyNNs, sigma their noise)."""
-        check_generation(bars=bars, sigma=sigma, num=num, threshold=threshold, key=finish_kw.get("key"),
-                         tempo=finish_kw.get("tempo"), seed=seed)
+        check_generation(
+            bars=bars,
+            sigma=sigma,
+            num=num,
+            threshold=threshold,
+            key=finish_kw.get("key"),
+            tempo=finish_kw.get("tempo"),
+            seed=seed,
+        )
         self._fits(bars, num)
         d = self.cfg.data
         segments = -(-bars // d.segment_bars)
@@ -452,22 +568,25 @@ class TrainedModel:
             z, plays = self._prior_draw("song", num, segments, sigma=sigma, seed=seed)
             roll = self._prior_rolls(z, plays, threshold=threshold, sample=sample, seed=seed + 1)
             length = bars * d.resolution * d.beats_per_bar
-            return [self._finish(roll[:, i, :length], name=f"vaejax seed {seed} #{i}", **finish_kw)
-                    for i in range(num)]
+            return [self._finish(roll[:, i, :length], name=f"vaejax seed {seed} #{i}", **finish_kw) for i in range(num)]
         z, means = self.sample_latents(segments, sigma=sigma, seed=seed, num=num, with_means=True)
         flat = lambda a: a.map(lambda x: x.reshape((-1,) + x.shape[2:]))  # noqa: E731
         roll = self.rolls(flat(z), threshold=threshold, sample=sample, seed=seed + 1, plays_latents=flat(means))
         per_song = segments * d.steps
         length = bars * d.resolution * d.beats_per_bar
-        return [self._finish(roll[:, i * per_song:i * per_song + length], name=f"vaejax seed {seed} #{i}",
-                             **finish_kw) for i in range(num)]
+        return [
+            self._finish(roll[:, i * per_song : i * per_song + length], name=f"vaejax seed {seed} #{i}", **finish_kw)
+            for i in range(num)
+        ]
 
     def _fits(self, bars: int, num: int = 1) -> None:
         need = generation_mb(bars, num)
         if need > self.memory_mb:
-            raise ValueError(f"{num} song(s) of {bars} bars need about {need:.0f} MiB, more than the budget of "
-                             f"{self.memory_mb:.0f} MiB (model.memory_mb); generate fewer songs per call (sample.py "
-                             f"does so by itself) or raise the budget")
+            raise ValueError(
+                f"{num} song(s) of {bars} bars need about {need:.0f} MiB, more than the budget of "
+                f"{self.memory_mb:.0f} MiB (model.memory_mb); generate fewer songs per call (sample.py "
+                f"does so by itself) or raise the budget"
+            )
 
     def vary(self, song, *, sigma: float = SIGMA, seed: int = 0, bars: int | None = None, **decode_kw):
         """A variation: encode every bar of `song`, add sigma noise to its latent parameters (as the chains
@@ -479,14 +598,21 @@ class TrainedModel:
             z = z[:bars]
         check_generation(bars=len(z), sigma=sigma)
         x = z.concat()
-        noisy = x if sigma == 0 else self.norm.unstandardize(np.asarray(  # sigma 0: the song's own latents
-            add_noise(jnp.asarray(self.norm.standardize(x)), sigma, jax.random.key(seed))))
+        noisy = (
+            x
+            if sigma == 0
+            else self.norm.unstandardize(
+                np.asarray(  # sigma 0: the song's own latents
+                    add_noise(jnp.asarray(self.norm.standardize(x)), sigma, jax.random.key(seed))
+                )
+            )
+        )
         decode_kw.setdefault("key", 0)
-        return self.decode(noisy, seed=seed, name=f"variation sigma {sigma}", shift=shift, plays_latents=z,
-                           **decode_kw)
+        return self.decode(noisy, seed=seed, name=f"variation sigma {sigma}", shift=shift, plays_latents=z, **decode_kw)
 
-    def continue_song(self, song, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, prior: str | None = None,
-                      **decode_kw):
+    def continue_song(
+        self, song, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, prior: str | None = None, **decode_kw
+    ):
         """`bars` new bars after `song` (in the song's key unless `key` is given): the learned prior continues
         from the song's last `context` bars, so it can return to the song's material and keep its phrase
         positions; the chain (`prior="chain"`) rolls forward from its last bar."""
@@ -498,11 +624,23 @@ class TrainedModel:
             n = len(given)
             keep = min(n, self.cfg.prior.context)
             sounds = roll[:, : n * d.steps].reshape(5, n, -1).any(-1).T  # [n, 5]
-            z, plays = self._prior_draw("song", 1, keep + bars, sigma=sigma, seed=seed,
-                                        prefix=self._standardized_means(given[n - keep:])[None],
-                                        prefix_plays=sounds[None, n - keep:].astype(np.float32), phase0=n - keep)
-            out = self._prior_rolls(z[:, keep:], plays[:, keep:], seed=seed, threshold=decode_kw.pop("threshold", None),
-                                    sample=decode_kw.pop("sample", False))[:, 0]
+            z, plays = self._prior_draw(
+                "song",
+                1,
+                keep + bars,
+                sigma=sigma,
+                seed=seed,
+                prefix=self._standardized_means(given[n - keep :])[None],
+                prefix_plays=sounds[None, n - keep :].astype(np.float32),
+                phase0=n - keep,
+            )
+            out = self._prior_rolls(
+                z[:, keep:],
+                plays[:, keep:],
+                seed=seed,
+                threshold=decode_kw.pop("threshold", None),
+                sample=decode_kw.pop("sample", False),
+            )[:, 0]
             decode_kw.setdefault("key", 0)
             return self._finish(out, name="continuation", shift=shift, **decode_kw)
         start = self._encode_roll(roll)[-1:]
@@ -510,8 +648,18 @@ class TrainedModel:
         decode_kw.setdefault("key", 0)
         return self.decode(z[0], seed=seed, name="continuation", shift=shift, plays_latents=means[0], **decode_kw)
 
-    def arrange(self, piano, *, sigma: float = SIGMA, seed: int = 0, tracks=None, threshold=None,
-                sample: bool = False, prior: str | None = None, **finish_kw):
+    def arrange(
+        self,
+        piano,
+        *,
+        sigma: float = SIGMA,
+        seed: int = 0,
+        tracks=None,
+        threshold=None,
+        sample: bool = False,
+        prior: str | None = None,
+        **finish_kw,
+    ):
         """Keep a piano part exactly and generate the band bar by bar: the learned arranging prior draws the
         band's latents and rests given the piano part of the whole passage (it looks ahead as well as back,
         `context` bars at a time), or (`prior="chain"`) the HarmonyNNs carry each track's latents under the
@@ -557,9 +705,15 @@ class TrainedModel:
         p = self._encode_roll(roll).concat()[:, PIANO]  # [n, 2K]
         rng = np.random.default_rng(seed)
         own0 = self.norm.standardize(self.start_bars[rng.integers(len(self.start_bars))][h], h)
-        own, own_mean = (np.asarray(a) for a in self._harm(jnp.asarray(self.norm.standardize(p, PIANO), jnp.float32),
-                                                           jnp.asarray(own0, jnp.float32),
-                                                           jax.random.key(seed), jnp.float32(sigma)))
+        own, own_mean = (
+            np.asarray(a)
+            for a in self._harm(
+                jnp.asarray(self.norm.standardize(p, PIANO), jnp.float32),
+                jnp.asarray(own0, jnp.float32),
+                jax.random.key(seed),
+                jnp.float32(sigma),
+            )
+        )
         z = np.zeros((n, 5, p.shape[-1]), np.float32)  # in the data's units; `own` is standardised
         z[:, PIANO] = p
         means = z.copy()
@@ -573,15 +727,17 @@ class TrainedModel:
         key, cut to its length, only the tracks asked for, the given piano part untouched."""
         cfg = self.cfg.data
         ml, mg = finish_kw.pop("min_length", None), finish_kw.pop("merge_gap", None)
-        out = render.postprocess(out, min_length=self.min_length if ml is None else ml,
-                                 merge_gap=self.merge_gap if mg is None else mg)
+        out = render.postprocess(
+            out, min_length=self.min_length if ml is None else ml, merge_gap=self.merge_gap if mg is None else mg
+        )
         out = music.transpose(out, int(finish_kw.pop("key", 0)) - shift)[:, :length]
         for i in range(5):
             if i != PIANO and TRACKS[i] not in add:
                 out[i] = False
         out[PIANO] = piano_roll  # the given part, untouched
-        return render.to_multitrack(out, tempo=finish_kw.get("tempo") or self.tempo,
-                                    name=self._label("arrangement"), cfg=cfg)
+        return render.to_multitrack(
+            out, tempo=finish_kw.get("tempo") or self.tempo, name=self._label("arrangement"), cfg=cfg
+        )
 
     def interpolate(self, song_a, song_b, *, steps: int = 5, bars: int = 4, **decode_kw):
         """`steps` songs moving linearly in latent space from song_a's first `bars` bars to song_b's."""
@@ -590,8 +746,10 @@ class TrainedModel:
             raise ValueError(f"steps must be an integer from 2 to 100, got {steps!r}")
         a, b = self.encode(song_a)[:bars].concat(), self.encode(song_b)[:bars].concat()
         n = min(len(a), len(b))
-        return [self.decode((1 - w) * a[:n] + w * b[:n], name=f"interpolation {w:.2f}", **decode_kw)
-                for w in np.linspace(0.0, 1.0, steps)]
+        return [
+            self.decode((1 - w) * a[:n] + w * b[:n], name=f"interpolation {w:.2f}", **decode_kw)
+            for w in np.linspace(0.0, 1.0, steps)
+        ]
 
 
 def _padded(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
@@ -628,15 +786,19 @@ def resolve(name: str | None = None) -> tuple[str, str]:
     if name is not None:
         if not os.path.exists(name) and os.sep not in name and "/" not in name:
             names = packaging.pretrained_names()
-            raise NoCheckpoint(f"{name}: no such run folder or packaged model; packaged models: "
-                               f"{', '.join(names) or 'none installed'} (or give a run folder's path)")
+            raise NoCheckpoint(
+                f"{name}: no such run folder or packaged model; packaged models: "
+                f"{', '.join(names) or 'none installed'} (or give a run folder's path)"
+            )
         return name, name
     latest = latest_run()
     if latest is not None:
         return latest, f"the latest run ({latest})"
     if packaging.DEFAULT_PRETRAINED in packaging.pretrained_names():
-        return (packaging.pretrained_path(packaging.DEFAULT_PRETRAINED),
-                f"the packaged model {packaging.DEFAULT_PRETRAINED} (no trained run here: runs/LATEST)")
+        return (
+            packaging.pretrained_path(packaging.DEFAULT_PRETRAINED),
+            f"the packaged model {packaging.DEFAULT_PRETRAINED} (no trained run here: runs/LATEST)",
+        )
     raise NoCheckpoint("no trained run found (runs/LATEST); train one with `python train.py`")
 
 

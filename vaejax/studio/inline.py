@@ -13,8 +13,9 @@ from vaejax.config import SAMPLE_RATE, DataConfig
 from vaejax.studio import payload
 
 
-def show_html(song, *, sample_rate: int = SAMPLE_RATE, audio: bool = True, cfg: DataConfig = DataConfig(),
-              lane_height: int = 64) -> str:
+def show_html(
+    song, *, sample_rate: int = SAMPLE_RATE, audio: bool = True, cfg: DataConfig = DataConfig(), lane_height: int = 64
+) -> str:
     """The HTML of `show` (a string): a self-contained roll and player for a Multitrack."""
     data = payload.song_payload(song, cfg)
     ident = "vj-" + uuid.uuid4().hex[:12]

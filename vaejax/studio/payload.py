@@ -35,13 +35,27 @@ def song_payload(mt, cfg: DataConfig = DataConfig(), *, roll: np.ndarray | None 
     for t, name in enumerate(TRACKS):
         sel = order[track[order] == t]
         notes = np.stack([start[sel], end[sel], pitch[sel] + cfg.lowest_pitch], axis=1).ravel()
-        tracks.append({"name": name, "program": LPD5_PROGRAMS[t], "is_drum": t == 0, "color": COLORS[name],
-                       "notes": notes.astype(int).tolist()})
+        tracks.append(
+            {
+                "name": name,
+                "program": LPD5_PROGRAMS[t],
+                "is_drum": t == 0,
+                "color": COLORS[name],
+                "notes": notes.astype(int).tolist(),
+            }
+        )
     steps = int(roll.shape[1])
     bar = cfg.resolution * cfg.beats_per_bar
-    return {"name": str(mt.name or "song"), "tempo": round(float(tempo_of(mt)), 3), "resolution": cfg.resolution,
-            "beats_per_bar": cfg.beats_per_bar, "steps": steps, "bars": -(-steps // bar),
-            "lowest_pitch": cfg.lowest_pitch, "tracks": tracks}
+    return {
+        "name": str(mt.name or "song"),
+        "tempo": round(float(tempo_of(mt)), 3),
+        "resolution": cfg.resolution,
+        "beats_per_bar": cfg.beats_per_bar,
+        "steps": steps,
+        "bars": -(-steps // bar),
+        "lowest_pitch": cfg.lowest_pitch,
+        "tracks": tracks,
+    }
 
 
 def note_counts(payload: dict) -> dict[str, int]:
@@ -92,8 +106,14 @@ cannot be scaled by a peak it has not rendered yet; `render.synthesize` scales w
 def wav_header(frames: int, sample_rate: int) -> bytes:
     """The 44-byte header of a 16-bit mono WAV file of `frames` samples."""
     data = frames * 2
-    return (b"RIFF" + struct.pack("<I", 36 + data) + b"WAVEfmt " +
-            struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16) + b"data" + struct.pack("<I", data))
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", data)
+    )
 
 
 def _limit(x: np.ndarray) -> np.ndarray:
@@ -207,7 +227,7 @@ class WavStream:
             midirenderer = None
         if self.whole or midirenderer is None or not any(i.notes for i in pm.instruments):
             audio, self.how = render.synthesize(self.mt, sample_rate=self.sample_rate)
-            audio = np.pad(audio, (0, max(0, self.frames - audio.size)))[:self.frames]
+            audio = np.pad(audio, (0, max(0, self.frames - audio.size)))[: self.frames]
             yield self._pcm(audio)
             return
         import pretty_midi
@@ -224,11 +244,15 @@ class WavStream:
             any_note = False
             for inst, ns in zip(pm.instruments, notes):
                 out = pretty_midi.Instrument(program=inst.program, is_drum=inst.is_drum, name=inst.name)
-                out.notes = [pretty_midi.Note(n.velocity, n.pitch, n.start - start, n.end - start)
-                             for n in ns if start <= n.start < end or (last and n.start >= end)]
+                out.notes = [
+                    pretty_midi.Note(n.velocity, n.pitch, n.start - start, n.end - start)
+                    for n in ns
+                    if start <= n.start < end or (last and n.start >= end)
+                ]
                 # an event after the notes keeps the synthesiser running through their release
-                out.control_changes = [pretty_midi.ControlChange(7, 100, max([n.end for n in out.notes] +
-                                                                               [end - start]) + TAIL_SECONDS)]
+                out.control_changes = [
+                    pretty_midi.ControlChange(7, 100, max([n.end for n in out.notes] + [end - start]) + TAIL_SECONDS)
+                ]
                 any_note |= bool(out.notes)
                 part.instruments.append(out)
             if any_note:
@@ -243,7 +267,7 @@ class WavStream:
                     mono = np.interp(t, np.arange(mono.size), mono).astype(np.float32)
                 a = int(round(start * sr))
                 n = max(0, min(mono.size, self.frames - a))
-                mix[a:a + n] += mono[:n]
+                mix[a : a + n] += mono[:n]
             ready = self.frames if last else min(self.frames, int(round(end * sr)))
             yield self._pcm(_limit(mix[done:ready]))
             done, start, span = ready, end, min(span * 2, 8)

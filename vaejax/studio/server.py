@@ -104,8 +104,19 @@ class AudioWorker:
 class Entry:
     """One result (or upload): the song, its roll and JSON, and its audio mixes (rendered once each)."""
 
-    def __init__(self, ident: str, kind: str, mt, roll: np.ndarray, tempo: float, params: dict, label: str,
-                 cfg, notes: list[str], sample_rate: int):
+    def __init__(
+        self,
+        ident: str,
+        kind: str,
+        mt,
+        roll: np.ndarray,
+        tempo: float,
+        params: dict,
+        label: str,
+        cfg,
+        notes: list[str],
+        sample_rate: int,
+    ):
         self.id, self.kind, self.mt, self.roll, self.tempo = ident, kind, mt, roll, tempo
         self.params, self.label, self.notes, self.sample_rate = params, label, notes, sample_rate
         self.song = payload.song_payload(mt, cfg, roll=roll)
@@ -113,13 +124,26 @@ class Entry:
         self.audio: dict[tuple[int, ...], payload.WavStream] = {}
 
     def summary(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "label": self.label, "params": self.params,
-                "created": self.created, "bars": self.song["bars"], "counts": payload.note_counts(self.song)}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "label": self.label,
+            "params": self.params,
+            "created": self.created,
+            "bars": self.song["bars"],
+            "counts": payload.note_counts(self.song),
+        }
 
     def to_json(self) -> dict:
         base = f"api/song/{self.id}"
-        return dict(self.summary(), notes=self.notes, song=self.song, audio=f"{base}/audio.wav",
-                    midi=f"{base}/song.mid", png=f"{base}/roll.png")
+        return dict(
+            self.summary(),
+            notes=self.notes,
+            song=self.song,
+            audio=f"{base}/audio.wav",
+            midi=f"{base}/song.mid",
+            png=f"{base}/roll.png",
+        )
 
 
 def _keywords(fn) -> list[inspect.Parameter]:
@@ -138,8 +162,16 @@ def _option(name, kind, default, label, help_, modes, **extra) -> dict:
 class Studio:
     """A loaded model and the results made with it; thread-safe (the web handlers call it from threads)."""
 
-    def __init__(self, model, *, name: str = "", keep: int = KEEP, max_bars: int = MAX_BARS,
-                 max_upload: int = MAX_UPLOAD_BYTES, stream: bool = True):
+    def __init__(
+        self,
+        model,
+        *,
+        name: str = "",
+        keep: int = KEEP,
+        max_bars: int = MAX_BARS,
+        max_upload: int = MAX_UPLOAD_BYTES,
+        stream: bool = True,
+    ):
         self.model, self.name, self.keep, self.stream = model, name, keep, stream
         self.max_bars, self.max_upload = max_bars, max_upload
         self.cfg = model.cfg.data
@@ -157,49 +189,168 @@ class Studio:
         m = self.model
         band = [TRACKS[i] for i in HARMONY]
         opts = [
-            _option("bars", "int", config_lib.BARS, "Bars", "length of a new song, of a variation (cut), or of "
-                    "the bars added by a continuation", ("sample", "vary", "continue"), min=1, max=self.max_bars),
-            _option("sigma", "float", config_lib.SIGMA, "Sigma", "noise on the latent parameters each bar: 0 "
-                    "settles, 0.5 is close to real music, 1 varies more", MODES, min=0, max=None, step=0.05),
+            _option(
+                "bars",
+                "int",
+                config_lib.BARS,
+                "Bars",
+                "length of a new song, of a variation (cut), or of the bars added by a continuation",
+                ("sample", "vary", "continue"),
+                min=1,
+                max=self.max_bars,
+            ),
+            _option(
+                "sigma",
+                "float",
+                config_lib.SIGMA,
+                "Sigma",
+                "noise on the latent parameters each bar: 0 settles, 0.5 is close to real music, 1 varies more",
+                MODES,
+                min=0,
+                max=None,
+                step=0.05,
+            ),
             _option("seed", "int", 0, "Seed", "random seed", MODES, min=0, max=2**31 - 1),
-            _option("key", "int", 0, "Key", "semitones from C major / A minor (-6..5); given songs keep theirs",
-                    ("sample",), min=-6, max=5),
-            _option("tempo", "float", None, "Tempo", "beats per minute (empty: the given song's, else "
-                    f"{config_lib.TEMPO:g})", MODES, min=10, max=400, step=1),
-            _option("harmony", "float", round(float(m.harmony_guidance), 3), "Harmony", "how strongly the band "
-                    "follows the piano's pitch classes (1: as trained)", MODES, min=0, max=20, step=0.5),
-            _option("tracks", "tracks", band, "Tracks", "instruments to add to the given piano part", ("arrange",),
-                    choices=band),
-            _option("threshold", "float", None, "Threshold", "fixed sustain threshold in (0, 1) (empty: the "
-                    "calibrated decoding)", MODES, min=0, max=1, step=0.05, advanced=True),
-            _option("sample", "bool", False, "Sample cells", "draw onsets, sustain and rests from their "
-                    "probabilities instead of deciding them", MODES, advanced=True),
-            _option("min_length", "int", config_lib.MIN_LENGTH, "Min length", "drop notes shorter than this many "
-                    "steps (0: keep all)", MODES, min=0, max=96, advanced=True),
-            _option("merge_gap", "int", config_lib.MERGE_GAP, "Merge gap", "join notes separated by fewer steps "
-                    "than this (0: never)", MODES, min=0, max=96, advanced=True),
-            _option("sample_rate", "int", config_lib.SAMPLE_RATE, "Sample rate", "WAV sample rate (Hz)", MODES,
-                    min=8000, max=96000, advanced=True),
+            _option(
+                "key",
+                "int",
+                0,
+                "Key",
+                "semitones from C major / A minor (-6..5); given songs keep theirs",
+                ("sample",),
+                min=-6,
+                max=5,
+            ),
+            _option(
+                "tempo",
+                "float",
+                None,
+                "Tempo",
+                f"beats per minute (empty: the given song's, else {config_lib.TEMPO:g})",
+                MODES,
+                min=10,
+                max=400,
+                step=1,
+            ),
+            _option(
+                "harmony",
+                "float",
+                round(float(m.harmony_guidance), 3),
+                "Harmony",
+                "how strongly the band follows the piano's pitch classes (1: as trained)",
+                MODES,
+                min=0,
+                max=20,
+                step=0.5,
+            ),
+            _option(
+                "tracks",
+                "tracks",
+                band,
+                "Tracks",
+                "instruments to add to the given piano part",
+                ("arrange",),
+                choices=band,
+            ),
+            _option(
+                "threshold",
+                "float",
+                None,
+                "Threshold",
+                "fixed sustain threshold in (0, 1) (empty: the calibrated decoding)",
+                MODES,
+                min=0,
+                max=1,
+                step=0.05,
+                advanced=True,
+            ),
+            _option(
+                "sample",
+                "bool",
+                False,
+                "Sample cells",
+                "draw onsets, sustain and rests from their probabilities instead of deciding them",
+                MODES,
+                advanced=True,
+            ),
+            _option(
+                "min_length",
+                "int",
+                config_lib.MIN_LENGTH,
+                "Min length",
+                "drop notes shorter than this many steps (0: keep all)",
+                MODES,
+                min=0,
+                max=96,
+                advanced=True,
+            ),
+            _option(
+                "merge_gap",
+                "int",
+                config_lib.MERGE_GAP,
+                "Merge gap",
+                "join notes separated by fewer steps than this (0: never)",
+                MODES,
+                min=0,
+                max=96,
+                advanced=True,
+            ),
+            _option(
+                "sample_rate",
+                "int",
+                config_lib.SAMPLE_RATE,
+                "Sample rate",
+                "WAV sample rate (Hz)",
+                MODES,
+                min=8000,
+                max=96000,
+                advanced=True,
+            ),
         ]
         known = {o["name"] for o in opts} | {"num", "self"}
         for p in _keywords(m.sample):  # keyword options a newer TrainedModel.sample takes: shown without code
-            if p.name in known:        # changes here
+            if p.name in known:  # changes here
                 continue
-            modes = [mode for mode, fn in (("sample", "sample"), ("arrange", "arrange"), ("vary", "vary"),
-                                           ("continue", "continue_song"))
-                     if p.name in {q.name for q in _keywords(getattr(m, fn, None))}]
+            modes = [
+                mode
+                for mode, fn in (
+                    ("sample", "sample"),
+                    ("arrange", "arrange"),
+                    ("vary", "vary"),
+                    ("continue", "continue_song"),
+                )
+                if p.name in {q.name for q in _keywords(getattr(m, fn, None))}
+            ]
             if p.name == "prior":
                 choices = self._priors()
                 if len(choices) > 1:
                     default = m.prior_kind(None) if callable(getattr(m, "prior_kind", None)) else p.default
-                    opts.append(_option("prior", "choice", default if default in choices else choices[0], "Prior",
-                                        "which model proposes the sequence of bars", modes, choices=choices,
-                                        extra=True))
+                    opts.append(
+                        _option(
+                            "prior",
+                            "choice",
+                            default if default in choices else choices[0],
+                            "Prior",
+                            "which model proposes the sequence of bars",
+                            modes,
+                            choices=choices,
+                            extra=True,
+                        )
+                    )
                 continue
             kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(type(p.default))
             if kind is not None:
-                opts.append(_option(p.name, kind, p.default, p.name.replace("_", " ").capitalize(),
-                                    f"TrainedModel.sample({p.name}=...)", modes, extra=True))
+                opts.append(
+                    _option(
+                        p.name,
+                        kind,
+                        p.default,
+                        p.name.replace("_", " ").capitalize(),
+                        f"TrainedModel.sample({p.name}=...)",
+                        modes,
+                        extra=True,
+                    )
+                )
         return opts
 
     def _priors(self) -> list[str]:
@@ -220,12 +371,23 @@ class Studio:
     def describe(self) -> dict:
         """What the page builds its controls from."""
         m = self.model
-        return {"model": {"name": self.name or os.path.basename(os.path.normpath(m.run_dir)), "folder": m.run_dir,
-                          "latent": m.K, "synthetic": m.synthetic},
-                "tracks": [{"name": n, "color": payload.COLORS[n]} for n in TRACKS],
-                "modes": list(MODES), "options": self.options,
-                "limits": {"max_bars": self.max_bars, "max_upload_bytes": self.max_upload,
-                           "upload_suffixes": list(UPLOAD_SUFFIXES), "keep": self.keep}}
+        return {
+            "model": {
+                "name": self.name or os.path.basename(os.path.normpath(m.run_dir)),
+                "folder": m.run_dir,
+                "latent": m.K,
+                "synthetic": m.synthetic,
+            },
+            "tracks": [{"name": n, "color": payload.COLORS[n]} for n in TRACKS],
+            "modes": list(MODES),
+            "options": self.options,
+            "limits": {
+                "max_bars": self.max_bars,
+                "max_upload_bytes": self.max_upload,
+                "upload_suffixes": list(UPLOAD_SUFFIXES),
+                "keep": self.keep,
+            },
+        }
 
     # ---- validation ----------------------------------------------------------------------------------
 
@@ -282,6 +444,7 @@ class Studio:
             raise ValueError(f"must be true or false, got {value!r}")
         if kind == "tracks":
             from vaejax.trained_model import track_list
+
             if isinstance(value, str):
                 value = [v for v in value.split(",") if v.strip()]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -309,8 +472,9 @@ class Studio:
         with self._entries_lock:
             entry = self._entries.get(ident)
         if entry is None:
-            raise StudioError(f"no song {ident!r} here (the studio keeps its last {self.keep} results; "
-                              f"generate or upload again)", 404)
+            raise StudioError(
+                f"no song {ident!r} here (the studio keeps its last {self.keep} results; generate or upload again)", 404
+            )
         return entry
 
     def history(self) -> list[dict]:
@@ -339,8 +503,9 @@ class Studio:
             stream = entry.audio.get(key)
             if stream is None:
                 full = key == tuple(range(len(TRACKS)))
-                stream = entry.audio[key] = payload.WavStream(entry.mt, entry.sample_rate, None if full else key,
-                                                              whole=not self.stream)
+                stream = entry.audio[key] = payload.WavStream(
+                    entry.mt, entry.sample_rate, None if full else key, whole=not self.stream
+                )
         if not stream.done:
             self._audio.submit(stream)  # new, or asked for again: it goes first
         return stream
@@ -371,41 +536,59 @@ class Studio:
         mode, o, source_id = self.parse(body)
         src = self.get(source_id) if source_id else None
         m = self.model
-        decode = dict(threshold=o["threshold"], sample=o["sample"], min_length=o["min_length"],
-                      merge_gap=o["merge_gap"])
+        decode = dict(
+            threshold=o["threshold"], sample=o["sample"], min_length=o["min_length"], merge_gap=o["merge_gap"]
+        )
         extra = {s["name"]: o[s["name"]] for s in self.options if s.get("extra") and mode in s["modes"]}
         notes: list[str] = []
         tempo = o["tempo"] or (src.tempo if src is not None else None)
         if src is not None and mode == "continue" and src.song["bars"] + o["bars"] > self.max_bars:
-            raise StudioError(f"the song has {src.song['bars']} bars; with {o['bars']} more it would pass the "
-                              f"studio's {self.max_bars}")
+            raise StudioError(
+                f"the song has {src.song['bars']} bars; with {o['bars']} more it would pass the "
+                f"studio's {self.max_bars}"
+            )
         m = m.with_options(harmony_guidance=o["harmony"])
         with self._model_lock:
             try:
                 if mode == "sample":
-                    mt = m.sample(o["bars"], sigma=o["sigma"], seed=o["seed"], num=1, key=o["key"],
-                                  tempo=o["tempo"], **decode, **extra)[0]
+                    mt = m.sample(
+                        o["bars"],
+                        sigma=o["sigma"],
+                        seed=o["seed"],
+                        num=1,
+                        key=o["key"],
+                        tempo=o["tempo"],
+                        **decode,
+                        **extra,
+                    )[0]
                     label = f"new song · seed {o['seed']} · sigma {o['sigma']:g}"
                 elif mode == "arrange":
                     piano, merged = piano_part(src.roll)
                     if merged:
-                        notes.append(f"{src.label} has no piano part (programs 0-7): all its pitched tracks "
-                                     f"were arranged as one part")
-                    mt = m.arrange(piano, sigma=o["sigma"], seed=o["seed"], tracks=o["tracks"], tempo=tempo,
-                                   **decode, **extra)
+                        notes.append(
+                            f"{src.label} has no piano part (programs 0-7): all its pitched tracks "
+                            f"were arranged as one part"
+                        )
+                    mt = m.arrange(
+                        piano, sigma=o["sigma"], seed=o["seed"], tracks=o["tracks"], tempo=tempo, **decode, **extra
+                    )
                     label = f"arrangement of {src.label} · {', '.join(o['tracks'])}"
                 elif mode == "vary":
-                    mt = m.vary(src.roll, sigma=o["sigma"], seed=o["seed"], bars=o["bars"], tempo=tempo, **decode,
-                                **extra)
+                    mt = m.vary(
+                        src.roll, sigma=o["sigma"], seed=o["seed"], bars=o["bars"], tempo=tempo, **decode, **extra
+                    )
                     label = f"variation of {src.label} · sigma {o['sigma']:g}"
                 else:
-                    more = m.continue_song(src.roll, o["bars"], sigma=o["sigma"], seed=o["seed"], tempo=tempo,
-                                           **decode, **extra)
+                    more = m.continue_song(
+                        src.roll, o["bars"], sigma=o["sigma"], seed=o["seed"], tempo=tempo, **decode, **extra
+                    )
                     tail = from_multitrack(more, self.cfg)
                     whole = np.concatenate([src.roll, tail], axis=1)
                     mt = render.to_multitrack(whole, tempo=tempo or m.tempo, name="continuation", cfg=self.cfg)
-                    notes.append(f"bars 1-{src.song['bars']} are {src.label}; the following "
-                                 f"{-(-tail.shape[1] // (self.cfg.resolution * self.cfg.beats_per_bar))} are new")
+                    notes.append(
+                        f"bars 1-{src.song['bars']} are {src.label}; the following "
+                        f"{-(-tail.shape[1] // (self.cfg.resolution * self.cfg.beats_per_bar))} are new"
+                    )
                     label = f"continuation of {src.label}"
             except (ValueError, BadSong) as e:
                 raise StudioError(str(e)) from None
@@ -430,8 +613,9 @@ class Studio:
         if suffix not in UPLOAD_SUFFIXES:
             raise StudioError(f"{name}: unsupported file type {suffix or '(none)'!r} (expected .mid, .midi or .npz)")
         if len(data) > self.max_upload:
-            raise StudioError(f"{name}: {len(data) / 2**20:.1f} MiB, more than the studio's cap of "
-                              f"{self.max_upload >> 20} MiB", 413)
+            raise StudioError(
+                f"{name}: {len(data) / 2**20:.1f} MiB, more than the studio's cap of {self.max_upload >> 20} MiB", 413
+            )
         if not data:
             raise StudioError(f"{name}: the file is empty")
         with tempfile.TemporaryDirectory() as tmp:
@@ -452,8 +636,9 @@ class Studio:
         notes = []
         if not song.roll[PIANO].any():
             notes.append(f"{name} has no piano part (programs 0-7): arranging it uses all its pitched tracks")
-        return self._add("upload", mt, song.roll, song.tempo, {"mode": "upload", "file": name}, name, notes,
-                         config_lib.SAMPLE_RATE)
+        return self._add(
+            "upload", mt, song.roll, song.tempo, {"mode": "upload", "file": name}, name, notes, config_lib.SAMPLE_RATE
+        )
 
     def warm(self, bars: int = config_lib.BARS) -> float:
         """Compile the default generation once (the first click is then as fast as the next)."""
@@ -507,6 +692,7 @@ def make_app(studio: Studio, allowed_hosts: list[str] | None = None):
                 raise StudioError("the request body is not JSON") from None
             entry = await run_in_threadpool(studio.generate, body)
             return JSONResponse(entry.to_json())
+
         return await guarded(go)
 
     async def upload(request: Request):
@@ -514,17 +700,22 @@ def make_app(studio: Studio, allowed_hosts: list[str] | None = None):
             name = request.query_params.get("name", "")
             declared = request.headers.get("content-length")
             if declared and declared.isdigit() and int(declared) > studio.max_upload:
-                raise StudioError(f"{name or 'upload'}: {int(declared) / 2**20:.1f} MiB, more than the studio's "
-                                  f"cap of {studio.max_upload >> 20} MiB", 413)
+                raise StudioError(
+                    f"{name or 'upload'}: {int(declared) / 2**20:.1f} MiB, more than the studio's "
+                    f"cap of {studio.max_upload >> 20} MiB",
+                    413,
+                )
             chunks, size = [], 0
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > studio.max_upload:
-                    raise StudioError(f"{name or 'upload'}: more than the studio's cap of "
-                                      f"{studio.max_upload >> 20} MiB", 413)
+                    raise StudioError(
+                        f"{name or 'upload'}: more than the studio's cap of {studio.max_upload >> 20} MiB", 413
+                    )
                 chunks.append(chunk)
             entry = await run_in_threadpool(studio.upload, name, b"".join(chunks))
             return JSONResponse(entry.to_json())
+
         return await guarded(go)
 
     async def history(request: Request):
@@ -533,6 +724,7 @@ def make_app(studio: Studio, allowed_hosts: list[str] | None = None):
     async def song(request: Request):
         async def go():
             return JSONResponse(studio.get(request.path_params["id"]).to_json())
+
         return await guarded(go)
 
     def attachment(entry: Entry, ext: str) -> dict:
@@ -567,6 +759,7 @@ def make_app(studio: Studio, allowed_hosts: list[str] | None = None):
 
             headers = dict(attachment(entry, "wav"), **{"Content-Length": str(stream.size)})
             return StreamingResponse(pieces(), media_type="audio/wav", headers=headers)
+
         return await guarded(go)
 
     async def midi(request: Request):
@@ -574,6 +767,7 @@ def make_app(studio: Studio, allowed_hosts: list[str] | None = None):
             entry = studio.get(request.path_params["id"])
             data = await run_in_threadpool(studio.midi, entry)
             return Response(data, media_type="audio/midi", headers=attachment(entry, "mid"))
+
         return await guarded(go)
 
     async def png(request: Request):
@@ -581,6 +775,7 @@ def make_app(studio: Studio, allowed_hosts: list[str] | None = None):
             entry = studio.get(request.path_params["id"])
             data = await run_in_threadpool(studio.png, entry)
             return Response(data, media_type="image/png", headers=attachment(entry, "png"))
+
         return await guarded(go)
 
     routes = [
@@ -595,6 +790,7 @@ def make_app(studio: Studio, allowed_hosts: list[str] | None = None):
         Route("/api/song/{id}/roll.png", png),
         Mount("/static", StaticFiles(directory=payload.STATIC), name="static"),
     ]
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
@@ -615,18 +811,25 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vaejax-studio",
         description="Generate, arrange, vary and listen to songs in your browser: loads a model once and serves "
-                    "a local page (no internet needed).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default=None,
-                   help="run directory, packaged model folder or packaged model name (default: the latest run, "
-                        "runs/LATEST, else the packaged model lpd5)%(default).0s")
+        "a local page (no internet needed).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="run directory, packaged model folder or packaged model name (default: the latest run, "
+        "runs/LATEST, else the packaged model lpd5)%(default).0s",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every network interface)")
     p.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     p.add_argument("--no-warm", action="store_true", help="do not compile the default generation before serving")
-    p.add_argument("--whole-audio", action="store_true",
-                   help="render each song's audio whole before it plays (peak-normalised, as sample.py writes it) "
-                        "instead of streaming it a few bars at a time")
+    p.add_argument(
+        "--whole-audio",
+        action="store_true",
+        help="render each song's audio whole before it plays (peak-normalised, as sample.py writes it) "
+        "instead of streaming it a few bars at a time",
+    )
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "tpu"))
     return p
 
@@ -646,8 +849,9 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(addr)
     except OSError as e:
         sock.close()
-        raise StudioError(f"--host {host} --port {port}: {e.strerror} (choose another with --port, or 0 for any "
-                          f"free port)") from None
+        raise StudioError(
+            f"--host {host} --port {port}: {e.strerror} (choose another with --port, or 0 for any free port)"
+        ) from None
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
@@ -693,6 +897,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"vaejax studio: {url}  (Ctrl+C to stop)", file=sys.stderr, flush=True)
     if not args.no_browser:
         import webbrowser
+
         threading.Timer(0.3, lambda: webbrowser.open(url)).start()
     loopback = host in ("127.0.0.1", "::1") or host.startswith("127.")
     app = make_app(studio, LOOPBACK_NAMES if loopback else None)

@@ -61,7 +61,8 @@ def calibrate_notes(graphdef, params, split: data_lib.Split, max_bars: int = 204
     @jax.jit
     def counts(th, probs, x):  # th [5, channels] -> tp, fp, fn, notes, qualified notes per track
         roll = jax.vmap(lambda p, t, pl, oc: models.decode_notes(p, t, plays=pl, sub=sub, onset_cuts=oc))(
-            probs[0], th, probs[1], cuts)
+            probs[0], th, probs[1], cuts
+        )
         nxt = lambda r, k: jnp.pad(r, ((0, 0), (0, 0), (0, k), (0, 0)))[:, :, k:]  # noqa: E731
         start = roll & ~jnp.pad(roll, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]
         qual = start & nxt(roll, 1) & nxt(roll, 2)
@@ -119,12 +120,18 @@ def onset_cuts(probs, x: np.ndarray, cfg) -> np.ndarray:
 def data_stats(ds: dict) -> dict:
     """What a run records about the prepared data it was trained on."""
     r = ds["train"].report
-    return {"source": r["source"], "synthetic": r.get("synthetic", False), "songs_read": r["songs_read"],
-            "bars_per_split": r["bars_per_split"], "nonempty_bar_share": r["nonempty_bar_share"]}
+    return {
+        "source": r["source"],
+        "synthetic": r.get("synthetic", False),
+        "songs_read": r["songs_read"],
+        "bars_per_split": r["bars_per_split"],
+        "nonempty_bar_share": r["nonempty_bar_share"],
+    }
 
 
-def calibrate(run: RunFolder, vae_meta: dict, latents: dict, ds: dict, seed: int = 0, *,
-              graphdef=None, params=None) -> dict:
+def calibrate(
+    run: RunFolder, vae_meta: dict, latents: dict, ds: dict, seed: int = 0, *, graphdef=None, params=None
+) -> dict:
     """Sampling statistics saved beside the checkpoints: decoding thresholds, latent normalisation, and a
     bank of real bars to start generation from."""
     val = vae_meta.get("val", {})
@@ -136,8 +143,13 @@ def calibrate(run: RunFolder, vae_meta: dict, latents: dict, ds: dict, seed: int
         thresholds = [[val.get(f"threshold_{t}", 0.5)] for t in TRACKS]
     norm = latents_lib.LatentNorm.fit(latents["train"])
     bank = latents_lib.start_bars(latents["train"], ds["train"], seed=seed)
-    stats = {"thresholds": thresholds, "val": val, "data": data_stats(ds),
-             "latent_mean": norm.mean.tolist(), "latent_std": norm.std.tolist()}
+    stats = {
+        "thresholds": thresholds,
+        "val": val,
+        "data": data_stats(ds),
+        "latent_mean": norm.mean.tolist(),
+        "latent_std": norm.std.tolist(),
+    }
     if cuts is not None:
         stats["onset_thresholds"] = cuts.tolist()
     if jax.process_index() == 0:

@@ -27,6 +27,7 @@ class Logger:
         if jax.process_index() == 0:
             try:
                 from tensorboardX import SummaryWriter
+
                 self.tb = SummaryWriter(run.path("tb"))
             except ImportError:
                 pass
@@ -46,6 +47,7 @@ def _bar(total: int, desc: str, initial: int, enabled: bool):
     if not enabled or jax.process_index() != 0 or not sys.stderr.isatty():
         return None
     from tqdm.auto import tqdm
+
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, file=sys.stderr)
 
 
@@ -70,9 +72,11 @@ def _finite(stage: str, step: int, values: dict, train: TrainConfig) -> None:
     bad = {k: v for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)}
     if bad:
         lr = train.lr if stage == "vae" else train.chain_lr
-        raise Diverged(f"{stage}: training diverged at step {step} ({', '.join(f'{k} {v}' for k, v in bad.items())}); "
-                       f"the last finite checkpoint is kept and the run is not marked as latest; lower the learning "
-                       f"rate ({lr:g}, --lr / --set train.chain_lr) and run the same command again")
+        raise Diverged(
+            f"{stage}: training diverged at step {step} ({', '.join(f'{k} {v}' for k, v in bad.items())}); "
+            f"the last finite checkpoint is kept and the run is not marked as latest; lower the learning "
+            f"rate ({lr:g}, --lr / --set train.chain_lr) and run the same command again"
+        )
 
 
 def _pending_finite(stage: str, step: int, pending: list, train: TrainConfig) -> None:
@@ -83,8 +87,9 @@ def _pending_finite(stage: str, step: int, pending: list, train: TrainConfig) ->
         _finite(stage, step, {"loss": float("nan")}, train)
 
 
-def fit(stage: Stage, run: RunFolder, train: TrainConfig, meta_extra: dict, *, progress: bool = True,
-        stop_after: int = 0) -> tuple[dict, dict]:
+def fit(
+    stage: Stage, run: RunFolder, train: TrainConfig, meta_extra: dict, *, progress: bool = True, stop_after: int = 0
+) -> tuple[dict, dict]:
     """Train one stage with resume; returns (state restored from the best checkpoint, its meta).
 
     `stop_after` (steps, tests only) saves a checkpoint after that many steps and returns at once, leaving
@@ -137,17 +142,34 @@ def fit(stage: Stage, run: RunFolder, train: TrainConfig, meta_extra: dict, *, p
             _finite(stage.name, step, {"val_loss": float(val["val_loss"])}, train)
             improved = val["val_loss"] < best
             best = min(best, val["val_loss"])
-            logger.write({"stage": stage.name, "kind": "valid", "step": step, "epoch": epoch,
-                          "seconds": round(time.perf_counter() - t_epoch, 3), **val})
+            logger.write(
+                {
+                    "stage": stage.name,
+                    "kind": "valid",
+                    "step": step,
+                    "epoch": epoch,
+                    "seconds": round(time.perf_counter() - t_epoch, 3),
+                    **val,
+                }
+            )
             line = f"{stage.name} epoch {epoch + 1}/{stage.epochs} (step {step}): " + ", ".join(
-                f"{k} {v:.4g}" for k, v in val.items()
-                if k.startswith(("val_loss", "f1_", "baseline", "mse_")) and "@" not in k)
+                f"{k} {v:.4g}"
+                for k, v in val.items()
+                if k.startswith(("val_loss", "f1_", "baseline", "mse_")) and "@" not in k
+            )
             if bar is not None:
                 bar.clear()
             if jax.process_index() == 0:
                 log.info(line)  # a log line whatever the mode: files and --quiet keep the epochs
-            meta = {**meta_extra, "step": step, "epoch": epoch, "best_val": best, "epoch_end": True,
-                    "done": epoch == stage.epochs - 1, "val": val}
+            meta = {
+                **meta_extra,
+                "step": step,
+                "epoch": epoch,
+                "best_val": best,
+                "epoch_end": True,
+                "done": epoch == stage.epochs - 1,
+                "val": val,
+            }
             ckpts.save(step, state, meta, best=improved)
     finally:
         if bar is not None:
@@ -177,8 +199,11 @@ def plot_losses(run: RunFolder, stage: str) -> str | None:
     if valid and "baseline" in valid[-1]:
         ax.axhline(valid[-1]["baseline"], ls="--", c="gray", label="next = previous")
     ax.set_xlabel("epoch")
-    ax.set_ylabel({"vae": "negative ELBO per bar (nats, sum of 5 VAEs)",
-                   "prior": "negative log-likelihood per bar (nats)"}.get(stage, "MSE"))
+    ax.set_ylabel(
+        {"vae": "negative ELBO per bar (nats, sum of 5 VAEs)", "prior": "negative log-likelihood per bar (nats)"}.get(
+            stage, "MSE"
+        )
+    )
     ax.set_title(f"{stage} loss")
     ax.legend()
     fig.tight_layout()

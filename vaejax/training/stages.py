@@ -46,8 +46,16 @@ def train_vae(run: RunFolder, cfg: Config, ds: dict, dp: DataParallel, *, progre
     shard = (jax.process_index(), jax.process_count())
 
     def batches(epoch, start):
-        it = data_lib.batches(train, tc.batch_size, seed=tc.seed, epoch=epoch, shard=shard,
-                              limit=tc.max_steps_per_epoch, start=start, packed=True)
+        it = data_lib.batches(
+            train,
+            tc.batch_size,
+            seed=tc.seed,
+            epoch=epoch,
+            shard=shard,
+            limit=tc.max_steps_per_epoch,
+            start=start,
+            packed=True,
+        )
         for b in data_lib.prefetch(it):
             yield (dp.shard(b.x, axis=1),)
 
@@ -56,9 +64,13 @@ def train_vae(run: RunFolder, cfg: Config, ds: dict, dp: DataParallel, *, progre
 
     def summarize(host):
         stacked = jax.tree.map(lambda *xs: np.stack(xs), *host)
-        rec = {"loss": float(stacked.loss.sum(-1).mean()), "recon": float(stacked.recon.sum(-1).mean()),
-               "kl": float(stacked.kl.sum(-1).mean()), "kl_bits": float(stacked.kl_bits.sum(-1).mean()),
-               "beta": float(stacked.beta[-1])}
+        rec = {
+            "loss": float(stacked.loss.sum(-1).mean()),
+            "recon": float(stacked.recon.sum(-1).mean()),
+            "kl": float(stacked.kl.sum(-1).mean()),
+            "kl_bits": float(stacked.kl_bits.sum(-1).mean()),
+            "beta": float(stacked.beta[-1]),
+        }
         for i, t in enumerate(TRACKS):
             rec[f"recon_{t}"] = float(stacked.recon[:, i].mean())
         return rec
@@ -69,8 +81,9 @@ def train_vae(run: RunFolder, cfg: Config, ds: dict, dp: DataParallel, *, progre
     return graphdef, state, meta
 
 
-def evaluate_vae(eval_fn, params, split: data_lib.Split, train: TrainConfig, dp: DataParallel,
-                 max_bars: int = 4096) -> dict:
+def evaluate_vae(
+    eval_fn, params, split: data_lib.Split, train: TrainConfig, dp: DataParallel, max_bars: int = 4096
+) -> dict:
     """Validation ELBO and note-on precision / recall / F1 per instrument, at every candidate threshold."""
     bs = min(train.batch_size * 4, 512)
     bs -= bs % max(dp.size, jax.process_count())
@@ -108,8 +121,7 @@ def evaluate_vae(eval_fn, params, split: data_lib.Split, train: TrainConfig, dp:
     return out
 
 
-def train_chain(run: RunFolder, cfg: Config, ds: dict, latents: dict, which: str, *, progress=True,
-                stop_after=0):
+def train_chain(run: RunFolder, cfg: Config, ds: dict, latents: dict, which: str, *, progress=True, stop_after=0):
     """Train MelodyNN (`which='melody'`) or the stacked HarmonyNNs (`which='harmony'`)."""
     tc = cfg.train
     harmony = which == "harmony"
@@ -120,10 +132,12 @@ def train_chain(run: RunFolder, cfg: Config, ds: dict, latents: dict, which: str
     state = train_state(params, tx, key)
     step_fn, eval_fn = make_chain_fns(graphdef, tx, stacked=harmony)
     norm = latents_lib.LatentNorm.fit(latents["train"])
-    xt, yt = latents_lib.chain_data(norm.standardize(latents["train"]), ds["train"].start, ds["train"].length,
-                                    harmony=harmony)
-    xv, yv = latents_lib.chain_data(norm.standardize(latents["valid"]), ds["valid"].start, ds["valid"].length,
-                                    harmony=harmony)
+    xt, yt = latents_lib.chain_data(
+        norm.standardize(latents["train"]), ds["train"].start, ds["train"].length, harmony=harmony
+    )
+    xv, yv = latents_lib.chain_data(
+        norm.standardize(latents["valid"]), ds["valid"].start, ds["valid"].length, harmony=harmony
+    )
     n = xt.shape[-2]
     bs = min(tc.chain_batch_size, n)
     if bs == 0:
@@ -134,11 +148,12 @@ def train_chain(run: RunFolder, cfg: Config, ds: dict, latents: dict, which: str
     def batches(epoch, start):
         order = np.random.default_rng([tc.seed, 1000 + epoch]).permutation(n)
         for b in range(start, spe):
-            idx = order[b * bs:(b + 1) * bs]
+            idx = order[b * bs : (b + 1) * bs]
             x = np.take(xt, idx, axis=axis)
             if tc.chain_noise > 0:  # denoising inputs; the noise depends on (seed, epoch, batch) only
                 x = x + tc.chain_noise * np.random.default_rng([tc.seed, 2000 + epoch, b]).standard_normal(
-                    x.shape).astype(np.float32)
+                    x.shape
+                ).astype(np.float32)
             yield (x, np.take(yt, idx, axis=axis))
 
     def evaluate(state):
@@ -147,7 +162,7 @@ def train_chain(run: RunFolder, cfg: Config, ds: dict, latents: dict, which: str
         else:
             xe, ye = xv, yv
         per = np.asarray(eval_fn(state["params"], xe, ye))
-        base = np.mean((xe[..., -yv.shape[-1]:] - ye) ** 2, axis=tuple(range(axis, ye.ndim)))
+        base = np.mean((xe[..., -yv.shape[-1] :] - ye) ** 2, axis=tuple(range(axis, ye.ndim)))
         out = {"val_loss": float(np.mean(per)), "baseline": float(np.mean(base))}
         if harmony:
             for j, h in enumerate(HARMONY):
@@ -166,8 +181,10 @@ def train_chain(run: RunFolder, cfg: Config, ds: dict, latents: dict, which: str
 def plays_of(split: data_lib.Split, chunk: int = 8192) -> np.ndarray:
     """Which tracks sound in every bar of a split, `[bars, 5]` bool (from the bit-packed bars: a bar sounds
     when any of its bytes is non-zero)."""
-    out = [np.asarray(split.packed[i:i + chunk]).reshape(min(chunk, len(split) - i), len(TRACKS), -1).any(-1)
-           for i in range(0, len(split), chunk)]
+    out = [
+        np.asarray(split.packed[i : i + chunk]).reshape(min(chunk, len(split) - i), len(TRACKS), -1).any(-1)
+        for i in range(0, len(split), chunk)
+    ]
     return np.concatenate(out) if out else np.zeros((0, len(TRACKS)), bool)
 
 
@@ -178,13 +195,15 @@ def prior_sequences(run: RunFolder, ds: dict, latents: dict, split: str) -> prio
     lat = latents[split]
     k = lat.shape[-1] // 2
     if "latent_mean" in stats:
-        norm = latents_lib.LatentNorm(np.asarray(stats["latent_mean"], np.float32),
-                                      np.asarray(stats["latent_std"], np.float32))
+        norm = latents_lib.LatentNorm(
+            np.asarray(stats["latent_mean"], np.float32), np.asarray(stats["latent_std"], np.float32)
+        )
     else:
         norm = latents_lib.LatentNorm.fit(latents["train"])
     z = norm.standardize(lat)[..., :k].astype(np.float32)
-    return prior_lib.Sequences(np.clip(z, -latents_lib.CLIP, latents_lib.CLIP), plays_of(ds[split]),
-                               ds[split].start, ds[split].length)
+    return prior_lib.Sequences(
+        np.clip(z, -latents_lib.CLIP, latents_lib.CLIP), plays_of(ds[split]), ds[split].start, ds[split].length
+    )
 
 
 def train_prior(run: RunFolder, cfg: Config, ds: dict, latents: dict, *, progress=True, stop_after=0):
@@ -204,8 +223,10 @@ def train_prior(run: RunFolder, cfg: Config, ds: dict, latents: dict, *, progres
     train, valid = (prior_sequences(run, ds, latents, s) for s in ("train", "valid"))
     rows = train.windows(pc.context, pc.piano_start)
     if len(rows) == 0:
-        raise ValueError(f"no training song has {pc.context} bars, the prior's context"
-                         f"{' from a bar where the piano plays' if pc.piano_start else ''}; lower prior.context")
+        raise ValueError(
+            f"no training song has {pc.context} bars, the prior's context"
+            f"{' from a bar where the piano plays' if pc.piano_start else ''}; lower prior.context"
+        )
     vrows = valid.windows(pc.context, pc.piano_start)
     if len(vrows) == 0:
         valid, vrows = train, rows
@@ -219,8 +240,10 @@ def train_prior(run: RunFolder, cfg: Config, ds: dict, latents: dict, *, progres
             yield train.batch(rows[pick], pc.context)
 
     def evaluate(state):
-        parts = [jax.device_get(eval_fn(state["params"], *valid.batch(vrows[i:i + 64], pc.context)))
-                 for i in range(0, len(vrows), 64)]
+        parts = [
+            jax.device_get(eval_fn(state["params"], *valid.batch(vrows[i : i + 64], pc.context)))
+            for i in range(0, len(vrows), 64)
+        ]
         out = {}
         for name in graphdefs:
             for field in prior_lib.PriorLoss._fields:
@@ -265,16 +288,18 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
         if vae_state is None:
             vae_state, vae_meta = restore_best(run.ckpt("vae"), like)
         latents = calibration.run_encode(run, ds, graphdef, vae_state["params"])
-        calibration.calibrate(run, vae_meta, latents, ds, seed=cfg.train.seed, graphdef=graphdef,
-                              params=vae_state["params"])
+        calibration.calibrate(
+            run, vae_meta, latents, ds, seed=cfg.train.seed, graphdef=graphdef, params=vae_state["params"]
+        )
     for which in ("melody", "harmony"):
         if which in stages:
             _, _, meta = train_chain(run, cfg, ds, latents, which, progress=progress)
             results[which] = meta.get("val", {})
     if "prior" in stages:
         if latents is None:
-            raise ValueError(f"{run.root}: no encoded latents to train the prior on; "
-                             f"run `train.py --stage encode` first")
+            raise ValueError(
+                f"{run.root}: no encoded latents to train the prior on; run `train.py --stage encode` first"
+            )
         _, _, meta = train_prior(run, cfg, ds, latents, progress=progress)
         results["prior"] = meta.get("val", {})
     return results
@@ -288,8 +313,16 @@ def with_data(cfg: Config, data_dir: str) -> Config:
     return dataclasses.replace(cfg, data=data_lib.fixed_by_dataset(cfg.data, fixed, data_dir))
 
 
-def train(run_dir: str | None = None, data: str | None = None, cfg: Config | None = None, *,
-          preset_name: str = "default", stages=STAGES, devices=None, progress: bool = True) -> tuple[str, dict]:
+def train(
+    run_dir: str | None = None,
+    data: str | None = None,
+    cfg: Config | None = None,
+    *,
+    preset_name: str = "default",
+    stages=STAGES,
+    devices=None,
+    progress: bool = True,
+) -> tuple[str, dict]:
     """Train every stage (or `stages`) as `train.py` does; returns (run folder, validation figures).
 
     `data`: a prepared dataset, a raw folder of LPD npz / MIDI files (prepared on the fly and cached under
@@ -306,10 +339,15 @@ def train(run_dir: str | None = None, data: str | None = None, cfg: Config | Non
     if tuple(stages) == ("prior",) and os.path.exists(RunFolder(run_dir).config_path):
         # (re)training the prior of an existing run: its VAEs and chains stay as they were trained
         cfg = RunFolder(run_dir).read_config().replace(prior=dataclasses.asdict(cfg.prior))
-    log.info("training %s in %s on %d %s device(s) (%d process(es))", ", ".join(stages), run_dir,
-             jax.device_count(), (devices or jax.devices())[0].platform, jax.process_count())
+    log.info(
+        "training %s in %s on %d %s device(s) (%d process(es))",
+        ", ".join(stages),
+        run_dir,
+        jax.device_count(),
+        (devices or jax.devices())[0].platform,
+        jax.process_count(),
+    )
     results = train_all(run_dir, cfg, data_dir, stages=stages, devices=devices, progress=progress)
     if jax.process_index() == 0:
         mark_latest(run_dir)
     return os.path.abspath(run_dir), results
-

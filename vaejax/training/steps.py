@@ -89,8 +89,9 @@ def donation(platform: str | None = None) -> dict:
     return {} if (platform or jax.default_backend()) == "cpu" else {"donate_argnums": 0}
 
 
-def make_vae_fns(graphdef, train: TrainConfig, data: DataConfig, tx: optax.GradientTransformation, *,
-                 platform: str | None = None):
+def make_vae_fns(
+    graphdef, train: TrainConfig, data: DataConfig, tx: optax.GradientTransformation, *, platform: str | None = None
+):
     """Jitted (train_step, eval_step) for the stacked VAEs; states are pytrees, data `[5, B, T, P]` (float or
     bit-packed uint8 `[5, B, T, ceil(P/8)]`). With bfloat16 precision the networks compute in bfloat16 from
     float32 parameters (cast inside the step; gradients, Adam and the loss stay float32)."""
@@ -105,16 +106,21 @@ def make_vae_fns(graphdef, train: TrainConfig, data: DataConfig, tx: optax.Gradi
         model = nnx.merge(graphdef, low(params))
         target = jax.lax.stop_gradient(model.targets(x))
         out = model(model.inputs(target).astype(dt), key, c.astype(dt))
-        return losses.elbo(out.logits.astype(jnp.float32), target, out.mu.astype(jnp.float32),
-                           out.logvar.astype(jnp.float32), beta=beta, free_bits=train.free_bits,
-                           pos_weight=train.pos_weight,
-                           plays=None if out.plays is None else out.plays.astype(jnp.float32))
+        return losses.elbo(
+            out.logits.astype(jnp.float32),
+            target,
+            out.mu.astype(jnp.float32),
+            out.logvar.astype(jnp.float32),
+            beta=beta,
+            free_bits=train.free_bits,
+            pos_weight=train.pos_weight,
+            plays=None if out.plays is None else out.plays.astype(jnp.float32),
+        )
 
     def total(params, x, key, beta):
         x = unpack(x, data)
         c = models.conditions(x[PIANO], data)
-        terms = jax.vmap(member_loss, in_axes=(0, 0, 0, 0, None))(params, x, c, jax.random.split(key, x.shape[0]),
-                                                                 beta)
+        terms = jax.vmap(member_loss, in_axes=(0, 0, 0, 0, None))(params, x, c, jax.random.split(key, x.shape[0]), beta)
         return jnp.sum(terms.loss), terms  # members are independent: the sum's gradient splits by member
 
     def train_step(state, x, step):
@@ -167,14 +173,16 @@ def make_chain_fns(graphdef, tx, *, stacked: bool):
 def prior_optimizer(prior: PriorConfig) -> optax.GradientTransformation:
     """Adam with a linear warm-up and cosine decay over the prior's steps, gradients clipped (Transformers
     train unsteadily without both)."""
-    lr = optax.warmup_cosine_decay_schedule(0.0, prior.lr, max(prior.warmup, 1), max(prior.steps, prior.warmup + 1),
-                                            prior.lr * 0.1)
+    lr = optax.warmup_cosine_decay_schedule(
+        0.0, prior.lr, max(prior.warmup, 1), max(prior.steps, prior.warmup + 1), prior.lr * 0.1
+    )
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, weight_decay=1e-4))
 
 
 def make_prior_fns(graphdefs: dict, tx, prior: PriorConfig):
     """Jitted (train_step, eval_step) of the priors in `graphdefs` (`{"song": ..., "band": ...}`, trained
     together, one loss each). A batch is (z `[B, L, 5, K]`, plays `[B, L, 5]`, phase `[B, L]`)."""
+
     def losses_of(params, z, plays, phase, key):
         out = {}
         noisy = z + prior.input_noise * jax.random.normal(key, z.shape) if key is not None else z
