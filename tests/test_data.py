@@ -8,6 +8,7 @@ import pytest
 
 from vaejax import data, demo, music
 from vaejax.config import DataConfig
+from vaejax.data.__main__ import main as data_main
 
 from conftest import save_npz
 
@@ -122,20 +123,20 @@ def test_strict_stops_at_first_bad_file(tmp_path):
     with pytest.raises(data.PrepareError) as e:
         data.prepare(src, str(tmp_path / "out"), workers=1, progress=False, strict=True)
     assert e.value.code == 3 and "noise.mid" in str(e.value)
-    assert data.main(["prepare", src, str(tmp_path / "o2"), "--strict", "--quiet"]) == 3
+    assert data_main(["prepare", src, str(tmp_path / "o2"), "--strict", "--quiet"]) == 3
 
 
 def test_cli_exit_codes(tmp_path, capsys):
-    assert data.main(["prepare", str(tmp_path / "missing"), str(tmp_path / "o"), "--quiet"]) == 2
+    assert data_main(["prepare", str(tmp_path / "missing"), str(tmp_path / "o"), "--quiet"]) == 2
     assert "no such file" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert data.main(["prepare", str(tmp_path / "empty"), str(tmp_path / "o"), "--quiet"]) == 2
+    assert data_main(["prepare", str(tmp_path / "empty"), str(tmp_path / "o"), "--quiet"]) == 2
     assert "no .npz, .mid or .midi" in capsys.readouterr().err
     (tmp_path / "allbad").mkdir()
     (tmp_path / "allbad" / "x.mid").write_bytes(b"nope")
-    assert data.main(["prepare", str(tmp_path / "allbad"), str(tmp_path / "o"), "--quiet"]) == 1
+    assert data_main(["prepare", str(tmp_path / "allbad"), str(tmp_path / "o"), "--quiet"]) == 1
     src = _corpus(str(tmp_path / "src"), n=3)
-    assert data.main(["prepare", src, str(tmp_path / "o3"), "--quiet"]) == 0
+    assert data_main(["prepare", src, str(tmp_path / "o3"), "--quiet"]) == 0
     assert "3 songs read" in capsys.readouterr().out
 
 

@@ -14,7 +14,7 @@ ROOT = os.path.dirname(vaejax.__file__)
 # Lower layers never import higher ones (README, "Layout"). The package's __init__ is the facade on top.
 LAYERS = [
     {"vaejax.config"},
-    {"vaejax.music", "vaejax.losses", "vaejax.devices", "vaejax.download"},
+    {"vaejax.music", "vaejax.losses", "vaejax.devices", "vaejax.download", "vaejax.data.cache"},
     {
         "vaejax.metrics",
         "vaejax.render",
@@ -24,12 +24,14 @@ LAYERS = [
         "vaejax.runs",
         "vaejax.prior",
         "vaejax.realism",
+        "vaejax.data.readers",
     },
     {"vaejax.data", "vaejax.checkpoint", "vaejax.form"},
     {"vaejax.packaging", "vaejax.training.steps"},
     {"vaejax.training.loop", "vaejax.training.calibration", "vaejax.trained_model"},
     {"vaejax.training.stages"},
     {"vaejax.training", "vaejax.evaluate"},
+    {"vaejax.data.__main__"},
     {"vaejax.cli"},
     {"vaejax.studio.payload"},
     {"vaejax.studio.inline", "vaejax.studio.server"},

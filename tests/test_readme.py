@@ -13,7 +13,8 @@ import tomllib
 
 import pytest
 
-from vaejax import cli, data, evaluate
+from vaejax import cli, evaluate
+from vaejax.data.__main__ import main as data_main
 from vaejax.studio import server as studio_server
 
 from conftest import ROOT
@@ -26,8 +27,8 @@ PROGRAMS = {
     "vaejax-sample": cli.sample_main,
     "python train.py": cli.train_main,
     "vaejax-train": cli.train_main,
-    "python -m vaejax.data": data.main,
-    "vaejax-data": data.main,
+    "python -m vaejax.data": data_main,
+    "vaejax-data": data_main,
     "python -m vaejax.evaluate": evaluate.main,
     "vaejax-evaluate": evaluate.main,
     "python -m vaejax.cli": cli.main,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from vaejax import cli, data, music
+from vaejax.data.__main__ import main as data_main
 from vaejax.runs import RunError, RunFolder
 
 import fuzz_corpus
@@ -157,7 +158,7 @@ def test_damaged_cache_is_named_with_the_fix(tmp_path, demo_prepared, monkeypatc
     bars.write_bytes(bytes(flipped))  # same size, one byte changed: the checksum tells
     with pytest.raises(data.CacheError, match="checksum"):
         data.open_dataset(str(cache))
-    assert data.main(["verify", str(cache)]) == 2
+    assert data_main(["verify", str(cache)]) == 2
     bars.write_bytes(blob)
     z = dict(np.load(cache / "valid.songs.npz"))
     z["length"] = z["length"] + 1

@@ -171,7 +171,7 @@ def test_a_learned_prior_appears_where_the_model_carries_one(model, monkeypatch)
         ({"options": {"sigma": "x", "key": 9}}, "sigma must be a number, got 'x'; key must be an integer from -6 to 5"),
         ({"options": {"bars": 600}}, "bars must be at most 512 in the studio"),
         ({"options": {"tempo": 1000}}, "tempo must be a number from 10 to 400"),
-        ({"options": {"threshold": 1}}, "threshold must be a number between 0 and 1"),
+        ({"options": {"threshold": 1}}, "threshold must be a number from 1e-06 to 0.999999"),
         ({"options": {"sample": "yes"}}, "sample must be true or false"),
         ({"options": {"bogus": 1}}, "unknown option 'bogus'"),
         ({"mode": "remix"}, "mode must be one of sample, arrange, vary, continue"),

@@ -201,10 +201,11 @@ def test_two_bar_segments_train_through_the_cli_and_the_library(tmp_path, monkey
     logged); `vaejax.train` then finishes the same run as the command line would and makes it the default
     model of `vaejax.load()`."""
     import vaejax
-    from vaejax import data, demo
+    from vaejax import demo
+    from vaejax.data.__main__ import main as data_main
 
     demo.write_corpus(str(tmp_path / "src"), songs=12, seed=2, bars=8)
-    assert data.main(["prepare", str(tmp_path / "src"), str(tmp_path / "prep2"), "--segment-bars", "2", "--quiet"]) == 0
+    assert data_main(["prepare", str(tmp_path / "src"), str(tmp_path / "prep2"), "--segment-bars", "2", "--quiet"]) == 0
     monkeypatch.chdir(tmp_path)
     run = str(tmp_path / "run2")
     capsys.readouterr()

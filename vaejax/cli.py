@@ -804,12 +804,13 @@ def prepare_main(argv: list[str] | None = None) -> int:
     """`vaejax prepare SRC OUT`: turn LPD npz / MIDI files into a prepared bar cache (the same as
     `python -m vaejax.data prepare`)."""
     from vaejax import data
+    from vaejax.data.__main__ import prepare_arguments, prepare_command
 
     p = argparse.ArgumentParser(
         prog="vaejax prepare", description=data.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    data.prepare_arguments(p)
-    return data.prepare_command(p.parse_args(argv))
+    prepare_arguments(p)
+    return prepare_command(p.parse_args(argv))
 
 
 def verify_main(argv: list[str] | None = None) -> int:
@@ -821,9 +822,10 @@ def verify_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-generate", action="store_true", help="models: check loading only, generate nothing")
     args = ap.parse_args(argv)
     from vaejax import data
+    from vaejax.data.__main__ import verify_command
 
     if data.is_prepared(args.path):
-        return data.verify_command(args.path)
+        return verify_command(args.path)
     if os.path.isdir(args.path) and os.path.exists(os.path.join(args.path, "report.json")):
         print(
             f"error: {args.path}: a dataset folder without its train split (train.bars); prepare it again with "
@@ -879,7 +881,7 @@ COMMANDS = {
 }
 OTHER_COMMANDS = {
     "evaluate": ("vaejax.evaluate", "main"),
-    "data": ("vaejax.data", "main"),
+    "data": ("vaejax.data.__main__", "main"),
     "studio": ("vaejax.studio.server", "main"),
 }
 """Subcommands whose programs live in other modules (imported only when asked for: this module stays below

@@ -81,7 +81,7 @@ _LIMITS = {  # name: (low, high, inclusive); what each generation option accepts
     "tempo": (10, 400, True),
     "harmony": (0, 20, True),
     "key": (-6, 5, True),
-    "threshold": (0, 1, False),
+    "threshold": (1e-6, 1 - 1e-6, True),  # float32 keeps these apart from 0 and 1
     "sample_rate": (8000, 96000, True),
     "sigma": (0, MAX_SIGMA, True),
     "seed": (0, 2**31 - 1, True),

@@ -16,11 +16,9 @@ verify); 3 `--strict` and a bad file; 4 writing failed (disk full): the previous
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import queue
 import shutil
@@ -35,43 +33,77 @@ from typing import NamedTuple
 import numpy as np
 
 from vaejax import music
-from vaejax.config import TRACKS, DataConfig, program
+from vaejax.config import TRACKS, DataConfig
+from vaejax.data.cache import (
+    FORMAT_VERSION,
+    MAX_REPORT_BYTES,
+    REPORT_KEYS,
+    SPLITS,
+    VERIFY_BYTES,
+    CacheError,
+    check_report,
+    is_prepared,
+    pack,
+    packed_bars,
+    read_report,
+    report_config,
+    unpack,
+    verify,
+)
+from vaejax.data.readers import (
+    FILE_TIMEOUT,
+    HOLD_MB,
+    PARENT_MB,
+    PREPARE_BUDGET_MB,
+    WORKER_MB,
+    PrepareError,
+    _read_files,
+    readers_for,
+)
 
-SPLITS = ("train", "valid", "test")
-FORMAT_VERSION = 2
+__all__ = [  # the dataset API, and the names of the format and of the reader pool that callers use from here
+    "DEMO_DIR",
+    "FILE_TIMEOUT",
+    "FORMAT_VERSION",
+    "HOLD_MB",
+    "MAX_REPORT_BYTES",
+    "PARENT_MB",
+    "PREPARED_DIR",
+    "PREPARE_BUDGET_MB",
+    "REPORT_KEYS",
+    "SPLITS",
+    "VERIFY_BYTES",
+    "WORKER_MB",
+    "Batch",
+    "CacheError",
+    "PrepareError",
+    "Split",
+    "batches",
+    "check_report",
+    "dataset_config",
+    "fixed_by_dataset",
+    "is_prepared",
+    "num_batches",
+    "open_dataset",
+    "pack",
+    "packed_bars",
+    "prefetch",
+    "prepare",
+    "read_report",
+    "readers_for",
+    "report_config",
+    "resolve",
+    "shown",
+    "split_of",
+    "summary",
+    "unpack",
+    "verify",
+]
+
 DEMO_DIR = os.path.join("data", "demo")
 """Where the SYNTHETIC demo corpus is written when training is given no data (relative to the working folder)."""
 PREPARED_DIR = os.path.join("data", "prepared")
 """Where raw folders given for training are prepared (relative to the working folder)."""
-
-
-def packed_bars(roll: np.ndarray, cfg: DataConfig = DataConfig()) -> np.ndarray:
-    """`pack(to_bars(roll))`, but packing before rearranging (8x less data to move): `[n, 5, steps, P/8]`."""
-    n = roll.shape[1] // cfg.steps
-    packed = np.packbits(roll[:, : n * cfg.steps], axis=-1)
-    return packed.reshape(roll.shape[0], n, cfg.steps, packed.shape[-1]).transpose(1, 0, 2, 3)
-
-
-def pack(bars: np.ndarray) -> np.ndarray:
-    """Pack boolean bars along pitch: `[..., P]` -> `[..., ceil(P/8)]` uint8."""
-    return np.packbits(bars, axis=-1)
-
-
-def unpack(packed: np.ndarray, num_pitches: int) -> np.ndarray:
-    """Inverse of `pack`."""
-    return np.unpackbits(packed, axis=-1, count=num_pitches).astype(bool)
-
-
-class CacheError(Exception):
-    """A prepared cache whose files do not match its report (truncated, damaged, half-copied)."""
-
-
-class PrepareError(Exception):
-    """Raised for unusable input; `code` is the command's exit code."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
 
 
 def split_of(song: str, cfg: DataConfig) -> str:
@@ -93,186 +125,6 @@ def _fingerprint(files: list[str], cfg: DataConfig) -> str:
         st = os.stat(f)
         h.update(f"{os.path.abspath(f)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
-
-
-def _work(args: tuple[str, DataConfig]):
-    """Worker: one file -> (path, song id, error, packed bars, number of bars, non-empty bars per track,
-    transposition applied)."""
-    path, cfg = args
-    try:
-        song = music.read_song(path, cfg)
-        shift = music.key_shift(song.roll, cfg.lowest_pitch) if cfg.key_normalize else 0
-        packed = packed_bars(music.transpose(song.roll, shift), cfg)  # [n, 5, steps, P/8]
-        if packed.shape[0] == 0:
-            raise music.BadSong("shorter than one segment")
-        nonempty = packed.any(axis=(2, 3)).sum(axis=0)  # a bar is empty when all its bytes are zero
-        return path, song.name, None, packed.tobytes(), packed.shape[0], nonempty, shift
-    except music.BadSong as e:
-        return _failed(path, str(e))
-    except Exception as e:  # keep the batch going; report the file
-        return _failed(path, f"unexpected {type(e).__name__}: {str(e)[:200]}")
-
-
-def _failed(path: str, reason: str):
-    return path, None, reason, b"", 0, None, 0
-
-
-FILE_TIMEOUT = music.READ_TIMEOUT
-"""Seconds one file may take to read in `prepare` before it is skipped (its reader is stopped)."""
-WORKER_MB = 160
-"""Resident memory of an idle reader process (Python, NumPy, pretty_midi), measured."""
-PREPARE_BUDGET_MB = 2048
-"""Memory `prepare` may use as a whole, its reader processes included (`prepare --memory-budget`): it starts
-only as many readers as fit, each reading within `music.READ_BUDGET_MB`, and holds at most `HOLD_MB` of
-results waiting for an earlier slow file."""
-HOLD_MB = 256
-PARENT_MB = 300
-"""The parent's own share of the budget (its interpreter, the index, the write buffers)."""
-
-
-def readers_for(budget_mb: float, workers: int) -> int:
-    """How many reader processes fit `budget_mb` (at most `workers`); PrepareError when not even one does."""
-    per = WORKER_MB + music.READ_BUDGET_MB
-    fit = int((budget_mb - PARENT_MB - HOLD_MB) // per)
-    if fit < 1:
-        raise PrepareError(
-            f"--memory-budget {budget_mb:g} MiB is too small: prepare needs at least "
-            f"{PARENT_MB + HOLD_MB + per} MiB (one reader of {per} MiB, {PARENT_MB + HOLD_MB} MiB "
-            f"for itself)",
-            2,
-        )
-    return max(1, min(workers, fit))
-
-
-def _work_in_process(task, timeout: float):
-    """`_work` in this process, stopped after `timeout` seconds where a timer signal can be used."""
-    try:
-        with music.time_limit(timeout):
-            return _work(task)
-    except music.ReadTimeout:
-        return _failed(task[0], f"took longer than {timeout:g} s to read (skipped)")
-
-
-def _die_with(parent: int) -> None:
-    """Make this reader process end when `parent` does, even after `kill -9` of the parent: the kernel's
-    parent-death signal where Linux offers it, and a watchdog thread that polls the parent's pid everywhere."""
-    import signal
-
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _serve(conn, parent: int | None = None) -> None:
-    """A reader process: files in, results out, until told to stop (or its parent is gone)."""
-    if parent is not None:
-        _die_with(parent)
-    while True:
-        try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        conn.send(_work(task))
-
-
-def _read_files(tasks: list, workers: int, timeout: float, method: str):
-    """Results of `_work` for every task, in task order. With several workers each file is read in a
-    worker process: one that takes longer than `timeout` or kills its process (out of memory, a crash)
-    costs that file only; the process is replaced and the batch goes on."""
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            yield _work_in_process(task, timeout)
-        return
-    from multiprocessing.connection import wait
-
-    ctx = mp.get_context(method)
-
-    def start():
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child, os.getpid()), daemon=True)
-        proc.start()
-        child.close()
-        return {"proc": proc, "conn": parent, "task": None, "since": 0.0}
-
-    slots = [start() for _ in range(min(workers, len(tasks)))]
-    window = 16 * len(slots)  # results waiting for an earlier slow file are bounded, in number and in bytes
-    done: dict[int, tuple] = {}
-    held = 0
-    sent = emitted = 0
-    try:
-        while emitted < len(tasks):
-            for slot in slots:
-                if (
-                    slot["task"] is None
-                    and sent < len(tasks)
-                    and sent < emitted + window
-                    and (held < HOLD_MB << 20 or sent == emitted)
-                ):
-                    slot["conn"].send(tasks[sent])
-                    slot["task"], slot["since"] = sent, time.monotonic()
-                    sent += 1
-            busy = [slot for slot in slots if slot["task"] is not None]
-            wait([x for slot in busy for x in (slot["conn"], slot["proc"].sentinel)], timeout=0.25)
-            for i, slot in enumerate(slots):
-                k = slot["task"]
-                if k is None:
-                    continue
-                result = None
-                try:
-                    if slot["conn"].poll():
-                        result = slot["conn"].recv()
-                except (EOFError, OSError):
-                    pass
-                dead = not slot["proc"].is_alive()
-                if result is None and dead:
-                    code = slot["proc"].exitcode
-                    how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                    result = _failed(tasks[k][0], f"its reader process died ({how}; out of memory?)")
-                elif result is None and time.monotonic() - slot["since"] > timeout:
-                    result = _failed(tasks[k][0], f"took longer than {timeout:g} s to read (skipped)")
-                    slot["proc"].kill()
-                    dead = True
-                if result is None:
-                    continue
-                done[k] = result
-                held += len(result[3])
-                slot["task"] = None
-                if dead:  # a fresh reader takes its place
-                    slot["proc"].join(1)
-                    slot["conn"].close()
-                    slots[i] = start()
-            while emitted in done:
-                result = done.pop(emitted)
-                held -= len(result[3])
-                yield result
-                emitted += 1
-    finally:
-        for slot in slots:
-            try:
-                slot["conn"].send(None)
-            except (OSError, ValueError):
-                pass
-        for slot in slots:
-            slot["proc"].join(0.5)
-            if slot["proc"].is_alive():
-                slot["proc"].kill()
-                slot["proc"].join(1)
 
 
 def _writable(folder: str) -> None:
@@ -501,65 +353,6 @@ def _progress(total: int, desc: str):
 # Reading a prepared dataset
 
 
-VERIFY_BYTES = 256 << 20
-"""Opening a cache always checks its files' sizes and song index; checksums too when a split is smaller than
-this (larger ones on request: `open_dataset(verify=True)`, `python -m vaejax.data verify OUT`)."""
-
-
-def _damaged(path: str, why: str) -> CacheError:
-    root = os.path.dirname(path) or "."
-    return CacheError(
-        f"{path}: {why}; the cache is damaged or incomplete, rebuild it with "
-        f"`python -m vaejax.data prepare SRC {root} --force`"
-    )
-
-
-def verify(root: str, report: dict | None = None, *, checksums: bool | None = None) -> None:
-    """Check a prepared cache against its report: each split's byte size (always), song index (always) and
-    checksum (`checksums=True`, or None: when the split is small). Raises CacheError naming the file."""
-    report = report if report is not None else read_report(root)
-    cfg = report_config(report, os.path.join(root, "report.json"))
-    bar_bytes = len(TRACKS) * cfg.steps * cfg.packed_pitches
-    recorded = report.get("splits", {})
-    for split in SPLITS:
-        path = os.path.join(root, f"{split}.bars")
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            raise _damaged(path, "missing") from None
-        expected = recorded.get(split, {}).get("bytes")
-        if expected is None:  # caches written before sizes were recorded: the bar count must still agree
-            expected = report.get("bars_per_split", {}).get(split, size // bar_bytes) * bar_bytes
-        if size != expected:
-            raise _damaged(path, f"{size} bytes, the cache recorded {expected}")
-        want = recorded.get(split, {}).get("crc32")
-        if want is not None and (checksums or (checksums is None and size <= VERIFY_BYTES)):
-            crc = 0
-            with open(path, "rb") as f:
-                while chunk := f.read(16 << 20):
-                    crc = zlib.crc32(chunk, crc)
-            if crc != want:
-                raise _damaged(path, "its checksum does not match the one recorded when it was written")
-        songs = os.path.join(root, f"{split}.songs.npz")
-        try:
-            with np.load(songs, allow_pickle=False) as z:
-                start, length = z["start"], z["length"]
-                ids = z["ids"]
-        except Exception as e:  # zipfile, zlib and numpy raise many types for damaged bytes
-            raise _damaged(songs, f"unreadable ({type(e).__name__})") from None
-        n = size // bar_bytes
-        ok = (
-            len(start) == len(length) == len(ids)
-            and (length > 0).all()
-            and np.array_equal(
-                start, np.concatenate([[0], np.cumsum(length)[:-1]]).astype(start.dtype) if len(length) else start
-            )
-            and int(length.sum()) == n
-        )
-        if not ok:
-            raise _damaged(songs, f"its song index does not cover the {n} bars of {split}.bars")
-
-
 class Split:
     """One split of a prepared dataset, memory-mapped (bars are unpacked only when batched)."""
 
@@ -594,113 +387,6 @@ class Split:
         return unpack(self.packed[s : s + n], self.cfg.num_pitches).transpose(1, 0, 2, 3)
 
 
-REPORT_KEYS = (
-    "format",
-    "source",
-    "fingerprint",
-    "config",
-    "files",
-    "songs_read",
-    "songs_skipped",
-    "skipped",
-    "songs_per_split",
-    "bars_per_split",
-    "splits",
-    "nonempty_bar_share",
-    "seconds",
-    "workers",
-    "synthetic",
-    "reused",
-)
-
-
-def read_report(root: str) -> dict:
-    """A prepared dataset's `report.json`, every field checked (CacheError naming the file and the field);
-    keys of a newer version are ignored with a warning, a newer format is refused."""
-    path = os.path.join(root, "report.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{root}: not a prepared dataset (no report.json); run `python -m vaejax.data prepare SRC {root}`"
-        )
-    try:
-        with open(path, "rb") as f:
-            report = json.loads(f.read(MAX_REPORT_BYTES + 1).decode("utf-8"))
-    except (OSError, ValueError) as e:
-        raise _damaged(path, f"unreadable ({type(e).__name__}: {str(e)[:80]})") from None
-    check_report(report, path)
-    return report
-
-
-MAX_REPORT_BYTES = 256 << 20
-
-
-def check_report(report, path: str) -> None:
-    """Raise CacheError unless `report` (read from `path`) has the fields a cache reader relies on."""
-
-    def bad(why):
-        return _damaged(path, why)
-
-    if not isinstance(report, dict):
-        raise bad(f"expected a JSON object, got {type(report).__name__}")
-    fmt = report.get("format", 1)
-    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
-        raise bad(f"format must be a positive integer, got {fmt!r}")
-    if fmt > FORMAT_VERSION:
-        raise CacheError(
-            f"{path}: written by a newer version of vaejax (cache format {fmt}; this version reads up "
-            f"to {FORMAT_VERSION}); upgrade vaejax or prepare the data again with this version"
-        )
-    unknown = sorted(str(k) for k in report if k not in REPORT_KEYS)
-    if unknown:
-        import warnings
-
-        from vaejax.config import ConfigWarning
-
-        warnings.warn(
-            f"{path}: ignoring unknown field(s) {', '.join(map(repr, unknown))} (written by a newer version?)",
-            ConfigWarning,
-            stacklevel=3,
-        )
-    if not isinstance(report.get("config"), dict):
-        raise bad(f"config must be a mapping of data settings, got {type(report.get('config')).__name__}")
-    report_config(report, path)
-    counts = report.get("bars_per_split")
-    if not isinstance(counts, dict) or not all(_count(counts.get(s)) for s in SPLITS):
-        raise bad(f"bars_per_split must map {', '.join(SPLITS)} to bar counts, got {str(counts)[:80]}")
-    splits = report.get("splits", {})
-    if not isinstance(splits, dict) or not all(
-        isinstance(splits.get(s, {}), dict) and all(_count(v) for v in splits.get(s, {}).values()) for s in SPLITS
-    ):
-        raise bad(f"splits must map each split to its byte size and crc32, got {str(splits)[:80]}")
-    skipped = report.get("skipped", [])
-    if not isinstance(skipped, list) or not all(isinstance(x, dict) for x in skipped):
-        raise bad("skipped must be a list of {path, reason} records")
-    for key in ("files", "songs_read", "songs_skipped"):
-        if key in report and not _count(report[key]):
-            raise bad(f"{key} must be a count, got {report[key]!r}")
-    share = report.get("nonempty_bar_share", {})
-    if not isinstance(share, dict) or not all(isinstance(v, (int, float)) for v in share.values()):
-        raise bad("nonempty_bar_share must map tracks to shares")
-
-
-def _count(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def report_config(report: dict, path: str = "report.json") -> DataConfig:
-    """The data settings a cache was prepared with (caches written before key normalisation existed hold
-    songs in their own keys)."""
-    from vaejax.config import section_from_dict
-
-    try:
-        return section_from_dict(DataConfig, {"key_normalize": False, **report["config"]}, path)
-    except ValueError as e:
-        raise CacheError(
-            f"{e}; the cache is damaged or was written otherwise, rebuild it with `python -m vaejax.data "
-            f"prepare SRC {os.path.dirname(path) or '.'} --force`"
-        ) from None
-
-
 def dataset_config(data: str | None) -> DataConfig:
     """The data settings training on `data` uses: a prepared dataset's own; the defaults for a raw folder or the
     demo corpus (None), which are prepared with them."""
@@ -723,10 +409,6 @@ def fixed_by_dataset(requested: DataConfig, fixed: DataConfig, where: str) -> Da
                 f"(`vaejax prepare --help`) and train on that"
             )
     return fixed
-
-
-def is_prepared(root: str) -> bool:
-    return os.path.exists(os.path.join(root, "report.json")) and os.path.exists(os.path.join(root, "train.bars"))
 
 
 def resolve(data: str | None, *, progress: bool = True) -> str:
@@ -825,137 +507,3 @@ def prefetch(it: Iterator, size: int = 2) -> Iterator:
         if isinstance(item, BaseException):
             raise item
         yield item
-
-
-# ---------------------------------------------------------------------------------------------------
-# Command line
-
-
-def prepare_arguments(pp: argparse.ArgumentParser) -> None:
-    """The options of the prepare command (`python -m vaejax.data prepare`, `vaejax prepare`)."""
-    pp.add_argument("src", help="a folder (searched recursively) or one file")
-    pp.add_argument("out", help="output folder")
-    d = DataConfig()  # the defaults are the configuration's, written once
-    pp.add_argument("--segment-bars", type=int, default=d.segment_bars)
-    pp.add_argument("--lowest-pitch", type=int, default=d.lowest_pitch, help="MIDI pitch of the lowest row (24 = C1)")
-    pp.add_argument("--pitches", type=int, default=d.num_pitches, help="number of pitch rows (84 = C1..B7)")
-    pp.add_argument(
-        "--velocity-threshold", type=int, default=d.velocity_threshold, help="cells with velocity above it are on"
-    )
-    pp.add_argument(
-        "--keep-key",
-        action="store_true",
-        help="keep songs in their own keys (default: transpose each to C major / A minor)",
-    )
-    pp.add_argument("--workers", type=int, default=0, help="processes (0: all cores)")
-    pp.add_argument("--strict", action="store_true", help="stop at the first bad file (exit 3)")
-    pp.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
-    pp.add_argument("--timeout", type=float, default=FILE_TIMEOUT, help="seconds one file may take to read")
-    pp.add_argument(
-        "--memory-budget",
-        type=float,
-        default=PREPARE_BUDGET_MB,
-        metavar="MIB",
-        help="memory the whole prepare may use, reader processes included (it starts only as many "
-        f"readers as fit, each reading one file within {music.READ_BUDGET_MB} MiB)",
-    )
-    pp.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def prepare_command(args) -> int:
-    """Run the prepare command on parsed `prepare_arguments`; returns its exit code."""
-    try:
-        cfg = DataConfig(
-            segment_bars=args.segment_bars,
-            lowest_pitch=args.lowest_pitch,
-            num_pitches=args.pitches,
-            velocity_threshold=args.velocity_threshold,
-            key_normalize=not args.keep_key,
-        )
-    except ValueError as e:
-        print(
-            f"error: {str(e).replace('data.num_pitches', '--pitches').replace('data.', '--').replace('_', '-')}",
-            file=sys.stderr,
-        )
-        return 2
-    if args.workers < 0:
-        print(f"error: --workers must be 0 (all cores) or more, got {args.workers}", file=sys.stderr)
-        return 2
-    try:
-        report = prepare(
-            args.src,
-            args.out,
-            cfg,
-            workers=args.workers or None,
-            strict=args.strict,
-            progress=not args.quiet,
-            force=args.force,
-            timeout=args.timeout,
-            memory_budget=args.memory_budget,
-        )
-    except PrepareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.code
-    print(summary(report))
-    return 0
-
-
-def verify_command(path: str) -> int:
-    """`verify OUT`: check everything of a prepared cache, checksums included; returns the exit code."""
-    try:
-        verify(path, checksums=True)
-    except (CacheError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{path}: sizes, song index and checksums match its report")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog=program("python -m vaejax.data"), description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = p.add_subparsers(dest="cmd", required=True)
-    prepare_arguments(sub.add_parser("prepare", help="turn LPD npz / MIDI files into a prepared bar cache"))
-    vf = sub.add_parser("verify", help="check a prepared cache's sizes, song index and checksums")
-    vf.add_argument("out", help="a prepared dataset folder")
-    dm = sub.add_parser("demo", help="write the synthetic demo corpus")
-    dm.add_argument("out", nargs="?", default="data/demo")
-    dm.add_argument("--songs", type=int, default=96)
-    dm.add_argument("--seed", type=int, default=0)
-    dl = sub.add_parser("download", help="download and unpack an archive (e.g. LPD-5) into a folder")
-    dl.add_argument("url")
-    dl.add_argument("out")
-    dl.add_argument("--sha256", default=None, help="expected checksum of the archive")
-    args = p.parse_args(argv)
-
-    if args.cmd == "demo":
-        from vaejax import demo
-
-        if not 1 <= args.songs <= 100_000 or not 0 <= args.seed < 2**31:
-            print(
-                f"error: --songs must be from 1 to 100000 and --seed from 0 to {2**31 - 1}, got {args.songs} and "
-                f"{args.seed}",
-                file=sys.stderr,
-            )
-            return 2
-        n = demo.write_corpus(args.out, songs=args.songs, seed=args.seed)
-        print(f"wrote {n} SYNTHETIC demo songs to {args.out}")
-        return 0
-    if args.cmd == "verify":
-        return verify_command(args.out)
-    if args.cmd == "download":
-        from vaejax import download
-
-        try:
-            path = download.fetch(args.url, args.out, sha256=args.sha256)
-        except download.DownloadError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        print(f"unpacked into {path}")
-        return 0
-    return prepare_command(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
