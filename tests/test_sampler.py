@@ -53,7 +53,7 @@ def test_seeds_and_sigma(model):
     assert np.array_equal(a, b)
     pa = model.sample_latents(4, sigma=0.5, seed=1)
     pb = model.sample_latents(4, sigma=0.5, seed=2)
-    assert pa.shape == (1, 4, 5) and pa.size == model.K
+    assert pa.shape == (1, 4, 5) and pa.dim == model.K
     assert not np.allclose(pa.concat(), pb.concat())
     # sigma 0: the chain is deterministic given its start
     start = model.start_bars[:1]
@@ -129,7 +129,7 @@ def test_harmony_guidance_moves_the_band_toward_the_piano(packaged):
     """Stronger guidance puts more of the band's notes in the pitch classes the piano plays in each beat,
     and leaves the piano (which has no condition) alone."""
     lat, means = packaged.sample_latents(8, sigma=0.5, seed=5, num=2, with_means=True)
-    flat = lambda z: z.concat().reshape((-1,) + z.shape[2:] + (2 * z.size,))  # noqa: E731
+    flat = lambda z: z.concat().reshape((-1,) + z.shape[2:] + (2 * z.dim,))  # noqa: E731
     a = packaged.with_options(harmony_guidance=0.0).rolls(flat(lat), plays_latents=flat(means))
     b = packaged.with_options(harmony_guidance=12.0).rolls(flat(lat), plays_latents=flat(means))
     np.testing.assert_array_equal(a[1], b[1])  # the piano has no condition: guidance leaves it alone

@@ -55,8 +55,8 @@ class Latents:
         return tuple(self.mu.shape[:-1])
 
     @property
-    def size(self) -> int:
-        """K."""
+    def dim(self) -> int:
+        """K, the latent dimension (mu and logvar have K values each)."""
         return int(self.mu.shape[-1])
 
     def __len__(self) -> int:

@@ -350,14 +350,18 @@ class MLP(nnx.Module):
         return x[..., -self.d_out :] + self.out(h)
 
 
-def MelodyNN(cfg: ModelConfig, *, rngs: nnx.Rngs) -> MLP:
+class MelodyNN(MLP):
     """Piano latent parameters (mu, logvar) at bar t -> at bar t+1."""
-    return MLP(2 * cfg.latent, 2 * cfg.latent, cfg.chain_hidden, cfg.chain_layers, rngs=rngs)
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        super().__init__(2 * cfg.latent, 2 * cfg.latent, cfg.chain_hidden, cfg.chain_layers, rngs=rngs)
 
 
-def HarmonyNN(cfg: ModelConfig, *, rngs: nnx.Rngs) -> MLP:
+class HarmonyNN(MLP):
     """(piano params at t+1, own params at t) -> own params at t+1. The last 2K inputs are `own`."""
-    return MLP(4 * cfg.latent, 2 * cfg.latent, cfg.chain_hidden, cfg.chain_layers, rngs=rngs)
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        super().__init__(4 * cfg.latent, 2 * cfg.latent, cfg.chain_hidden, cfg.chain_layers, rngs=rngs)
 
 
 def _stack(make, n: int, key: jax.Array):
