@@ -8,6 +8,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
+import vaejax
 from vaejax import cli, music, packaging, render, trained_model
 
 from conftest import ROOT
@@ -157,6 +158,20 @@ def test_a_loaded_model_does_not_change_and_with_options_gives_another(packaged)
             packaged.with_options(**bad)
     with pytest.raises(TypeError):
         packaged.sample(bars=1, seed=0, tempp=90)
+
+
+def test_a_packaged_model_is_loaded_once_per_process_until_its_files_change(tmp_path):
+    import shutil
+
+    if "lpd5" not in packaging.pretrained_names():
+        pytest.skip("the packaged model is not in this checkout")
+    assert vaejax.load("lpd5") is vaejax.load("lpd5")
+    copy = shutil.copytree(os.path.dirname(vaejax.load("lpd5").run_dir + "/"), tmp_path / "m")
+    first = trained_model.open_folder(str(copy))
+    assert trained_model.open_folder(str(copy)) is first
+    stats = copy / "stats.json"
+    stats.write_text(stats.read_text() + "\n")  # the folder changed: read anew
+    assert trained_model.open_folder(str(copy)) is not first
 
 
 @pytest.mark.slow

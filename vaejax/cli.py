@@ -604,7 +604,7 @@ def sample_main(argv: list[str] | None = None) -> int:
         folder, how = trained_model.resolve(args.checkpoint)
         if args.checkpoint is None:
             print(f"note: using {how}", file=sys.stderr)
-        model = trained_model.TrainedModel(folder)
+        model = trained_model.open_folder(folder)
     except (devices.AcceleratorError, RunError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -847,7 +847,7 @@ def _verify_model(name: str, *, generate: bool) -> int:
     _quiet_logs()
     try:
         folder, how = trained_model.resolve(name)
-        model = trained_model.TrainedModel(folder)
+        model = trained_model.open_folder(folder)
     except (RunError, CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -802,8 +802,25 @@ def resolve(name: str | None = None) -> tuple[str, str]:
     raise NoCheckpoint("no trained run found (runs/LATEST); train one with `python train.py`")
 
 
+_PACKAGED: dict[tuple, TrainedModel] = {}
+"""Packaged models loaded in this process, by folder and the sizes and times of its files: a TrainedModel
+never changes once loaded, so one instance (and the kernels it has compiled) serves every caller."""
+
+
+def open_folder(folder: str) -> TrainedModel:
+    """The model in a run or packaged-model folder. A packaged model is loaded once per process and shared
+    (until its files change); a training run's folder, whose checkpoints move on as it trains, is read anew."""
+    if not RunFolder(folder).packaged:
+        return TrainedModel(folder)
+    files = sorted((e for e in os.scandir(folder) if e.is_file()), key=lambda e: e.name)
+    key = (os.path.realpath(folder), tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in files))
+    if key not in _PACKAGED:
+        _PACKAGED[key] = TrainedModel(folder)
+    return _PACKAGED[key]
+
+
 def load(name: str | None = None) -> TrainedModel:
     """Load a trained run or packaged model folder, or a packaged model by name
     (`packaging.pretrained_names()`); default: the latest run trained in this folder, else the packaged
-    model `lpd5`."""
-    return TrainedModel(resolve(name)[0])
+    model `lpd5` (packaged models are loaded once per process: `open_folder`)."""
+    return open_folder(resolve(name)[0])

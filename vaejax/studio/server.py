@@ -881,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
         devices.select(args.accelerator)
         folder, how = trained_model.resolve(args.model)
         print(f"loading {how}", file=sys.stderr)
-        model = trained_model.TrainedModel(folder)
+        model = trained_model.open_folder(folder)
     except (devices.AcceleratorError, RunError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sock.close()
