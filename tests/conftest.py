@@ -124,3 +124,13 @@ def pytest_itemcollected(item):
     two cores) before the first of them, so `-m "not slow"` leaves all of them and the training out."""
     if TRAINED & set(getattr(item, "fixturenames", ())):
         item.add_marker(pytest.mark.slow)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order: one test of the shared trained run first, so that a worker starts training it at once, then
+    the tests that need no trained run, then the rest of the run's tests, by which time it is trained (the
+    other workers take the middle part meanwhile instead of waiting on the run's lock)."""
+    trained = [i for i in items if TRAINED & set(getattr(i, "fixturenames", ()))]
+    if trained:
+        rest = [i for i in items if i not in set(trained)]
+        items[:] = trained[:1] + rest + trained[1:]
