@@ -13,7 +13,7 @@ ROOT = os.path.dirname(vaejax.__file__)
 
 # Lower layers never import higher ones (README, "Layout"). The package's __init__ is the facade on top.
 LAYERS = [
-    {"vaejax.config"},
+    {"vaejax.config", "vaejax.files"},
     {"vaejax.music", "vaejax.losses", "vaejax.devices", "vaejax.download", "vaejax.data.cache"},
     {
         "vaejax.metrics",

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vaejax.runs import NoCheckpoint, RunFolder, write_atomically
+from vaejax.files import write_atomically
+from vaejax.runs import NoCheckpoint, RunFolder
 
 PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
 """The packaged models shipped inside vaejax."""

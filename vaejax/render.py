@@ -9,6 +9,7 @@ import wave
 import numpy as np
 
 from vaejax.config import TEMPO, TRACKS, DataConfig
+from vaejax.files import write_atomically
 from vaejax.music import LPD5_PROGRAMS, from_multitrack, lpd5_track, note_runs, tempo_of
 
 PLOT_ORDER = (1, 2, 3, 4, 0)  # Piano, Guitar, Bass, Strings, Drums, as in the seed report's figure
@@ -350,18 +351,9 @@ def write_wav(path: str, audio: np.ndarray, sample_rate: int = 22050) -> str:
 
 
 def _written(path: str, write) -> str:
-    """Write `path` through `path.part` (renamed when complete): a failure (a full disk) leaves neither a
+    """Write `path` through `path.part` (`files.write_atomically`): a failure (a full disk) leaves neither a
     `.part` file nor a partial `path`."""
-    tmp = path + ".part"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomically(path, write, path + ".part")
     return path
 
 

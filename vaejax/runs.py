@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from vaejax.config import Config
+from vaejax.files import write_atomically
 
 MAX_JSON_BYTES = 64 << 20
 """config.json and stats.json larger than this are not read (neither comes near)."""
@@ -77,21 +78,6 @@ def _write_text(path: str, text: str) -> None:
             f.write(text)
 
     write_atomically(path, write, f"{path}.{os.getpid()}.tmp")
-
-
-def write_atomically(path: str, write, tmp: str | None = None) -> None:
-    """`write(tmp)` then rename onto `path`; on any failure (a full disk, an interrupt) the temporary file is
-    removed and `path` is as it was."""
-    tmp = tmp or path + ".tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
 
 
 class RunFolder:
