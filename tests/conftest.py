@@ -119,10 +119,14 @@ def tmpfs(path, options: str):
 TRAINED = {"tiny_trained", "tiny_run"}
 
 
+def _reads_trained_run(item) -> bool:
+    return bool(TRAINED & set(getattr(item, "fixturenames", ())))
+
+
 def pytest_itemcollected(item):
     """A test that reads the shared trained run is `slow`: the run is trained (every stage, about 40 s on
     two cores) before the first of them, so `-m "not slow"` leaves all of them and the training out."""
-    if TRAINED & set(getattr(item, "fixturenames", ())):
+    if _reads_trained_run(item):
         item.add_marker(pytest.mark.slow)
 
 
@@ -130,7 +134,7 @@ def pytest_collection_modifyitems(config, items):
     """Order: one test of the shared trained run first, so that a worker starts training it at once, then
     the tests that need no trained run, then the rest of the run's tests, by which time it is trained (the
     other workers take the middle part meanwhile instead of waiting on the run's lock)."""
-    trained = [i for i in items if TRAINED & set(getattr(i, "fixturenames", ()))]
+    trained = [i for i in items if _reads_trained_run(i)]
     if trained:
-        rest = [i for i in items if i not in set(trained)]
+        rest = [i for i in items if not _reads_trained_run(i)]
         items[:] = trained[:1] + rest + trained[1:]

@@ -25,6 +25,9 @@ from vaejax import form, metrics, music, realism, render, trained_model
 from vaejax.config import SIGMA, TRACKS, program
 from vaejax.latents import Latents, playing
 
+ARRANGE_COLUMNS = ("TD G-P", "TD B-P", "TD S-P", "UPC Guitar", "UPC Bass", "UPC Strings")
+ARRANGE_COLUMNS += ("QN Guitar", "QN Bass", "QN Strings", "SC")
+"""The metric columns of the arrangement table, after the bars each band track plays."""
 SIGMAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5)
 ARRANGE_SIGMA = SIGMA
 """The default noise of `TrainedModel.arrange`."""
@@ -461,21 +464,7 @@ def write_report(out_dir: str, result: dict) -> str:
             "| real | "
             + " | ".join(_fmt(100 * share[t]) if t in share else "-" for t in band)
             + " | "
-            + " | ".join(
-                _fmt(real.get(k))
-                for k in (
-                    "TD G-P",
-                    "TD B-P",
-                    "TD S-P",
-                    "UPC Guitar",
-                    "UPC Bass",
-                    "UPC Strings",
-                    "QN Guitar",
-                    "QN Bass",
-                    "QN Strings",
-                    "SC",
-                )
-            )
+            + " | ".join(_fmt(real.get(k)) for k in ARRANGE_COLUMNS)
             + " |"
         )
         for name in ("raw", "post-processed"):
@@ -484,21 +473,7 @@ def write_report(out_dir: str, result: dict) -> str:
                 f"| arranged, {name} | "
                 + " | ".join(_fmt(100 - m[f"EB {t}"]) for t in band)
                 + " | "
-                + " | ".join(
-                    _fmt(m.get(k))
-                    for k in (
-                        "TD G-P",
-                        "TD B-P",
-                        "TD S-P",
-                        "UPC Guitar",
-                        "UPC Bass",
-                        "UPC Strings",
-                        "QN Guitar",
-                        "QN Bass",
-                        "QN Strings",
-                        "SC",
-                    )
-                )
+                + " | ".join(_fmt(m.get(k)) for k in ARRANGE_COLUMNS)
                 + " |"
             )
         if arr["skipped"]:

@@ -136,20 +136,14 @@ class TrainedModel:
             raise TypeError(
                 f"unknown option(s) {', '.join(unknown)}; a TrainedModel's options are {', '.join(self.OPTIONS)}"
             )
-        for name in set(options) & {"harmony_guidance", "memory_mb", "tempo"}:
-            value = options[name]
-            low = 0.0 if name == "harmony_guidance" else 1e-9
-            if not (
-                isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value) and value >= low
-            ):
-                raise ValueError(
-                    f"{name} must be a finite number {'>= 0' if name == 'harmony_guidance' else '> 0'}, not {value!r}"
-                )
+        check_generation(  # the limits sample.py and the studio apply to the same settings
+            harmony=options.get("harmony_guidance"), memory_mb=options.get("memory_mb"), tempo=options.get("tempo")
+        )
         if "count_notes" in options and not isinstance(options["count_notes"], bool):
             raise ValueError(f"count_notes must be True or False, not {options['count_notes']!r}")
         new = copy.copy(self)
         for name, value in options.items():
-            object.__setattr__(new, name, float(value) if name != "count_notes" else value)
+            object.__setattr__(new, name, float(value) if name in ("harmony_guidance", "tempo") else value)
         return new
 
     def __setattr__(self, name, value):
@@ -802,8 +796,8 @@ def resolve(name: str | None = None) -> tuple[str, str]:
     raise NoCheckpoint("no trained run found (runs/LATEST); train one with `python train.py`")
 
 
-_PACKAGED: dict[tuple, TrainedModel] = {}
-"""Packaged models loaded in this process, by folder and the sizes and times of its files: a TrainedModel
+_PACKAGED: dict[str, tuple[tuple, TrainedModel]] = {}
+"""Packaged models loaded in this process: folder -> (sizes and times of its files, model). A TrainedModel
 never changes once loaded, so one instance (and the kernels it has compiled) serves every caller."""
 
 
@@ -812,11 +806,11 @@ def open_folder(folder: str) -> TrainedModel:
     (until its files change); a training run's folder, whose checkpoints move on as it trains, is read anew."""
     if not RunFolder(folder).packaged:
         return TrainedModel(folder)
-    files = sorted((e for e in os.scandir(folder) if e.is_file()), key=lambda e: e.name)
-    key = (os.path.realpath(folder), tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in files))
-    if key not in _PACKAGED:
-        _PACKAGED[key] = TrainedModel(folder)
-    return _PACKAGED[key]
+    stamp = tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_file()))
+    path = os.path.realpath(folder)
+    if path not in _PACKAGED or _PACKAGED[path][0] != stamp:
+        _PACKAGED[path] = (stamp, TrainedModel(folder))
+    return _PACKAGED[path][1]
 
 
 def load(name: str | None = None) -> TrainedModel:
