@@ -189,10 +189,10 @@ def test_song_id_uses_msd_folder(tmp_path):
     assert music.song_id("/x/y/song.mid") == "song"
 
 
-def test_packed_bars_equals_pack_of_bars():
+def test_pack_song_equals_pack_of_bars():
     rng = np.random.default_rng(3)
     roll = rng.random((5, 96 * 3 + 17, 84)) < 0.05
-    assert np.array_equal(data.packed_bars(roll), data.pack(music.to_bars(roll)))
+    assert np.array_equal(data.pack_song(roll), data.pack(music.to_bars(roll)))
 
 
 def test_piano_part_is_the_piano_or_every_pitched_track_merged():

@@ -24,7 +24,7 @@ def _roll(mt):
 
 
 def test_midi_written_and_read_back(model, tmp_path):
-    mt = model.sample(bars=6, sigma=0.5, seed=3, threshold=0.3)[0]
+    mt = model.sample(bars=6, sigma=0.5, seed=3, sustain=0.3)[0]
     roll = _roll(mt)
     roll[:, 0, 20] = True  # every track sounds at least once, so that a MIDI reader keeps all five
     mt = render.to_multitrack(roll, tempo=120.0)

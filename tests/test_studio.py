@@ -83,7 +83,7 @@ def test_options_come_from_the_model(client, model):
         "tempo",
         "harmony",
         "tracks",
-        "threshold",
+        "sustain",
         "sample",
         "min_length",
         "merge_gap",
@@ -112,7 +112,7 @@ def test_new_options_of_the_model_appear(model):
             sigma=0.5,
             seed=0,
             num=1,
-            threshold=None,
+            sustain=None,
             sample=False,
             prior="chain",
             temperature=1.0,
@@ -148,7 +148,7 @@ def test_a_learned_prior_appears_where_the_model_carries_one(model, monkeypatch)
                 raise ValueError("no learned prior")
             return prior
 
-        def sample(self, bars=32, *, sigma=0.5, seed=0, num=1, threshold=None, sample=False, prior=None, **kw):
+        def sample(self, bars=32, *, sigma=0.5, seed=0, num=1, sustain=None, sample=False, prior=None, **kw):
             return kw
 
         def continue_song(self, song, bars=32, *, sigma=0.5, seed=0, prior=None, **kw):
@@ -171,7 +171,7 @@ def test_a_learned_prior_appears_where_the_model_carries_one(model, monkeypatch)
         ({"options": {"sigma": "x", "key": 9}}, "sigma must be a number, got 'x'; key must be an integer from -6 to 5"),
         ({"options": {"bars": 600}}, "bars must be at most 512 in the studio"),
         ({"options": {"tempo": 1000}}, "tempo must be a number from 10 to 400"),
-        ({"options": {"threshold": 1}}, "threshold must be a number from 1e-06 to 0.999999"),
+        ({"options": {"sustain": 1}}, "sustain must be a number from 1e-06 to 0.999999"),
         ({"options": {"sample": "yes"}}, "sample must be true or false"),
         ({"options": {"bogus": 1}}, "unknown option 'bogus'"),
         ({"mode": "remix"}, "mode must be one of sample, arrange, vary, continue"),

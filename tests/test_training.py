@@ -283,9 +283,9 @@ def test_cli_sets_any_field_and_prints_the_config(tmp_path, monkeypatch, capsys)
 def test_generation_options_are_checked_in_one_place():
     from vaejax.config import check_generation, generation_problems
 
-    assert generation_problems(bars=32, sigma=0.5, num=1, key=-6, tempo=120.0, threshold=None) == []
-    got = dict(generation_problems(bars=0, sigma=float("nan"), key=6, threshold=1.0, num=2.5, sample_rate=100))
-    assert set(got) == {"bars", "sigma", "key", "threshold", "num", "sample_rate"}
+    assert generation_problems(bars=32, sigma=0.5, num=1, key=-6, tempo=120.0, sustain=None) == []
+    got = dict(generation_problems(bars=0, sigma=float("nan"), key=6, sustain=1.0, num=2.5, sample_rate=100))
+    assert set(got) == {"bars", "sigma", "key", "sustain", "num", "sample_rate"}
     with pytest.raises(ValueError, match="bars must be an integer from 1 to 4096"):
         check_generation(bars=5000)
 

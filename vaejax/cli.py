@@ -388,10 +388,13 @@ def sample_parser() -> argparse.ArgumentParser:
         help="two songs (MIDI or npz) to interpolate between",
     )
     p.add_argument(
-        "--threshold",
+        "--sustain",
+        "--threshold",  # its earlier name
+        dest="sustain",
         type=float,
         default=None,
-        help="decoding threshold (default: per-instrument thresholds calibrated on validation data)",
+        help="a note lasts while its sustain probability stays above this share of its value where it started, "
+        "in (0, 1) (default: the factor calibrated per instrument on validation data)",
     )
     p.add_argument("--sample", action="store_true", help="draw cells from their probabilities instead")
     p.add_argument(
@@ -464,7 +467,7 @@ def _sample_problems(args) -> list[str]:
             sample_rate=args.sample_rate,
             harmony=args.harmony,
             key=args.key,
-            threshold=args.threshold,
+            sustain=args.sustain,
             seed=args.seed,
             min_length=args.min_length,
             merge_gap=args.merge_gap,
@@ -611,7 +614,7 @@ def sample_main(argv: list[str] | None = None) -> int:
     model = model.with_options(
         memory_mb=args.memory_budget, **({} if args.harmony is None else {"harmony_guidance": args.harmony})
     )
-    kw = dict(threshold=args.threshold, sample=args.sample, min_length=args.min_length, merge_gap=args.merge_gap)
+    kw = dict(sustain=args.sustain, sample=args.sample, min_length=args.min_length, merge_gap=args.merge_gap)
     steps_per_bar = model.cfg.data.resolution * model.cfg.data.beats_per_bar
     out = _Out(args.out, args.overwrite, (".mid", ".png") + (() if args.no_audio else (".wav",)))
     how = None

@@ -26,6 +26,8 @@ LATENT_SIZES = (8, 16, 32, 64)
 
 # ---- generation: defaults and limits, for the library and the command line alike ---------------------
 
+RESOLUTION = 24
+"""Time steps per beat of the data (LPD's), the default of `DataConfig.resolution`."""
 TEMPO = 120.0
 """Beats per minute of sampled songs (given songs keep their own)."""
 SIGMA = 0.5
@@ -81,7 +83,7 @@ _LIMITS = {  # name: (low, high, inclusive); what each generation option accepts
     "tempo": (10, 400, True),
     "harmony": (0, 20, True),
     "key": (-6, 5, True),
-    "threshold": (1e-6, 1 - 1e-6, True),  # float32 keeps these apart from 0 and 1
+    "sustain": (1e-6, 1 - 1e-6, True),  # float32 keeps these apart from 0 and 1
     "sample_rate": (8000, 96000, True),
     "sigma": (0, MAX_SIGMA, True),
     "seed": (0, 2**31 - 1, True),
@@ -193,7 +195,7 @@ class DataConfig:
       valid_percent / test_percent: split shares, assigned per song by a hash of its id.
     """
 
-    resolution: int = 24
+    resolution: int = RESOLUTION
     beats_per_bar: int = 4
     segment_bars: int = 1
     lowest_pitch: int = 24

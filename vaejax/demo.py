@@ -12,13 +12,13 @@ import os
 
 import numpy as np
 
-from vaejax.config import TRACKS
-from vaejax.music import LPD5_PROGRAMS
+from vaejax.config import RESOLUTION, TRACKS
+from vaejax.music import LPD5_PROGRAMS, MAJOR_SCALE
 
-RES = 24
+RES = RESOLUTION
 BAR = 4 * RES
 PROGRESSIONS = ((0, 7, 9, 5), (0, 5, 7, 5), (9, 5, 0, 7), (0, 9, 5, 7), (2, 7, 0, 0), (0, 4, 5, 7))
-MAJOR = (0, 2, 4, 5, 7, 9, 11)
+MAJOR = tuple(MAJOR_SCALE.tolist())
 
 
 def _chord(root_pc: int, key: int) -> list[int]:

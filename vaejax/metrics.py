@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaejax.config import TRACKS
+from vaejax.config import RESOLUTION, TRACKS
 from vaejax.music import note_runs, pitch_class_histogram, scale_masks
 
-RES = 24
+RES = RESOLUTION
 STEPS_16TH = RES // 4
 
 
@@ -77,7 +77,7 @@ def qualified_note_rate(bars: np.ndarray, min_steps: int = 3) -> float:
     return float((lengths >= min_steps).mean()) if lengths.size else float("nan")
 
 
-def onsets(bars: np.ndarray) -> np.ndarray:
+def onset_counts(bars: np.ndarray) -> np.ndarray:
     """`[bars, steps]` counts of notes starting at each step."""
     prev = np.pad(bars, ((0, 0), (1, 0), (0, 0)))[:, :-1]
     return (bars & ~prev).sum(axis=2)
@@ -89,7 +89,7 @@ def drum_pattern_rate(bars: np.ndarray, off_grid_weight: float = 0.3) -> float:
     An onset on the grid scores 1, one step off it scores `off_grid_weight`, elsewhere 0; per bar the best
     of the six phase shifts of the grid is taken; the result is total score over total onsets.
     """
-    on = onsets(bars).astype(np.float64)  # [n, T]
+    on = onset_counts(bars).astype(np.float64)  # [n, T]
     t = np.arange(bars.shape[1])
     best = np.zeros(bars.shape[0])
     for shift in range(STEPS_16TH):

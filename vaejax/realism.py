@@ -21,6 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vaejax.config import TRACKS
+from vaejax.music import note_runs
 
 SIXTEENTHS = 16
 LENGTH_BINS = (1, 2, 3, 5, 9, 17)
@@ -31,12 +32,8 @@ LENGTH_BINS = (1, 2, 3, 5, 9, 17)
 def note_table(roll: np.ndarray, sub: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Notes of one track's `[steps, pitches]` bool roll: (start step, length in steps, pitch, onset
     sixteenth index counted from the passage start, nearest sixteenth)."""
-    r = np.pad(roll.T.astype(np.int8), ((0, 0), (1, 1)))  # [P, steps + 2]: runs cannot join across pitches
-    d = np.diff(r, axis=1)
-    p_on, t_on = np.nonzero(d == 1)
-    p_off, t_off = np.nonzero(d == -1)  # both in (pitch, time) order: the k-th start pairs with the k-th end
-    length = t_off - t_on
-    return t_on, length, p_on, (t_on + sub // 2) // sub
+    pitch, t_on, t_off = note_runs(roll)
+    return t_on, t_off - t_on, pitch, (t_on + sub // 2) // sub
 
 
 def _track_notes(songs: np.ndarray, sub: int):

@@ -244,12 +244,12 @@ class TrainedModel:
         k = self.K
         return np.clip((np.asarray(z.mu) - self.norm.mean[:, :k]) / self.norm.std[:, :k], -CLIP, CLIP)
 
-    def _prior_rolls(self, z_std, plays, *, piano=None, threshold=None, sample=False, seed=0) -> np.ndarray:
+    def _prior_rolls(self, z_std, plays, *, piano=None, sustain=None, sample=False, seed=0) -> np.ndarray:
         """Bars drawn from the prior -> `[5, num, bars*T, P]` bool rolls, the decoders' raw output; a track
         whose plays bit is off rests in that bar."""
         num, bars = plays.shape[:2]
         lat = self._prior_latents(z_std.reshape((-1,) + z_std.shape[2:]))
-        roll = self.rolls(lat, threshold=threshold, sample=sample, seed=seed, piano=piano, plays_latents=lat)
+        roll = self.rolls(lat, sustain=sustain, sample=sample, seed=seed, piano=piano, plays_latents=lat)
         d = self.cfg.data
         roll = roll.reshape(5, num, bars, d.steps, -1) & np.moveaxis(plays, 2, 0)[..., None, None]
         return roll.reshape(5, num, bars * d.steps, -1)
@@ -432,19 +432,20 @@ class TrainedModel:
         self,
         latents,
         *,
-        threshold: float | None = None,
+        sustain: float | None = None,
         sample: bool = False,
         seed: int = 0,
         piano: np.ndarray | None = None,
         plays_latents=None,
     ) -> np.ndarray:
         """Latent parameters `[M, 5]` (`Latents`, or the `[M, 5, 2K]` layout) -> `[5, M*T, P]` bool rolls: the
-        decoders' raw output, notes decoded at the calibrated thresholds (`threshold` replaces the sustain
-        threshold), before any post-processing. `piano` (`[M*T, P]`) fixes the piano part that the band
+        decoders' raw output, notes decoded at the calibrated thresholds (`sustain`, in (0, 1), replaces the
+        calibrated sustain factor: a note lasts while its sustain probability stays above this share of its
+        value where it started), before any post-processing. `piano` (`[M*T, P]`) fixes the piano part that the band
         follows; `plays_latents` (like `latents`) decide which tracks play in which segments."""
         th = self.thresholds.copy()
-        if threshold is not None:
-            th[:, 0] = float(threshold)
+        if sustain is not None:
+            th[:, 0] = float(sustain)
         lat = np.asarray(Latents.of(latents).concat(), np.float32)
         m = lat.shape[0]
         p = None if piano is None else np.asarray(piano).reshape(m, self.cfg.data.steps, -1)
@@ -495,7 +496,7 @@ class TrainedModel:
         self,
         latents,
         *,
-        threshold: float | None = None,
+        sustain: float | None = None,
         sample: bool = False,
         seed: int = 0,
         name: str = "decoded",
@@ -505,18 +506,18 @@ class TrainedModel:
         """Latent parameters `[bars, 5]` -> Multitrack (thresholds calibrated on validation data by
         default; `sample=True` draws each cell from its Bernoulli instead). `key`: semitones to transpose
         the output by; `min_length`, `merge_gap`: post-processing (0 and 0 for the raw output)."""
-        roll = self.rolls(latents, threshold=threshold, sample=sample, seed=seed, plays_latents=plays_latents)
+        roll = self.rolls(latents, sustain=sustain, sample=sample, seed=seed, plays_latents=plays_latents)
         return self._finish(roll, name=name, **finish_kw)
 
     # ---- generation --------------------------------------------------------------------------------
 
     def sample_latents(
-        self, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, num: int = 1, start=None, with_means: bool = False
+        self, segments: int = 32, *, sigma: float = SIGMA, seed: int = 0, num: int = 1, start=None, with_means=False
     ):
-        """Latent parameters `[num, bars, 5]` from the chain (`bars` counts segments). The first comes from
+        """Latent parameters `[num, segments, 5]` from the chain (a segment is a bar by default). The first comes from
         `start` (`[num, 5]`) or from a random real training bar where the piano plays. `with_means`: also
         the chains' predictions before the noise (the same shape)."""
-        check_generation(bars=bars, sigma=sigma, num=num, seed=seed)
+        check_generation(bars=segments, sigma=sigma, num=num, seed=seed)
         key = jax.random.key(seed)
         if start is None:
             pick = np.random.default_rng(seed).integers(len(self.start_bars), size=num)
@@ -524,7 +525,7 @@ class TrainedModel:
         else:
             start = Latents.of(start).concat()
         z, means = self._chain(
-            jnp.asarray(self.norm.standardize(start), jnp.float32), key, int(bars), jnp.float32(sigma)
+            jnp.asarray(self.norm.standardize(start), jnp.float32), key, int(segments), jnp.float32(sigma)
         )
         z, means = (Latents.from_concat(self.norm.unstandardize(np.asarray(a))) for a in (z, means))
         return (z, means) if with_means else z
@@ -536,7 +537,7 @@ class TrainedModel:
         sigma: float = SIGMA,
         seed: int = 0,
         num: int = 1,
-        threshold=None,
+        sustain=None,
         sample: bool = False,
         prior: str | None = None,
         **finish_kw,
@@ -550,7 +551,7 @@ class TrainedModel:
             bars=bars,
             sigma=sigma,
             num=num,
-            threshold=threshold,
+            sustain=sustain,
             key=finish_kw.get("key"),
             tempo=finish_kw.get("tempo"),
             seed=seed,
@@ -560,12 +561,12 @@ class TrainedModel:
         segments = -(-bars // d.segment_bars)
         if self.prior_kind(prior) == "transformer":
             z, plays = self._prior_draw("song", num, segments, sigma=sigma, seed=seed)
-            roll = self._prior_rolls(z, plays, threshold=threshold, sample=sample, seed=seed + 1)
+            roll = self._prior_rolls(z, plays, sustain=sustain, sample=sample, seed=seed + 1)
             length = bars * d.resolution * d.beats_per_bar
             return [self._finish(roll[:, i, :length], name=f"vaejax seed {seed} #{i}", **finish_kw) for i in range(num)]
         z, means = self.sample_latents(segments, sigma=sigma, seed=seed, num=num, with_means=True)
         flat = lambda a: a.map(lambda x: x.reshape((-1,) + x.shape[2:]))  # noqa: E731
-        roll = self.rolls(flat(z), threshold=threshold, sample=sample, seed=seed + 1, plays_latents=flat(means))
+        roll = self.rolls(flat(z), sustain=sustain, sample=sample, seed=seed + 1, plays_latents=flat(means))
         per_song = segments * d.steps
         length = bars * d.resolution * d.beats_per_bar
         return [
@@ -632,7 +633,7 @@ class TrainedModel:
                 z[:, keep:],
                 plays[:, keep:],
                 seed=seed,
-                threshold=decode_kw.pop("threshold", None),
+                sustain=decode_kw.pop("sustain", None),
                 sample=decode_kw.pop("sample", False),
             )[:, 0]
             decode_kw.setdefault("key", 0)
@@ -649,7 +650,7 @@ class TrainedModel:
         sigma: float = SIGMA,
         seed: int = 0,
         tracks=None,
-        threshold=None,
+        sustain=None,
         sample: bool = False,
         prior: str | None = None,
         **finish_kw,
@@ -683,7 +684,7 @@ class TrainedModel:
         if n > MAX_BARS:
             raise ValueError(f"the piano part has {n} segments; at most {MAX_BARS} can be arranged at once")
         self._fits(n * cfg.segment_bars)
-        check_generation(sigma=sigma, threshold=threshold, key=finish_kw.get("key"), tempo=finish_kw.get("tempo"))
+        check_generation(sigma=sigma, sustain=sustain, key=finish_kw.get("key"), tempo=finish_kw.get("tempo"))
         n = -(-n // BUCKET) * BUCKET  # whole buckets of segments: one compiled program serves many lengths
         roll = np.zeros((5, n * steps, cfg.num_pitches), bool)
         roll[PIANO, :length] = piano_roll
@@ -694,7 +695,7 @@ class TrainedModel:
             sounds = roll[PIANO].reshape(n, -1).any(-1).astype(np.float32)
             piano_tokens = np.concatenate([self._standardized_means(given)[:, PIANO], sounds[:, None]], -1)
             z, plays = self._prior_draw("band", 1, n, sigma=sigma, seed=seed, piano=piano_tokens[None])
-            out = self._prior_rolls(z, plays, piano=roll[PIANO], threshold=threshold, sample=sample, seed=seed)[:, 0]
+            out = self._prior_rolls(z, plays, piano=roll[PIANO], sustain=sustain, sample=sample, seed=seed)[:, 0]
             return self._arranged(out, piano_roll, add, shift, length, finish_kw)
         p = self._encode_roll(roll).concat()[:, PIANO]  # [n, 2K]
         rng = np.random.default_rng(seed)
@@ -713,7 +714,7 @@ class TrainedModel:
         means = z.copy()
         z[:, h] = self.norm.unstandardize(own, h)
         means[:, h] = self.norm.unstandardize(own_mean, h)
-        out = self.rolls(z, threshold=threshold, sample=sample, seed=seed, piano=roll[PIANO], plays_latents=means)
+        out = self.rolls(z, sustain=sustain, sample=sample, seed=seed, piano=roll[PIANO], plays_latents=means)
         return self._arranged(out, piano_roll, add, shift, length, finish_kw)
 
     def _arranged(self, out, piano_roll, add, shift, length, finish_kw):

@@ -16,7 +16,7 @@ SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 2
 
 
-def packed_bars(roll: np.ndarray, cfg: DataConfig = DataConfig()) -> np.ndarray:
+def pack_song(roll: np.ndarray, cfg: DataConfig = DataConfig()) -> np.ndarray:
     """`pack(to_bars(roll))`, but packing before rearranging (8x less data to move): `[n, 5, steps, P/8]`."""
     n = roll.shape[1] // cfg.steps
     packed = np.packbits(roll[:, : n * cfg.steps], axis=-1)

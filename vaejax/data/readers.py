@@ -13,7 +13,7 @@ import time
 
 from vaejax import music
 from vaejax.config import DataConfig
-from vaejax.data.cache import packed_bars
+from vaejax.data.cache import pack_song
 
 
 class PrepareError(Exception):
@@ -31,7 +31,7 @@ def _work(args: tuple[str, DataConfig]):
     try:
         song = music.read_song(path, cfg)
         shift = music.key_shift(song.roll, cfg.lowest_pitch) if cfg.key_normalize else 0
-        packed = packed_bars(music.transpose(song.roll, shift), cfg)  # [n, 5, steps, P/8]
+        packed = pack_song(music.transpose(song.roll, shift), cfg)  # [n, 5, steps, P/8]
         if packed.shape[0] == 0:
             raise music.BadSong("shorter than one segment")
         nonempty = packed.any(axis=(2, 3)).sum(axis=0)  # a bar is empty when all its bytes are zero

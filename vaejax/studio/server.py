@@ -253,11 +253,12 @@ class Studio:
                 choices=band,
             ),
             _option(
-                "threshold",
+                "sustain",
                 "float",
                 None,
-                "Threshold",
-                "fixed sustain threshold in (0, 1) (empty: the calibrated decoding)",
+                "Sustain",
+                "a note lasts while its sustain probability stays above this share of its value where it "
+                "started, in (0, 1) (empty: the factor calibrated per instrument)",
                 MODES,
                 min=0,
                 max=1,
@@ -417,7 +418,7 @@ class Studio:
             except ValueError as e:
                 problems.append(f"{name} {e}")
         # the command line's checks, on every option that is a number at all
-        checked = {n: out.get(n) for n in ("bars", "sigma", "tempo", "sample_rate", "harmony", "key", "threshold")}
+        checked = {n: out.get(n) for n in ("bars", "sigma", "tempo", "sample_rate", "harmony", "key", "sustain")}
         ranges = [f"{n} {msg}" for n, msg in config_lib.generation_problems(**checked)]
         problems += ranges
         if not any(p.startswith("bars ") for p in problems) and out.get("bars", 0) > self.max_bars:
@@ -536,9 +537,7 @@ class Studio:
         mode, o, source_id = self.parse(body)
         src = self.get(source_id) if source_id else None
         m = self.model
-        decode = dict(
-            threshold=o["threshold"], sample=o["sample"], min_length=o["min_length"], merge_gap=o["merge_gap"]
-        )
+        decode = dict(sustain=o["sustain"], sample=o["sample"], min_length=o["min_length"], merge_gap=o["merge_gap"])
         extra = {s["name"]: o[s["name"]] for s in self.options if s.get("extra") and mode in s["modes"]}
         notes: list[str] = []
         tempo = o["tempo"] or (src.tempo if src is not None else None)

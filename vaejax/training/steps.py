@@ -73,7 +73,7 @@ def compute_dtype(train: TrainConfig, platform: str | None = None):
     return jnp.dtype(train.precision)
 
 
-def unpack(x, data: DataConfig):
+def float_bars(x, data: DataConfig):
     """Bars as sent to the device -> `[..., T, P]` float32: bit-packed uint8 bars are unpacked here, inside
     the jitted step, so that the host gathers and transfers 1 bit per cell instead of 32."""
     if x.dtype == jnp.uint8:
@@ -118,7 +118,7 @@ def make_vae_fns(
         )
 
     def total(params, x, key, beta):
-        x = unpack(x, data)
+        x = float_bars(x, data)
         c = models.conditions(x[PIANO], data)
         terms = jax.vmap(member_loss, in_axes=(0, 0, 0, 0, None))(params, x, c, jax.random.split(key, x.shape[0]), beta)
         return jnp.sum(terms.loss), terms  # members are independent: the sum's gradient splits by member
@@ -144,7 +144,7 @@ def make_vae_fns(
             tp, fp, fn = threshold_counts(jax.nn.sigmoid(logits), on)
             return terms.recon, terms.kl, tp, fp, fn, jnp.sum(on)
 
-        x = unpack(x, data)
+        x = float_bars(x, data)
         return jax.vmap(member)(params, x, models.conditions(x[PIANO], data), jax.random.split(key, x.shape[0]))
 
     return jax.jit(train_step, **donation(platform)), jax.jit(eval_step)
