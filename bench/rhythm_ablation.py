@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     test = data_lib.open_dataset(args.data)["test"]
-    real_windows = evaluate._song_windows(test, args.bars)
+    real_windows = test.windows(args.bars)
     real = np.stack([test.song(i)[:, f : f + args.bars] for i, f in real_windows], axis=1)
     real_goals = metrics.all_metrics(real.reshape(5, -1, *real.shape[3:]), test.cfg.lowest_pitch, song_bars=args.bars)
     out = {

@@ -409,3 +409,21 @@ def test_counted_grid_notes_follow_the_calibrated_cells():
     # 1.5 notes expected -> 2: by probability the two beats, by calibrated rank the downbeat and the off-beat
     assert plain[0, 10] and plain[24, 12] and not plain[18, 20]
     assert ranked[0, 10] and ranked[18, 20] and not ranked[24, 12]
+
+
+def test_count_scale_sets_how_many_notes_start():
+    """Counted notes: the decoder's expected number times `count_scale`, placed by rank (most likely first)."""
+    probs = np.zeros((1, 3, 16, 84), np.float32)
+    probs[0, 0] = 0.9
+    sure = [(0, 10), (4, 12), (8, 14), (12, 16)]
+    for k, (t, p) in enumerate(sure):
+        probs[0, 1, t, p] = 0.5 - 0.05 * k  # 0.5 + 0.45 + 0.4 + 0.35: 1.7 notes expected
+    th = jnp.array([0.5, 0.5, 6.0])
+
+    def starts(scale):
+        roll = np.asarray(models.decode_notes(jnp.asarray(probs), th, count=True, sub=6, count_scale=scale))[0]
+        return [(t, p) for t, p in sure if roll[t * 6, p]]
+
+    assert starts(1.0) == sure[:2]  # round(1.7) = 2, the likeliest two
+    assert starts(2.0) == sure[:3]  # round(3.4) = 3
+    assert starts(0.25) == []  # round(0.425) = 0

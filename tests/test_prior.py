@@ -345,6 +345,7 @@ def test_stage_prior_retrains_on_an_existing_run(tiny_run, demo_prepared, tmp_pa
             "batch_size": 4,
             "epochs": 1,
             "band": False,
+            "calibrate_songs": 0,
         }
     )
     _, results = training.train(run, demo_prepared, cfg, stages=("prior",), progress=False)
@@ -355,6 +356,86 @@ def test_stage_prior_retrains_on_an_existing_run(tiny_run, demo_prepared, tmp_pa
     assert set(m.prior) == {"song"} and m.prior_kind("transformer") == "transformer"
     assert "band" not in m.prior  # no arranging prior: arrange falls back to the chain
     m.arrange(np.zeros((96, 84), bool))
+
+
+def _starts(bars):
+    """Note starts per track of `[5, ...]` bars (a note sounding where it did not the step before)."""
+    b = bars.reshape(5, -1, bars.shape[-1])
+    return (b & ~np.pad(b, ((0, 0), (1, 0), (0, 0)))[:, :-1]).sum(axis=(1, 2))
+
+
+def test_the_prior_stage_calibrates_how_its_bars_are_decoded(model, tiny_run):
+    """Training the prior ends with its decoding calibrated (stats.json); the model reads it, and it applies
+    to bars drawn from the prior only: the chain and reconstructions decode as before."""
+    from vaejax.runs import RunFolder
+    from vaejax.training import calibration
+
+    stats = RunFolder(tiny_run).read_stats()
+    assert len(stats["prior_decoding"]) == calibration.PRIOR_ROUNDS + 1
+    np.testing.assert_allclose(model.prior_onset_cuts, stats["prior_onset_thresholds"])
+    np.testing.assert_allclose(model.prior_count_scale, stats["prior_count_scale"])
+    assert model.prior_onset_cuts.shape == model.onset_cuts.shape
+    plain = model.with_prior_decoding(model.onset_cuts, np.ones(5))
+    more = model.with_prior_decoding(model.onset_cuts, np.full(5, 3.0))
+    z, means = model.sample_latents(4, seed=1, with_means=True)
+    np.testing.assert_array_equal(more.rolls(z[0], plays_latents=means[0]), plain.rolls(z[0], plays_latents=means[0]))
+    a, b = (m.prior_bars(4, sigma=0.5, seed=2, num=4) for m in (plain, more))
+    assert _starts(b).sum() > 1.5 * _starts(a).sum() > 0
+    with pytest.raises(ValueError, match="prior decoding of shapes"):
+        model.with_prior_decoding(np.ones(3), np.ones(5))
+
+
+class _FixedDecoder:
+    """What `calibration.prior_decoding` reads of a model, over fixed decoder probabilities (a stand-in for
+    a trained model's prior: beats likelier than off-beats, pitches at random), decoded as a TrainedModel
+    decodes the prior's bars (counted notes ranked against per-cell thresholds, times the count factor)."""
+
+    per_cell_onsets = True
+
+    def __init__(self, cuts=None, scale=None):
+        from vaejax.config import Config
+
+        self.cfg = Config()
+        self.onset_cuts = np.full((5, 16), 0.3, np.float32)
+        self.prior_onset_cuts = self.onset_cuts if cuts is None else np.asarray(cuts, np.float32)
+        self.prior_count_scale = np.ones(5, np.float32) if scale is None else np.asarray(scale, np.float32)
+
+    def with_prior_decoding(self, cuts, scale):
+        return _FixedDecoder(cuts, scale)
+
+    def prior_bars(self, bars, *, sigma, seed, num):
+        from vaejax import models
+
+        r = np.random.default_rng(0)
+        beat = np.where(np.arange(16) % 4 == 0, 1.0, 0.4)
+        probs = np.zeros((5, num * bars, 3, 16, 84), np.float32)
+        probs[:, :, 0] = 0.9
+        probs[:, :, 1] = (r.random(probs[:, :, 1].shape) ** 6 * beat[:, None]).astype(np.float32) * 0.5
+        th = jnp.tile(jnp.array([0.5, 0.5, 6.0]), (5, 1))
+        roll = jax.vmap(lambda p, t, c, k: models.decode_notes(p, t, count=True, sub=6, onset_cuts=c, count_scale=k))(
+            jnp.asarray(probs), th, jnp.asarray(self.prior_onset_cuts), jnp.asarray(self.prior_count_scale)
+        )
+        return np.asarray(roll).reshape(5, num, bars, 96, 84)
+
+
+def test_calibration_moves_the_prior_decoding_toward_real_rhythm():
+    """Real passages decoded with other thresholds and half again as many notes: starting from the
+    reconstruction's decoding, the calibration finds a count factor near 1.5 and onset positions close to
+    theirs."""
+    from vaejax import realism
+    from vaejax.training import calibration
+
+    r = np.random.default_rng(1)
+    truth = _FixedDecoder(r.uniform(0.05, 1.0, (5, 16)), np.full(5, 1.5))
+    real = truth.prior_bars(4, sigma=0.5, seed=0, num=8)
+    want = realism.rhythm_stats(np.moveaxis(real, 0, 1).reshape(8, 5, 4 * 96, -1))
+    cuts, scale, history = calibration.prior_decoding(_FixedDecoder(), want, songs=8, bars=4, rounds=6)
+    assert cuts.shape == (5, 16) and ((cuts > 0) & (cuts <= 1)).all()
+    np.testing.assert_allclose(scale, 1.5, rtol=0.1)
+    for t in want:
+        first, last = history[0][t], history[-1][t]
+        assert first["onsets_ratio"] < 0.75 and abs(last["onsets_ratio"] - 1) < 0.05, (t, first, last)
+        assert last["onset_tv"] < 0.5 * first["onset_tv"], (t, first, last)
 
 
 @pytest.mark.slow

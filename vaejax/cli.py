@@ -87,9 +87,10 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stage",
         default="all",
-        choices=("all", "vae", "encode", "melody", "harmony", "prior"),
+        choices=("all", "vae", "encode", "melody", "harmony", "prior", "decoding"),
         help="run one stage only (later stages need the earlier ones' checkpoints); `--stage prior` "
-        "on an existing run keeps its config.json and (re)trains the prior over bar latents only",
+        "on an existing run keeps its config.json and (re)trains the prior over bar latents only (and "
+        "calibrates how its bars are decoded); `--stage decoding` only recalibrates that decoding",
     )
     p.add_argument(
         "--run", default=None, help="run directory (default: runs/<preset or config file name>-k<latent>)%(default).0s"

@@ -397,8 +397,14 @@ class PriorConfig:
     piano_start: bool = True
     """Train on windows that start at a bar where the piano plays, as generated songs and the real
     passages they are measured against do (False: every window, also of songs without a piano)."""
+    calibrate_songs: int = 100
+    """After training, the decoding of the prior's bars is calibrated so that they start as many notes, at
+    the same places in the bar, as real training passages (`training.calibration.prior_decoding`): songs
+    drawn per round. 0: the prior's bars decode as reconstructions do."""
 
     def __post_init__(self):
+        if self.calibrate_songs < 0:
+            raise ValueError(f"prior calibrate_songs must be 0 or more, got {self.calibrate_songs}")
         if self.copy not in ("both", "track", "bar"):
             raise ValueError(f"prior copy must be 'both', 'track' or 'bar', got {self.copy!r}")
         if self.dim % self.heads:
@@ -558,7 +564,18 @@ PRESETS: dict[str, Config] = {
         train=TrainConfig(
             batch_size=16, vae_epochs=2, chain_epochs=2, chain_batch_size=32, checkpoint_every=5, log_every=2
         ),
-        prior=PriorConfig(layers=1, dim=16, heads=2, context=4, mixtures=2, steps=6, batch_size=8, warmup=2, epochs=2),
+        prior=PriorConfig(
+            layers=1,
+            dim=16,
+            heads=2,
+            context=4,
+            mixtures=2,
+            steps=6,
+            batch_size=8,
+            warmup=2,
+            epochs=2,
+            calibrate_songs=4,
+        ),
     ),
     "default": Config(),
     "large": Config(

@@ -23,7 +23,7 @@ import numpy as np
 from vaejax import data as data_lib
 from vaejax import form, metrics, music, realism, render, trained_model
 from vaejax.config import SIGMA, TRACKS, program
-from vaejax.latents import Latents, playing
+from vaejax.latents import Latents
 
 ARRANGE_COLUMNS = ("TD G-P", "TD B-P", "TD S-P", "UPC Guitar", "UPC Bass", "UPC Strings")
 ARRANGE_COLUMNS += ("QN Guitar", "QN Bass", "QN Strings", "SC")
@@ -70,19 +70,6 @@ def _bars_of(model, latents: Latents, means: Latents | None = None) -> np.ndarra
     return rolls.reshape(5, len(flat(latents)), -1, rolls.shape[-1])
 
 
-def _song_windows(test: data_lib.Split, bars: int):
-    """(song index, first bar) of each held-out song's first bar where the piano and two more tracks play,
-    when `bars` more bars follow it (most songs open with an intro)."""
-    starts = []
-    for i in range(len(test.ids)):
-        song = test.song(i)  # [5, n, T, P]
-        full = np.flatnonzero(playing(song, band=2))
-        full = full[full + bars < song.shape[1]]
-        if len(full):
-            starts.append((i, int(full[0])))
-    return starts
-
-
 def real_rows(test: data_lib.Split, windows, bars: int, lowest_pitch: int) -> dict:
     """Real songs' `bars`-bar windows as they are, and with every track but the piano taken from other
     songs (where chance lies: a band that does not listen to the piano). Songs of a key-normalised cache
@@ -114,7 +101,7 @@ def real_rows(test: data_lib.Split, windows, bars: int, lowest_pitch: int) -> di
 def generation(
     model, test: data_lib.Split, *, songs: int, bars: int, sigmas, seed: int = 0, post_sigmas=(0.5, 0.75, 1.0)
 ) -> dict:
-    starts = _song_windows(test, bars)
+    starts = test.windows(bars)
     rng = np.random.default_rng(seed)
     pick = [starts[j] for j in rng.permutation(len(starts))[:songs]]
     low = test.cfg.lowest_pitch
@@ -194,7 +181,7 @@ def realism_section(
     piano from its own latents, the band under the decoded piano, as generation does) and of songs from the
     model's default prior at `sigma` (and, where it carries a learned prior, of the chain too); raw (the
     decoders' notes) and post-processed (as sample.py delivers)."""
-    windows = _song_windows(test, bars)
+    windows = test.windows(bars)
     rng = np.random.default_rng(seed)
     pick = [windows[j] for j in rng.permutation(len(windows))[:songs]]
     if not pick:
@@ -616,7 +603,7 @@ def _main(args, argv) -> int:
     if args.threshold_notes:
         model = model.with_options(count_notes=False)
     real = metrics.all_metrics(test.bars(np.arange(len(test))))
-    real_extra = real_rows(test, _song_windows(test, args.bars), args.bars, test.cfg.lowest_pitch)
+    real_extra = real_rows(test, test.windows(args.bars), args.bars, test.cfg.lowest_pitch)
     gen = generation(model, test, songs=args.songs, bars=args.bars, sigmas=args.sigmas, seed=args.seed)
     rl = None if args.no_realism else realism_section(model, test, songs=args.songs, bars=args.bars, seed=args.seed)
     arranged = None

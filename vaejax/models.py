@@ -437,6 +437,7 @@ def decode_notes(
     plays_cut=0.5,
     sub: int = 1,
     onset_cuts: jax.Array | None = None,
+    count_scale=1.0,
 ) -> jax.Array:
     """Decoder probabilities `[B, C, T, P]` -> a `[B, T*sub, P]` bool roll.
 
@@ -453,9 +454,9 @@ def decode_notes(
     start notes:
       - by default, those above `thresholds[1]`;
       - `count=True`: the most likely peaks, as many as the decoder expects notes (the sum of the onset
-        probabilities over the segment, rounded). A latent between the data's modes decodes to blurred
-        probabilities, which a fixed threshold turns into silence; counting keeps the number of notes the
-        decoder predicts and places them where it is most confident;
+        probabilities over the segment times `count_scale`, rounded). A latent between the data's modes
+        decodes to blurred probabilities, which a fixed threshold turns into silence; counting keeps the
+        number of notes the decoder predicts and places them where it is most confident;
       - `draws` (uniform, the shape of `probs`): Bernoulli draws, sampling instead of the likeliest roll.
     `plays` (`[B]`, probability that the segment holds any note): segments where it is not above
     `plays_cut` (a number, or uniform draws `[B]`) stay silent.
@@ -474,11 +475,11 @@ def decode_notes(
         peak = (on >= prev) & (on > nxt)
     if count and draws is None:
         b = on.shape[0]
-        n = jnp.clip(jnp.round(on.sum(axis=(1, 2))), 0, MAX_ONSETS).astype(jnp.int32)  # [B]
+        n = jnp.clip(jnp.round(on.sum(axis=(1, 2)) * count_scale), 0, MAX_ONSETS).astype(jnp.int32)  # [B]
         # rank by probability, or on a grid by probability over the cell's calibrated threshold, so that the
         # counted notes fall where real notes fall rather than on the beats the decoder is surest of
         score = on if onset_cuts is None else on / jnp.maximum(onset_cuts, 1e-3)[None, :, None]
-        top = jax.lax.top_k(jnp.where(peak, score, 0.0).reshape(b, -1), MAX_ONSETS)[0]  # [B, MAX], descending
+        top = jax.lax.top_k(jnp.where(peak & (on > 0.01), score, 0.0).reshape(b, -1), MAX_ONSETS)[0]  # [B, MAX]
         kth = jnp.take_along_axis(top, jnp.maximum(n - 1, 0)[:, None], axis=1)[:, 0]
         kth = jnp.where(n > 0, kth, jnp.inf)
         start = peak & (score >= kth[:, None, None]) & (on > 0.01)

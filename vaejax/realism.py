@@ -53,7 +53,7 @@ def _track_notes(songs: np.ndarray, sub: int):
 
 def rhythm_stats(songs: np.ndarray, *, steps_per_bar: int = 96) -> dict:
     """Per track: `onset_hist` (16 shares, onsets at each sixteenth of the bar), `onsets_per_bar` (over the
-    bars where the track plays), `mean_length` and `length_hist` (sixteenths), `notes`."""
+    bars where the track plays, `bars_played`), `mean_length` and `length_hist` (sixteenths), `notes`."""
     songs = np.asarray(songs, bool)
     sub = steps_per_bar // SIXTEENTHS
     bars = songs.shape[2] // steps_per_bar
@@ -66,10 +66,29 @@ def rhythm_stats(songs: np.ndarray, *, steps_per_bar: int = 96) -> dict:
         lh = np.histogram(np.maximum(np.round(lens), 1), bins=list(LENGTH_BINS) + [np.inf])[0] / max(n, 1)
         out[TRACKS[t]] = {
             "notes": int(n),
+            "bars_played": int(played[t]),
             "onset_hist": hist.tolist(),
             "onsets_per_bar": float(n / max(played[t], 1)),
             "mean_length": float(lens.mean()) if n else 0.0,
             "length_hist": lh.tolist(),
+        }
+    return out
+
+
+def pool_stats(parts: list[dict]) -> dict:
+    """`rhythm_stats` of several groups of songs -> those of all the songs together (for corpora too large
+    to hold as one array)."""
+    out = {}
+    for t in parts[0]:
+        n = np.array([p[t]["notes"] for p in parts], np.float64)
+        w = n / max(n.sum(), 1)
+        out[t] = {
+            "notes": int(n.sum()),
+            "bars_played": int(sum(p[t]["bars_played"] for p in parts)),
+            "onset_hist": (w @ np.array([p[t]["onset_hist"] for p in parts])).tolist(),
+            "onsets_per_bar": float(n.sum() / max(sum(p[t]["bars_played"] for p in parts), 1)),
+            "mean_length": float(w @ np.array([p[t]["mean_length"] for p in parts])),
+            "length_hist": (w @ np.array([p[t]["length_hist"] for p in parts])).tolist(),
         }
     return out
 

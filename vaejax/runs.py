@@ -212,6 +212,12 @@ class RunFolder:
         cuts = array("onset_thresholds") if "onset_thresholds" in stats else None
         if cuts is not None and (cuts.ndim != 2 or cuts.shape[0] != 5 or not ((cuts >= 0) & (cuts <= 1)).all()):
             problems.append(f"onset_thresholds of shape {cuts.shape} or outside [0, 1], not (5, cells)")
+        pcuts = array("prior_onset_thresholds") if "prior_onset_thresholds" in stats else None
+        if pcuts is not None and (cuts is None or pcuts.shape != cuts.shape or not ((pcuts > 0) & (pcuts <= 1)).all()):
+            problems.append(f"prior_onset_thresholds of shape {pcuts.shape} or outside (0, 1], not as onset_thresholds")
+        scale = array("prior_count_scale") if "prior_count_scale" in stats else None
+        if scale is not None and (scale.shape != (5,) or not ((scale > 0) & (scale <= 10)).all()):
+            problems.append(f"prior_count_scale of shape {scale.shape} or outside (0, 10], not (5,)")
         if ("latent_mean" in stats) != ("latent_std" in stats):
             problems.append("latent_mean and latent_std must come together")
         g = stats.get("harmony_guidance", 1.0)

@@ -91,6 +91,14 @@ class TrainedModel:
         """Per track and grid cell onset thresholds (`models.decode_notes(onset_cuts=...)`)."""
         self.per_cell_onsets = cuts is not None
         """Decode with `onset_cuts` (False: one onset threshold per track, as the earlier design)."""
+        gen_cuts = self.stats.get("prior_onset_thresholds")
+        self.prior_onset_cuts = self.onset_cuts if gen_cuts is None else np.asarray(gen_cuts, np.float32)
+        self.prior_count_scale = np.asarray(self.stats.get("prior_count_scale", np.ones(5)), np.float32)
+        """Decoding of bars drawn from the learned prior (`calibration.prior_decoding`): per track and cell
+        onset thresholds and a factor on the number of notes, calibrated so that sampled bars start as many
+        notes, where in the bar, as real bars do. The prior's latents are less sharp than encoded ones, and
+        decoders place the notes of a less certain latent on the beats; without a calibration of its own
+        (as before it existed) these are the reconstruction's thresholds and 1."""
         grid = bool(cfg.model.grid)
         self.min_length = 0 if grid else MIN_LENGTH
         self.merge_gap = 0 if grid else MERGE_GAP
@@ -144,6 +152,20 @@ class TrainedModel:
         new = copy.copy(self)
         for name, value in options.items():
             object.__setattr__(new, name, float(value) if name in ("harmony_guidance", "tempo") else value)
+        return new
+
+    def with_prior_decoding(self, onset_cuts, count_scale) -> TrainedModel:
+        """This model decoding the learned prior's bars with other calibration (`prior_onset_cuts` `[5, cells]`,
+        `prior_count_scale` `[5]`; `training.calibration.prior_decoding` finds them)."""
+        cuts = np.asarray(onset_cuts, np.float32)
+        scale = np.asarray(count_scale, np.float32)
+        if cuts.shape != self.onset_cuts.shape or scale.shape != (5,):
+            raise ValueError(
+                f"prior decoding of shapes {cuts.shape} and {scale.shape}, not {self.onset_cuts.shape} and (5,)"
+            )
+        new = copy.copy(self)
+        object.__setattr__(new, "prior_onset_cuts", cuts)
+        object.__setattr__(new, "prior_count_scale", scale)
         return new
 
     def __setattr__(self, name, value):
@@ -249,7 +271,7 @@ class TrainedModel:
         whose plays bit is off rests in that bar."""
         num, bars = plays.shape[:2]
         lat = self._prior_latents(z_std.reshape((-1,) + z_std.shape[2:]))
-        roll = self.rolls(lat, sustain=sustain, sample=sample, seed=seed, piano=piano, plays_latents=lat)
+        roll = self.rolls(lat, sustain=sustain, sample=sample, seed=seed, piano=piano, plays_latents=lat, drawn=True)
         d = self.cfg.data
         roll = roll.reshape(5, num, bars, d.steps, -1) & np.moveaxis(plays, 2, 0)[..., None, None]
         return roll.reshape(5, num, bars * d.steps, -1)
@@ -336,6 +358,7 @@ class TrainedModel:
         latents,
         thresholds,
         onset_cuts,
+        count_scale,
         key,
         piano=None,
         plays_latents=None,
@@ -358,7 +381,7 @@ class TrainedModel:
         z = jnp.moveaxis(latents[..., : self.K], 1, 0)  # [5, M, K]: decoders read mu
         zp = z if plays_latents is None else jnp.moveaxis(plays_latents[..., : self.K], 1, 0)
 
-        def notes(probs, plays, th, oc, k):
+        def notes(probs, plays, th, oc, cs, k):
             kc, kp = jax.random.split(k)
             draws = jax.random.uniform(kc, probs.shape) if sample else None
             cut = jax.random.uniform(kp, plays.shape) if sample else 0.5
@@ -372,6 +395,7 @@ class TrainedModel:
                 plays_cut=cut,
                 sub=models.model_sub(self.cfg.model, d),
                 onset_cuts=oc,
+                count_scale=cs,
             )
 
         kp, kb = jax.random.split(key)
@@ -380,12 +404,12 @@ class TrainedModel:
             none = jnp.zeros((z.shape[1], models.condition_dim(d)))
             logits, plays = pvae.decode_all(z[PIANO], none)
             plays = jnp.ones(z.shape[1]) if plays is None else jax.nn.sigmoid(pvae.decode_all(zp[PIANO], none)[1])
-            piano = notes(jax.nn.sigmoid(logits), plays, thresholds[PIANO], onset_cuts[PIANO], kp)
+            piano = notes(jax.nn.sigmoid(logits), plays, thresholds[PIANO], onset_cuts[PIANO], count_scale[PIANO], kp)
         c = models.conditions(piano.astype(jnp.float32), d)
         probs, plays = models.decode_stack(self.vae_def, vae, z, c)
         if plays_latents is not None:
             plays = models.decode_stack(self.vae_def, vae, zp, c)[1]
-        rolls = jax.vmap(notes)(probs, plays, thresholds, onset_cuts, jax.random.split(kb, len(TRACKS)))
+        rolls = jax.vmap(notes)(probs, plays, thresholds, onset_cuts, count_scale, jax.random.split(kb, len(TRACKS)))
         return rolls.at[PIANO].set(piano.astype(bool))
 
     def _encode_impl(self, x):
@@ -437,12 +461,14 @@ class TrainedModel:
         seed: int = 0,
         piano: np.ndarray | None = None,
         plays_latents=None,
+        drawn: bool = False,
     ) -> np.ndarray:
         """Latent parameters `[M, 5]` (`Latents`, or the `[M, 5, 2K]` layout) -> `[5, M*T, P]` bool rolls: the
         decoders' raw output, notes decoded at the calibrated thresholds (`sustain`, in (0, 1), replaces the
         calibrated sustain factor: a note lasts while its sustain probability stays above this share of its
         value where it started), before any post-processing. `piano` (`[M*T, P]`) fixes the piano part that the band
-        follows; `plays_latents` (like `latents`) decide which tracks play in which segments."""
+        follows; `plays_latents` (like `latents`) decide which tracks play in which segments. `drawn`: the
+        latents were drawn from the learned prior (decoded with `prior_onset_cuts` and `prior_count_scale`)."""
         th = self.thresholds.copy()
         if sustain is not None:
             th[:, 0] = float(sustain)
@@ -457,7 +483,8 @@ class TrainedModel:
                 self._rolls(
                     jnp.asarray(lat),
                     jnp.asarray(th),
-                    jnp.asarray(self.onset_cuts),
+                    jnp.asarray(self.prior_onset_cuts if drawn and self.count_notes else self.onset_cuts),
+                    jnp.asarray(self.prior_count_scale if drawn else np.ones(5, np.float32)),
                     key,
                     None if p is None else jnp.asarray(p),
                     None if pl is None else jnp.asarray(pl),

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from vaejax import music
-from vaejax.config import TRACKS, DataConfig
+from vaejax.config import PIANO, TRACKS, DataConfig
 from vaejax.data.cache import (
     FORMAT_VERSION,
     MAX_REPORT_BYTES,
@@ -385,6 +385,20 @@ class Split:
         """Bars of song i, `[instrument, n, steps, pitch]`."""
         s, n = int(self.start[i]), int(self.length[i])
         return unpack(self.packed[s : s + n], self.cfg.num_pitches).transpose(1, 0, 2, 3)
+
+    def windows(self, bars: int, band: int = 2) -> list[tuple[int, int]]:
+        """(song index, first bar) of each song's first bar where the piano and at least `band` other tracks
+        play, when `bars` more bars follow it (most songs open with an intro): where passages to compare
+        generated songs with are taken."""
+        out = []
+        for i in range(len(self.ids)):
+            s, n = int(self.start[i]), int(self.length[i])
+            sounding = self.packed[s : s + n].any(axis=(2, 3))  # [n, 5]
+            full = np.flatnonzero(sounding[:, PIANO] & (sounding.sum(axis=1) >= 1 + band))
+            full = full[full + bars < n]
+            if len(full):
+                out.append((i, int(full[0])))
+        return out
 
 
 def dataset_config(data: str | None) -> DataConfig:

@@ -9,8 +9,8 @@ import numpy as np
 
 from vaejax import data as data_lib
 from vaejax import latents as latents_lib
-from vaejax import metrics, models
-from vaejax.config import TRACKS
+from vaejax import metrics, models, realism
+from vaejax.config import SIGMA, TRACKS
 from vaejax.runs import RunFolder
 
 SUSTAIN_GRID = np.round(np.arange(0.2, 0.81, 0.1), 2)  # relative to the sustain where a note starts
@@ -156,3 +156,55 @@ def calibrate(
         run.write_start_bars(bank)
         run.write_stats(stats)  # last: its presence marks the encode stage done
     return stats
+
+
+PRIOR_ROUNDS = 4
+PRIOR_STEP = 0.7
+"""Each round moves the prior's decoding this far (as a power) toward the real statistics."""
+PRIOR_SEED = 1000
+"""Songs drawn for calibration start from this seed, away from the seeds evaluations draw with."""
+
+
+def prior_decoding(
+    model, want: dict, *, songs: int = 100, bars: int = 32, rounds: int = PRIOR_ROUNDS, seed: int = PRIOR_SEED
+):
+    """Decoding of the bars a learned prior draws, calibrated so that they start as many notes per bar, and
+    at the same places in the bar, as real passages do (`want`: their `realism.rhythm_stats`).
+
+    The prior's latents are less certain than encoded ones, and a decoder places the notes of a less
+    certain latent on the beats it is surest of (drums on the backbeat, piano on the downbeat) and writes
+    fewer of them. Per track, each round samples `songs` songs of `bars` bars at the default sigma,
+    compares their onset-position histogram (sixteenths) and onsets per playing bar with the real ones
+    (`realism.rhythm_stats`), and moves each cell's onset threshold (counted notes are ranked by
+    probability over it) and the factor on the number of notes toward them. Returns (onset thresholds
+    `[5, cells]`, count factors `[5]`, per round and track the TV distance and onsets ratio), or None where
+    the decoders are not on a sixteenth grid."""
+    d = model.cfg.data
+    per_bar = d.resolution * d.beats_per_bar
+    cells = model.onset_cuts.shape[1]
+    if not model.per_cell_onsets or cells != realism.SIXTEENTHS * d.segment_bars:
+        return None
+    cuts = np.array(model.onset_cuts, np.float32)
+    scale = np.ones(len(TRACKS), np.float32)
+    history, m = [], model.with_prior_decoding(cuts, scale)  # from the reconstruction's decoding
+    for r in range(rounds + 1):
+        # the same songs every round (one seed), so that rounds differ by their decoding alone
+        gen = m.prior_bars(bars, sigma=SIGMA, seed=seed, num=songs)  # [5, songs, bars, T, P]
+        flat = np.moveaxis(gen, 0, 1).reshape(songs, len(TRACKS), bars * per_bar, -1)
+        got = realism.rhythm_stats(flat, steps_per_bar=per_bar)
+        history.append(
+            {t: {k: round(float(v), 4) for k, v in c.items()} for t, c in realism.compare(got, want).items()}
+        )
+        if r == rounds:
+            break
+        for i, t in enumerate(TRACKS):
+            if not got[t]["notes"] or not want[t]["notes"]:
+                continue
+            ratio = (np.asarray(got[t]["onset_hist"]) + 0.005) / (np.asarray(want[t]["onset_hist"]) + 0.005)
+            ratio = np.clip(ratio, 0.5, 2.0)  # small steps: a cell without notes would otherwise take them all
+            cuts[i] *= ratio[np.arange(cells) % realism.SIXTEENTHS] ** PRIOR_STEP  # more than real: a higher bar
+            cuts[i] = np.clip(cuts[i] / max(float(cuts[i].max()), 1.0), 1e-3, 1.0)  # only their ratios rank
+            scale[i] *= (want[t]["onsets_per_bar"] / max(got[t]["onsets_per_bar"], 1e-6)) ** PRIOR_STEP
+        scale = np.clip(scale, 0.25, 4.0)
+        m = model.with_prior_decoding(cuts, scale)
+    return cuts, scale, history

@@ -13,10 +13,10 @@ from flax import nnx
 
 from vaejax import data as data_lib
 from vaejax import latents as latents_lib
-from vaejax import metrics, models
+from vaejax import metrics, models, realism
 from vaejax import prior as prior_lib
 from vaejax.checkpoint import restore_best
-from vaejax.config import HARMONY, TRACKS, Config, TrainConfig
+from vaejax.config import BARS, HARMONY, TRACKS, Config, TrainConfig
 from vaejax.devices import DataParallel
 from vaejax.runs import STAGES, RunFolder, default_run, mark_latest
 from vaejax.training import calibration
@@ -302,7 +302,50 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
             )
         _, _, meta = train_prior(run, cfg, ds, latents, progress=progress)
         results["prior"] = meta.get("val", {})
+    if ("prior" in stages or "decoding" in stages) and cfg.prior.calibrate_songs and jax.process_index() == 0:
+        calibrate_prior(run, cfg, ds)
     return results
+
+
+def calibrate_prior(run: RunFolder, cfg: Config, ds: dict) -> dict | None:
+    """Calibrate how the bars the run's learned prior draws are decoded (`calibration.prior_decoding`)
+    against every real training passage (from the first bar where the piano and two more tracks play), and
+    record it in the run's sampling statistics. Returns the per-round comparison, or None where nothing
+    was calibrated (no learned prior, decoders off a sixteenth grid, no passage long enough)."""
+    from vaejax.trained_model import TrainedModel
+
+    model = TrainedModel(run.root)
+    if model.prior is None:
+        return None
+    bars = min(BARS, cfg.prior.context)
+    train = ds["train"]
+    windows = train.windows(bars)
+    if not windows:
+        return None
+    per_bar = cfg.data.resolution * cfg.data.beats_per_bar
+    parts = []
+    for lo in range(0, len(windows), 64):  # a few hundred MB of unpacked bars at a time
+        real = np.stack([train.song(i)[:, f : f + bars] for i, f in windows[lo : lo + 64]])
+        parts.append(
+            realism.rhythm_stats(real.reshape(len(real), len(TRACKS), bars * per_bar, -1), steps_per_bar=per_bar)
+        )
+    seed = calibration.PRIOR_SEED + cfg.train.seed
+    got = calibration.prior_decoding(
+        model, realism.pool_stats(parts), songs=cfg.prior.calibrate_songs, bars=bars, seed=seed
+    )
+    if got is None:
+        return None
+    cuts, scale, history = got
+    stats = run.read_stats()
+    stats.update(prior_onset_thresholds=cuts.tolist(), prior_count_scale=scale.tolist(), prior_decoding=history)
+    run.write_stats(stats)
+    log.info(
+        "prior decoding calibrated on %d real passages: onset TV %s -> %s",
+        len(windows),
+        " / ".join(f"{history[0][t]['onset_tv']:.3f}" for t in TRACKS),
+        " / ".join(f"{history[-1][t]['onset_tv']:.3f}" for t in TRACKS),
+    )
+    return history
 
 
 def with_data(cfg: Config, data_dir: str) -> Config:
@@ -339,6 +382,8 @@ def train(
     if tuple(stages) == ("prior",) and os.path.exists(RunFolder(run_dir).config_path):
         # (re)training the prior of an existing run: its VAEs and chains stay as they were trained
         cfg = RunFolder(run_dir).read_config().replace(prior=dataclasses.asdict(cfg.prior))
+    elif tuple(stages) == ("decoding",) and os.path.exists(RunFolder(run_dir).config_path):
+        cfg = RunFolder(run_dir).read_config()  # the run as it was trained: only its prior's decoding changes
     log.info(
         "training %s in %s on %d %s device(s) (%d process(es))",
         ", ".join(stages),
