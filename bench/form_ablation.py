@@ -1,10 +1,12 @@
 """Form ablation: priors over bar latents on the same VAEs, scored the same way.
 
     python bench/form_ablation.py --data PREPARED --out bench/results/form_ablation.json \
-        NAME=RUN [NAME=RUN ...] [--songs 100] [--bars 32] [--sigmas 0.5 0.75 1.0] [--chain] \
+        NAME=RUN[:DECODING] [NAME=RUN ...] [--songs 100] [--bars 32] [--sigmas 0.5 0.75 1.0] [--chain] \
         [--lag-sharpness 1 4] [--split test]
 
-Each NAME=RUN is a run folder carrying a learned prior (`train.py --run RUN --stage prior`); its rows are
+Each NAME=RUN is a run folder carrying a learned prior (`train.py --run RUN --stage prior`), optionally
+`NAME=RUN:reconstruction` (the prior's bars decoded as reconstructions are) or `NAME=RUN:STATS.json` (another
+calibration of their decoding, `calibration.prior_decoding`); its rows are
 `vaejax.evaluate.form_rows` of that prior at each sigma: similarity at lags 1-16, the phrase ratio, near
 repeats, empty bars and pitch classes per track, SC, QN and the tonal distances of the band to the piano,
 against the real test passages (32 bars from the first bar where the piano plays). `--chain` adds the
@@ -24,6 +26,7 @@ import sys
 import time
 
 import jax
+import numpy as np
 
 from vaejax import data as data_lib
 from vaejax import evaluate, prior, trained_model
@@ -58,7 +61,14 @@ def main(argv=None) -> int:
     shipped = prior.LAG_SHARPNESS
     for i, spec in enumerate(args.rows):
         name, run = spec.split("=", 1)
+        run, _, decoding = run.partition(":")
         model = trained_model.load(run)
+        if decoding == "reconstruction":  # the prior's bars decoded as reconstructions are
+            model = model.with_prior_decoding(model.onset_cuts, np.ones(5))
+        elif decoding:  # another calibration: a stats.json with prior_onset_thresholds / prior_count_scale
+            with open(decoding) as f:
+                stats = json.load(f)
+            model = model.with_prior_decoding(stats["prior_onset_thresholds"], stats["prior_count_scale"])
         for j, weight in enumerate(args.lag_sharpness or [prior.LAG_SHARPNESS]):
             prior.LAG_SHARPNESS = weight
             jax.clear_caches()  # the sampling kernels read it when they are traced

@@ -1,0 +1,75 @@
+"""How far real passages are from each other in the rhythm measures (`vaejax.realism.rhythm_stats`): the
+floor under any goal stated against a sample of real songs.
+
+    python bench/rhythm_reference_noise.py --data PREPARED --songs 50 --draws 5 \
+        --out bench/results/rhythm_reference_noise.json
+
+Reference: every training passage (32 bars from the first bar where the piano and two more tracks play).
+Rows: `--draws` random samples of `--songs` training passages, the validation passages and `--songs` test
+passages (as the realism section picks them), each against the reference: per track onset-position TV,
+onsets per bar and mean note length as ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+
+import numpy as np
+
+from vaejax import data as data_lib
+from vaejax import realism
+
+
+def stats(split: data_lib.Split, windows, bars: int) -> dict:
+    per_bar = split.cfg.resolution * split.cfg.beats_per_bar
+    parts = []
+    for lo in range(0, len(windows), 64):
+        real = np.stack([split.song(i)[:, f : f + bars] for i, f in windows[lo : lo + 64]])
+        parts.append(realism.rhythm_stats(real.reshape(len(real), 5, bars * per_bar, -1), steps_per_bar=per_bar))
+    return realism.pool_stats(parts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--songs", type=int, default=50)
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--bars", type=int, default=32)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    ds = data_lib.open_dataset(args.data)
+    train = ds["train"]
+    everything = train.windows(args.bars)
+    ref = stats(train, everything, args.bars)
+    rows = {}
+    for d in range(args.draws):
+        pick = np.random.default_rng(d + 1).permutation(len(everything))[: args.songs]
+        rows[f"{args.songs} training passages, draw {d + 1}"] = [everything[j] for j in sorted(pick)], train
+    test_w = ds["test"].windows(args.bars)
+    pick = np.random.default_rng(0).permutation(len(test_w))[: args.songs]  # as evaluate.realism_section
+    rows[f"{len(pick)} test passages"] = [test_w[j] for j in pick], ds["test"]
+    rows[f"{len(ds['valid'].windows(args.bars))} validation passages"] = ds["valid"].windows(args.bars), ds["valid"]
+    out = {
+        "command": "python bench/rhythm_reference_noise.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "date": datetime.date.today().isoformat(),
+        "reference_passages": len(everything),
+        "rows": {},
+    }
+    for name, (windows, split) in rows.items():
+        out["rows"][name] = realism.compare(stats(split, windows, args.bars), ref)
+        print(
+            name, " ".join(f"{t[:2]} {v['onset_tv']:.3f}/{v['onsets_ratio']:.2f}" for t, v in out["rows"][name].items())
+        )
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
