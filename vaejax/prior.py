@@ -163,8 +163,9 @@ class BarPrior(nnx.Module):
             self.bar_copy_q = nnx.Linear(d, d, rngs=rngs)
             self.bar_copy_k = nnx.Linear(d, d, rngs=rngs)
             self.bar_copy_lag = nnx.Embed(self.lag_rows, 1, embedding_init=nnx.initializers.zeros, rngs=rngs)
-        self.copy_scale = nnx.Param(jnp.full((n, k), -1.5))  # log spread of a copy, per track and dimension
-        self.copy_flip = nnx.Param(jnp.full((n,), -3.0))  # logit of a copied plays bit flipping
+        # log spread of a copy, per track and dimension (float32 given: a weak type would compile the step twice)
+        self.copy_scale = nnx.Param(jnp.full((n, k), -1.5, jnp.float32))
+        self.copy_flip = nnx.Param(jnp.full((n,), -3.0, jnp.float32))  # logit of a copied plays bit flipping
 
     def token(self, z, plays):
         """A bar as the next position reads it: z `[..., 5, K]`, plays `[..., 5]` -> `[..., d]`."""
