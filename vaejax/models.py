@@ -104,10 +104,10 @@ def from_patches(y: jax.Array, kt: int, kp: int) -> jax.Array:
 
 
 def onsets(x: jax.Array) -> jax.Array:
-    """Note starts of a `[..., T, P]` roll in {0, 1}: on now and off the step before (a note sounding at
-    a segment's first step starts there)."""
+    """Note starts of a `[..., T, P]` roll (bool, or numbers in {0, 1}), of its type: on now and off the step
+    before (a note sounding at a segment's first step starts there)."""
     prev = jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(1, 0), (0, 0)])[..., :-1, :]
-    return x * (1 - prev)
+    return x & ~prev if x.dtype == jnp.bool_ else x * (1 - prev)
 
 
 def to_grid(x: jax.Array, sub: int) -> jax.Array:

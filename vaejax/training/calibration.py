@@ -64,7 +64,7 @@ def calibrate_notes(graphdef, params, split: data_lib.Split, max_bars: int = 204
             probs[0], th, probs[1], cuts
         )
         nxt = lambda r, k: jnp.pad(r, ((0, 0), (0, 0), (0, k), (0, 0)))[:, :, k:]  # noqa: E731
-        start = roll & ~jnp.pad(roll, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]
+        start = models.onsets(roll)
         qual = start & nxt(roll, 1) & nxt(roll, 2)
         axes = (1, 2, 3)
         return (*metrics.confusion(roll, x, axis=axes), jnp.sum(start, axis=axes), jnp.sum(qual, axis=axes))
