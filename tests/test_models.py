@@ -182,7 +182,7 @@ def test_onsets_and_beat_chroma():
     x[0, 24:48, 16] = 1  # E2 in beat 2
     o = np.asarray(models.onsets(jnp.asarray(x)))
     assert sorted(map(tuple, np.argwhere(o[0]))) == [(0, 0), (24, 16), (50, 0)]
-    c = np.asarray(models.beat_chroma(jnp.asarray(x), DataConfig())).reshape(4, 12)
+    c = np.asarray(models.beat_pitch_classes(jnp.asarray(x), DataConfig())).reshape(4, 12)
     assert c[0].tolist() == [1] + [0] * 11  # beat 1: C
     assert c[1].nonzero()[0].tolist() == [0, 4]  # beat 2: C (steps 24-29) and E
     assert c[2].nonzero()[0].tolist() == [0] and not c[3].any()
@@ -306,7 +306,7 @@ def test_harmonic_bias_follows_the_piano_pitch_classes():
     vae.harmony[...] = jnp.stack([jnp.eye(12), jnp.zeros((12, 12)), jnp.zeros((12, 12))])  # sustain channel only
     piano = np.zeros((1, 96, 84), np.float32)
     piano[0, 24:48, 60 - 24] = 1  # C4 in beat 2
-    c = models.beat_chroma(jnp.asarray(piano), DataConfig())
+    c = models.beat_pitch_classes(jnp.asarray(piano), DataConfig())
     bias = vae._harmonic_bias(c)  # on the sixteenth grid: 16 cells, patches of 2 x 12
     full = np.asarray(models.from_patches(bias.reshape(1, 7, 8, 3, 24)[..., 0, :], 2, 12))[0]  # sustain
     on = np.argwhere(full > 0)

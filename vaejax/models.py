@@ -171,8 +171,9 @@ def pitch_class_matrix(num_pitches: int, lowest_pitch: int) -> jax.Array:
     return jax.nn.one_hot((jnp.arange(num_pitches) + lowest_pitch) % 12, 12, dtype=jnp.float32)
 
 
-def beat_chroma(x: jax.Array, data: DataConfig) -> jax.Array:
-    """`[..., T, P]` roll -> `[..., beats * 12]` in {0, 1}: which pitch classes sound in each beat."""
+def beat_pitch_classes(x: jax.Array, data: DataConfig) -> jax.Array:
+    """`[..., T, P]` roll -> `[..., beats * 12]` in {0, 1}: which pitch classes sound in each beat (the
+    decoders' condition; `metrics.beat_chroma` counts sounding steps per pitch class instead)."""
     *lead, t, p = x.shape
     beats = x.reshape(*lead, data.beats, t // data.beats, p).max(axis=-2)  # [..., beats, P]
     return (beats @ pitch_class_matrix(data.num_pitches, data.lowest_pitch) > 0).astype(jnp.float32).reshape(*lead, -1)
@@ -389,7 +390,7 @@ def melody_net(cfg: ModelConfig, key: jax.Array) -> MLP:
 def conditions(piano: jax.Array, data: DataConfig) -> jax.Array:
     """The five members' condition vectors `[5, B, beats*12]` from the piano bars `[B, T, P]`: the piano's
     pitch classes per beat for Drums, Guitar, Bass and Strings, zeros for the piano itself."""
-    c = beat_chroma(piano, data)
+    c = beat_pitch_classes(piano, data)
     member = jnp.array([i != PIANO for i in range(len(TRACKS))], jnp.float32)
     return member[:, None, None] * c[None]
 
