@@ -245,7 +245,10 @@ def test_two_bar_segments_train_through_the_cli_and_the_library(tmp_path, monkey
     assert len([r for r in read_metrics(run) if r["stage"] == "vae"]) == n_vae  # the VAE stage was done
     model = vaejax.load()
     assert os.path.abspath(model.run_dir) == run and model.cfg.data.segment_bars == 2
-    assert model.sample(bars=4, seed=0)[0].tracks[1].pianoroll.shape[0] == 4 * 96
+    song = model.sample(bars=4, seed=0)[0]
+    assert song.tracks[1].pianoroll.shape[0] == 4 * 96
+    for prior in ("transformer", "chain"):  # bars, not segments: 3 bars are two segments cut to three bars
+        assert model.continue_song(song, bars=3, seed=1, prior=prior).tracks[1].pianoroll.shape[0] == 3 * 96
 
 
 def test_cli_sets_any_field_and_prints_the_config(tmp_path, monkeypatch, capsys):

@@ -639,17 +639,19 @@ class TrainedModel:
         from the song's last `context` bars, so it can return to the song's material and keep its phrase
         positions; the chain (`prior="chain"`) rolls forward from its last bar."""
         roll, shift = self._in_model_key(self._roll_of(song))
+        check_generation(bars=bars, sigma=sigma)
+        d = self.cfg.data
+        segments = -(-bars // d.segment_bars)  # the models advance by segments; the last is cut to length
+        length = bars * d.resolution * d.beats_per_bar
         if self.prior_kind(prior) == "transformer":
-            check_generation(bars=bars, sigma=sigma)
             given = self._encode_roll(roll)
-            d = self.cfg.data
             n = len(given)
             keep = min(n, self.cfg.prior.context)
             sounds = roll[:, : n * d.steps].reshape(5, n, -1).any(-1).T  # [n, 5]
             z, plays = self._prior_draw(
                 "song",
                 1,
-                keep + bars,
+                keep + segments,
                 sigma=sigma,
                 seed=seed,
                 prefix=self._standardized_means(given[n - keep :])[None],
@@ -662,13 +664,15 @@ class TrainedModel:
                 seed=seed,
                 sustain=decode_kw.pop("sustain", None),
                 sample=decode_kw.pop("sample", False),
-            )[:, 0]
+            )[:, 0, :length]
             decode_kw.setdefault("key", 0)
             return self._finish(out, name="continuation", shift=shift, **decode_kw)
         start = self._encode_roll(roll)[-1:]
-        z, means = self.sample_latents(bars, sigma=sigma, seed=seed, num=1, start=start, with_means=True)
+        z, means = self.sample_latents(segments, sigma=sigma, seed=seed, num=1, start=start, with_means=True)
         decode_kw.setdefault("key", 0)
-        return self.decode(z[0], seed=seed, name="continuation", shift=shift, plays_latents=means[0], **decode_kw)
+        sustain, sample = decode_kw.pop("sustain", None), decode_kw.pop("sample", False)
+        out = self.rolls(z[0], sustain=sustain, sample=sample, seed=seed, plays_latents=means[0])[:, :length]
+        return self._finish(out, name="continuation", shift=shift, **decode_kw)
 
     def arrange(
         self,
