@@ -372,6 +372,7 @@ def test_the_prior_stage_calibrates_how_its_bars_are_decoded(model, tiny_run):
 
     stats = RunFolder(tiny_run).read_stats()
     assert len(stats["prior_decoding"]) == calibration.PRIOR_ROUNDS + 1
+    assert stats["prior_decoding_for"]["step"] > 0  # which prior it was made for: a rerun leaves it
     np.testing.assert_allclose(model.prior_onset_cuts, stats["prior_onset_thresholds"])
     np.testing.assert_allclose(model.prior_count_scale, stats["prior_count_scale"])
     assert model.prior_onset_cuts.shape == model.onset_cuts.shape

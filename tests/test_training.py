@@ -64,8 +64,10 @@ def test_all_stages_write_checkpoints_metrics_and_plots(full_run):
 def test_rerun_resumes_instead_of_retraining(full_run, demo_prepared):
     run, _ = full_run
     n = len(read_metrics(run))
+    stats = open(os.path.join(run, "stats.json")).read()
     training.train_all(run, CFG, demo_prepared, progress=False)
     assert len(read_metrics(run)) == n  # every stage was already done
+    assert open(os.path.join(run, "stats.json")).read() == stats  # the prior's decoding was calibrated already
 
 
 def test_resume_matches_uninterrupted(tmp_path, demo_prepared, full_run):
@@ -163,10 +165,13 @@ def test_corrupt_latest_checkpoint_falls_back(tmp_path, full_run):
     ck.close()
 
 
-def test_config_mismatch_is_refused(full_run, demo_prepared):
-    run, _ = full_run
+def test_config_mismatch_is_refused(full_run, demo_prepared, tmp_path):
+    ref, _ = full_run
+    run = tmp_path / "run"  # the shared run's config alone: its own folder and lock stay free for other tests
+    run.mkdir()
+    shutil.copy(os.path.join(ref, "config.json"), run / "config.json")
     with pytest.raises(RunError, match="different configuration"):
-        training.train_all(run, CFG.replace(model={"latent": 32}), demo_prepared, progress=False)
+        training.train_all(str(run), CFG.replace(model={"latent": 32}), demo_prepared, progress=False)
 
 
 def test_absent_accelerator_is_a_clear_error(capsys):

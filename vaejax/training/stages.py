@@ -295,6 +295,7 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
         if which in stages:
             _, _, meta = train_chain(run, cfg, ds, latents, which, progress=progress)
             results[which] = meta.get("val", {})
+    made_for = None
     if "prior" in stages:
         if latents is None:
             raise ValueError(
@@ -302,18 +303,23 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
             )
         _, _, meta = train_prior(run, cfg, ds, latents, progress=progress)
         results["prior"] = meta.get("val", {})
+        made_for = {"step": meta.get("step"), "best_val": meta.get("best_val")}
     if ("prior" in stages or "decoding" in stages) and cfg.prior.calibrate_songs and jax.process_index() == 0:
-        calibrate_prior(run, cfg, ds)
+        calibrate_prior(run, cfg, ds, made_for=None if "decoding" in stages else made_for)
     return results
 
 
-def calibrate_prior(run: RunFolder, cfg: Config, ds: dict) -> dict | None:
+def calibrate_prior(run: RunFolder, cfg: Config, ds: dict, *, made_for: dict | None = None) -> dict | None:
     """Calibrate how the bars the run's learned prior draws are decoded (`calibration.prior_decoding`)
     against every real training passage (from the first bar where the piano and two more tracks play), and
-    record it in the run's sampling statistics. Returns the per-round comparison, or None where nothing
-    was calibrated (no learned prior, decoders off a sixteenth grid, no passage long enough)."""
+    record it in the run's sampling statistics. `made_for` identifies the prior (its best checkpoint's step
+    and validation loss): a prior already calibrated is left as it is (a finished run trained again), None
+    calibrates anyway. Returns the per-round comparison, or None where nothing was calibrated (already done,
+    no learned prior, decoders off a sixteenth grid, no passage long enough)."""
     from vaejax.trained_model import TrainedModel
 
+    if made_for is not None and run.read_stats().get("prior_decoding_for") == made_for:
+        return None
     model = TrainedModel(run.root)
     if model.prior is None:
         return None
@@ -338,6 +344,8 @@ def calibrate_prior(run: RunFolder, cfg: Config, ds: dict) -> dict | None:
     cuts, scale, history = got
     stats = run.read_stats()
     stats.update(prior_onset_thresholds=cuts.tolist(), prior_count_scale=scale.tolist(), prior_decoding=history)
+    if made_for is not None:
+        stats["prior_decoding_for"] = made_for
     run.write_stats(stats)
     log.info(
         "prior decoding calibrated on %d real passages: onset TV %s -> %s",
