@@ -371,7 +371,9 @@ def test_the_prior_stage_calibrates_how_its_bars_are_decoded(model, tiny_run):
     from vaejax.training import calibration
 
     stats = RunFolder(tiny_run).read_stats()
-    assert len(stats["prior_decoding"]) == calibration.PRIOR_ROUNDS + 1
+    # the onset rounds, and a last row with the sustain chosen where a track decodes with one
+    assert len(stats["prior_decoding"]) in (calibration.PRIOR_ROUNDS + 1, calibration.PRIOR_ROUNDS + 2)
+    np.testing.assert_allclose(model.prior_sustain, stats["prior_sustain"])
     assert stats["prior_decoding_for"]["step"] > 0  # which prior it was made for: a rerun leaves it
     np.testing.assert_allclose(model.prior_onset_cuts, stats["prior_onset_thresholds"])
     np.testing.assert_allclose(model.prior_count_scale, stats["prior_count_scale"])
@@ -382,6 +384,12 @@ def test_the_prior_stage_calibrates_how_its_bars_are_decoded(model, tiny_run):
     np.testing.assert_array_equal(more.rolls(z[0], plays_latents=means[0]), plain.rolls(z[0], plays_latents=means[0]))
     a, b = (m.prior_bars(4, sigma=0.5, seed=2, num=4) for m in (plain, more))
     assert _starts(b).sum() > 1.5 * _starts(a).sum() > 0
+    held, short = (model.with_prior_decoding(model.onset_cuts, np.ones(5), np.full(5, f)) for f in (0.05, 0.95))
+    np.testing.assert_array_equal(held.rolls(z[0], plays_latents=means[0]), short.rolls(z[0], plays_latents=means[0]))
+    c, d = (m.prior_bars(4, sigma=0.5, seed=2, num=4) for m in (held, short))
+    # the piano (decoded first, on its own) starts the same notes and holds them as long or longer; the band
+    # follows it; together they sound longer
+    assert _starts(c)[PIANO] == _starts(d)[PIANO] and c[PIANO].sum() >= d[PIANO].sum() and c.sum() > d.sum()
     with pytest.raises(ValueError, match="prior decoding of shapes"):
         model.with_prior_decoding(np.ones(3), np.ones(5))
 
@@ -398,10 +406,11 @@ class _FixedDecoder:
 
         self.cfg = Config()
         self.onset_cuts = np.full((5, 16), 0.3, np.float32)
+        self.thresholds = np.tile(np.array([[2.0, 0.5, 6.0]], np.float32), (5, 1))  # no sustain: lengths fixed
         self.prior_onset_cuts = self.onset_cuts if cuts is None else np.asarray(cuts, np.float32)
         self.prior_count_scale = np.ones(5, np.float32) if scale is None else np.asarray(scale, np.float32)
 
-    def with_prior_decoding(self, cuts, scale):
+    def with_prior_decoding(self, cuts, scale, sustain=None):
         return _FixedDecoder(cuts, scale)
 
     def prior_bars(self, bars, *, sigma, seed, num):
@@ -412,7 +421,7 @@ class _FixedDecoder:
         probs = np.zeros((5, num * bars, 3, 16, 84), np.float32)
         probs[:, :, 0] = 0.9
         probs[:, :, 1] = (r.random(probs[:, :, 1].shape) ** 6 * beat[:, None]).astype(np.float32) * 0.5
-        th = jnp.tile(jnp.array([0.5, 0.5, 6.0]), (5, 1))
+        th = jnp.asarray(self.thresholds)
         roll = jax.vmap(lambda p, t, c, k: models.decode_notes(p, t, count=True, sub=6, onset_cuts=c, count_scale=k))(
             jnp.asarray(probs), th, jnp.asarray(self.prior_onset_cuts), jnp.asarray(self.prior_count_scale)
         )
@@ -430,7 +439,8 @@ def test_calibration_moves_the_prior_decoding_toward_real_rhythm():
     truth = _FixedDecoder(r.uniform(0.05, 1.0, (5, 16)), np.full(5, 1.5))
     real = truth.prior_bars(4, sigma=0.5, seed=0, num=8)
     want = realism.rhythm_stats(np.moveaxis(real, 0, 1).reshape(8, 5, 4 * 96, -1))
-    cuts, scale, history = calibration.prior_decoding(_FixedDecoder(), want, songs=8, bars=4, rounds=6)
+    cuts, scale, sustain, history = calibration.prior_decoding(_FixedDecoder(), want, songs=8, bars=4, rounds=6)
+    assert len(history) == 7 and (sustain == 2.0).all()  # no track decodes with a sustain factor here
     assert cuts.shape == (5, 16) and ((cuts > 0) & (cuts <= 1)).all()
     np.testing.assert_allclose(scale, 1.5, rtol=0.1)
     for t in want:

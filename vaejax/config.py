@@ -399,8 +399,9 @@ class PriorConfig:
     passages they are measured against do (False: every window, also of songs without a piano)."""
     calibrate_songs: int = 100
     """After training, the decoding of the prior's bars is calibrated so that they start as many notes, at
-    the same places in the bar, as real training passages (`training.calibration.prior_decoding`): songs
-    drawn per round. 0: the prior's bars decode as reconstructions do."""
+    the same places in the bar, and hold them as long as real training passages
+    (`training.calibration.prior_decoding`): songs drawn per round. 0: the prior's bars decode as
+    reconstructions do."""
 
     def __post_init__(self):
         if self.calibrate_songs < 0:

@@ -218,6 +218,9 @@ class RunFolder:
         scale = array("prior_count_scale") if "prior_count_scale" in stats else None
         if scale is not None and (scale.shape != (5,) or not ((scale > 0) & (scale <= 10)).all()):
             problems.append(f"prior_count_scale of shape {scale.shape} or outside (0, 10], not (5,)")
+        sus = array("prior_sustain") if "prior_sustain" in stats else None
+        if sus is not None and (sus.shape != (5,) or not ((sus > 0) & (sus <= 2)).all()):
+            problems.append(f"prior_sustain of shape {sus.shape} or outside (0, 2], not (5,)")
         if ("latent_mean" in stats) != ("latent_std" in stats):
             problems.append("latent_mean and latent_std must come together")
         g = stats.get("harmony_guidance", 1.0)

@@ -94,11 +94,14 @@ class TrainedModel:
         gen_cuts = self.stats.get("prior_onset_thresholds")
         self.prior_onset_cuts = self.onset_cuts if gen_cuts is None else np.asarray(gen_cuts, np.float32)
         self.prior_count_scale = np.asarray(self.stats.get("prior_count_scale", np.ones(5)), np.float32)
+        self.prior_sustain = np.asarray(self.stats.get("prior_sustain", self.thresholds[:, 0]), np.float32)
         """Decoding of bars drawn from the learned prior (`calibration.prior_decoding`): per track and cell
         onset thresholds and a factor on the number of notes, calibrated so that sampled bars start as many
         notes, where in the bar, as real bars do. The prior's latents are less sharp than encoded ones, and
         decoders place the notes of a less certain latent on the beats; without a calibration of its own
-        (as before it existed) these are the reconstruction's thresholds and 1."""
+        (as before it existed) these are the reconstruction's thresholds and 1. `prior_sustain` `[5]`: the
+        sustain factor of those bars' notes (their sustain probabilities fall faster; the reconstruction's
+        factor where not calibrated)."""
         grid = bool(cfg.model.grid)
         self.min_length = 0 if grid else MIN_LENGTH
         self.merge_gap = 0 if grid else MERGE_GAP
@@ -154,18 +157,22 @@ class TrainedModel:
             object.__setattr__(new, name, float(value) if name in ("harmony_guidance", "tempo") else value)
         return new
 
-    def with_prior_decoding(self, onset_cuts, count_scale) -> TrainedModel:
+    def with_prior_decoding(self, onset_cuts, count_scale, sustain=None) -> TrainedModel:
         """This model decoding the learned prior's bars with other calibration (`prior_onset_cuts` `[5, cells]`,
-        `prior_count_scale` `[5]`; `training.calibration.prior_decoding` finds them)."""
+        `prior_count_scale` `[5]`, `prior_sustain` `[5]`, None: the reconstruction's;
+        `training.calibration.prior_decoding` finds them)."""
         cuts = np.asarray(onset_cuts, np.float32)
         scale = np.asarray(count_scale, np.float32)
-        if cuts.shape != self.onset_cuts.shape or scale.shape != (5,):
+        sus = np.asarray(self.thresholds[:, 0] if sustain is None else sustain, np.float32)
+        if cuts.shape != self.onset_cuts.shape or scale.shape != (5,) or sus.shape != (5,):
             raise ValueError(
-                f"prior decoding of shapes {cuts.shape} and {scale.shape}, not {self.onset_cuts.shape} and (5,)"
+                f"prior decoding of shapes {cuts.shape}, {scale.shape} and {sus.shape}, not "
+                f"{self.onset_cuts.shape}, (5,) and (5,)"
             )
         new = copy.copy(self)
         object.__setattr__(new, "prior_onset_cuts", cuts)
         object.__setattr__(new, "prior_count_scale", scale)
+        object.__setattr__(new, "prior_sustain", sus)
         return new
 
     def __setattr__(self, name, value):
@@ -468,10 +475,13 @@ class TrainedModel:
         calibrated sustain factor: a note lasts while its sustain probability stays above this share of its
         value where it started), before any post-processing. `piano` (`[M*T, P]`) fixes the piano part that the band
         follows; `plays_latents` (like `latents`) decide which tracks play in which segments. `drawn`: the
-        latents were drawn from the learned prior (decoded with `prior_onset_cuts` and `prior_count_scale`)."""
+        latents were drawn from the learned prior (decoded with `prior_onset_cuts`, `prior_count_scale` and
+        `prior_sustain`)."""
         th = self.thresholds.copy()
         if sustain is not None:
             th[:, 0] = float(sustain)
+        elif drawn:
+            th[:, 0] = self.prior_sustain
         lat = np.asarray(Latents.of(latents).concat(), np.float32)
         m = lat.shape[0]
         p = None if piano is None else np.asarray(piano).reshape(m, self.cfg.data.steps, -1)

@@ -166,6 +166,9 @@ PRIOR_MIN_SCALE = 1.0
 """The count factor never goes below this: the calibration adds notes where the decoders write too few, and
 leaves as many as they expect elsewhere (with fewer, the decoders keep their surest pitches and the bars
 lose pitch classes: piano and strings 8-18% fewer per bar in the ablation)."""
+PRIOR_SUSTAIN_GRID = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+"""Sustain factors tried for the prior's bars (a note lasts while its sustain probability stays above the
+factor times its value where it started)."""
 PRIOR_SEED = 1000
 """Songs drawn for calibration start from this seed, away from the seeds evaluations draw with."""
 
@@ -181,9 +184,12 @@ def prior_decoding(
     fewer of them. Per track, each round samples `songs` songs of `bars` bars at the default sigma,
     compares their onset-position histogram (sixteenths) and onsets per playing bar with the real ones
     (`realism.rhythm_stats`), and moves each cell's onset threshold (counted notes are ranked by
-    probability over it) and the factor on the number of notes toward them. Returns (onset thresholds
-    `[5, cells]`, count factors `[5]`, per round and track the TV distance and onsets ratio), or None where
-    the decoders are not on a sixteenth grid."""
+    probability over it) and the factor on the number of notes toward them. Then, on the same songs, each
+    pitched track's sustain factor is the one of `PRIOR_SUSTAIN_GRID` whose notes' mean length is nearest
+    the real one (the prior's notes, decoded with the reconstruction's factor, ended too early). Returns
+    (onset thresholds `[5, cells]`, count factors `[5]`, sustain factors `[5]`, per round and track the TV
+    distance, onsets and length ratios, the last entry with the chosen sustain), or None where the decoders
+    are not on a sixteenth grid."""
     d = model.cfg.data
     per_bar = d.resolution * d.beats_per_bar
     cells = model.onset_cuts.shape[1]
@@ -191,15 +197,19 @@ def prior_decoding(
         return None
     cuts = np.array(model.onset_cuts, np.float32)
     scale = np.ones(len(TRACKS), np.float32)
-    history, m = [], model.with_prior_decoding(cuts, scale)  # from the reconstruction's decoding
-    for r in range(rounds + 1):
-        # the same songs every round (one seed), so that rounds differ by their decoding alone
+    sustain = np.array(model.thresholds[:, 0], np.float32)
+
+    def measure(m):
+        # the same songs every time (one seed), so that rounds differ by their decoding alone
         gen = m.prior_bars(bars, sigma=SIGMA, seed=seed, num=songs)  # [5, songs, bars, T, P]
         flat = np.moveaxis(gen, 0, 1).reshape(songs, len(TRACKS), bars * per_bar, -1)
         got = realism.rhythm_stats(flat, steps_per_bar=per_bar)
-        history.append(
-            {t: {k: round(float(v), 4) for k, v in c.items()} for t, c in realism.compare(got, want).items()}
-        )
+        return got, {t: {k: round(float(v), 4) for k, v in c.items()} for t, c in realism.compare(got, want).items()}
+
+    history, m = [], model.with_prior_decoding(cuts, scale, sustain)  # from the reconstruction's decoding
+    for r in range(rounds + 1):
+        got, row = measure(m)
+        history.append(row)
         if r == rounds:
             break
         for i, t in enumerate(TRACKS):
@@ -211,5 +221,17 @@ def prior_decoding(
             cuts[i] = np.clip(cuts[i] / max(float(cuts[i].max()), 1.0), 1e-3, 1.0)  # only their ratios rank
             scale[i] *= (want[t]["onsets_per_bar"] / max(got[t]["onsets_per_bar"], 1e-6)) ** PRIOR_STEP
         scale = np.clip(scale, PRIOR_MIN_SCALE, 4.0)
-        m = model.with_prior_decoding(cuts, scale)
-    return cuts, scale, history
+        m = model.with_prior_decoding(cuts, scale, sustain)
+    pitched = sustain <= 1  # drums decode with "no sustain" (2): their hits last a calibrated tail
+    if pitched.any():
+        best, choice = np.full(len(TRACKS), np.inf), sustain.copy()
+        for f in PRIOR_SUSTAIN_GRID:
+            got, _ = measure(model.with_prior_decoding(cuts, scale, np.where(pitched, f, sustain)))
+            for i, t in enumerate(TRACKS):
+                if pitched[i] and got[t]["notes"] and want[t]["mean_length"] > 0:
+                    err = abs(np.log(max(got[t]["mean_length"], 1e-6) / want[t]["mean_length"]))
+                    if err < best[i]:
+                        best[i], choice[i] = err, f
+        sustain = choice
+        history.append(measure(model.with_prior_decoding(cuts, scale, sustain))[1])
+    return cuts, scale, sustain, history

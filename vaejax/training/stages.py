@@ -341,9 +341,14 @@ def calibrate_prior(run: RunFolder, cfg: Config, ds: dict, *, made_for: dict | N
     )
     if got is None:
         return None
-    cuts, scale, history = got
+    cuts, scale, sustain, history = got
     stats = run.read_stats()
-    stats.update(prior_onset_thresholds=cuts.tolist(), prior_count_scale=scale.tolist(), prior_decoding=history)
+    stats.update(
+        prior_onset_thresholds=cuts.tolist(),
+        prior_count_scale=scale.tolist(),
+        prior_sustain=sustain.tolist(),
+        prior_decoding=history,
+    )
     if made_for is not None:
         stats["prior_decoding_for"] = made_for
     run.write_stats(stats)
