@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
 import numpy as np
+from provenance import provenance
 
 from vaejax import data as data_lib
 from vaejax import evaluate, metrics, music, trained_model
@@ -62,9 +62,7 @@ def main(argv=None) -> int:
             "seconds": time.perf_counter() - t0,
         }
     out = {
-        "command": "python bench/arrange_test_pianos.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "date": time.strftime("%Y-%m-%d"),
+        **provenance("arrange_test_pianos.py", argv),
         "passages": int(len(real)),
         "sigma": args.sigma,
         "rows": rows,

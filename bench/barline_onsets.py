@@ -11,11 +11,10 @@ bar's grid keeps: the bar before hands them to the next cell, the bar after neve
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
+
+from provenance import provenance
 
 from vaejax import data as data_lib
 from vaejax.config import TRACKS
@@ -44,9 +43,7 @@ def main(argv=None) -> int:
             counts[name]["one_step_early"] += int(early.sum())
             counts[name]["one_step_early_and_long"] += int((early & (end - start == 1)).sum())
     out = {
-        "command": "python bench/barline_onsets.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "date": datetime.date.today().isoformat(),
+        **provenance("barline_onsets.py", argv),
         "passages": len(windows),
         "tracks": counts,
     }

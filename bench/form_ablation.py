@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
-import time
 
 import jax
 import numpy as np
+from provenance import provenance
 
 from vaejax import data as data_lib
 from vaejax import evaluate, prior, trained_model
@@ -52,9 +51,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     test = data_lib.open_dataset(args.data)[args.split]
     out = {
-        "command": "python bench/form_ablation.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "date": time.strftime("%Y-%m-%d"),
+        **provenance("form_ablation.py", argv),
         "split": args.split,
         "rows": {},
     }
@@ -68,7 +65,9 @@ def main(argv=None) -> int:
         elif decoding:  # another calibration: a stats.json with prior_onset_thresholds / prior_count_scale
             with open(decoding) as f:
                 stats = json.load(f)
-            model = model.with_prior_decoding(stats["prior_onset_thresholds"], stats["prior_count_scale"])
+            model = model.with_prior_decoding(
+                stats["prior_onset_thresholds"], stats["prior_count_scale"], stats.get("prior_sustain")
+            )
         for j, weight in enumerate(args.lag_sharpness or [prior.LAG_SHARPNESS]):
             prior.LAG_SHARPNESS = weight
             jax.clear_caches()  # the sampling kernels read it when they are traced

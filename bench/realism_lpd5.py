@@ -12,13 +12,11 @@ replaces how the prior's bars are decoded (the ablation of `calibration.prior_de
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 
 import numpy as np
+from provenance import provenance
 
 from vaejax import data as data_lib
 from vaejax import evaluate, trained_model
@@ -36,7 +34,7 @@ def main(argv=None) -> int:
         default="calibrated",
         help="how the prior's bars are decoded: 'calibrated' (the model's own), 'reconstruction' (the "
         "reconstruction's thresholds, no count factor: as before the calibration existed) or a stats.json "
-        "whose prior_onset_thresholds / prior_count_scale to use",
+        "whose prior_onset_thresholds / prior_count_scale (/ prior_sustain) to use",
     )
     args = ap.parse_args(argv)
     model = trained_model.load(args.model)
@@ -45,12 +43,10 @@ def main(argv=None) -> int:
     elif args.prior_decoding != "calibrated":
         with open(args.prior_decoding) as f:
             stats = json.load(f)
-        model = model.with_prior_decoding(stats["prior_onset_thresholds"], stats["prior_count_scale"])
-    out = {
-        "command": "python bench/realism_lpd5.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "date": datetime.date.today().isoformat(),
-    }
+        model = model.with_prior_decoding(
+            stats["prior_onset_thresholds"], stats["prior_count_scale"], stats.get("prior_sustain")
+        )
+    out = provenance("realism_lpd5.py", argv)
     out.update(
         evaluate.realism_section(model, data_lib.open_dataset(args.data)["test"], songs=args.songs, bars=args.bars)
     )

@@ -13,25 +13,14 @@ onsets per bar and mean note length as ratios.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
 
 import numpy as np
+from provenance import provenance
 
 from vaejax import data as data_lib
 from vaejax import realism
-
-
-def stats(split: data_lib.Split, windows, bars: int) -> dict:
-    per_bar = split.cfg.resolution * split.cfg.beats_per_bar
-    parts = []
-    for lo in range(0, len(windows), 64):
-        real = np.stack([split.song(i)[:, f : f + bars] for i, f in windows[lo : lo + 64]])
-        parts.append(realism.rhythm_stats(real.reshape(len(real), 5, bars * per_bar, -1), steps_per_bar=per_bar))
-    return realism.pool_stats(parts)
 
 
 def main(argv=None) -> int:
@@ -45,7 +34,7 @@ def main(argv=None) -> int:
     ds = data_lib.open_dataset(args.data)
     train = ds["train"]
     everything = train.windows(args.bars)
-    ref = stats(train, everything, args.bars)
+    ref = realism.passage_stats(train, everything, args.bars)
     rows = {}
     for d in range(args.draws):
         pick = np.random.default_rng(d + 1).permutation(len(everything))[: args.songs]
@@ -55,14 +44,12 @@ def main(argv=None) -> int:
     rows[f"{len(pick)} test passages"] = [test_w[j] for j in pick], ds["test"]
     rows[f"{len(ds['valid'].windows(args.bars))} validation passages"] = ds["valid"].windows(args.bars), ds["valid"]
     out = {
-        "command": "python bench/rhythm_reference_noise.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "date": datetime.date.today().isoformat(),
+        **provenance("rhythm_reference_noise.py", argv),
         "reference_passages": len(everything),
         "rows": {},
     }
     for name, (windows, split) in rows.items():
-        out["rows"][name] = realism.compare(stats(split, windows, args.bars), ref)
+        out["rows"][name] = realism.compare(realism.passage_stats(split, windows, args.bars), ref)
         print(
             name, " ".join(f"{t[:2]} {v['onset_tv']:.3f}/{v['onsets_ratio']:.2f}" for t, v in out["rows"][name].items())
         )

@@ -96,3 +96,25 @@ def test_another_classifier_can_be_dropped_in():
     b, gb = realism.phrase_features(_corpus(rng, 20, [1, 3, 7, 11]))
     out = realism.two_sample_test(a, b, ga, gb, make_classifier=Majority)
     assert out["accuracy"] <= 0.7 and "top_features" not in out
+
+
+def test_passage_stats_pools_chunks_and_reads_multi_bar_segments():
+    """Passages read a few at a time and pooled give the statistics of all of them at once, also where a
+    segment holds two bars (the passage is then twice as many bars as segments)."""
+    from types import SimpleNamespace
+
+    from vaejax.config import DataConfig
+
+    rng = np.random.default_rng(0)
+    songs = rng.random((5, 5, 6, 192, 12)) < 0.04  # 5 songs, 5 tracks, 6 segments of 2 bars, 12 pitches
+    split = SimpleNamespace(cfg=DataConfig(segment_bars=2), song=lambda i: songs[i])
+    windows = [(i, i % 3) for i in range(5)]
+    got = realism.passage_stats(split, windows, 3, chunk=2)
+    real = np.stack([songs[i][:, f : f + 3].reshape(5, 3 * 192, 12) for i, f in windows])
+    want = realism.rhythm_stats(real, steps_per_bar=96)
+    for t in want:
+        assert got[t]["notes"] == want[t]["notes"] and got[t]["bars_played"] == want[t]["bars_played"]
+        for k in ("onset_hist", "length_hist"):
+            np.testing.assert_allclose(got[t][k], want[t][k], atol=1e-12)
+        for k in ("onsets_per_bar", "mean_length"):
+            assert got[t][k] == pytest.approx(want[t][k])

@@ -93,6 +93,19 @@ def pool_stats(parts: list[dict]) -> dict:
     return out
 
 
+def passage_stats(split, windows, segments: int, *, chunk: int = 64) -> dict:
+    """`rhythm_stats` of passages of a prepared split (anything with `cfg` and `song(i)` -> `[5, n, T, P]`):
+    `segments` segments from each (song index, first segment) of `windows`, read `chunk` passages at a time
+    (a few hundred MB unpacked) and pooled."""
+    per_bar = split.cfg.resolution * split.cfg.beats_per_bar
+    parts = []
+    for lo in range(0, len(windows), chunk):
+        real = np.stack([split.song(i)[:, f : f + segments] for i, f in windows[lo : lo + chunk]])
+        real = real.reshape(*real.shape[:2], -1, real.shape[-1])  # [passages, 5, steps, P]
+        parts.append(rhythm_stats(real, steps_per_bar=per_bar))
+    return pool_stats(parts)
+
+
 def compare(stats: dict, real: dict) -> dict:
     """Distances of `rhythm_stats` from a real reference, per track: `onset_tv` (total variation between
     the onset-position histograms, 0 = same, 1 = disjoint), `onsets_ratio` and `length_ratio` (this over

@@ -328,17 +328,9 @@ def calibrate_prior(run: RunFolder, cfg: Config, ds: dict, *, made_for: dict | N
     windows = train.windows(bars)
     if not windows:
         return None
-    per_bar = cfg.data.resolution * cfg.data.beats_per_bar
-    parts = []
-    for lo in range(0, len(windows), 64):  # a few hundred MB of unpacked bars at a time
-        real = np.stack([train.song(i)[:, f : f + bars] for i, f in windows[lo : lo + 64]])
-        parts.append(
-            realism.rhythm_stats(real.reshape(len(real), len(TRACKS), bars * per_bar, -1), steps_per_bar=per_bar)
-        )
     seed = calibration.PRIOR_SEED + cfg.train.seed
-    got = calibration.prior_decoding(
-        model, realism.pool_stats(parts), songs=cfg.prior.calibrate_songs, bars=bars, seed=seed
-    )
+    want = realism.passage_stats(train, windows, bars)
+    got = calibration.prior_decoding(model, want, songs=cfg.prior.calibrate_songs, bars=bars, seed=seed)
     if got is None:
         return None
     cuts, scale, sustain, history = got
