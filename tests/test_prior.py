@@ -387,45 +387,93 @@ def test_the_prior_stage_calibrates_how_its_bars_are_decoded(model, tiny_run):
     held, short = (model.with_prior_decoding(model.onset_cuts, np.ones(5), np.full(5, f)) for f in (0.05, 0.95))
     np.testing.assert_array_equal(held.rolls(z[0], plays_latents=means[0]), short.rolls(z[0], plays_latents=means[0]))
     c, d = (m.prior_bars(4, sigma=0.5, seed=2, num=4) for m in (held, short))
-    # the piano (decoded first, on its own) starts the same notes and holds them as long or longer; the band
+
+    # the piano (decoded first, on its own) starts the same notes in every bar (counted bar by bar: a note held
+    # to a bar's end joins one of its pitch starting the next bar) and holds them as long or longer; the band
     # follows it; together they sound longer
-    assert _starts(c)[PIANO] == _starts(d)[PIANO] and c[PIANO].sum() >= d[PIANO].sum() and c.sum() > d.sum()
+    def per_bar(x):
+        b = x.reshape(5, -1, 96, 84)
+        return (b & ~np.pad(b, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]).sum(axis=(1, 2, 3))
+
+    assert per_bar(c)[PIANO] == per_bar(d)[PIANO] and c[PIANO].sum() >= d[PIANO].sum() and c.sum() > d.sum()
     with pytest.raises(ValueError, match="prior decoding of shapes"):
         model.with_prior_decoding(np.ones(3), np.ones(5))
 
 
+def test_training_calibrates_how_encoded_latents_are_decoded(model, tiny_run):
+    """After the chains the decoding of encoded latents is calibrated on validation passages (stats.json keeps
+    the encode stage's per-bar values beside it); the model reads it, and its count factor applies to encoded
+    latents (reconstructions, the chain), not to the prior's bars."""
+    from vaejax.runs import RunFolder
+    from vaejax.training import calibration
+
+    stats = RunFolder(tiny_run).read_stats()
+    assert len(stats["reconstruction_decoding"]) in (calibration.PRIOR_ROUNDS + 1, calibration.PRIOR_ROUNDS + 2)
+    np.testing.assert_allclose(model.count_scale, stats["count_scale"])
+    np.testing.assert_allclose(model.onset_cuts, stats["onset_thresholds"])
+    assert np.shape(stats["onset_thresholds_bars"]) == model.onset_cuts.shape and len(stats["sustain_bars"]) == 5
+    assert ((model.count_scale >= calibration.RECON_MIN_SCALE) & (model.count_scale <= 4)).all()
+    z = model.encode(model.prior_bars(4, sigma=0.5, seed=3, num=1)[:, 0].reshape(5, -1, 84))
+    fewer, more = (model.with_decoding(model.onset_cuts, np.full(5, f)) for f in (0.5, 2.0))
+    assert _starts(more.rolls(z)).sum() > 1.5 * _starts(fewer.rolls(z)).sum() > 0
+    a, b = (m.prior_bars(4, sigma=0.5, seed=2, num=4) for m in (fewer, more))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="^decoding of shapes"):
+        model.with_decoding(np.ones(3), np.ones(5))
+
+
 class _FixedDecoder:
-    """What `calibration.prior_decoding` reads of a model, over fixed decoder probabilities (a stand-in for
-    a trained model's prior: beats likelier than off-beats, pitches at random), decoded as a TrainedModel
-    decodes the prior's bars (counted notes ranked against per-cell thresholds, times the count factor)."""
+    """What `calibration.prior_decoding` and `reconstruction_decoding` read of a model, over fixed decoder
+    probabilities (a stand-in for a trained model: beats likelier than off-beats, pitches at random), decoded
+    as a TrainedModel decodes (counted notes ranked against per-cell thresholds, times the count factor):
+    `prior_bars` with the prior's calibration, `rolls` (of "latents" that are only a number of bars) with
+    the reconstruction's."""
 
     per_cell_onsets = True
+    count_notes = True
 
-    def __init__(self, cuts=None, scale=None):
+    def __init__(self, cuts=None, scale=None, *, recon_cuts=None, recon_scale=None):
         from vaejax.config import Config
 
         self.cfg = Config()
-        self.onset_cuts = np.full((5, 16), 0.3, np.float32)
+        self.onset_cuts = (
+            np.full((5, 16), 0.3, np.float32) if recon_cuts is None else np.asarray(recon_cuts, np.float32)
+        )
+        self.count_scale = np.ones(5, np.float32) if recon_scale is None else np.asarray(recon_scale, np.float32)
         self.thresholds = np.tile(np.array([[2.0, 0.5, 6.0]], np.float32), (5, 1))  # no sustain: lengths fixed
         self.prior_onset_cuts = self.onset_cuts if cuts is None else np.asarray(cuts, np.float32)
         self.prior_count_scale = np.ones(5, np.float32) if scale is None else np.asarray(scale, np.float32)
 
     def with_prior_decoding(self, cuts, scale, sustain=None):
-        return _FixedDecoder(cuts, scale)
+        return self.with_decoding(cuts, scale, sustain, drawn=True)
 
-    def prior_bars(self, bars, *, sigma, seed, num):
+    def with_decoding(self, cuts, scale, sustain=None, *, drawn=False):
+        if drawn:
+            return _FixedDecoder(cuts, scale, recon_cuts=self.onset_cuts, recon_scale=self.count_scale)
+        return _FixedDecoder(self.prior_onset_cuts, self.prior_count_scale, recon_cuts=cuts, recon_scale=scale)
+
+    def _decode(self, m, cuts, scale):
         from vaejax import models
 
         r = np.random.default_rng(0)
         beat = np.where(np.arange(16) % 4 == 0, 1.0, 0.4)
-        probs = np.zeros((5, num * bars, 3, 16, 84), np.float32)
+        probs = np.zeros((5, m, 3, 16, 84), np.float32)
         probs[:, :, 0] = 0.9
         probs[:, :, 1] = (r.random(probs[:, :, 1].shape) ** 6 * beat[:, None]).astype(np.float32) * 0.5
         th = jnp.asarray(self.thresholds)
         roll = jax.vmap(lambda p, t, c, k: models.decode_notes(p, t, count=True, sub=6, onset_cuts=c, count_scale=k))(
-            jnp.asarray(probs), th, jnp.asarray(self.prior_onset_cuts), jnp.asarray(self.prior_count_scale)
+            jnp.asarray(probs), th, jnp.asarray(cuts), jnp.asarray(scale)
         )
-        return np.asarray(roll).reshape(5, num, bars, 96, 84)
+        return np.asarray(roll)  # [5, m, 96, 84]
+
+    def prior_bars(self, bars, *, sigma, seed, num):
+        return self._decode(num * bars, self.prior_onset_cuts, self.prior_count_scale).reshape(5, num, bars, 96, 84)
+
+    def encode_bars(self, bars):
+        return bars.shape[1]
+
+    def rolls(self, m):
+        return self._decode(m, self.onset_cuts, self.count_scale).reshape(5, -1, 84)
 
 
 def test_calibration_moves_the_prior_decoding_toward_real_rhythm():
@@ -447,6 +495,29 @@ def test_calibration_moves_the_prior_decoding_toward_real_rhythm():
         first, last = history[0][t], history[-1][t]
         assert first["onsets_ratio"] < 0.75 and abs(last["onsets_ratio"] - 1) < 0.05, (t, first, last)
         assert last["onset_tv"] < 0.5 * first["onset_tv"], (t, first, last)
+
+
+def test_reconstruction_calibration_moves_encoded_decoding_toward_the_passages():
+    """Passages that start fewer notes (0.7 of the count) at other places than the decoders' own decoding:
+    the reconstruction's calibration, which may lower the count (the prior's may not), finds a factor near
+    0.7 and onset positions close to theirs; the prior's decoding is left as it was."""
+    from vaejax import realism
+    from vaejax.training import calibration
+
+    r = np.random.default_rng(2)
+    truth = _FixedDecoder(recon_cuts=r.uniform(0.05, 1.0, (5, 16)), recon_scale=np.full(5, 0.7))
+    real = truth.rolls(32).reshape(5, 8, 4 * 96, 84)
+    want = realism.rhythm_stats(np.moveaxis(real, 0, 1))
+    passages = np.zeros((8, 5, 4, 96, 84), bool)  # only their number of bars reaches the stand-in
+    start = _FixedDecoder()
+    cuts, scale, sustain, history = calibration.reconstruction_decoding(start, passages, want, rounds=6)
+    assert len(history) == 7 and (sustain == 2.0).all()
+    np.testing.assert_allclose(scale, 0.7, rtol=0.1)
+    for t in want:
+        first, last = history[0][t], history[-1][t]
+        assert first["onsets_ratio"] > 1.3 and abs(last["onsets_ratio"] - 1) < 0.05, (t, first, last)
+        assert last["onset_tv"] < 0.5 * first["onset_tv"], (t, first, last)
+    np.testing.assert_array_equal(start.prior_count_scale, np.ones(5))
 
 
 @pytest.mark.slow

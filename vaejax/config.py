@@ -328,6 +328,11 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps
     log_every: int = 20  # steps
     seed: int = option(0, "--seed", f"random seed (0 to {MAX_SEED})")
+    calibrate_passages: int = 256
+    """After the latent chains, the decoding of encoded latents (reconstructions, variations, the chain) is
+    calibrated on this many 32-bar passages of the validation songs so that their notes start as often, at
+    the same places in the bar, and last as long as the real ones (`training.calibration.reconstruction_decoding`).
+    0: encoded latents decode with the per-bar thresholds of the encode stage alone."""
     precision: str = "auto"
     """Compute dtype of the VAE step: "float32", "bfloat16" (parameters, optimiser state and the loss stay
     float32; the networks run in bfloat16), or "auto": bfloat16 on GPU and TPU, float32 on CPU (where
@@ -354,6 +359,7 @@ class TrainConfig:
                 "checkpoint_every": ("int", 1, None),
                 "log_every": ("int", 1, None),
                 "seed": ("int", 0, MAX_SEED),
+                "calibrate_passages": ("int", 0, 1 << 20),
             },
         )
 

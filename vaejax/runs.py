@@ -215,9 +215,10 @@ class RunFolder:
         pcuts = array("prior_onset_thresholds") if "prior_onset_thresholds" in stats else None
         if pcuts is not None and (cuts is None or pcuts.shape != cuts.shape or not ((pcuts > 0) & (pcuts <= 1)).all()):
             problems.append(f"prior_onset_thresholds of shape {pcuts.shape} or outside (0, 1], not as onset_thresholds")
-        scale = array("prior_count_scale") if "prior_count_scale" in stats else None
-        if scale is not None and (scale.shape != (5,) or not ((scale > 0) & (scale <= 10)).all()):
-            problems.append(f"prior_count_scale of shape {scale.shape} or outside (0, 10], not (5,)")
+        for name in ("count_scale", "prior_count_scale"):
+            scale = array(name) if name in stats else None
+            if scale is not None and (scale.shape != (5,) or not ((scale > 0) & (scale <= 10)).all()):
+                problems.append(f"{name} of shape {scale.shape} or outside (0, 10], not (5,)")
         sus = array("prior_sustain") if "prior_sustain" in stats else None
         if sus is not None and (sus.shape != (5,) or not ((sus > 0) & (sus <= 2)).all()):
             problems.append(f"prior_sustain of shape {sus.shape} or outside (0, 2], not (5,)")

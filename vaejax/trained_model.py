@@ -91,6 +91,11 @@ class TrainedModel:
         """Per track and grid cell onset thresholds (`models.decode_notes(onset_cuts=...)`)."""
         self.per_cell_onsets = cuts is not None
         """Decode with `onset_cuts` (False: one onset threshold per track, as the earlier design)."""
+        self.count_scale = np.asarray(self.stats.get("count_scale", np.ones(5)), np.float32)
+        """Factor on the number of counted notes of encoded latents (reconstructions, variations, the chain),
+        per track: `calibration.reconstruction_decoding` sets it with `onset_cuts` and the sustain factor so
+        that reconstructed passages start as many notes, where in the bar, and hold them as long, as real ones
+        (1 where not calibrated)."""
         gen_cuts = self.stats.get("prior_onset_thresholds")
         self.prior_onset_cuts = self.onset_cuts if gen_cuts is None else np.asarray(gen_cuts, np.float32)
         self.prior_count_scale = np.asarray(self.stats.get("prior_count_scale", np.ones(5)), np.float32)
@@ -157,23 +162,35 @@ class TrainedModel:
             object.__setattr__(new, name, float(value) if name in ("harmony_guidance", "tempo") else value)
         return new
 
-    def with_prior_decoding(self, onset_cuts, count_scale, sustain=None) -> TrainedModel:
-        """This model decoding the learned prior's bars with other calibration (`prior_onset_cuts` `[5, cells]`,
-        `prior_count_scale` `[5]`, `prior_sustain` `[5]`, None: the reconstruction's;
-        `training.calibration.prior_decoding` finds them)."""
+    def with_decoding(self, onset_cuts, count_scale, sustain=None, *, drawn: bool = False) -> TrainedModel:
+        """This model decoding with other calibration: per track and cell onset thresholds `[5, cells]`, count
+        factors `[5]` and sustain factors `[5]` (None: the reconstruction's), for encoded latents
+        (`onset_cuts`, `count_scale`, `thresholds[:, 0]`) or, `drawn=True`, for the bars the learned prior
+        draws (`prior_onset_cuts`, `prior_count_scale`, `prior_sustain`). `training.calibration` finds them."""
         cuts = np.asarray(onset_cuts, np.float32)
         scale = np.asarray(count_scale, np.float32)
         sus = np.asarray(self.thresholds[:, 0] if sustain is None else sustain, np.float32)
         if cuts.shape != self.onset_cuts.shape or scale.shape != (5,) or sus.shape != (5,):
             raise ValueError(
-                f"prior decoding of shapes {cuts.shape}, {scale.shape} and {sus.shape}, not "
+                f"{'prior ' if drawn else ''}decoding of shapes {cuts.shape}, {scale.shape} and {sus.shape}, not "
                 f"{self.onset_cuts.shape}, (5,) and (5,)"
             )
         new = copy.copy(self)
-        object.__setattr__(new, "prior_onset_cuts", cuts)
-        object.__setattr__(new, "prior_count_scale", scale)
-        object.__setattr__(new, "prior_sustain", sus)
+        if drawn:
+            object.__setattr__(new, "prior_onset_cuts", cuts)
+            object.__setattr__(new, "prior_count_scale", scale)
+            object.__setattr__(new, "prior_sustain", sus)
+        else:
+            th = self.thresholds.copy()
+            th[:, 0] = sus
+            object.__setattr__(new, "onset_cuts", cuts)
+            object.__setattr__(new, "count_scale", scale)
+            object.__setattr__(new, "thresholds", th)
         return new
+
+    def with_prior_decoding(self, onset_cuts, count_scale, sustain=None) -> TrainedModel:
+        """`with_decoding(..., drawn=True)`: the learned prior's bars decoded with other calibration."""
+        return self.with_decoding(onset_cuts, count_scale, sustain, drawn=True)
 
     def __setattr__(self, name, value):
         if self.__dict__.get("_frozen"):
@@ -494,7 +511,7 @@ class TrainedModel:
                     jnp.asarray(lat),
                     jnp.asarray(th),
                     jnp.asarray(self.prior_onset_cuts if drawn and self.count_notes else self.onset_cuts),
-                    jnp.asarray(self.prior_count_scale if drawn else np.ones(5, np.float32)),
+                    jnp.asarray(self.prior_count_scale if drawn else self.count_scale),
                     key,
                     None if p is None else jnp.asarray(p),
                     None if pl is None else jnp.asarray(pl),

@@ -161,55 +161,46 @@ def calibrate(
 
 PRIOR_ROUNDS = 4
 PRIOR_STEP = 0.7
-"""Each round moves the prior's decoding this far (as a power) toward the real statistics."""
+"""Each round moves the decoding this far (as a power) toward the real statistics."""
 PRIOR_MIN_SCALE = 1.0
-"""The count factor never goes below this: the calibration adds notes where the decoders write too few, and
-leaves as many as they expect elsewhere (with fewer, the decoders keep their surest pitches and the bars
-lose pitch classes: piano and strings 8-18% fewer per bar in the ablation)."""
+"""The prior's count factor never goes below this: the calibration adds notes where the decoders write too
+few, and leaves as many as they expect elsewhere (with fewer, the decoders keep their surest pitches and the
+bars lose pitch classes: piano and strings 8-18% fewer per bar in the ablation)."""
+RECON_MIN_SCALE = 0.5
+"""Reconstructions may start fewer notes than the decoders expect: encoded latents are sharp, and their
+expected count runs over the real one (guitar, bass and strings 12-19% over before calibration)."""
 PRIOR_SUSTAIN_GRID = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 """Sustain factors tried for the prior's bars (a note lasts while its sustain probability stays above the
 factor times its value where it started)."""
+RECON_SUSTAIN_GRID = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
+"""Sustain factors tried for reconstructions (encoded latents hold their notes' probability longer)."""
 PRIOR_SEED = 1000
 """Songs drawn for calibration start from this seed, away from the seeds evaluations draw with."""
+RECON_PASSAGES = 256
+"""Training passages reconstructed to calibrate the reconstruction's decoding (8,192 bars of 32-bar passages)."""
 
 
-def prior_decoding(
-    model, want: dict, *, songs: int = 100, bars: int = 32, rounds: int = PRIOR_ROUNDS, seed: int = PRIOR_SEED
-):
-    """Decoding of the bars a learned prior draws, calibrated so that they start as many notes per bar, and
-    at the same places in the bar, as real passages do (`want`: their `realism.rhythm_stats`).
+def fit_decoding(measure, want: dict, cuts, scale, sustain, *, rounds: int, min_scale: float, sustain_grid):
+    """Move a decoding toward real rhythm statistics. `measure(cuts, scale, sustain)` decodes the same
+    latents each time and returns their `realism.rhythm_stats`; `want` is the real passages'. Per track,
+    each round moves each cell's onset threshold by the ratio of decoded to real onset share at its
+    sixteenth (counted notes are ranked by probability over it) and the factor on the number of notes by
+    the ratio of onsets per playing bar. Then each pitched track's sustain factor is the one of
+    `sustain_grid` whose notes' mean length is nearest the real one. Returns (onset thresholds `[5, cells]`,
+    count factors `[5]`, sustain factors `[5]`, per round and track the TV distance, onsets and length
+    ratios, the last entry with the chosen sustain)."""
+    cuts = np.array(cuts, np.float32)
+    cells = cuts.shape[1]
+    scale = np.array(scale, np.float32)
+    sustain = np.array(sustain, np.float32)
 
-    The prior's latents are less certain than encoded ones, and a decoder places the notes of a less
-    certain latent on the beats it is surest of (drums on the backbeat, piano on the downbeat) and writes
-    fewer of them. Per track, each round samples `songs` songs of `bars` bars at the default sigma,
-    compares their onset-position histogram (sixteenths) and onsets per playing bar with the real ones
-    (`realism.rhythm_stats`), and moves each cell's onset threshold (counted notes are ranked by
-    probability over it) and the factor on the number of notes toward them. Then, on the same songs, each
-    pitched track's sustain factor is the one of `PRIOR_SUSTAIN_GRID` whose notes' mean length is nearest
-    the real one (the prior's notes, decoded with the reconstruction's factor, ended too early). Returns
-    (onset thresholds `[5, cells]`, count factors `[5]`, sustain factors `[5]`, per round and track the TV
-    distance, onsets and length ratios, the last entry with the chosen sustain), or None where the decoders
-    are not on a sixteenth grid."""
-    d = model.cfg.data
-    per_bar = d.resolution * d.beats_per_bar
-    cells = model.onset_cuts.shape[1]
-    if not model.per_cell_onsets or cells != realism.SIXTEENTHS * d.segment_bars:
-        return None
-    cuts = np.array(model.onset_cuts, np.float32)
-    scale = np.ones(len(TRACKS), np.float32)
-    sustain = np.array(model.thresholds[:, 0], np.float32)
+    def compared(got):
+        return {t: {k: round(float(v), 4) for k, v in c.items()} for t, c in realism.compare(got, want).items()}
 
-    def measure(m):
-        # the same songs every time (one seed), so that rounds differ by their decoding alone
-        gen = m.prior_bars(bars, sigma=SIGMA, seed=seed, num=songs)  # [5, songs, bars, T, P]
-        flat = np.moveaxis(gen, 0, 1).reshape(songs, len(TRACKS), bars * per_bar, -1)
-        got = realism.rhythm_stats(flat, steps_per_bar=per_bar)
-        return got, {t: {k: round(float(v), 4) for k, v in c.items()} for t, c in realism.compare(got, want).items()}
-
-    history, m = [], model.with_prior_decoding(cuts, scale, sustain)  # from the reconstruction's decoding
+    history = []
     for r in range(rounds + 1):
-        got, row = measure(m)
-        history.append(row)
+        got = measure(cuts, scale, sustain)
+        history.append(compared(got))
         if r == rounds:
             break
         for i, t in enumerate(TRACKS):
@@ -220,18 +211,89 @@ def prior_decoding(
             cuts[i] *= ratio[np.arange(cells) % realism.SIXTEENTHS] ** PRIOR_STEP  # more than real: a higher bar
             cuts[i] = np.clip(cuts[i] / max(float(cuts[i].max()), 1.0), 1e-3, 1.0)  # only their ratios rank
             scale[i] *= (want[t]["onsets_per_bar"] / max(got[t]["onsets_per_bar"], 1e-6)) ** PRIOR_STEP
-        scale = np.clip(scale, PRIOR_MIN_SCALE, 4.0)
-        m = model.with_prior_decoding(cuts, scale, sustain)
+        scale = np.clip(scale, min_scale, 4.0)
     pitched = sustain <= 1  # drums decode with "no sustain" (2): their hits last a calibrated tail
     if pitched.any():
         best, choice = np.full(len(TRACKS), np.inf), sustain.copy()
-        for f in PRIOR_SUSTAIN_GRID:
-            got, _ = measure(model.with_prior_decoding(cuts, scale, np.where(pitched, f, sustain)))
+        for f in sustain_grid:
+            got = measure(cuts, scale, np.where(pitched, f, sustain).astype(np.float32))
             for i, t in enumerate(TRACKS):
                 if pitched[i] and got[t]["notes"] and want[t]["mean_length"] > 0:
                     err = abs(np.log(max(got[t]["mean_length"], 1e-6) / want[t]["mean_length"]))
                     if err < best[i]:
                         best[i], choice[i] = err, f
         sustain = choice
-        history.append(measure(model.with_prior_decoding(cuts, scale, sustain))[1])
+        history.append(compared(measure(cuts, scale, sustain)))
     return cuts, scale, sustain, history
+
+
+def _on_sixteenths(model) -> bool:
+    """Whether the model's decoding can be calibrated: counted notes, decoders on a sixteenth grid."""
+    d = model.cfg.data
+    return bool(
+        model.per_cell_onsets and model.count_notes and model.onset_cuts.shape[1] == realism.SIXTEENTHS * d.segment_bars
+    )
+
+
+def prior_decoding(
+    model, want: dict, *, songs: int = 100, bars: int = 32, rounds: int = PRIOR_ROUNDS, seed: int = PRIOR_SEED
+):
+    """Decoding of the bars a learned prior draws, calibrated so that they start as many notes per bar, and
+    at the same places in the bar, and hold them as long, as real passages do (`want`: their
+    `realism.rhythm_stats`; `fit_decoding`), starting from the reconstruction's decoding.
+
+    The prior's latents are less certain than encoded ones, and a decoder places the notes of a less
+    certain latent on the beats it is surest of (drums on the backbeat, piano on the downbeat) and writes
+    fewer of them; their sustain probabilities fall faster too. Each round samples the same `songs` songs
+    of `bars` bars at the default sigma (one seed). Returns `fit_decoding`'s tuple, or None where the
+    decoders are not on a sixteenth grid."""
+    if not _on_sixteenths(model):
+        return None
+    d = model.cfg.data
+    per_bar = d.resolution * d.beats_per_bar
+
+    def measure(cuts, scale, sustain):
+        gen = model.with_prior_decoding(cuts, scale, sustain).prior_bars(bars, sigma=SIGMA, seed=seed, num=songs)
+        flat = np.moveaxis(gen, 0, 1).reshape(songs, len(TRACKS), bars * per_bar, -1)  # gen: [5, songs, bars, T, P]
+        return realism.rhythm_stats(flat, steps_per_bar=per_bar)
+
+    return fit_decoding(
+        measure,
+        want,
+        model.onset_cuts,
+        np.ones(len(TRACKS)),
+        model.thresholds[:, 0],
+        rounds=rounds,
+        min_scale=PRIOR_MIN_SCALE,
+        sustain_grid=PRIOR_SUSTAIN_GRID,
+    )
+
+
+def reconstruction_decoding(model, passages: np.ndarray, want: dict, *, rounds: int = PRIOR_ROUNDS):
+    """Decoding of encoded latents (reconstructions, variations, the chain), calibrated on real passages
+    (`[S, 5, segments, T, P]`, each segment encoded, the piano decoded from its latents and the band under
+    the decoded piano, as generation does) so that their notes start where, and as often as, and last as
+    long as `want` (the passages' `realism.rhythm_stats`) says; `fit_decoding`, starting from the model's
+    decoding (`calibrate_notes`: per-cell thresholds matched on single bars, the sustain of the best F1).
+    Returns `fit_decoding`'s tuple, or None where the decoders are not on a sixteenth grid."""
+    if not _on_sixteenths(model) or not len(passages):
+        return None
+    d = model.cfg.data
+    per_bar = d.resolution * d.beats_per_bar
+    s, _, n, t, p = passages.shape
+    z = model.encode_bars(np.moveaxis(passages, 1, 0).reshape(len(TRACKS), s * n, t, p))
+
+    def measure(cuts, scale, sustain):
+        roll = model.with_decoding(cuts, scale, sustain).rolls(z)  # [5, S*n*T, P]
+        return realism.rhythm_stats(np.moveaxis(roll.reshape(len(TRACKS), s, n * t, p), 1, 0), steps_per_bar=per_bar)
+
+    return fit_decoding(
+        measure,
+        want,
+        model.onset_cuts,
+        model.count_scale,
+        model.thresholds[:, 0],
+        rounds=rounds,
+        min_scale=RECON_MIN_SCALE,
+        sustain_grid=RECON_SUSTAIN_GRID,
+    )

@@ -295,6 +295,8 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
         if which in stages:
             _, _, meta = train_chain(run, cfg, ds, latents, which, progress=progress)
             results[which] = meta.get("val", {})
+    if {"harmony", "prior", "decoding"} & set(stages) and cfg.train.calibrate_passages and jax.process_index() == 0:
+        calibrate_reconstruction(run, cfg, ds, force="decoding" in stages)
     made_for = None
     if "prior" in stages:
         if latents is None:
@@ -307,6 +309,66 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
     if ("prior" in stages or "decoding" in stages) and cfg.prior.calibrate_songs and jax.process_index() == 0:
         calibrate_prior(run, cfg, ds, made_for=None if "decoding" in stages else made_for)
     return results
+
+
+def calibration_passages(split: data_lib.Split, segments: int, limit: int, seed: int = 0) -> np.ndarray:
+    """Up to `limit` passages `[S, 5, segments, T, P]` of a split's songs: every song cut into consecutive
+    passages of `segments` segments (or of its longest song's length, where none is that long), a random
+    `limit` of them in song order."""
+    if not len(split.ids):
+        return np.zeros((0, len(TRACKS), segments, split.cfg.steps, split.cfg.num_pitches), bool)
+    segments = min(segments, int(split.length.max()))
+    where = [(i, f) for i in range(len(split.ids)) for f in range(0, int(split.length[i]) - segments + 1, segments)]
+    if len(where) > limit:
+        where = [where[j] for j in np.sort(np.random.default_rng(seed).choice(len(where), limit, replace=False))]
+    return np.stack([split.song(i)[:, f : f + segments] for i, f in where])
+
+
+def calibrate_reconstruction(run: RunFolder, cfg: Config, ds: dict, *, force: bool = False) -> dict | None:
+    """Calibrate how encoded latents are decoded (`calibration.reconstruction_decoding`) on passages of the
+    validation songs (held out, as the reconstructions users make are of songs the VAEs never saw), and record
+    it in the run's sampling statistics (`onset_thresholds`, `count_scale`, the sustain column of
+    `thresholds`; the encode stage's per-bar values stay as `onset_thresholds_bars`). Done once per encode
+    stage (its statistics carry no `count_scale` until then) unless `force`. Returns the per-round
+    comparison, or None where nothing was calibrated."""
+    from vaejax.trained_model import TrainedModel
+
+    stats = run.read_stats()
+    if ("count_scale" in stats and not force) or not run.trained:
+        return None
+    bars = min(BARS, cfg.prior.context)
+    passages = calibration_passages(ds["valid"], bars, cfg.train.calibrate_passages, seed=cfg.train.seed)
+    if not len(passages):
+        return None
+    model = TrainedModel(run.root)
+    if "onset_thresholds_bars" in stats:  # calibrated before: start again from the encode stage's decoding
+        th = np.asarray(stats["thresholds"], np.float32)
+        th[:, 0] = stats["sustain_bars"]
+        model = model.with_decoding(stats["onset_thresholds_bars"], np.ones(len(TRACKS)), th[:, 0])
+    per_bar = cfg.data.resolution * cfg.data.beats_per_bar
+    want = realism.rhythm_stats(passages.reshape(*passages.shape[:2], -1, passages.shape[-1]), steps_per_bar=per_bar)
+    got = calibration.reconstruction_decoding(model, passages, want)
+    if got is None:
+        return None
+    cuts, scale, sustain, history = got
+    th = np.asarray(stats["thresholds"], np.float32)
+    stats.setdefault("onset_thresholds_bars", stats["onset_thresholds"])
+    stats.setdefault("sustain_bars", th[:, 0].tolist())
+    th[:, 0] = sustain
+    stats.update(
+        thresholds=th.tolist(),
+        onset_thresholds=cuts.tolist(),
+        count_scale=scale.tolist(),
+        reconstruction_decoding=history,
+    )
+    run.write_stats(stats)
+    log.info(
+        "reconstruction decoding calibrated on %d validation passages: onset TV %s -> %s",
+        len(passages),
+        " / ".join(f"{history[0][t]['onset_tv']:.3f}" for t in TRACKS),
+        " / ".join(f"{history[-1][t]['onset_tv']:.3f}" for t in TRACKS),
+    )
+    return history
 
 
 def calibrate_prior(run: RunFolder, cfg: Config, ds: dict, *, made_for: dict | None = None) -> dict | None:
