@@ -13,6 +13,8 @@ two-sample classifier on 4- and 16-bar phrases), and the MuseGAN goals of issue 
   - `no-early`: notes never start a step early (the early map ignored);
   - `full-tail`: every note sounds its whole last sixteenth (no per-track last-cell length);
   - `chain`: generation from the seed's chain where the model also carries a learned prior.
+  - `per-bar`: encoded latents decoded with the encode stage's per-bar thresholds (before the reconstruction
+    decoding was calibrated on validation passages).
 Generated rows use the model's default prior (the learned one where it carries one).
 """
 
@@ -63,6 +65,9 @@ def apply_variant(model, variant: str | None):
     elif variant == "chain":
         # generation from the seed's chain even where the model carries a learned prior
         model = _changed(model, prior=None)
+    elif variant == "per-bar":
+        # encoded latents decoded as before calibration.reconstruction_decoding: the encode stage's thresholds
+        model = model.with_decoding(model.stats["onset_thresholds_bars"], np.ones(5), model.stats["sustain_bars"])
     elif variant == "full-tail":
         th = model.thresholds.copy()
         th[:, 2] = model.cfg.data.steps // (model.cfg.data.beats * model.cfg.model.grid)
