@@ -82,9 +82,11 @@ def matmul_runs(threads):
 # ---- JAX -------------------------------------------------------------------------------------------------
 
 
-def jax_vmapped(cfg, x, packed=False):
+def jax_vmapped(cfg, x, packed=False, micro_batch=0):
     """The library's own training step (`make_vae_fns`), as training runs it; `packed`: the bars bit-packed
-    (uint8, unpacked inside the step), as the training loop feeds them."""
+    (uint8, unpacked inside the step), as the training loop feeds them; `micro_batch`: bars computed at once
+    (0: the library's choice, `training.steps.slice_bars`)."""
+    cfg = cfg.replace(train={"micro_batch": micro_batch})
     g, state, tx = training.steps.init_vae_state(cfg.model, cfg.data, cfg.train, jax.random.key(0))
     step, _ = training.steps.make_vae_fns(g, cfg.train, cfg.data, tx)
     xs = jnp.asarray(np.packbits(x.astype(np.uint8), axis=-1) if packed else x)
@@ -248,6 +250,8 @@ def main():
             ("jax 5 calls", jax_five_calls, ()),
             ("vaejax vmapped, bit-packed bars", jax_vmapped, (True,)),
         ]
+        if bs > training.steps.CPU_SLICE:  # the library's step slices this batch on CPU; the same step unsliced
+            makers.append(("vaejax vmapped, bit-packed, whole batch at once", jax_vmapped, (True, bs)))
         makers += [(f"pytorch eager x5, {n} threads", torch_eager, (n,)) for n in args.torch_threads]
         makers.append((f"pytorch eager torch.func.vmap, {tthreads} threads", torch_batched, (tthreads,)))
         if not args.no_compile:

@@ -39,7 +39,11 @@ def _setup(batch=6):
 def _eps(key, step, batch, latent):
     """The noise the vaejax step draws for each member at `step`."""
     keys = jax.random.split(jax.random.fold_in(key, step), 5)
-    return torch.from_numpy(np.stack([np.asarray(jax.random.normal(k, (batch, latent))) for k in keys]))
+
+    def rows(k):  # each row's noise from its own key (its place in the batch)
+        return np.stack([np.asarray(jax.random.normal(jax.random.fold_in(k, r), (latent,))) for r in range(batch)])
+
+    return torch.from_numpy(np.stack([rows(k) for k in keys]))
 
 
 def test_same_parameters_and_outputs():

@@ -328,6 +328,10 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps
     log_every: int = 20  # steps
     seed: int = option(0, "--seed", f"random seed (0 to {MAX_SEED})")
+    micro_batch: int = 0
+    """Bars of the batch the VAE step computes at once, gradients summed over the slices before one update
+    (the same mean gradient): 0 chooses (64 on CPU, whose cache five instruments' activations for more
+    bars spill; the whole batch on GPU and TPU). Memory falls with it on any device."""
     calibrate_passages: int = 256
     """After the latent chains, the decoding of encoded latents (reconstructions, variations, the chain) is
     calibrated on this many 32-bar passages of the validation songs so that their notes start as often, at
@@ -360,6 +364,7 @@ class TrainConfig:
                 "log_every": ("int", 1, None),
                 "seed": ("int", 0, MAX_SEED),
                 "calibrate_passages": ("int", 0, 1 << 20),
+                "micro_batch": ("int", 0, 1 << 20),
             },
         )
 

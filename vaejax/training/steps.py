@@ -89,44 +89,88 @@ def donation(platform: str | None = None) -> dict:
     return {} if (platform or jax.default_backend()) == "cpu" else {"donate_argnums": 0}
 
 
+CPU_SLICE = 64
+"""Bars per slice of the VAE step on CPU (`TrainConfig.micro_batch` 0): five instruments' activations for 64
+bars stay in a CPU's cache where those of 256 spill it (BENCHMARKS.md: 1.17x at batch 256)."""
+
+
+def slice_bars(train: TrainConfig, platform: str | None = None) -> int:
+    """Bars the VAE step computes at once (`TrainConfig.micro_batch`; 0: CPU_SLICE on CPU, the whole batch on
+    accelerators, whose matrix units want the largest products)."""
+    if train.micro_batch:
+        return train.micro_batch
+    return CPU_SLICE if (platform or jax.default_backend()) == "cpu" else 0
+
+
 def make_vae_fns(
     graphdef, train: TrainConfig, data: DataConfig, tx: optax.GradientTransformation, *, platform: str | None = None
 ):
     """Jitted (train_step, eval_step) for the stacked VAEs; states are pytrees, data `[5, B, T, P]` (float or
     bit-packed uint8 `[5, B, T, ceil(P/8)]`). With bfloat16 precision the networks compute in bfloat16 from
-    float32 parameters (cast inside the step; gradients, Adam and the loss stay float32)."""
+    float32 parameters (cast inside the step; gradients, Adam and the loss stay float32).
+
+    A batch larger than `slice_bars` is computed in slices of that many bars (slice j holds bars j, j + n,
+    ...: a sharded batch keeps each device's bars on it), their gradients summed in a scan before one Adam
+    update: the same mean loss and gradient as the whole batch at once (each bar's noise is drawn from its
+    place in the batch, not its slice), with a working set that fits a CPU's cache."""
     dt = compute_dtype(train, platform)
+    per_slice = slice_bars(train, platform)
 
     def low(tree):
         if dt == jnp.float32:
             return tree
         return jax.tree.map(lambda a: a.astype(dt) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
 
-    def member_loss(params, x, c, key, beta):
+    def member_loss(params, x, c, key, rows, beta):
         model = nnx.merge(graphdef, low(params))
         target = jax.lax.stop_gradient(model.targets(x))
-        out = model(model.inputs(target).astype(dt), key, c.astype(dt))
+        mu, logvar = model.encode_patches(model.inputs(target).astype(dt), c.astype(dt))
+        # each bar's noise from its row of the whole batch: the same whichever slice computes it
+        eps = jax.vmap(lambda r: jax.random.normal(jax.random.fold_in(key, r), mu.shape[1:], mu.dtype))(rows)
+        logits, plays = model.decode_patches(mu + jnp.exp(0.5 * logvar) * eps, c.astype(dt))
         return losses.elbo(
-            out.logits.astype(jnp.float32),
+            logits.astype(jnp.float32),
             target,
-            out.mu.astype(jnp.float32),
-            out.logvar.astype(jnp.float32),
+            mu.astype(jnp.float32),
+            logvar.astype(jnp.float32),
             beta=beta,
             free_bits=train.free_bits,
             pos_weight=train.pos_weight,
-            plays=None if out.plays is None else out.plays.astype(jnp.float32),
+            plays=None if plays is None else plays.astype(jnp.float32),
         )
 
-    def total(params, x, key, beta):
+    def total(params, x, key, rows, beta):
         x = float_bars(x, data)
         c = models.conditions(x[PIANO], data)
-        terms = jax.vmap(member_loss, in_axes=(0, 0, 0, 0, None))(params, x, c, jax.random.split(key, x.shape[0]), beta)
+        keys = jax.random.split(key, x.shape[0])
+        terms = jax.vmap(member_loss, in_axes=(0, 0, 0, 0, None, None))(params, x, c, keys, rows, beta)
         return jnp.sum(terms.loss), terms  # members are independent: the sum's gradient splits by member
+
+    grad_fn = jax.value_and_grad(total, has_aux=True)
+
+    def gradients(params, x, key, beta):
+        """Mean loss terms and gradients of the batch, in slices of `per_slice` bars where it is larger."""
+        b = x.shape[1]
+        n = b // per_slice if per_slice and b > per_slice and b % per_slice == 0 else 1
+        if n == 1:
+            (_, terms), grads = grad_fn(params, x, key, jnp.arange(b), beta)
+            return terms, grads
+        xs = jnp.moveaxis(x.reshape(x.shape[0], b // n, n, *x.shape[2:]), 2, 0)  # [n, 5, b/n, ...]: rows j, j+n, ...
+
+        def body(acc, inputs):
+            xj, j = inputs
+            (_, terms), grads = grad_fn(params, xj, key, jnp.arange(b // n) * n + j, beta)
+            return jax.tree.map(jnp.add, acc, (terms, grads)), None
+
+        shapes = jax.eval_shape(lambda: grad_fn(params, xs[0], key, jnp.arange(b // n), beta))
+        zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), (shapes[0][1], shapes[1]))
+        acc, _ = jax.lax.scan(body, zero, (xs, jnp.arange(n)))
+        return jax.tree.map(lambda a: a / n, acc)
 
     def train_step(state, x, step):
         params, opt_state, key = state["params"], state["opt"], state["key"]
         beta = losses.kl_beta(step, train.beta, train.beta_rate)
-        (_, terms), grads = jax.value_and_grad(total, has_aux=True)(params, x, jax.random.fold_in(key, step), beta)
+        terms, grads = gradients(params, x, jax.random.fold_in(key, step), beta)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         m = VAEMetrics(terms.loss, terms.recon, terms.kl, terms.kl_bits, beta)
