@@ -6,7 +6,8 @@ head, targets made inside the step), Adam, float32.
 
 Methods run interleaved (each repeat times every method in turn), so that load from other processes falls
 on all of them alike; the figure per method is the median over repeats of the mean step time of `--steps`
-steps. FLOPs per step come from XLA's cost analysis of the compiled vmapped step; the share of peak is
+steps. FLOPs per step come from XLA's cost analysis of the vmapped step compiled for the whole batch at once (the same
+arithmetic as the sliced step, whose scan body the analysis would count once); the share of peak is
 against the faster of the f32 2048^3 matrix products in JAX and in PyTorch, timed among the methods in
 every repeat (so under the same load).
 
@@ -271,7 +272,10 @@ def main():
             res[name] = {"warmup_s": round(time.perf_counter() - t0, 1)}
         flops = None
         if "vaejax vmapped" in runs:
-            ca = runs["vaejax vmapped"].lowered().compile().cost_analysis()
+            # counted on the step compiled for the whole batch at once: XLA's cost analysis counts a scan's
+            # body once, so the sliced step would show a slice's FLOPs; the arithmetic is the same
+            whole = jax_vmapped(cfg, x, False, bs)
+            ca = whole.lowered().compile().cost_analysis()
             ca = ca[0] if isinstance(ca, (list, tuple)) else ca
             flops = float(ca["flops"])
         times = {k: [] for k in runs}
