@@ -1,5 +1,6 @@
 """Run with XLA_FLAGS=--xla_force_host_platform_device_count=8 (see test_parallel.py): trains the tiny VAEs
-for a few steps on 8 devices and on 1, and prints JSON with both loss series and the batch's sharding."""
+for a few steps on 8 devices and on 1 (batches of 16 computed in two slices of 8, `TrainConfig.micro_batch`),
+and prints JSON with both loss series and the batch's sharding."""
 
 import json
 import sys
@@ -14,7 +15,7 @@ from vaejax.devices import DataParallel
 
 
 def run(devices, prepared, steps=4):
-    cfg = preset("tiny")
+    cfg = preset("tiny").replace(train={"micro_batch": 8})  # batches of 16 in two slices: sharded slices too
     dp = DataParallel(devices)
     g, state, tx = training.steps.init_vae_state(cfg.model, cfg.data, cfg.train, jax.random.key(0))
     state = dp.replicate(state)
