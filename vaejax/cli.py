@@ -90,7 +90,8 @@ def train_parser() -> argparse.ArgumentParser:
         choices=("all", "vae", "encode", "melody", "harmony", "prior", "decoding"),
         help="run one stage only (later stages need the earlier ones' checkpoints); `--stage prior` "
         "on an existing run keeps its config.json and (re)trains the prior over bar latents only (and "
-        "calibrates how its bars are decoded); `--stage decoding` only recalibrates that decoding",
+        "calibrates how its bars are decoded); `--stage decoding` only recalibrates the decoding (of encoded "
+        "latents on validation passages, then of the prior's bars)",
     )
     p.add_argument(
         "--run", default=None, help="run directory (default: runs/<preset or config file name>-k<latent>)%(default).0s"
