@@ -497,6 +497,31 @@ def test_calibration_moves_the_prior_decoding_toward_real_rhythm():
         assert last["onset_tv"] < 0.5 * first["onset_tv"], (t, first, last)
 
 
+def test_calibration_passages_cut_songs_into_whole_passages():
+    """Validation songs cut into consecutive passages of a song's bars (or of the longest song's length where
+    none is long enough), a seeded random `limit` of them kept in song order, each the song's own bars."""
+    from types import SimpleNamespace
+
+    from vaejax.config import DataConfig
+    from vaejax.training.stages import calibration_passages
+
+    lengths = [5, 12, 8, 3]
+    songs = [
+        np.full((5, n, 96, 84), i, np.int8) + np.arange(n)[None, :, None, None] * 10 for i, n in enumerate(lengths)
+    ]
+    split = SimpleNamespace(ids=np.arange(4), length=np.array(lengths), song=lambda i: songs[i], cfg=DataConfig())
+    out = calibration_passages(split, 4, limit=100)
+    assert out.shape == (1 + 3 + 2, 5, 4, 96, 84)  # 5 bars -> 1 passage, 12 -> 3, 8 -> 2, 3 -> none
+    firsts = [(int(p[0, 0, 0, 0]) % 10, int(p[0, 0, 0, 0]) // 10) for p in out]  # (song, first bar)
+    assert firsts == [(0, 0), (1, 0), (1, 4), (1, 8), (2, 0), (2, 4)]
+    some = calibration_passages(split, 4, limit=3, seed=1)
+    assert len(some) == 3 and all(any((p == q).all() for q in out) for p in some)
+    keys = [int(p[0, 0, 0, 0]) % 10 * 100 + int(p[0, 0, 0, 0]) // 10 for p in some]
+    assert keys == sorted(keys)  # song order
+    np.testing.assert_array_equal(some, calibration_passages(split, 4, limit=3, seed=1))
+    assert calibration_passages(split, 32, limit=100).shape[:3] == (1, 5, 12)  # only the longest song, whole
+
+
 def test_reconstruction_calibration_moves_encoded_decoding_toward_the_passages():
     """Passages that start fewer notes (0.7 of the count) at other places than the decoders' own decoding:
     the reconstruction's calibration, which may lower the count (the prior's may not), finds a factor near
