@@ -27,9 +27,7 @@ from vaejax import evaluate, metrics, trained_model
 def pitch_metrics(model, test, songs: int, bars: int, seed: int = 0) -> dict:
     """Pitch classes per bar, scale consistency and tonal distance (`vaejax.metrics`) of the same real test
     passages as `realism_section` takes and of their reconstructions: what a decoding costs in harmony."""
-    windows = test.windows(bars)
-    pick = [windows[j] for j in np.random.default_rng(seed).permutation(len(windows))[:songs]]
-    real = np.stack([test.song(i)[:, f : f + bars] for i, f in pick], axis=1).reshape(
+    real = evaluate.realism_passages(test, songs=songs, bars=bars, seed=seed).reshape(
         5, -1, test.cfg.steps, test.cfg.num_pitches
     )
     recon = model.rolls(model.encode_bars(real)).reshape(real.shape)

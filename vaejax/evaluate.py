@@ -173,6 +173,16 @@ def _post(model, roll5: np.ndarray) -> np.ndarray:
     return render.postprocess(flat, min_length=model.min_length, merge_gap=model.merge_gap).reshape(roll5.shape)
 
 
+def realism_passages(test: data_lib.Split, *, songs: int, bars: int, seed: int = 0) -> np.ndarray:
+    """The held-out passages the realism section measures: `songs` of the split's `bars`-bar windows
+    (`Split.windows`), drawn at random by `seed`, `[5, S, bars, T, P]`."""
+    windows = test.windows(bars)
+    pick = [windows[j] for j in np.random.default_rng(seed).permutation(len(windows))[:songs]]
+    if not pick:
+        return np.zeros((5, 0, bars, test.cfg.steps, test.cfg.num_pitches), bool)
+    return np.stack([test.song(i)[:, f : f + bars] for i, f in pick], axis=1)
+
+
 def realism_section(
     model, test: data_lib.Split, *, songs: int, bars: int, sigma: float = SIGMA, seed: int = 0, phrase_bars=(4, 16)
 ) -> dict:
@@ -181,16 +191,13 @@ def realism_section(
     piano from its own latents, the band under the decoded piano, as generation does) and of songs from the
     model's default prior at `sigma` (and, where it carries a learned prior, of the chain too); raw (the
     decoders' notes) and post-processed (as sample.py delivers)."""
-    windows = test.windows(bars)
-    rng = np.random.default_rng(seed)
-    pick = [windows[j] for j in rng.permutation(len(windows))[:songs]]
-    if not pick:
+    real = realism_passages(test, songs=songs, bars=bars, seed=seed)  # [5, S, bars, T, P]
+    if not real.shape[1]:
         return {}
-    real = np.stack([test.song(i)[:, f : f + bars] for i, f in pick], axis=1)  # [5, S, bars, T, P]
     flat_real = real.reshape(5, -1, *real.shape[3:])
     z = model.encode_bars(flat_real)
     recon = model.rolls(z).reshape(flat_real.shape)
-    n = len(pick)
+    n = real.shape[1]
     systems = {"reconstructed": _songs_of(recon, n), "reconstructed, post-processed": _songs_of(_post(model, recon), n)}
     priors = ["chain"] + (["transformer"] if model.prior is not None else [])
     for prior in priors:

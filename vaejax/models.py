@@ -81,9 +81,14 @@ INIT_ONSET_RATE = 0.004
 """Initial onset probability: about one sounding cell in five starts a note."""
 
 
-def reparameterize(mu: jax.Array, logvar: jax.Array, key: jax.Array) -> jax.Array:
-    """z = mu + sigma * eps."""
-    return mu + jnp.exp(0.5 * logvar) * jax.random.normal(key, mu.shape, mu.dtype)
+def reparameterize(mu: jax.Array, logvar: jax.Array, key: jax.Array, rows: jax.Array | None = None) -> jax.Array:
+    """z = mu + sigma * eps. `rows` (`[B]`): each row's noise drawn from `fold_in(key, row)`, so a row gets the
+    same noise whatever batch, or slice of one, it is computed in."""
+    if rows is None:
+        eps = jax.random.normal(key, mu.shape, mu.dtype)
+    else:
+        eps = jax.vmap(lambda r: jax.random.normal(jax.random.fold_in(key, r), mu.shape[1:], mu.dtype))(rows)
+    return mu + jnp.exp(0.5 * logvar) * eps
 
 
 def to_patches(x: jax.Array, kt: int, kp: int) -> jax.Array:
@@ -324,10 +329,13 @@ class VAE(nnx.Module):
         """`[B, K]` latent -> `[B, channels, T, P]` logits (channel 0 sustain, 1 onset)."""
         return self.decode_all(z, c)[0]
 
-    def __call__(self, xp: jax.Array, key: jax.Array, c: jax.Array | None = None) -> VAEOutput:
-        """Patches -> logits in patch layout, mu, logvar, plays logit (training form)."""
+    def __call__(
+        self, xp: jax.Array, key: jax.Array, c: jax.Array | None = None, rows: jax.Array | None = None
+    ) -> VAEOutput:
+        """Patches -> logits in patch layout, mu, logvar, plays logit (training form; `rows`: see
+        `reparameterize`)."""
         mu, logvar = self.encode_patches(xp, c)
-        y, plays = self.decode_patches(reparameterize(mu, logvar, key), c)
+        y, plays = self.decode_patches(reparameterize(mu, logvar, key, rows), c)
         return VAEOutput(y, mu, logvar, plays)
 
 

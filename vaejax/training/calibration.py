@@ -176,8 +176,6 @@ RECON_SUSTAIN_GRID = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
 """Sustain factors tried for reconstructions (encoded latents hold their notes' probability longer)."""
 PRIOR_SEED = 1000
 """Songs drawn for calibration start from this seed, away from the seeds evaluations draw with."""
-RECON_PASSAGES = 256
-"""Training passages reconstructed to calibrate the reconstruction's decoding (8,192 bars of 32-bar passages)."""
 
 
 def fit_decoding(measure, want: dict, cuts, scale, sustain, *, rounds: int, min_scale: float, sustain_grid):

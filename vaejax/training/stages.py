@@ -342,9 +342,7 @@ def calibrate_reconstruction(run: RunFolder, cfg: Config, ds: dict, *, force: bo
         return None
     model = TrainedModel(run.root)
     if "onset_thresholds_bars" in stats:  # calibrated before: start again from the encode stage's decoding
-        th = np.asarray(stats["thresholds"], np.float32)
-        th[:, 0] = stats["sustain_bars"]
-        model = model.with_decoding(stats["onset_thresholds_bars"], np.ones(len(TRACKS)), th[:, 0])
+        model = model.with_decoding(stats["onset_thresholds_bars"], np.ones(len(TRACKS)), stats["sustain_bars"])
     per_bar = cfg.data.resolution * cfg.data.beats_per_bar
     want = realism.rhythm_stats(passages.reshape(*passages.shape[:2], -1, passages.shape[-1]), steps_per_bar=per_bar)
     got = calibration.reconstruction_decoding(model, passages, want)
@@ -362,13 +360,14 @@ def calibrate_reconstruction(run: RunFolder, cfg: Config, ds: dict, *, force: bo
         reconstruction_decoding=history,
     )
     run.write_stats(stats)
-    log.info(
-        "reconstruction decoding calibrated on %d validation passages: onset TV %s -> %s",
-        len(passages),
-        " / ".join(f"{history[0][t]['onset_tv']:.3f}" for t in TRACKS),
-        " / ".join(f"{history[-1][t]['onset_tv']:.3f}" for t in TRACKS),
-    )
+    log.info("reconstruction decoding calibrated on %d validation passages: %s", len(passages), _tv_change(history))
     return history
+
+
+def _tv_change(history: list) -> str:
+    """A calibration's onset TV per track, first round -> last, for the log."""
+    tv = lambda row: " / ".join(f"{row[t]['onset_tv']:.3f}" for t in TRACKS)  # noqa: E731
+    return f"onset TV {tv(history[0])} -> {tv(history[-1])}"
 
 
 def calibrate_prior(run: RunFolder, cfg: Config, ds: dict, *, made_for: dict | None = None) -> dict | None:
@@ -406,12 +405,7 @@ def calibrate_prior(run: RunFolder, cfg: Config, ds: dict, *, made_for: dict | N
     if made_for is not None:
         stats["prior_decoding_for"] = made_for
     run.write_stats(stats)
-    log.info(
-        "prior decoding calibrated on %d real passages: onset TV %s -> %s",
-        len(windows),
-        " / ".join(f"{history[0][t]['onset_tv']:.3f}" for t in TRACKS),
-        " / ".join(f"{history[-1][t]['onset_tv']:.3f}" for t in TRACKS),
-    )
+    log.info("prior decoding calibrated on %d real passages: %s", len(windows), _tv_change(history))
     return history
 
 

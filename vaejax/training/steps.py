@@ -91,7 +91,7 @@ def donation(platform: str | None = None) -> dict:
 
 CPU_SLICE = 64
 """Bars per slice of the VAE step on CPU (`TrainConfig.micro_batch` 0): five instruments' activations for 64
-bars stay in a CPU's cache where those of 256 spill it (BENCHMARKS.md: 1.17x at batch 256)."""
+bars stay in a CPU's cache where those of 256 spill it (BENCHMARKS.md: 1.10x at batch 256)."""
 
 
 def slice_bars(train: TrainConfig, platform: str | None = None) -> int:
@@ -124,19 +124,17 @@ def make_vae_fns(
     def member_loss(params, x, c, key, rows, beta):
         model = nnx.merge(graphdef, low(params))
         target = jax.lax.stop_gradient(model.targets(x))
-        mu, logvar = model.encode_patches(model.inputs(target).astype(dt), c.astype(dt))
         # each bar's noise from its row of the whole batch: the same whichever slice computes it
-        eps = jax.vmap(lambda r: jax.random.normal(jax.random.fold_in(key, r), mu.shape[1:], mu.dtype))(rows)
-        logits, plays = model.decode_patches(mu + jnp.exp(0.5 * logvar) * eps, c.astype(dt))
+        out = model(model.inputs(target).astype(dt), key, c.astype(dt), rows)
         return losses.elbo(
-            logits.astype(jnp.float32),
+            out.logits.astype(jnp.float32),
             target,
-            mu.astype(jnp.float32),
-            logvar.astype(jnp.float32),
+            out.mu.astype(jnp.float32),
+            out.logvar.astype(jnp.float32),
             beta=beta,
             free_bits=train.free_bits,
             pos_weight=train.pos_weight,
-            plays=None if plays is None else plays.astype(jnp.float32),
+            plays=None if out.plays is None else out.plays.astype(jnp.float32),
         )
 
     def total(params, x, key, rows, beta):
