@@ -52,7 +52,7 @@ def main(argv=None) -> int:
         default="calibrated",
         help="how the prior's bars are decoded: 'calibrated' (the model's own), 'reconstruction' (the "
         "reconstruction's thresholds, no count factor: as before the calibration existed) or a stats.json "
-        "whose prior_onset_thresholds / prior_count_scale (/ prior_sustain) to use",
+        "whose prior_onset_thresholds / prior_count_scale (/ prior_sustain / prior_spread) to use",
     )
     ap.add_argument(
         "--reconstruction-decoding",
@@ -68,12 +68,15 @@ def main(argv=None) -> int:
             raise SystemExit(f"{args.model}: its reconstruction decoding was never calibrated")
         model = model.with_decoding(model.stats["onset_thresholds_bars"], np.ones(5), model.stats["sustain_bars"])
     if args.prior_decoding == "reconstruction":
-        model = model.with_prior_decoding(model.onset_cuts, np.ones(5))
+        model = model.with_prior_decoding(model.onset_cuts, np.ones(5), spread=np.ones(5))
     elif args.prior_decoding != "calibrated":
         with open(args.prior_decoding) as f:
             stats = json.load(f)
         model = model.with_prior_decoding(
-            stats["prior_onset_thresholds"], stats["prior_count_scale"], stats.get("prior_sustain")
+            stats["prior_onset_thresholds"],
+            stats["prior_count_scale"],
+            stats.get("prior_sustain"),
+            stats.get("prior_spread"),
         )
     out = provenance("realism_lpd5.py", argv)
     test = data_lib.open_dataset(args.data)["test"]

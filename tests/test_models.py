@@ -441,6 +441,31 @@ def test_counted_grid_notes_follow_the_calibrated_cells():
     assert ranked[0, 10] and ranked[18, 20] and not ranked[24, 12]
 
 
+def test_spread_moves_counted_notes_off_the_one_sure_pitch():
+    """A decoder sure of a bar's rhythm (four beats) and of one pitch, less of three others: plainly ranked,
+    the four counted notes all take the sure pitch; with `spread` 0.5 a cell is worth half for every cell of
+    its pitch ranked above it, and the notes move to the other pitches, as many of them, on the same beats.
+    `spread` 1 is plain ranking."""
+    probs = np.zeros((1, 3, 16, 84), np.float32)
+    probs[0, 0] = 0.9
+    for t in (0, 4, 8, 12):
+        probs[0, 1, t, 40] = 0.6 - 0.01 * t  # the sure pitch on every beat (no two cells tie)
+        probs[0, 1, t, [43, 47, 52]] = np.array([0.4, 0.35, 0.15]) - 0.01 * t  # chord tones it is less sure of
+    th = jnp.array([0.5, 0.5, 6.0])
+
+    def starts(**kw):
+        roll = np.asarray(models.decode_notes(jnp.asarray(probs), th, count=True, sub=6, **kw))[0]
+        return {(t, p) for t in range(16) for p in range(84) if roll[t * 6, p] and (t == 0 or not roll[t * 6 - 1, p])}
+
+    n = round(float(probs[0, 1].sum()))  # 5.04 expected: 5 notes
+    plain, spread = starts(), starts(spread=0.5)
+    assert len(plain) == len(spread) == n
+    assert {p for _, p in plain} == {40, 43} and sum(p == 40 for _, p in plain) == 4
+    assert {p for _, p in spread} >= {40, 43, 47} and sum(p == 40 for _, p in spread) <= 2
+    assert {t for t, _ in spread} <= {0, 4, 8, 12}
+    assert starts(spread=1.0) == plain
+
+
 def test_count_scale_sets_how_many_notes_start():
     """Counted notes: the decoder's expected number times `count_scale`, placed by rank (most likely first)."""
     probs = np.zeros((1, 3, 16, 84), np.float32)

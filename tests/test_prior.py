@@ -372,7 +372,9 @@ def test_the_prior_stage_calibrates_how_its_bars_are_decoded(model, tiny_run):
 
     stats = RunFolder(tiny_run).read_stats()
     # the onset rounds, and a last row with the sustain chosen where a track decodes with one
-    assert len(stats["prior_decoding"]) in (calibration.PRIOR_ROUNDS + 1, calibration.PRIOR_ROUNDS + 2)
+    rounds = calibration.PRIOR_ROUNDS + 1 + calibration.PRIOR_ROUNDS // 2 + 1  # then the spread, half as many more
+    assert len(stats["prior_decoding"]) in (rounds, rounds + 1)  # (+ the sustain's)
+    assert "prior_spread" in stats and len(stats["prior_spread"]) == 5
     np.testing.assert_allclose(model.prior_sustain, stats["prior_sustain"])
     assert stats["prior_decoding_for"]["step"] > 0  # which prior it was made for: a rerun leaves it
     np.testing.assert_allclose(model.prior_onset_cuts, stats["prior_onset_thresholds"])
@@ -398,6 +400,14 @@ def test_the_prior_stage_calibrates_how_its_bars_are_decoded(model, tiny_run):
     assert per_bar(c)[PIANO] == per_bar(d)[PIANO] and c[PIANO].sum() >= d[PIANO].sum() and c.sum() > d.sum()
     with pytest.raises(ValueError, match="prior decoding of shapes"):
         model.with_prior_decoding(np.ones(3), np.ones(5))
+    np.testing.assert_allclose(model.prior_spread, stats["prior_spread"])
+    with pytest.raises(ValueError, match="pitch spread must lie in"):
+        model.with_prior_decoding(model.onset_cuts, np.ones(5), spread=np.zeros(5))
+    from vaejax.runs import RunError
+
+    for bad in ([0.0, 1, 1, 1, 1], [1.5] * 5, [1.0] * 4):
+        with pytest.raises(RunError, match="prior_spread of shape"):
+            RunFolder(tiny_run).check_stats({**stats, "prior_spread": bad}, model.cfg, model.start_bars)
 
 
 def test_training_calibrates_how_encoded_latents_are_decoded(model, tiny_run):
@@ -432,7 +442,7 @@ class _FixedDecoder:
     per_cell_onsets = True
     count_notes = True
 
-    def __init__(self, cuts=None, scale=None, *, recon_cuts=None, recon_scale=None):
+    def __init__(self, cuts=None, scale=None, *, recon_cuts=None, recon_scale=None, spread=None, recon_spread=None):
         from vaejax.config import Config
 
         self.cfg = Config()
@@ -443,16 +453,22 @@ class _FixedDecoder:
         self.thresholds = np.tile(np.array([[2.0, 0.5, 6.0]], np.float32), (5, 1))  # no sustain: lengths fixed
         self.prior_onset_cuts = self.onset_cuts if cuts is None else np.asarray(cuts, np.float32)
         self.prior_count_scale = np.ones(5, np.float32) if scale is None else np.asarray(scale, np.float32)
+        self.spread = np.ones(5, np.float32) if recon_spread is None else np.asarray(recon_spread, np.float32)
+        self.prior_spread = np.ones(5, np.float32) if spread is None else np.asarray(spread, np.float32)
 
-    def with_prior_decoding(self, cuts, scale, sustain=None):
-        return self.with_decoding(cuts, scale, sustain, drawn=True)
+    def with_prior_decoding(self, cuts, scale, sustain=None, spread=None):
+        return self.with_decoding(cuts, scale, sustain, spread, drawn=True)
 
-    def with_decoding(self, cuts, scale, sustain=None, *, drawn=False):
+    def with_decoding(self, cuts, scale, sustain=None, spread=None, *, drawn=False):
+        recon = {"recon_cuts": self.onset_cuts, "recon_scale": self.count_scale, "recon_spread": self.spread}
+        prior = {"cuts": self.prior_onset_cuts, "scale": self.prior_count_scale, "spread": self.prior_spread}
         if drawn:
-            return _FixedDecoder(cuts, scale, recon_cuts=self.onset_cuts, recon_scale=self.count_scale)
-        return _FixedDecoder(self.prior_onset_cuts, self.prior_count_scale, recon_cuts=cuts, recon_scale=scale)
+            return _FixedDecoder(cuts, scale, spread=self.prior_spread if spread is None else spread, **recon)
+        return _FixedDecoder(
+            recon_cuts=cuts, recon_scale=scale, recon_spread=self.spread if spread is None else spread, **prior
+        )
 
-    def _decode(self, m, cuts, scale):
+    def _decode(self, m, cuts, scale, spread):
         from vaejax import models
 
         r = np.random.default_rng(0)
@@ -461,19 +477,20 @@ class _FixedDecoder:
         probs[:, :, 0] = 0.9
         probs[:, :, 1] = (r.random(probs[:, :, 1].shape) ** 6 * beat[:, None]).astype(np.float32) * 0.5
         th = jnp.asarray(self.thresholds)
-        roll = jax.vmap(lambda p, t, c, k: models.decode_notes(p, t, count=True, sub=6, onset_cuts=c, count_scale=k))(
-            jnp.asarray(probs), th, jnp.asarray(cuts), jnp.asarray(scale)
-        )
+        roll = jax.vmap(
+            lambda p, t, c, k, g: models.decode_notes(p, t, count=True, sub=6, onset_cuts=c, count_scale=k, spread=g)
+        )(jnp.asarray(probs), th, jnp.asarray(cuts), jnp.asarray(scale), jnp.asarray(spread))
         return np.asarray(roll)  # [5, m, 96, 84]
 
     def prior_bars(self, bars, *, sigma, seed, num):
-        return self._decode(num * bars, self.prior_onset_cuts, self.prior_count_scale).reshape(5, num, bars, 96, 84)
+        gen = self._decode(num * bars, self.prior_onset_cuts, self.prior_count_scale, self.prior_spread)
+        return gen.reshape(5, num, bars, 96, 84)
 
     def encode_bars(self, bars):
         return bars.shape[1]
 
     def rolls(self, m):
-        return self._decode(m, self.onset_cuts, self.count_scale).reshape(5, -1, 84)
+        return self._decode(m, self.onset_cuts, self.count_scale, self.spread).reshape(5, -1, 84)
 
 
 def test_calibration_moves_the_prior_decoding_toward_real_rhythm():
@@ -487,8 +504,9 @@ def test_calibration_moves_the_prior_decoding_toward_real_rhythm():
     truth = _FixedDecoder(r.uniform(0.05, 1.0, (5, 16)), np.full(5, 1.5))
     real = truth.prior_bars(4, sigma=0.5, seed=0, num=8)
     want = realism.rhythm_stats(np.moveaxis(real, 0, 1).reshape(8, 5, 4 * 96, -1))
-    cuts, scale, sustain, history = calibration.prior_decoding(_FixedDecoder(), want, songs=8, bars=4, rounds=6)
-    assert len(history) == 7 and (sustain == 2.0).all()  # no track decodes with a sustain factor here
+    cuts, scale, sustain, spread, history = calibration.prior_decoding(_FixedDecoder(), want, songs=8, bars=4, rounds=6)
+    assert len(history) == 7 + 4 and (sustain == 2.0).all()  # 6 rounds, the spread, 3 more; no sustain here
+    assert (spread == 1).all()  # the real bars were ranked plainly, and plain ranking gives their pitches
     assert cuts.shape == (5, 16) and ((cuts > 0) & (cuts <= 1)).all()
     np.testing.assert_allclose(scale, 1.5, rtol=0.1)
     for t in want:
@@ -535,14 +553,39 @@ def test_reconstruction_calibration_moves_encoded_decoding_toward_the_passages()
     want = realism.rhythm_stats(np.moveaxis(real, 0, 1))
     passages = np.zeros((8, 5, 4, 96, 84), bool)  # only their number of bars reaches the stand-in
     start = _FixedDecoder()
-    cuts, scale, sustain, history = calibration.reconstruction_decoding(start, passages, want, rounds=6)
-    assert len(history) == 7 and (sustain == 2.0).all()
+    cuts, scale, sustain, spread, history = calibration.reconstruction_decoding(start, passages, want, rounds=6)
+    assert len(history) == 7 and (sustain == 2.0).all() and (spread == 1).all()  # reconstructions rank plainly
     np.testing.assert_allclose(scale, 0.7, rtol=0.1)
     for t in want:
         first, last = history[0][t], history[-1][t]
         assert first["onsets_ratio"] > 1.3 and abs(last["onsets_ratio"] - 1) < 0.05, (t, first, last)
         assert last["onset_tv"] < 0.5 * first["onset_tv"], (t, first, last)
     np.testing.assert_array_equal(start.prior_count_scale, np.ones(5))
+
+
+def test_prior_calibration_finds_how_far_notes_spread_over_pitches():
+    """Real passages whose counted notes were spread over pitches (`spread` 0.5): the prior's calibration,
+    starting from plain ranking, picks for the chord-playing tracks a spread that gives as many distinct
+    pitches per bar as theirs (within 10%; plain ranking gives at least 15% fewer), with onset positions and
+    counts still matched; drums and bass keep plain ranking."""
+    from vaejax import realism
+    from vaejax.config import TRACKS
+    from vaejax.training import calibration
+
+    truth = _FixedDecoder(spread=np.full(5, 0.5))
+    real = truth.prior_bars(4, sigma=0.5, seed=0, num=8)
+    want = realism.rhythm_stats(np.moveaxis(real, 0, 1).reshape(8, 5, 4 * 96, -1))
+    cuts, scale, sustain, spread, history = calibration.prior_decoding(_FixedDecoder(), want, songs=8, bars=4, rounds=4)
+    chords = np.isin(TRACKS, calibration.SPREAD_TRACKS)
+    assert chords.sum() == 3 and (spread[~chords] == 1).all()
+    assert (np.abs(spread[chords] - 0.5) < 0.11).all(), spread
+    plain = _FixedDecoder().prior_bars(4, sigma=0.5, seed=0, num=8)
+    plain = realism.compare(realism.rhythm_stats(np.moveaxis(plain, 0, 1).reshape(8, 5, 4 * 96, -1)), want)
+    for t in np.asarray(TRACKS)[chords]:
+        assert plain[t]["pitches_ratio"] < 0.85, (t, plain[t])
+        assert abs(history[-1][t]["pitches_ratio"] - 1) < 0.1, (t, history[-1][t])
+    for t in TRACKS:
+        assert abs(history[-1][t]["onsets_ratio"] - 1) < 0.05 and history[-1][t]["onset_tv"] < 0.1, (t, history[-1][t])
 
 
 @pytest.mark.slow

@@ -24,6 +24,10 @@ def test_rhythm_stats_on_a_known_rhythm():
     assert hist[[0, 3, 6, 10]].tolist() == [0.25] * 4 and hist.sum() == pytest.approx(1)
     assert st["onsets_per_bar"] == 4 and st["mean_length"] == pytest.approx(2.0)
     assert st["length_hist"][1] == 1.0  # every note in the "2 sixteenths" bin
+    assert st["pitches_per_bar"] == 1  # one pitch, four times a bar
+    chord = realism.rhythm_stats((_song(2, [0], 12, pitch=40) | _song(2, [8], 12, pitch=47))[None])
+    assert chord["Piano"]["pitches_per_bar"] == 2
+    assert realism.compare(chord, realism.rhythm_stats(song[None]))["Piano"]["pitches_ratio"] == pytest.approx(2.0)
 
 
 def test_onsets_one_step_early_count_at_the_next_sixteenth():

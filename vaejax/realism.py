@@ -52,13 +52,15 @@ def _track_notes(songs: np.ndarray, sub: int):
 
 
 def rhythm_stats(songs: np.ndarray, *, steps_per_bar: int = 96) -> dict:
-    """Per track: `onset_hist` (16 shares, onsets at each sixteenth of the bar), `onsets_per_bar` (over the
-    bars where the track plays, `bars_played`), `mean_length` and `length_hist` (sixteenths), `notes`."""
+    """Per track: `onset_hist` (16 shares, onsets at each sixteenth of the bar), `onsets_per_bar` and
+    `pitches_per_bar` (distinct pitches sounding; both over the bars where the track plays, `bars_played`),
+    `mean_length` and `length_hist` (sixteenths), `notes`."""
     songs = np.asarray(songs, bool)
     sub = steps_per_bar // SIXTEENTHS
     bars = songs.shape[2] // steps_per_bar
     per_bar = songs[..., : bars * steps_per_bar, :].reshape(*songs.shape[:2], bars, steps_per_bar, -1)
     played = per_bar.any(axis=(3, 4)).sum(axis=(0, 2))  # [5] bars where each track plays
+    pitches = per_bar.any(axis=3).sum(axis=(0, 2, 3))  # [5] distinct pitches per bar, summed over bars
     out = {}
     for t, (pos, lens, _) in enumerate(_track_notes(songs, sub)):
         n = len(pos)
@@ -69,6 +71,7 @@ def rhythm_stats(songs: np.ndarray, *, steps_per_bar: int = 96) -> dict:
             "bars_played": int(played[t]),
             "onset_hist": hist.tolist(),
             "onsets_per_bar": float(n / max(played[t], 1)),
+            "pitches_per_bar": float(pitches[t] / max(played[t], 1)),
             "mean_length": float(lens.mean()) if n else 0.0,
             "length_hist": lh.tolist(),
         }
@@ -82,11 +85,15 @@ def pool_stats(parts: list[dict]) -> dict:
     for t in parts[0]:
         n = np.array([p[t]["notes"] for p in parts], np.float64)
         w = n / max(n.sum(), 1)
+        played = np.array([p[t]["bars_played"] for p in parts], np.float64)
         out[t] = {
             "notes": int(n.sum()),
             "bars_played": int(sum(p[t]["bars_played"] for p in parts)),
             "onset_hist": (w @ np.array([p[t]["onset_hist"] for p in parts])).tolist(),
-            "onsets_per_bar": float(n.sum() / max(sum(p[t]["bars_played"] for p in parts), 1)),
+            "onsets_per_bar": float(n.sum() / max(played.sum(), 1)),
+            "pitches_per_bar": float(
+                played @ np.array([p[t]["pitches_per_bar"] for p in parts]) / max(played.sum(), 1)
+            ),
             "mean_length": float(w @ np.array([p[t]["mean_length"] for p in parts])),
             "length_hist": (w @ np.array([p[t]["length_hist"] for p in parts])).tolist(),
         }
@@ -108,9 +115,8 @@ def passage_stats(split, windows, segments: int, *, chunk: int = 64) -> dict:
 
 def compare(stats: dict, real: dict) -> dict:
     """Distances of `rhythm_stats` from a real reference, per track: `onset_tv` (total variation between
-    the onset-position histograms, 0 = same, 1 = disjoint), `onsets_ratio` and `length_ratio` (this over
-    real), and the share of the track's playing bars with an onset on the first sixteenth is implied by
-    `onset_hist[0]`."""
+    the onset-position histograms, 0 = same, 1 = disjoint), `onsets_ratio`, `length_ratio` and
+    `pitches_ratio` (distinct pitches per playing bar; this over real; the last only where both carry it)."""
     out = {}
     for t in stats:
         a, b = stats[t], real[t]
@@ -119,6 +125,8 @@ def compare(stats: dict, real: dict) -> dict:
             "onsets_ratio": a["onsets_per_bar"] / max(b["onsets_per_bar"], 1e-9),
             "length_ratio": a["mean_length"] / max(b["mean_length"], 1e-9),
         }
+        if "pitches_per_bar" in a and "pitches_per_bar" in b:
+            out[t]["pitches_ratio"] = a["pitches_per_bar"] / max(b["pitches_per_bar"], 1e-9)
     return out
 
 

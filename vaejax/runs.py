@@ -180,7 +180,7 @@ class RunFolder:
     def check_stats(self, stats: dict, cfg: Config, start_bars: np.ndarray | None = None) -> None:
         """The sampling statistics (and start bars) must fit the networks that `cfg` describes: shapes, finite
         values, thresholds at least 0 (and at most 1 off a grid: grid decoders use 2 for "no sustain" and a
-        last-cell length), spreads above 0, a harmony guidance from 0 to 20."""
+        last-cell length), latent spreads above 0, pitch spreads in (0, 1], a harmony guidance from 0 to 20."""
         k2 = 2 * cfg.model.latent
         channels = (3 if cfg.model.grid else 2) if cfg.model.onsets else 1
         problems = []
@@ -219,6 +219,10 @@ class RunFolder:
             scale = array(name) if name in stats else None
             if scale is not None and (scale.shape != (5,) or not ((scale > 0) & (scale <= 10)).all()):
                 problems.append(f"{name} of shape {scale.shape} or outside (0, 10], not (5,)")
+        for name in ("spread", "prior_spread"):
+            spread = array(name) if name in stats else None
+            if spread is not None and (spread.shape != (5,) or not ((spread > 0) & (spread <= 1)).all()):
+                problems.append(f"{name} of shape {spread.shape} or outside (0, 1], not (5,)")
         sus = array("prior_sustain") if "prior_sustain" in stats else None
         if sus is not None and (sus.shape != (5,) or not ((sus > 0) & (sus <= 2)).all()):
             problems.append(f"prior_sustain of shape {sus.shape} or outside (0, 2], not (5,)")

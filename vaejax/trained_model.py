@@ -100,13 +100,16 @@ class TrainedModel:
         self.prior_onset_cuts = self.onset_cuts if gen_cuts is None else np.asarray(gen_cuts, np.float32)
         self.prior_count_scale = np.asarray(self.stats.get("prior_count_scale", np.ones(5)), np.float32)
         self.prior_sustain = np.asarray(self.stats.get("prior_sustain", self.thresholds[:, 0]), np.float32)
+        self.spread = np.asarray(self.stats.get("spread", np.ones(5)), np.float32)
+        self.prior_spread = np.asarray(self.stats.get("prior_spread", self.spread), np.float32)
         """Decoding of bars drawn from the learned prior (`calibration.prior_decoding`): per track and cell
         onset thresholds and a factor on the number of notes, calibrated so that sampled bars start as many
         notes, where in the bar, as real bars do. The prior's latents are less sharp than encoded ones, and
         decoders place the notes of a less certain latent on the beats; without a calibration of its own
         (as before it existed) these are the reconstruction's thresholds and 1. `prior_sustain` `[5]`: the
         sustain factor of those bars' notes (their sustain probabilities fall faster; the reconstruction's
-        factor where not calibrated)."""
+        factor where not calibrated). `spread` / `prior_spread` `[5]`: how counted notes are spread over
+        pitches (`models.decode_notes(spread=...)`; 1, plain ranking, where not calibrated)."""
         grid = bool(cfg.model.grid)
         self.min_length = 0 if grid else MIN_LENGTH
         self.merge_gap = 0 if grid else MERGE_GAP
@@ -162,35 +165,42 @@ class TrainedModel:
             object.__setattr__(new, name, float(value) if name in ("harmony_guidance", "tempo") else value)
         return new
 
-    def with_decoding(self, onset_cuts, count_scale, sustain=None, *, drawn: bool = False) -> TrainedModel:
+    def with_decoding(self, onset_cuts, count_scale, sustain=None, spread=None, *, drawn: bool = False) -> TrainedModel:
         """This model decoding with other calibration: per track and cell onset thresholds `[5, cells]`, count
-        factors `[5]` and sustain factors `[5]` (None: the reconstruction's), for encoded latents
-        (`onset_cuts`, `count_scale`, `thresholds[:, 0]`) or, `drawn=True`, for the bars the learned prior
-        draws (`prior_onset_cuts`, `prior_count_scale`, `prior_sustain`). `training.calibration` finds them."""
+        factors `[5]`, sustain factors `[5]` and pitch spreads `[5]` (None: as now), for encoded latents
+        (`onset_cuts`, `count_scale`, `thresholds[:, 0]`, `spread`) or, `drawn=True`, for the bars the
+        learned prior draws (`prior_onset_cuts`, `prior_count_scale`, `prior_sustain`, `prior_spread`).
+        `training.calibration` finds them."""
         cuts = np.asarray(onset_cuts, np.float32)
         scale = np.asarray(count_scale, np.float32)
-        sus = np.asarray(self.thresholds[:, 0] if sustain is None else sustain, np.float32)
-        if cuts.shape != self.onset_cuts.shape or scale.shape != (5,) or sus.shape != (5,):
+        now_sus, now_spread = (self.prior_sustain, self.prior_spread) if drawn else (self.thresholds[:, 0], self.spread)
+        sus = np.asarray(now_sus if sustain is None else sustain, np.float32)
+        spr = np.asarray(now_spread if spread is None else spread, np.float32)
+        if cuts.shape != self.onset_cuts.shape or {scale.shape, sus.shape, spr.shape} != {(5,)}:
             raise ValueError(
-                f"{'prior ' if drawn else ''}decoding of shapes {cuts.shape}, {scale.shape} and {sus.shape}, not "
-                f"{self.onset_cuts.shape}, (5,) and (5,)"
+                f"{'prior ' if drawn else ''}decoding of shapes {cuts.shape}, {scale.shape}, {sus.shape} and "
+                f"{spr.shape}, not {self.onset_cuts.shape} and (5,) for each of the others"
             )
+        if not np.all((spr > 0) & (spr <= 1)):
+            raise ValueError(f"pitch spread must lie in (0, 1], got {spr.tolist()}")
         new = copy.copy(self)
         if drawn:
             object.__setattr__(new, "prior_onset_cuts", cuts)
             object.__setattr__(new, "prior_count_scale", scale)
             object.__setattr__(new, "prior_sustain", sus)
+            object.__setattr__(new, "prior_spread", spr)
         else:
             th = self.thresholds.copy()
             th[:, 0] = sus
             object.__setattr__(new, "onset_cuts", cuts)
             object.__setattr__(new, "count_scale", scale)
             object.__setattr__(new, "thresholds", th)
+            object.__setattr__(new, "spread", spr)
         return new
 
-    def with_prior_decoding(self, onset_cuts, count_scale, sustain=None) -> TrainedModel:
+    def with_prior_decoding(self, onset_cuts, count_scale, sustain=None, spread=None) -> TrainedModel:
         """`with_decoding(..., drawn=True)`: the learned prior's bars decoded with other calibration."""
-        return self.with_decoding(onset_cuts, count_scale, sustain, drawn=True)
+        return self.with_decoding(onset_cuts, count_scale, sustain, spread, drawn=True)
 
     def __setattr__(self, name, value):
         if self.__dict__.get("_frozen"):
@@ -383,6 +393,7 @@ class TrainedModel:
         thresholds,
         onset_cuts,
         count_scale,
+        spread,
         key,
         piano=None,
         plays_latents=None,
@@ -405,7 +416,7 @@ class TrainedModel:
         z = jnp.moveaxis(latents[..., : self.K], 1, 0)  # [5, M, K]: decoders read mu
         zp = z if plays_latents is None else jnp.moveaxis(plays_latents[..., : self.K], 1, 0)
 
-        def notes(probs, plays, th, oc, cs, k):
+        def notes(probs, plays, th, oc, cs, sp, k):
             kc, kp = jax.random.split(k)
             draws = jax.random.uniform(kc, probs.shape) if sample else None
             cut = jax.random.uniform(kp, plays.shape) if sample else 0.5
@@ -420,6 +431,7 @@ class TrainedModel:
                 sub=models.model_sub(self.cfg.model, d),
                 onset_cuts=oc,
                 count_scale=cs,
+                spread=sp,
             )
 
         kp, kb = jax.random.split(key)
@@ -428,12 +440,21 @@ class TrainedModel:
             none = jnp.zeros((z.shape[1], models.condition_dim(d)))
             logits, plays = pvae.decode_all(z[PIANO], none)
             plays = jnp.ones(z.shape[1]) if plays is None else jax.nn.sigmoid(pvae.decode_all(zp[PIANO], none)[1])
-            piano = notes(jax.nn.sigmoid(logits), plays, thresholds[PIANO], onset_cuts[PIANO], count_scale[PIANO], kp)
+            piano = notes(
+                jax.nn.sigmoid(logits),
+                plays,
+                thresholds[PIANO],
+                onset_cuts[PIANO],
+                count_scale[PIANO],
+                spread[PIANO],
+                kp,
+            )
         c = models.conditions(piano.astype(jnp.float32), d)
         probs, plays = models.decode_stack(self.vae_def, vae, z, c)
         if plays_latents is not None:
             plays = models.decode_stack(self.vae_def, vae, zp, c)[1]
-        rolls = jax.vmap(notes)(probs, plays, thresholds, onset_cuts, count_scale, jax.random.split(kb, len(TRACKS)))
+        keys = jax.random.split(kb, len(TRACKS))
+        rolls = jax.vmap(notes)(probs, plays, thresholds, onset_cuts, count_scale, spread, keys)
         return rolls.at[PIANO].set(piano.astype(bool))
 
     def _encode_impl(self, x):
@@ -512,6 +533,7 @@ class TrainedModel:
                     jnp.asarray(th),
                     jnp.asarray(self.prior_onset_cuts if drawn and self.count_notes else self.onset_cuts),
                     jnp.asarray(self.prior_count_scale if drawn else self.count_scale),
+                    jnp.asarray(self.prior_spread if drawn else self.spread),
                     key,
                     None if p is None else jnp.asarray(p),
                     None if pl is None else jnp.asarray(pl),

@@ -342,13 +342,15 @@ def calibrate_reconstruction(run: RunFolder, cfg: Config, ds: dict, *, force: bo
         return None
     model = TrainedModel(run.root)
     if "onset_thresholds_bars" in stats:  # calibrated before: start again from the encode stage's decoding
-        model = model.with_decoding(stats["onset_thresholds_bars"], np.ones(len(TRACKS)), stats["sustain_bars"])
+        model = model.with_decoding(
+            stats["onset_thresholds_bars"], np.ones(len(TRACKS)), stats["sustain_bars"], np.ones(len(TRACKS))
+        )
     per_bar = cfg.data.resolution * cfg.data.beats_per_bar
     want = realism.rhythm_stats(passages.reshape(*passages.shape[:2], -1, passages.shape[-1]), steps_per_bar=per_bar)
     got = calibration.reconstruction_decoding(model, passages, want)
     if got is None:
         return None
-    cuts, scale, sustain, history = got
+    cuts, scale, sustain, spread, history = got
     th = np.asarray(stats["thresholds"], np.float32)
     stats.setdefault("onset_thresholds_bars", stats["onset_thresholds"])
     stats.setdefault("sustain_bars", th[:, 0].tolist())
@@ -357,6 +359,7 @@ def calibrate_reconstruction(run: RunFolder, cfg: Config, ds: dict, *, force: bo
         thresholds=th.tolist(),
         onset_thresholds=cuts.tolist(),
         count_scale=scale.tolist(),
+        spread=spread.tolist(),
         reconstruction_decoding=history,
     )
     run.write_stats(stats)
@@ -394,12 +397,13 @@ def calibrate_prior(run: RunFolder, cfg: Config, ds: dict, *, made_for: dict | N
     got = calibration.prior_decoding(model, want, songs=cfg.prior.calibrate_songs, bars=bars, seed=seed)
     if got is None:
         return None
-    cuts, scale, sustain, history = got
+    cuts, scale, sustain, spread, history = got
     stats = run.read_stats()
     stats.update(
         prior_onset_thresholds=cuts.tolist(),
         prior_count_scale=scale.tolist(),
         prior_sustain=sustain.tolist(),
+        prior_spread=spread.tolist(),
         prior_decoding=history,
     )
     if made_for is not None:
