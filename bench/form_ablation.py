@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                 stats["prior_onset_thresholds"],
                 stats["prior_count_scale"],
                 stats.get("prior_sustain"),
-                stats.get("prior_spread"),
+                stats.get("prior_spread", np.ones(5)),
             )
         for j, weight in enumerate(args.lag_sharpness or [prior.LAG_SHARPNESS]):
             prior.LAG_SHARPNESS = weight

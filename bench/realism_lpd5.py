@@ -76,7 +76,7 @@ def main(argv=None) -> int:
             stats["prior_onset_thresholds"],
             stats["prior_count_scale"],
             stats.get("prior_sustain"),
-            stats.get("prior_spread"),
+            stats.get("prior_spread", np.ones(5)),
         )
     out = provenance("realism_lpd5.py", argv)
     test = data_lib.open_dataset(args.data)["test"]
