@@ -467,7 +467,7 @@ def decode_notes(
         probabilities over the segment times `count_scale`, rounded). A latent between the data's modes
         decodes to blurred probabilities, which a fixed threshold turns into silence; counting keeps the
         number of notes the decoder predicts and places them where it is most confident;
-        With `spread` below 1, a cell's rank score is multiplied by `spread` once for every cell of the same
+        On a grid, with `spread` below 1, a cell's rank score is multiplied by `spread` once for every cell of the same
         pitch ranked above it in the segment: a decoder sure of a bar's rhythm but not of its pitches puts
         its most likely onsets on the one pitch it is surest of, so that counted notes repeat that pitch
         where real bars move between pitches (1: plain ranking);
@@ -494,9 +494,9 @@ def decode_notes(
         # counted notes fall where real notes fall rather than on the beats the decoder is surest of
         score = on if onset_cuts is None else on / jnp.maximum(onset_cuts, 1e-3)[None, :, None]
         score = jnp.where(peak & (on > 0.01), score, 0.0)
-        # cells of the same pitch scoring higher in the segment: [B, T, T', P] -> [B, T, P]
-        above = jnp.sum(score[:, None, :, :] > score[:, :, None, :], axis=2)
-        score = score * jnp.asarray(spread, score.dtype) ** above.astype(score.dtype)
+        if c == 3:  # on a grid (16 cells a bar): cells of the same pitch scoring higher, [B, T, T', P] -> [B, T, P]
+            above = jnp.sum(score[:, None, :, :] > score[:, :, None, :], axis=2)
+            score = score * jnp.asarray(spread, score.dtype) ** above.astype(score.dtype)
         top = jax.lax.top_k(score.reshape(b, -1), MAX_ONSETS)[0]  # [B, MAX]
         kth = jnp.take_along_axis(top, jnp.maximum(n - 1, 0)[:, None], axis=1)[:, 0]
         kth = jnp.where(n > 0, kth, jnp.inf)
