@@ -464,6 +464,13 @@ def test_spread_moves_counted_notes_off_the_one_sure_pitch():
     assert {p for _, p in spread} >= {40, 43, 47} and sum(p == 40 for _, p in spread) <= 2
     assert {t for t, _ in spread} <= {0, 4, 8, 12}
     assert starts(spread=1.0) == plain
+    # the earlier design (two maps at 24 steps a beat) ranks plainly whatever the spread
+    fine = np.zeros((1, 2, 96, 84), np.float32)
+    fine[0, 0] = 0.9
+    fine[0, 1, ::24, 40], fine[0, 1, ::24, 43] = 0.6, 0.4
+    th2 = jnp.array([0.5, 0.5])
+    one, half = (np.asarray(models.decode_notes(jnp.asarray(fine), th2, count=True, spread=g)) for g in (1.0, 0.5))
+    np.testing.assert_array_equal(one, half)
 
 
 def test_count_scale_sets_how_many_notes_start():
