@@ -409,7 +409,12 @@ def calibrate_prior(run: RunFolder, cfg: Config, ds: dict, *, made_for: dict | N
     if made_for is not None:
         stats["prior_decoding_for"] = made_for
     run.write_stats(stats)
-    log.info("prior decoding calibrated on %d real passages: %s", len(windows), _tv_change(history))
+    log.info(
+        "prior decoding calibrated on %d real passages: %s; pitch spread %s",
+        len(windows),
+        _tv_change(history),
+        " / ".join(f"{g:.2f}" for g in spread),
+    )
     return history
 
 
