@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         run, _, decoding = run.partition(":")
         model = trained_model.load(run)
         if decoding == "reconstruction":  # the prior's bars decoded as reconstructions are
-            model = model.with_prior_decoding(model.onset_cuts, np.ones(5), spread=np.ones(5))
+            model = model.with_prior_decoding(model.onset_cuts, np.ones(5))
         elif decoding:  # another calibration: a stats.json with prior_onset_thresholds / prior_count_scale
             with open(decoding) as f:
                 stats = json.load(f)

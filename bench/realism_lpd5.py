@@ -68,7 +68,7 @@ def main(argv=None) -> int:
             raise SystemExit(f"{args.model}: its reconstruction decoding was never calibrated")
         model = model.with_decoding(model.stats["onset_thresholds_bars"], np.ones(5), model.stats["sustain_bars"])
     if args.prior_decoding == "reconstruction":
-        model = model.with_prior_decoding(model.onset_cuts, np.ones(5), spread=np.ones(5))
+        model = model.with_prior_decoding(model.onset_cuts, np.ones(5))
     elif args.prior_decoding != "calibrated":
         with open(args.prior_decoding) as f:
             stats = json.load(f)

@@ -167,15 +167,14 @@ class TrainedModel:
 
     def with_decoding(self, onset_cuts, count_scale, sustain=None, spread=None, *, drawn: bool = False) -> TrainedModel:
         """This model decoding with other calibration: per track and cell onset thresholds `[5, cells]`, count
-        factors `[5]`, sustain factors `[5]` and pitch spreads `[5]` (None: as now), for encoded latents
-        (`onset_cuts`, `count_scale`, `thresholds[:, 0]`, `spread`) or, `drawn=True`, for the bars the
-        learned prior draws (`prior_onset_cuts`, `prior_count_scale`, `prior_sustain`, `prior_spread`).
-        `training.calibration` finds them."""
+        factors `[5]`, sustain factors `[5]` and pitch spreads `[5]` (None: the reconstruction's), for
+        encoded latents (`onset_cuts`, `count_scale`, `thresholds[:, 0]`, `spread`) or, `drawn=True`, for the
+        bars the learned prior draws (`prior_onset_cuts`, `prior_count_scale`, `prior_sustain`,
+        `prior_spread`). `training.calibration` finds them."""
         cuts = np.asarray(onset_cuts, np.float32)
         scale = np.asarray(count_scale, np.float32)
-        now_sus, now_spread = (self.prior_sustain, self.prior_spread) if drawn else (self.thresholds[:, 0], self.spread)
-        sus = np.asarray(now_sus if sustain is None else sustain, np.float32)
-        spr = np.asarray(now_spread if spread is None else spread, np.float32)
+        sus = np.asarray(self.thresholds[:, 0] if sustain is None else sustain, np.float32)
+        spr = np.asarray(self.spread if spread is None else spread, np.float32)
         if cuts.shape != self.onset_cuts.shape or {scale.shape, sus.shape, spr.shape} != {(5,)}:
             raise ValueError(
                 f"{'prior ' if drawn else ''}decoding of shapes {cuts.shape}, {scale.shape}, {sus.shape} and "

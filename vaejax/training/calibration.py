@@ -210,14 +210,13 @@ def fit_decoding(
     same latents each time and returns their `realism.rhythm_stats`; `want` is the real passages'. Per track,
     each round moves each cell's onset threshold by the ratio of decoded to real onset share at its
     sixteenth (counted notes are ranked by probability over it) and the factor on the number of notes by the
-    ratio of onsets per playing bar. Where `spread_grid` is given, the pitch spread of each track of
-    `spread_tracks`
-    (`models.decode_notes(spread=...)`) is then the one of the grid whose distinct pitches per playing bar
-    are nearest the real number (with as many notes as real: the count is matched first), followed by half
-    as many rounds again. Then each pitched track's sustain factor is the one of `sustain_grid` whose notes'
-    mean length is nearest the real one. Returns (onset thresholds `[5, cells]`, count factors `[5]`,
-    sustain factors `[5]`, pitch spreads `[5]`, per round and track the TV distance and the onsets, length
-    and pitch ratios, the last entry with the chosen sustain)."""
+    ratio of onsets per playing bar. Where `spread_grid` is given, the pitch spread
+    (`models.decode_notes(spread=...)`) of each track of `spread_tracks` is then the one of the grid whose
+    distinct pitches per playing bar are nearest the real number (with as many notes as real: the count is
+    matched first), followed by half as many rounds again. Then each pitched track's sustain factor is the
+    one of `sustain_grid` whose notes' mean length is nearest the real one. Returns (onset thresholds
+    `[5, cells]`, count factors `[5]`, sustain factors `[5]`, pitch spreads `[5]`, per round and track the TV
+    distance and the onsets, length and pitch ratios, the last entry with the chosen sustain)."""
     cuts = np.array(cuts, np.float32)
     cells = cuts.shape[1]
     scale = np.array(scale, np.float32)
