@@ -18,7 +18,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 @pytest.mark.slow
 def test_eight_devices_match_one(demo_prepared):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    env = dict(os.environ, XLA_FLAGS=flags.strip(), JAX_PLATFORMS="cpu")
     r = subprocess.run(
         [sys.executable, os.path.join(HERE, "sharding_check.py"), demo_prepared],
         env=env,
@@ -59,8 +60,9 @@ def test_two_processes_on_loopback_match_one(tmp_path, demo_prepared):
         "--set",
         "train.log_every=1",
     ]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
+    # one CPU device per process (whatever devices the caller forced), the caller's other XLA flags kept
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "force_host_platform_device_count" not in f]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags))
     port = _free_port()
     procs = [
         subprocess.Popen(

@@ -373,26 +373,31 @@ class HarmonyNN(MLP):
         super().__init__(4 * cfg.latent, 2 * cfg.latent, cfg.chain_hidden, cfg.chain_layers, rngs=rngs)
 
 
-def _stack(make, n: int, key: jax.Array):
-    @nnx.vmap(in_axes=0, out_axes=0)
-    def create(k):
-        return make(nnx.Rngs(params=k))
+@functools.lru_cache(maxsize=32)
+def creator(cls: type, stacked: int, *args, **kwargs):
+    """A jitted function `key -> cls(*args, **kwargs, rngs=nnx.Rngs(params=key))`, or with `stacked` > 0,
+    `keys [stacked] -> stacked modules` (parameters on a leading axis). Built eagerly, every initialiser of
+    every parameter shape compiles a small program of its own (seconds on a CPU); one per configuration is
+    compiled here, and kept for the next model of the same configuration."""
 
-    return create(jax.random.split(key, n))
+    def make(k):
+        return cls(*args, **kwargs, rngs=nnx.Rngs(params=k))
+
+    return nnx.jit(nnx.vmap(make, in_axes=0, out_axes=0) if stacked else make)
 
 
 def vae_stack(cfg: ModelConfig, data: DataConfig, key: jax.Array) -> VAE:
     """Five VAEs with independent initialisations, parameters stacked on a leading instrument axis."""
-    return _stack(lambda r: VAE(cfg, data, rngs=r), len(TRACKS), key)
+    return creator(VAE, len(TRACKS), cfg, data)(jax.random.split(key, len(TRACKS)))
 
 
 def harmony_stack(cfg: ModelConfig, key: jax.Array) -> MLP:
     """Four HarmonyNNs (Drums, Guitar, Bass, Strings) stacked on a leading axis."""
-    return _stack(lambda r: HarmonyNN(cfg, rngs=r), len(HARMONY), key)
+    return creator(HarmonyNN, len(HARMONY), cfg)(jax.random.split(key, len(HARMONY)))
 
 
 def melody_net(cfg: ModelConfig, key: jax.Array) -> MLP:
-    return MelodyNN(cfg, rngs=nnx.Rngs(params=key))
+    return creator(MelodyNN, 0, cfg)(key)
 
 
 def conditions(piano: jax.Array, data: DataConfig) -> jax.Array:

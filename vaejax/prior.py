@@ -31,6 +31,7 @@ Pure functions of (graphdef, params): no optimiser here, so loading a model need
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -295,7 +296,13 @@ class BarPrior(nnx.Module):
 
 
 def prior_net(cfg: PriorConfig, latent: int, key: jax.Array, *, band: bool = False) -> BarPrior:
-    return BarPrior(cfg, latent, band=band, rngs=nnx.Rngs(params=key))
+    return _creator(cfg, latent, band)(key)
+
+
+@functools.lru_cache(maxsize=16)
+def _creator(cfg: PriorConfig, latent: int, band: bool):
+    # built under jit as `models.creator` builds the VAEs: one compiled program rather than one per initialiser
+    return nnx.jit(lambda k: BarPrior(cfg, latent, band=band, rngs=nnx.Rngs(params=k)))
 
 
 def track_weights(band: bool) -> jax.Array:
