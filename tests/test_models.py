@@ -473,6 +473,35 @@ def test_spread_moves_counted_notes_off_the_one_sure_pitch():
     np.testing.assert_array_equal(one, half)
 
 
+def test_guidance_chooses_pitches_and_the_trained_decoder_how_many_notes():
+    """`count_probs`: the notes counted come from these probabilities, the pitches from `probs`. A guided
+    decoder (here: chord tones 43 / 47 raised on every beat) would start more notes if it also counted them;
+    counting from the decoder as trained keeps its number, and the guided ranking moves them to the chord."""
+    plain = np.zeros((1, 3, 16, 84), np.float32)
+    plain[0, 0] = 0.9
+    for t in (0, 4, 8, 12):
+        plain[0, 1, t, 40] = 0.5 - 0.01 * t
+        plain[0, 1, t, [43, 47]] = np.array([0.2, 0.19]) - 0.01 * t  # no two cells tie
+    guided = plain.copy()
+    guided[0, 1, :, [43, 47]] = np.minimum(plain[0, 1, :, [43, 47]] * 4, 0.95)
+    th = jnp.array([0.5, 0.5, 6.0])
+
+    def starts(probs, **kw):
+        roll = np.asarray(models.decode_notes(jnp.asarray(probs), th, count=True, sub=6, **kw))[0]
+        return {(t, p) for t in range(16) for p in range(84) if roll[t * 6, p] and (t == 0 or not roll[t * 6 - 1, p])}
+
+    n_plain, n_guided = round(float(plain[0, 1].sum())), round(float(guided[0, 1].sum()))
+    assert n_guided > n_plain + 2
+    assert len(starts(guided)) == n_guided  # counting from the guided map: more notes
+    kept = starts(guided, count_probs=jnp.asarray(plain))
+    assert len(kept) == n_plain and len(starts(plain)) == n_plain
+    assert {p for _, p in kept} <= {43, 47} and {p for _, p in starts(plain)} == {40}  # on the chord now
+    np.testing.assert_array_equal(  # count_probs equal to probs changes nothing
+        np.asarray(models.decode_notes(jnp.asarray(plain), th, count=True, sub=6)),
+        np.asarray(models.decode_notes(jnp.asarray(plain), th, count=True, sub=6, count_probs=jnp.asarray(plain))),
+    )
+
+
 def test_count_scale_sets_how_many_notes_start():
     """Counted notes: the decoder's expected number times `count_scale`, placed by rank (most likely first)."""
     probs = np.zeros((1, 3, 16, 84), np.float32)

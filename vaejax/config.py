@@ -35,9 +35,10 @@ SIGMA = 0.5
 BARS = 32
 MAX_BARS = 4096
 MAX_SONGS = 1000
-HARMONY_GUIDANCE = 4.0
+HARMONY_GUIDANCE = 8.0
 """Scale on the band decoders' harmonic bias when generating, for models trained with conditioning (chosen
-on the evaluation: docs/quality-report.md); 1 decodes as trained."""
+on the evaluation: docs/quality-report.md, "Harmony guidance that keeps the count"); 1 decodes as trained.
+It chooses which pitches the band plays; how many notes start is counted from the decoders as trained."""
 MIN_LENGTH = 3
 """Post-processing of generated songs: notes shorter than this many steps are dropped ..."""
 MERGE_GAP = 2

@@ -453,6 +453,7 @@ def decode_notes(
     onset_cuts: jax.Array | None = None,
     count_scale=1.0,
     spread=1.0,
+    count_probs: jax.Array | None = None,
 ) -> jax.Array:
     """Decoder probabilities `[B, C, T, P]` -> a `[B, T*sub, P]` bool roll.
 
@@ -476,6 +477,8 @@ def decode_notes(
         pitch ranked above it in the segment: a decoder sure of a bar's rhythm but not of its pitches puts
         its most likely onsets on the one pitch it is surest of, so that counted notes repeat that pitch
         where real bars move between pitches (1: plain ranking);
+        `count_probs` (the shape of `probs`): count from these probabilities instead (a decoder guided
+        toward the piano's harmony decides which pitches play; the decoder as trained, how many notes);
       - `draws` (uniform, the shape of `probs`): Bernoulli draws, sampling instead of the likeliest roll.
     `plays` (`[B]`, probability that the segment holds any note): segments where it is not above
     `plays_cut` (a number, or uniform draws `[B]`) stay silent.
@@ -494,7 +497,8 @@ def decode_notes(
         peak = (on >= prev) & (on > nxt)
     if count and draws is None:
         b = on.shape[0]
-        n = jnp.clip(jnp.round(on.sum(axis=(1, 2)) * count_scale), 0, MAX_ONSETS).astype(jnp.int32)  # [B]
+        expect = (on if count_probs is None else count_probs[:, 1]).sum(axis=(1, 2))
+        n = jnp.clip(jnp.round(expect * count_scale), 0, MAX_ONSETS).astype(jnp.int32)  # [B]
         # rank by probability, or on a grid by probability over the cell's calibrated threshold, so that the
         # counted notes fall where real notes fall rather than on the beats the decoder is surest of
         score = on if onset_cuts is None else on / jnp.maximum(onset_cuts, 1e-3)[None, :, None]

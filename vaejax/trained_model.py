@@ -129,7 +129,8 @@ class TrainedModel:
         self.harmony_guidance = float(self.stats.get("harmony_guidance", HARMONY_GUIDANCE))
         """Scale on the conditioned decoders' harmonic bias (`models.VAE.harmony`) when generating: above 1
         the band leans harder on the piano's pitch classes than on its own latents (as classifier-free
-        guidance does); 1 decodes as trained."""
+        guidance does); 1 decodes as trained. Counted notes (`count_notes`) are as many as the decoders as
+        trained expect: guidance moves them onto the piano's harmony without adding any."""
         self.memory_mb = GENERATION_BUDGET_MB
         """Memory one generating call may use (MiB): a request whose songs alone would not fit is refused."""
         self.count_notes = cfg.model.onsets
@@ -415,7 +416,7 @@ class TrainedModel:
         z = jnp.moveaxis(latents[..., : self.K], 1, 0)  # [5, M, K]: decoders read mu
         zp = z if plays_latents is None else jnp.moveaxis(plays_latents[..., : self.K], 1, 0)
 
-        def notes(probs, plays, th, oc, cs, sp, k):
+        def notes(probs, plays, th, oc, cs, sp, k, cp=None):
             kc, kp = jax.random.split(k)
             draws = jax.random.uniform(kc, probs.shape) if sample else None
             cut = jax.random.uniform(kp, plays.shape) if sample else 0.5
@@ -431,6 +432,7 @@ class TrainedModel:
                 onset_cuts=oc,
                 count_scale=cs,
                 spread=sp,
+                count_probs=cp,
             )
 
         kp, kb = jax.random.split(key)
@@ -453,7 +455,13 @@ class TrainedModel:
         if plays_latents is not None:
             plays = models.decode_stack(self.vae_def, vae, zp, c)[1]
         keys = jax.random.split(kb, len(TRACKS))
-        rolls = jax.vmap(notes)(probs, plays, thresholds, onset_cuts, count_scale, spread, keys)
+        plain = None
+        if self.cfg.model.condition and count and not sample:
+            # guidance chooses which pitches play; the decoders as trained, how many notes start (scaling the
+            # harmonic bias raises every chord tone's onset probability, and counted from the guided maps
+            # the band would start more notes the harder it is guided)
+            plain = models.decode_stack(self.vae_def, self.vae, z, c)[0]
+        rolls = jax.vmap(notes)(probs, plays, thresholds, onset_cuts, count_scale, spread, keys, plain)
         return rolls.at[PIANO].set(piano.astype(bool))
 
     def _encode_impl(self, x):
