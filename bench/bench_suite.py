@@ -57,7 +57,8 @@ def main():
             os.symlink(shared, os.path.join(work, "shared"))
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout
         setup_s, _ = timed(setup, clone)
-        tests_s, summary = timed(f"{setup.split(' && ')[1]} && {tests}", clone)  # activate, then the tests
+        activate = next(part for part in setup.split(" && ") if "activate" in part)
+        tests_s, summary = timed(f"{activate} && {tests}", clone)
         out = {
             **provenance("bench_suite.py", sys.argv[1:]),
             "commit": commit.strip(),
@@ -68,7 +69,7 @@ def main():
             "tests_summary": summary,
         }
         if args.quick:
-            quick_s, quick = timed(f"{setup.split(' && ')[1]} && {tests} -m 'not slow'", clone)
+            quick_s, quick = timed(f"{activate} && {tests} -m 'not slow'", clone)
             out.update(quick_s=round(quick_s, 1), quick_summary=quick)
     finally:
         shutil.rmtree(work, ignore_errors=True)
