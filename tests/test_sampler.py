@@ -138,6 +138,34 @@ def test_harmony_guidance_moves_the_band_toward_the_piano(packaged):
     assert _in_piano_classes(b) > _in_piano_classes(a) + 0.1, (_in_piano_classes(a), _in_piano_classes(b))
 
 
+def test_guidance_per_track_reaches_only_its_track(packaged):
+    """Each track's scale is 1 + (guidance - 1) x its weight: guidance 1 decodes every track as trained, and
+    a track whose weight is 0 decodes as trained under any guidance while the others follow it."""
+    import copy
+
+    np.testing.assert_allclose(packaged.with_options(harmony_guidance=1.0).track_guidance(), np.ones(5))
+    g = packaged.with_options(harmony_guidance=8.0)
+    np.testing.assert_allclose(g.track_guidance(), 1 + 7 * g.harmony_weights, rtol=1e-6)
+    assert (packaged.with_options(harmony_guidance=0.0).track_guidance() >= 0).all()
+    lat, means = packaged.sample_latents(8, sigma=0.5, seed=5, num=2, with_means=True)
+    flat = lambda z: z.concat().reshape((-1,) + z.shape[2:] + (2 * z.dim,))  # noqa: E731
+    plain = packaged.with_options(harmony_guidance=1.0).rolls(flat(lat), plays_latents=flat(means))
+    no_guitar = copy.copy(g)
+    object.__setattr__(no_guitar, "harmony_weights", np.array([1, 1, 0, 1, 1], np.float32))
+    got = no_guitar.rolls(flat(lat), plays_latents=flat(means))
+    np.testing.assert_array_equal(got[2], plain[2])  # the guitar as trained
+    assert not np.array_equal(got[3], plain[3]) and not np.array_equal(got[4], plain[4])  # bass, strings guided
+
+
+def test_a_reconstruction_decodes_as_trained(packaged):
+    """`vary(sigma=0)` decodes a song's own latents without guidance (they carry its harmony already): the
+    same notes as with `guidance=1` given, other notes than with the model's guidance."""
+    song = packaged.sample(bars=4, seed=2)[0]
+    again = _roll(packaged.vary(song, sigma=0))
+    np.testing.assert_array_equal(again, _roll(packaged.vary(song, sigma=0, guidance=1.0)))
+    assert not np.array_equal(again, _roll(packaged.vary(song, sigma=0, guidance=packaged.harmony_guidance)))
+
+
 def test_a_loaded_model_does_not_change_and_with_options_gives_another(packaged):
     """Settings are arguments: assigning to a loaded model fails and names the way; `with_options` returns
     a model sharing the weights with other settings, leaving the first as it was; misspelled or bad
@@ -176,7 +204,7 @@ def test_a_packaged_model_is_loaded_once_per_process_until_its_files_change(tmp_
 
 @pytest.mark.slow
 def test_vary_interpolate_and_continue(packaged):
-    """At sigma 0 a variation is the decoding of the song's encoding; interpolation starts and ends at the
+    """At sigma 0 a variation is the decoding of the song's encoding (as trained: guidance 1); interpolation starts and ends at the
     two songs' decodings; a continuation at sigma 0 is the chain's decoding from the song's last bar.
     (The packaged model, so that the songs have notes to compare.)"""
     m = packaged
@@ -188,7 +216,7 @@ def test_vary_interpolate_and_continue(packaged):
     assert z.shape == (4, 5) and z.concat().shape == (4, 5, m.K * 2)
     still = _roll(m.vary(song, sigma=0.0, seed=0, **raw))
     assert still.any()
-    np.testing.assert_array_equal(still, _roll(m.decode(z, plays_latents=z, shift=shift, **raw)))
+    np.testing.assert_array_equal(still, _roll(m.decode(z, plays_latents=z, shift=shift, guidance=1.0, **raw)))
     moved = _roll(m.vary(song, sigma=1.0, seed=0, **raw))
     assert moved.shape == still.shape and not np.array_equal(moved, still)
     steps = m.interpolate(song, other, steps=3, bars=2, **raw)

@@ -404,7 +404,8 @@ def sample_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="how strongly the band follows the piano's pitch classes (1: as trained; default: the "
-        f"model's, {config_lib.HARMONY_GUIDANCE:g} for models trained with conditioning)",
+        f"model's, {config_lib.HARMONY_GUIDANCE:g} for models trained with conditioning; each track takes it "
+        "by its weight, config.HARMONY_WEIGHTS)",
     )
     p.add_argument(
         "--min-length",

@@ -39,6 +39,13 @@ HARMONY_GUIDANCE = 8.0
 """Scale on the band decoders' harmonic bias when generating, for models trained with conditioning (chosen
 on the evaluation: docs/quality-report.md, "Harmony guidance that keeps the count"); 1 decodes as trained.
 It chooses which pitches the band plays; how many notes start is counted from the decoders as trained."""
+HARMONY_WEIGHTS = (1.0, 1.0, 11 / 7, 6 / 7, 5 / 7)
+"""How strongly each track (LPD-5 order) takes the guidance: a track's scale is 1 + (guidance - 1) x its
+weight, at least 0, so guidance 1 decodes every track as trained and the one setting moves every track the
+same way. At guidance 8 these give guitar 12, bass 7 and strings 6: guitar needs the most to sit on the
+piano's harmony as real guitars do, and strings, guided harder, play fewer pitch classes than real strings
+(chosen on the evaluation: docs/quality-report.md, "Guidance per track"). Drums and piano decode
+unconditioned (their weights change nothing); a run's stats (`harmony_weights`) may hold its own."""
 MIN_LENGTH = 3
 """Post-processing of generated songs: notes shorter than this many steps are dropped ..."""
 MERGE_GAP = 2

@@ -109,5 +109,6 @@ def export(model, out_dir: str, *, dtype=np.float16) -> dict:
     run.write_config(model.cfg)
     stats = {k: v for k, v in model.stats.items() if k != "val"}
     stats["harmony_guidance"] = model.harmony_guidance
+    stats["harmony_weights"] = [float(w) for w in model.harmony_weights]
     run.write_stats(stats, indent=1)
     return {os.path.basename(p): os.path.getsize(p) for p in (run.weights_path, run.config_path, run.stats_path)}

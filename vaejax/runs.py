@@ -231,6 +231,13 @@ class RunFolder:
         g = stats.get("harmony_guidance", 1.0)
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 20:
             problems.append(f"harmony_guidance must be a number from 0 to 20, got {g!r}")
+        w = stats.get("harmony_weights", [1.0] * 5)
+        if (
+            not isinstance(w, list)
+            or len(w) != 5
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 10 for v in w)
+        ):
+            problems.append(f"harmony_weights must be 5 numbers from 0 to 10, got {w!r}")
         if not isinstance(stats.get("data", {}), dict):
             problems.append("data must be a mapping")
         if start_bars is not None and (start_bars.ndim != 3 or start_bars.shape[1:] != (5, k2) or not len(start_bars)):

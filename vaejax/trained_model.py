@@ -25,6 +25,7 @@ from vaejax.config import (
     GENERATION_BUDGET_MB,
     HARMONY,
     HARMONY_GUIDANCE,
+    HARMONY_WEIGHTS,
     MAX_BARS,
     MERGE_GAP,
     MIN_LENGTH,
@@ -131,6 +132,8 @@ class TrainedModel:
         the band leans harder on the piano's pitch classes than on its own latents (as classifier-free
         guidance does); 1 decodes as trained. Counted notes (`count_notes`) are as many as the decoders as
         trained expect: guidance moves them onto the piano's harmony without adding any."""
+        self.harmony_weights = np.asarray(self.stats.get("harmony_weights", HARMONY_WEIGHTS), np.float32)
+        """How strongly each track takes the guidance (`config.HARMONY_WEIGHTS`; `track_guidance`)."""
         self.memory_mb = GENERATION_BUDGET_MB
         """Memory one generating call may use (MiB): a request whose songs alone would not fit is refused."""
         self.count_notes = cfg.model.onsets
@@ -165,6 +168,12 @@ class TrainedModel:
         for name, value in options.items():
             object.__setattr__(new, name, float(value) if name in ("harmony_guidance", "tempo") else value)
         return new
+
+    def track_guidance(self, guidance: float | None = None) -> np.ndarray:
+        """`[5]` scales on the tracks' harmonic bias for an overall `guidance` (the model's
+        `harmony_guidance` where None): 1 + (guidance - 1) x `harmony_weights`, at least 0."""
+        g = self.harmony_guidance if guidance is None else float(guidance)
+        return np.maximum(0.0, 1.0 + (g - 1.0) * self.harmony_weights).astype(np.float32)
 
     def with_decoding(self, onset_cuts, count_scale, sustain=None, spread=None, *, drawn: bool = False) -> TrainedModel:
         """This model decoding with other calibration: per track and cell onset thresholds `[5, cells]`, count
@@ -412,7 +421,8 @@ class TrainedModel:
         vae = self.vae
         if self.cfg.model.condition:
             vae = jax.tree.map(lambda a: a, vae)
-            vae["harmony"] = jax.tree.map(lambda a: a * guidance, vae["harmony"])
+            g = jnp.asarray(guidance, jnp.float32)  # [] or one scale per track, [5]
+            vae["harmony"] = jax.tree.map(lambda a: a * g.reshape(g.shape + (1,) * (a.ndim - g.ndim)), vae["harmony"])
         z = jnp.moveaxis(latents[..., : self.K], 1, 0)  # [5, M, K]: decoders read mu
         zp = z if plays_latents is None else jnp.moveaxis(plays_latents[..., : self.K], 1, 0)
 
@@ -514,6 +524,7 @@ class TrainedModel:
         piano: np.ndarray | None = None,
         plays_latents=None,
         drawn: bool = False,
+        guidance: float | None = None,
     ) -> np.ndarray:
         """Latent parameters `[M, 5]` (`Latents`, or the `[M, 5, 2K]` layout) -> `[5, M*T, P]` bool rolls: the
         decoders' raw output, notes decoded at the calibrated thresholds (`sustain`, in (0, 1), replaces the
@@ -521,7 +532,8 @@ class TrainedModel:
         value where it started), before any post-processing. `piano` (`[M*T, P]`) fixes the piano part that the band
         follows; `plays_latents` (like `latents`) decide which tracks play in which segments. `drawn`: the
         latents were drawn from the learned prior (decoded with `prior_onset_cuts`, `prior_count_scale` and
-        `prior_sustain`)."""
+        `prior_sustain`). `guidance`: the overall harmony guidance (`track_guidance`; the model's
+        `harmony_guidance` where None, 1 decodes the band as trained)."""
         th = self.thresholds.copy()
         if sustain is not None:
             th[:, 0] = float(sustain)
@@ -544,7 +556,7 @@ class TrainedModel:
                     key,
                     None if p is None else jnp.asarray(p),
                     None if pl is None else jnp.asarray(pl),
-                    jnp.float32(self.harmony_guidance),
+                    jnp.asarray(self.track_guidance(guidance)),
                     sample=sample,
                     count=bool(self.count_notes),
                     cells=bool(self.per_cell_onsets),
@@ -584,12 +596,17 @@ class TrainedModel:
         seed: int = 0,
         name: str = "decoded",
         plays_latents=None,
+        guidance: float | None = None,
         **finish_kw,
     ):
         """Latent parameters `[bars, 5]` -> Multitrack (thresholds calibrated on validation data by
         default; `sample=True` draws each cell from its Bernoulli instead). `key`: semitones to transpose
-        the output by; `min_length`, `merge_gap`: post-processing (0 and 0 for the raw output)."""
-        roll = self.rolls(latents, sustain=sustain, sample=sample, seed=seed, plays_latents=plays_latents)
+        the output by; `min_length`, `merge_gap`: post-processing (0 and 0 for the raw output). `guidance`:
+        the harmony guidance (the model's where None; 1 decodes a song's own latents as trained, as
+        `vary(sigma=0)` does)."""
+        roll = self.rolls(
+            latents, sustain=sustain, sample=sample, seed=seed, plays_latents=plays_latents, guidance=guidance
+        )
         return self._finish(roll, name=name, **finish_kw)
 
     # ---- generation --------------------------------------------------------------------------------
@@ -668,7 +685,9 @@ class TrainedModel:
 
     def vary(self, song, *, sigma: float = SIGMA, seed: int = 0, bars: int | None = None, **decode_kw):
         """A variation: encode every bar of `song`, add sigma noise to its latent parameters (as the chains
-        do), decode (in the song's own key unless `key` is given). Tracks play where the song has them play."""
+        do), decode (in the song's own key unless `key` is given). Tracks play where the song has them play.
+        At sigma 0 (a reconstruction) the band decodes as trained: the song's own latents already carry its
+        harmony, and guiding them toward the piano only loses notes (`docs/quality-report.md`)."""
         roll, shift = self._in_model_key(self._roll_of(song))
         z = self._encode_roll(roll)
         if bars is not None:
@@ -686,6 +705,8 @@ class TrainedModel:
             )
         )
         decode_kw.setdefault("key", 0)
+        if sigma == 0:
+            decode_kw.setdefault("guidance", 1.0)
         return self.decode(noisy, seed=seed, name=f"variation sigma {sigma}", shift=shift, plays_latents=z, **decode_kw)
 
     def continue_song(

@@ -330,10 +330,11 @@ def prior_decoding(
 def reconstruction_decoding(model, passages: np.ndarray, want: dict, *, rounds: int = PRIOR_ROUNDS):
     """Decoding of encoded latents (reconstructions, variations, the chain), calibrated on real passages
     (`[S, 5, segments, T, P]`, each segment encoded, the piano decoded from its latents and the band under
-    the decoded piano, as generation does) so that their notes start where, and as often as, and last as
-    long as `want` (the passages' `realism.rhythm_stats`) says; `fit_decoding`, starting from the model's
-    decoding (`calibrate_notes`: per-cell thresholds matched on single bars, the sustain of the best F1).
-    Returns `fit_decoding`'s tuple, or None where the decoders are not on a sixteenth grid."""
+    the decoded piano, as generation does, the band as trained, as `vary(sigma=0)` decodes it) so that their
+    notes start where, and as often as, and last as long as `want` (the passages' `realism.rhythm_stats`)
+    says; `fit_decoding`, starting from the model's decoding (`calibrate_notes`: per-cell thresholds matched
+    on single bars, the sustain of the best F1). Returns `fit_decoding`'s tuple, or None where the decoders
+    are not on a sixteenth grid."""
     if not _on_sixteenths(model) or not len(passages):
         return None
     d = model.cfg.data
@@ -342,7 +343,7 @@ def reconstruction_decoding(model, passages: np.ndarray, want: dict, *, rounds: 
     z = model.encode_bars(np.moveaxis(passages, 1, 0).reshape(len(TRACKS), s * n, t, p))
 
     def measure(cuts, scale, sustain, spread):
-        roll = model.with_decoding(cuts, scale, sustain, spread).rolls(z)  # [5, S*n*T, P]
+        roll = model.with_decoding(cuts, scale, sustain, spread).rolls(z, guidance=1.0)  # [5, S*n*T, P]
         return realism.rhythm_stats(np.moveaxis(roll.reshape(len(TRACKS), s, n * t, p), 1, 0), steps_per_bar=per_bar)
 
     return fit_decoding(
