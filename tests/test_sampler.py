@@ -204,9 +204,9 @@ def test_a_packaged_model_is_loaded_once_per_process_until_its_files_change(tmp_
 
 @pytest.mark.slow
 def test_vary_interpolate_and_continue(packaged):
-    """At sigma 0 a variation is the decoding of the song's encoding (as trained: guidance 1); interpolation starts and ends at the
-    two songs' decodings; a continuation at sigma 0 is the chain's decoding from the song's last bar.
-    (The packaged model, so that the songs have notes to compare.)"""
+    """At sigma 0 a variation is the decoding of the song's encoding (as trained: guidance 1); interpolation
+    starts and ends at the two songs' decodings; a continuation at sigma 0 is the chain's decoding from the
+    song's last bar. (The packaged model, so that the songs have notes to compare.)"""
     m = packaged
     raw = dict(min_length=0, merge_gap=0)
     song, other = (music.transpose(_roll(s), 2) for s in m.sample(bars=4, sigma=0.5, seed=2, num=2, **raw))
