@@ -142,7 +142,7 @@ class TrainedModel:
         thresholds instead."""
         self._load_prior(run)
         self._chain = jax.jit(self._chain_impl, static_argnums=(2,))
-        self._rolls = jax.jit(self._rolls_impl, static_argnames=("sample", "count", "cells"))
+        self._rolls = jax.jit(self._rolls_impl, static_argnames=("sample", "count", "cells", "guided"))
         self._encode = jax.jit(self._encode_impl)
         self._harm = jax.jit(self._harmony_impl)
         self._frozen = True
@@ -411,15 +411,18 @@ class TrainedModel:
         sample: bool = False,
         count: bool = False,
         cells: bool = False,
+        guided: bool = True,
     ):
         """`[M, 5, 2K]` latent parameters -> `[5, M, T, P]` bool rolls. The piano decodes first (or is
         given, `[M, T, P]`); the other tracks decode conditioned on its pitch classes, each with its own
         decoder; `sample` draws cells instead of thresholding. Whether a track plays in a segment is
         decided from `plays_latents` when given (the chains' predictions before noise: sigma varies what
-        is played, not whether), else from `latents`."""
+        is played, not whether), else from `latents`. `guided`: False where every track's guidance is 1
+        (reconstructions), so the band decodes once, as trained."""
         d = self.cfg.data
         vae = self.vae
-        if self.cfg.model.condition:
+        guided = guided and self.cfg.model.condition
+        if guided:
             vae = jax.tree.map(lambda a: a, vae)
             g = jnp.asarray(guidance, jnp.float32)  # [] or one scale per track, [5]
             vae["harmony"] = jax.tree.map(lambda a: a * g.reshape(g.shape + (1,) * (a.ndim - g.ndim)), vae["harmony"])
@@ -466,7 +469,7 @@ class TrainedModel:
             plays = models.decode_stack(self.vae_def, vae, zp, c)[1]
         keys = jax.random.split(kb, len(TRACKS))
         plain = None
-        if self.cfg.model.condition and count and not sample:
+        if guided and count and not sample:
             # guidance chooses which pitches play; the decoders as trained, how many notes start (scaling the
             # harmonic bias raises every chord tone's onset probability, and counted from the guided maps
             # the band would start more notes the harder it is guided)
@@ -540,6 +543,7 @@ class TrainedModel:
         elif drawn:
             th[:, 0] = self.prior_sustain
         lat = np.asarray(Latents.of(latents).concat(), np.float32)
+        scales = self.track_guidance(guidance)
         m = lat.shape[0]
         p = None if piano is None else np.asarray(piano).reshape(m, self.cfg.data.steps, -1)
         pl = None if plays_latents is None else np.asarray(Latents.of(plays_latents).concat(), np.float32)
@@ -556,10 +560,11 @@ class TrainedModel:
                     key,
                     None if p is None else jnp.asarray(p),
                     None if pl is None else jnp.asarray(pl),
-                    jnp.asarray(self.track_guidance(guidance)),
+                    jnp.asarray(scales),
                     sample=sample,
                     count=bool(self.count_notes),
                     cells=bool(self.per_cell_onsets),
+                    guided=bool((scales != 1).any()),
                 )
             )
 
