@@ -8,6 +8,8 @@ For each of the first `--songs` test-split passages (32 bars from the first bar 
 piano part alone goes to `TrainedModel.arrange` (raw output, sigma 0.5), once with each prior; the rows give
 the share of bars where drums / guitar / bass / strings play, and the tonal distance (TD) and chroma
 agreement (CA) of guitar, bass and strings with the piano, beside the real band of the same passages.
+`--density` adds rows of the learned prior arranging with `density=` each value ("data", a share, or
+"none" for the prior's own), and every row gives the spread of the share between passages ("sd").
 """
 
 from __future__ import annotations
@@ -23,16 +25,28 @@ from provenance import provenance
 
 from vaejax import data as data_lib
 from vaejax import evaluate, metrics, music, trained_model
+from vaejax.config import TRACKS
 
 BAND = ("Drums", "Guitar", "Bass", "Strings")
 KEYS = ("TD G-P", "TD B-P", "TD S-P", "CA G-P", "CA B-P", "CA S-P")
 
 
-def row(bars5: np.ndarray, lowest: int) -> dict:
+def row(bars5: np.ndarray, lowest: int, songs: int) -> dict:
     m = metrics.all_metrics(bars5, lowest)
     out = {f"plays % {t}": 100 - m[f"EB {t}"] for t in BAND}
+    per_song = bars5.reshape(5, songs, -1, *bars5.shape[2:]).any(axis=(3, 4)).mean(2)  # [5, songs]
+    out.update({f"plays % sd {t}": 100 * float(per_song[TRACKS.index(t)].std()) for t in BAND})
     out.update({k: m[k] for k in KEYS})
     return out
+
+
+def density_arg(text: str):
+    if text == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def main(argv=None) -> int:
@@ -41,24 +55,36 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="lpd5")
     ap.add_argument("--songs", type=int, default=40)
     ap.add_argument("--sigma", type=float, default=0.5)
+    ap.add_argument("--density", nargs="*", default=[], type=density_arg, help='"data", a share, or "none"')
+    ap.add_argument("--chain", action=argparse.BooleanOptionalAction, default=True, help="a row of the chain")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     model = trained_model.load(args.model)
     test = data_lib.open_dataset(args.data)["test"]
     cfg = model.cfg.data
     real = evaluate.real_passages(test, 32)[: args.songs]  # [S, 5, 32, T, P]
-    rows = {"real band": row(real.transpose(1, 0, 2, 3, 4).reshape(5, -1, *real.shape[3:]), cfg.lowest_pitch)}
-    priors = ["transformer", "chain"] if model.prior is not None else ["chain"]
-    for prior in priors:
+    flat = real.transpose(1, 0, 2, 3, 4).reshape(5, -1, *real.shape[3:])
+    rows = {"real band": row(flat, cfg.lowest_pitch, len(real))}
+    runs = [("transformer", None)] if model.prior is not None else []
+    runs += [("transformer", d) for d in args.density if model.prior is not None and d is not None]
+    runs += [("chain", None)] if args.chain or model.prior is None else []
+    for prior, density in runs:
         got = []
         t0 = time.perf_counter()
         for i, song in enumerate(real):
             mt = model.arrange(
-                song[1].reshape(-1, song.shape[-1]), sigma=args.sigma, seed=i, prior=prior, min_length=0, merge_gap=0
+                song[1].reshape(-1, song.shape[-1]),
+                sigma=args.sigma,
+                seed=i,
+                prior=prior,
+                density=density,
+                min_length=0,
+                merge_gap=0,
             )
             got.append(music.to_bars(music.from_multitrack(mt, cfg), cfg).transpose(1, 0, 2, 3)[:, :32])
-        rows[f"arranged, {prior}"] = {
-            **row(np.concatenate(got, axis=1), cfg.lowest_pitch),
+        name = f"arranged, {prior}" + ("" if density is None else f", density {density}")
+        rows[name] = {
+            **row(np.concatenate(got, axis=1), cfg.lowest_pitch, len(real)),
             "seconds": time.perf_counter() - t0,
         }
     out = {

@@ -432,6 +432,7 @@ OPTION_CASES = [
     ("sample", ["--read-timeout", "0"]),
     ("sample", ["--bars", "4096"]),
     ("sample", ["--tracks", "piano"]),
+    ("sample", ["--density", "2"]),
     ("sample", ["--from", "/nonexistent.mid"]),
     ("sample", ["--arrange", "a.mid", "--from", "b.mid"]),
     ("sample", ["--interpolate", "/dev/null", "/dev/null"]),

@@ -264,6 +264,16 @@ def test_issue_commands_end_in_one_line(tmp_path):
         (cli.sample_main, ["--checkpoint", "lpd6"], "packaged models: lpd5"),
         (cli.sample_main, ["--arrange", "a.mid", "--from", "b.mid"], "--from and --arrange cannot be combined"),
         (cli.sample_main, ["--arrange", str(regular), "--tracks", "piano"], "the piano is the given part"),
+        (cli.sample_main, ["--density", "0.5"], "--density applies to --arrange only"),
+        (cli.sample_main, ["--arrange", str(regular), "--density", "1.5"], "a share of bars from 0 to 1"),
+        (cli.sample_main, ["--arrange", str(regular), "--density", "banjo=0.5"], "'banjo' is not a track added"),
+        (cli.sample_main, ["--arrange", str(regular), "--density", "lots"], '--density: density must be "data"'),
+        (
+            cli.sample_main,
+            ["--arrange", str(regular), "--tracks", "bass", "--density", "strings=0.5"],
+            "'strings' is not a track added here (Bass)",
+        ),
+        (cli.sample_main, ["--arrange", str(regular), "--prior", "chain", "--density", "0.5"], "the chain draws no"),
         (cli.sample_main, ["--bars", "4096"], "add --no-audio"),
         (cli.export_main, [os.path.join(ROOT, "vaejax", "pretrained", "lpd5"), str(regular)], "is a file"),
     ]

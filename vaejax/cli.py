@@ -377,6 +377,13 @@ def sample_parser() -> argparse.ArgumentParser:
         help="with --arrange: the instruments to add, comma-separated (default: drums,guitar,bass,strings)",
     )
     p.add_argument(
+        "--density",
+        default=None,
+        help="with --arrange: how often the added tracks play: 'data' (the default: as often as the training "
+        "data's bands play along with a piano), 'none' (as the prior reads the piano part), a share of bars for "
+        "every added track (0.7), or shares per track (strings=0.8,drums=0.9)",
+    )
+    p.add_argument(
         "--key",
         type=int,
         default=0,
@@ -499,6 +506,18 @@ def _sample_problems(args) -> list[str]:
                 track_list(args.tracks)
             except ValueError as e:
                 problems.append(f"--tracks: {e}")
+    if args.density is not None:
+        from vaejax.trained_model import density_target, parse_density, track_list
+
+        if not args.arrange:
+            problems.append("--density applies to --arrange only (how often the added tracks play)")
+        elif args.prior == "chain":
+            problems.append("--density needs the learned prior (--prior transformer): the chain draws no rests")
+        else:
+            try:
+                density_target(parse_density(args.density), track_list(args.tracks))
+            except ValueError as e:
+                problems.append(f"--density: {e}")
     for flag, path in [("--from", args.source), ("--arrange", args.arrange)] + [
         ("--interpolate", p) for p in args.interpolate or []
     ]:
@@ -644,7 +663,15 @@ def sample_main(argv: list[str] | None = None) -> int:
                 )
             yield (
                 "arrangement",
-                model.arrange(piano, sigma=args.sigma, seed=args.seed, tracks=args.tracks, prior=args.prior, **kw),
+                model.arrange(
+                    piano,
+                    sigma=args.sigma,
+                    seed=args.seed,
+                    tracks=args.tracks,
+                    prior=args.prior,
+                    **({} if args.density is None else {"density": trained_model.parse_density(args.density)}),
+                    **kw,
+                ),
             )
         elif args.interpolate:
             bars = args.bars or INTERPOLATE_BARS

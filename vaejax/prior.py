@@ -374,7 +374,7 @@ def _track_copy_loss(out: PriorOut, z, plays, w, bce, dims) -> PriorLoss:
 
 
 def _draw_tracks(
-    model: BarPrior, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys=None, phase=None
+    model: BarPrior, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys=None, phase=None, bias=0.0
 ):
     """`_draw` with per-track pointers: each track chooses to be new or to copy its own part of an earlier
     bar; the new tracks' plays bits and latents are drawn as in `_draw`, given the copied tracks' bits.
@@ -393,7 +393,7 @@ def _draw_tracks(
     copy_spread = jnp.maximum(tt - POINTER_TEMPERATURE, 0.0) * jnp.exp(jnp.clip(model.copy_scale[...], *LOG_SCALE))
     cz = cz + copy_spread * jax.random.normal(kk, cz.shape)
     cp = jnp.take_along_axis(window_plays, src[:, None, :], 1)[:, 0]  # [B, 5]
-    logits = model.plays_head(h)
+    logits = model.plays_head(h) + bias
     u = jax.random.uniform(kp, logits.shape)
     plays = jnp.where(greedy, logits > 0, u < jax.nn.sigmoid(logits / tt)).astype(jnp.float32)
     plays = jnp.where(is_copy, cp, plays)
@@ -440,18 +440,21 @@ def _draw(
     keys=None,
     bar_keys=None,
     phase=None,
+    bias=0.0,
 ):
     """One bar from hidden states `h` `[B, d]` at temperature `temp` (0: the likeliest choices): (z `[B, 5, K]`,
     plays `[B, 5]` float). `given_plays` (`[B, 5]`, NaN where free) fixes some bits. With the window so far
     (`window` `[B, L, 5, K]`, `window_plays` `[B, L, 5]`, `keys` from `copy_keys`) and the bar's position
-    `pos` in it, the bar may be a copy of an earlier one."""
+    `pos` in it, the bar may be a copy of an earlier one. `bias` (`[B, 5]`) is added to the plays bits'
+    logits of the tracks drawn new (copies keep their source's bits): how a band is made to play more or
+    less often than the prior would have it (`plays_bias_for`)."""
     if keys is not None and model.per_track:
-        return _draw_tracks(model, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys, phase)
+        return _draw_tracks(model, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys, phase, bias)
     kp, kc, kn, kk, kf, ks = jax.random.split(key, 6)
     greedy = temp <= 0
     tt = jnp.maximum(temp, 1e-6)
     spread = jnp.where(greedy, 0.0, tt)
-    logits = model.plays_head(h)
+    logits = model.plays_head(h) + bias
     u = jax.random.uniform(kp, logits.shape)
     plays = jnp.where(greedy, logits > 0, u < jax.nn.sigmoid(logits / tt)).astype(jnp.float32)
     if given_plays is not None:
@@ -479,7 +482,9 @@ def _draw(
     return jnp.where(is_copy[..., None], copied, new), jnp.where(is_copy, cp, plays)
 
 
-def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_len, piano=None, given=None):
+def sample_window(
+    graphdef, params, key, z, plays, phase, temperature, prefix_len, piano=None, given=None, plays_bias=None
+):
     """Fill one window of `context` bars: bars before `prefix_len` are kept, the rest drawn bar by bar
     (`lax.fori_loop` over positions, keys and values cached).
 
@@ -489,6 +494,7 @@ def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_le
       piano: `[B, L, K+1]` the given piano part (band models): the piano's tokens are taken from it.
       given: `[B, L, 5]` plays bits to keep (NaN where the prior draws them), e.g. "the piano plays in the
         first bar", as real passages are taken.
+      plays_bias: `[B, 5]` added to the logits of the plays bits the prior draws (None: 0).
     Returns:
       (z, plays) of the window, plays as float bits.
     """
@@ -501,6 +507,7 @@ def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_le
     ctx = model.context(phase, piano)  # [B, L, d]
     _, cache = model.hidden(z, plays, phase, piano, cache=True)  # positions before prefix_len are final
     temp = jnp.asarray(temperature, jnp.float32)
+    bias = 0.0 if plays_bias is None else plays_bias
 
     def body(t, carry):
         z, plays, cache = carry
@@ -520,6 +527,7 @@ def sample_window(graphdef, params, key, z, plays, phase, temperature, prefix_le
             keys=model.copy_k(tok),
             bar_keys=model.bar_copy_k(tok) if model.whole_bar else None,
             phase=phase[:, t],
+            bias=bias,
         )
         if model.band:
             zt = zt.at[:, PIANO].set(z[:, t, PIANO])
@@ -543,17 +551,20 @@ def generate(
     piano=None,
     phase0: int = 0,
     given=None,
+    plays_bias=None,
 ):
     """`num` songs of `bars` bars drawn window by window: the first window (`context` bars) from the start,
     each further one keeping the last `context // 2` bars drawn so far as its prefix.
 
     Args:
-      window: `sample_window` with the prior bound, `(key, z, plays, phase, temperature, prefix_len, piano)`.
+      window: `sample_window` with the prior bound, `(key, z, plays, phase, temperature, prefix_len, piano,
+        given, plays_bias)`.
       prefix, prefix_plays: `[num, P, 5, K]`, `[num, P, 5]`: the song so far (kept; generation continues
         after it, and `bars` counts it).
       piano: `[num, bars, K+1]` the given piano part (band priors).
       phase0: the first bar's index in its song.
       given: `[num, bars, 5]` plays bits to keep (NaN where drawn).
+      plays_bias: `[num, 5]` or `[5]` added to the logits of the plays bits drawn (None: 0, as learned).
     Returns:
       (z `[num, bars, 5, K]` standardised means, plays `[num, bars, 5]` bool).
     """
@@ -573,6 +584,10 @@ def generate(
         pn = np.zeros((num, size, latent + 1), np.float32)
         pn[:, :bars] = piano[:, :bars]
     hop = max(1, context // 2)
+    bias = np.zeros((num, n), np.float32)
+    if plays_bias is not None:
+        bias[:] = plays_bias
+    bias = jnp.asarray(bias)
     z, plays = jnp.asarray(z), jnp.asarray(plays)
     while done < bars:
         s = int(np.clip(done - (context - hop), 0, size - context))
@@ -587,6 +602,7 @@ def generate(
             jnp.int32(done - s),
             None if pn is None else jnp.asarray(pn[:, sl]),
             jnp.asarray(fixed[:, sl]),
+            bias,
         )
         z, plays = z.at[:, sl].set(zw), plays.at[:, sl].set(pw)
         done = s + context

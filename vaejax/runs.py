@@ -238,6 +238,13 @@ class RunFolder:
             or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 10 for v in w)
         ):
             problems.append(f"harmony_weights must be 5 numbers from 0 to 10, got {w!r}")
+        b = stats.get("band_shares", [0.5] * 5)
+        if (
+            not isinstance(b, list)
+            or len(b) != 5
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1 for v in b)
+        ):
+            problems.append(f"band_shares must be 5 shares from 0 to 1, got {b!r}")
         if not isinstance(stats.get("data", {}), dict):
             problems.append("data must be a mapping")
         if start_bars is not None and (start_bars.ndim != 3 or start_bars.shape[1:] != (5, k2) or not len(start_bars)):

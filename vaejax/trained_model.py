@@ -42,11 +42,19 @@ from vaejax.latents import CLIP, LatentNorm, Latents, add_noise, harmony_input
 from vaejax.runs import NoCheckpoint, RunFolder, latest_run
 
 BUCKET = 16
+"""Given parts are padded to a multiple of this many segments (the chains are causal: padding at the end
+changes nothing before it), so that parts of many lengths share a few compiled programs."""
 DECODE_CHUNK = 256
 """Segments decoded (or encoded) in one compiled call: longer songs and many songs go through in chunks of
 this many, so that the decoders' working memory (about 1 MB per segment) does not grow with length."""
-"""Given parts are padded to a multiple of this many segments (the chains are causal: padding at the end
-changes nothing before it), so that parts of many lengths share a few compiled programs."""
+DENSITY = "data"
+"""How often an arrangement's added tracks play by default (`TrainedModel.arrange`, `density_target`)."""
+DENSITY_ROUNDS = 8
+"""Draws `density_bias` may take to find the plays bias for asked shares of bars."""
+DENSITY_RANGE = 8.0
+"""The largest plays-logit bias `density_bias` tries, either way."""
+DENSITY_DRAWS = 4
+"""Songs drawn side by side (seeded) per round of `density_bias`: their mean share steers it."""
 
 
 class TrainedModel:
@@ -132,6 +140,9 @@ class TrainedModel:
         the band leans harder on the piano's pitch classes than on its own latents (as classifier-free
         guidance does); 1 decodes as trained. Counted notes (`count_notes`) are as many as the decoders as
         trained expect: guidance moves them onto the piano's harmony without adding any."""
+        shares = self.stats.get("band_shares")
+        self.band_shares = None if shares is None else np.asarray(shares, np.float64)
+        """Share of bars in which each track plays in the training passages (`density="data"`), or None."""
         self.harmony_weights = np.asarray(self.stats.get("harmony_weights", HARMONY_WEIGHTS), np.float32)
         """How strongly each track takes the guidance (`config.HARMONY_WEIGHTS`; `track_guidance`)."""
         self.memory_mb = GENERATION_BUDGET_MB
@@ -273,10 +284,12 @@ class TrainedModel:
         prefix_plays=None,
         piano=None,
         phase0: int = 0,
+        plays_bias=None,
     ):
         """Standardised means `[num, bars, 5, K]` and plays `[num, bars, 5]` drawn from the prior `which`
         ("song" or "band") at temperature `prior.temperature_of(sigma)`. New songs start with the piano
-        playing, as the chain starts from a real bar where it plays (most songs open with an intro)."""
+        playing, as the chain starts from a real bar where it plays (most songs open with an intro).
+        `plays_bias` (`[5]`) is added to the logits of the plays bits drawn (`density_bias`)."""
         params = self.prior[which]
         given = None
         if prefix is None and piano is None:
@@ -296,7 +309,12 @@ class TrainedModel:
             piano=piano,
             phase0=phase0,
             given=given,
+            plays_bias=plays_bias,
         )
+
+    def density_target(self, density, tracks=TRACKS) -> np.ndarray:
+        """`density_target` (module function) with this model's `band_shares`."""
+        return density_target(density, tracks, self.band_shares)
 
     def _prior_latents(self, z_std) -> Latents:
         """Standardised means `[..., 5, K]` -> latent parameters in data units (log variances at the
@@ -766,6 +784,7 @@ class TrainedModel:
         sustain=None,
         sample: bool = False,
         prior: str | None = None,
+        density=DENSITY,
         **finish_kw,
     ):
         """Keep a piano part exactly and generate the band bar by bar: the learned arranging prior draws the
@@ -774,10 +793,18 @@ class TrainedModel:
         piano's; each decoder follows the piano's pitch classes.
 
         `piano`: a Multitrack (its Piano track, or its only track) or a `[T, P]` bool roll. `tracks`: the
-        instruments to add (names from `TRACKS`, default all four). The output keeps the input's length
-        and (for a Multitrack) its tempo, in the piano's own key."""
+        instruments to add (names from `TRACKS`, default all four). `density` (learned prior only): how
+        often the added tracks play; "data" (the default) as often as the training data's bands play along
+        with a piano (`band_shares`; a model that does not record them arranges as with None), None as the
+        prior reads the piano part, a share of bars (0-1) for every added track, or a dict of them per track
+        (`density_target`); the prior's plays bits are biased until the song's draws play that often
+        (`density_bias`), and what each track plays is still drawn given the piano. The output keeps the
+        input's length and (for a Multitrack) its tempo, in the piano's own key."""
         cfg = self.cfg.data
         add = track_list(tracks)
+        target = self.density_target(density, add)
+        if density not in (None, DENSITY) and self.prior_kind(prior) != "transformer":
+            raise ValueError("density needs the learned prior (prior='transformer'): the chain draws no rests")
         if isinstance(piano, np.ndarray):
             piano_roll = np.asarray(piano).astype(bool)
             if piano_roll.ndim != 2 or piano_roll.shape[1] != cfg.num_pitches:
@@ -807,7 +834,17 @@ class TrainedModel:
             given = self._encode_roll(roll)
             sounds = roll[PIANO].reshape(n, -1).any(-1).astype(np.float32)
             piano_tokens = np.concatenate([self._standardized_means(given)[:, PIANO], sounds[:, None]], -1)
-            z, plays = self._prior_draw("band", 1, n, sigma=sigma, seed=seed, piano=piano_tokens[None])
+            bias = None
+            if not np.isnan(target).all():
+                used = -(-length // steps)  # the bars of the part, not the padding
+                many = np.repeat(piano_tokens[None], DENSITY_DRAWS, 0)
+                bias = density_bias(
+                    lambda b: self._prior_draw(
+                        "band", DENSITY_DRAWS, n, sigma=sigma, seed=seed, piano=many, plays_bias=b
+                    )[1][:, :used],
+                    target,
+                )
+            z, plays = self._prior_draw("band", 1, n, sigma=sigma, seed=seed, piano=piano_tokens[None], plays_bias=bias)
             out = self._prior_rolls(z, plays, piano=roll[PIANO], sustain=sustain, sample=sample, seed=seed)[:, 0]
             return self._arranged(out, piano_roll, add, shift, length, finish_kw)
         p = self._encode_roll(roll).concat()[:, PIANO]  # [n, 2K]
@@ -867,6 +904,86 @@ def _padded(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
     pad = [(0, 0)] * a.ndim
     pad[axis] = (0, size - a.shape[axis])
     return np.pad(a, pad)
+
+
+def density_bias(draw, target, *, rounds: int = DENSITY_ROUNDS, tolerance: float = 0.02) -> np.ndarray:
+    """The `[5]` plays-logit bias under which `draw(bias)` (-> plays bits `[..., bars, 5]`) sounds each
+    track in the share of bars `target` asks (`[5]`, 0-1; NaN: as the prior draws it, bias 0).
+
+    Bisection per track on the bias (-`DENSITY_RANGE` to +`DENSITY_RANGE`), all tracks at once: a track's
+    share rises with its bias (its copies follow the bars they copy, so the rise is not exact, and the
+    tracks steer each other a little); stops when every asked share is within `tolerance`."""
+    target = np.asarray(target, np.float64)
+    free = np.isnan(target)
+    lo = np.full(len(TRACKS), -DENSITY_RANGE)
+    hi = np.full(len(TRACKS), DENSITY_RANGE)
+    bias = np.zeros(len(TRACKS))
+    best, best_err = bias.copy(), np.full(len(TRACKS), np.inf)
+    for _ in range(rounds):
+        share = np.asarray(draw(bias.astype(np.float32)), bool).reshape(-1, len(TRACKS)).mean(0)
+        err = np.where(free, 0.0, share - np.nan_to_num(target))
+        better = np.abs(err) < best_err
+        best[better], best_err[better] = bias[better], np.abs(err[better])
+        if (np.abs(err) <= tolerance).all():
+            break
+        hi = np.where(err > 0, bias, hi)
+        lo = np.where(err < 0, bias, lo)
+        bias = np.where(free | (np.abs(err) <= tolerance), bias, (lo + hi) / 2)
+    return np.where(free, 0.0, best).astype(np.float32)
+
+
+def density_target(density, tracks=TRACKS, band_shares=None) -> np.ndarray:
+    """`[5]` shares of bars for `density_bias` (NaN where free) from what `arrange` takes: None
+    (every track free), "data" (each of `tracks` as often as it plays along with the piano in the training
+    bars, `band_shares` `[5]`; free where None), a share for all of `tracks`, or a dict track name -> share
+    (0-1) for some of them."""
+    out = np.full(len(TRACKS), np.nan)
+    if density is None:
+        return out
+    names = {t.lower(): i for i, t in enumerate(TRACKS)}
+    if isinstance(density, str):
+        if density != "data":
+            raise ValueError(f'density must be "data", a share from 0 to 1 or a dict of them, got {density!r}')
+        if band_shares is not None:
+            for t in tracks:
+                out[names[t.lower()]] = band_shares[names[t.lower()]]
+        return out
+    pairs = density.items() if isinstance(density, dict) else ((t, density) for t in tracks)
+    asked = {t.lower() for t in tracks}
+    for t, v in pairs:
+        if str(t).strip().lower() not in asked:
+            raise ValueError(f"density: {t!r} is not a track added here ({', '.join(tracks)})")
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"density of {t}: a share of bars from 0 to 1, got {v!r}") from None
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"density of {t}: a share of bars from 0 to 1, got {v}")
+        out[names[str(t).strip().lower()]] = v
+    return out
+
+
+def parse_density(text: str):
+    """A `--density` value as `arrange` takes it: "data", "none" (None), a share ("0.8") or per-track shares
+    ("strings=0.8,drums=0.9")."""
+    text = text.strip()
+    if text.lower() in ("data", "none"):
+        return None if text.lower() == "none" else "data"
+    if "=" not in text:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f'density must be "data", "none", a share or TRACK=SHARE pairs, got {text!r}') from None
+    out = {}
+    for pair in text.split(","):
+        name, eq, value = pair.partition("=")
+        if not eq or not name.strip():
+            raise ValueError(f"density: {pair!r} is not TRACK=SHARE")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"density of {name.strip()}: a share of bars from 0 to 1, got {value!r}") from None
+    return out
 
 
 def track_list(tracks) -> tuple[str, ...]:

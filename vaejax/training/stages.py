@@ -16,7 +16,7 @@ from vaejax import latents as latents_lib
 from vaejax import metrics, models, realism
 from vaejax import prior as prior_lib
 from vaejax.checkpoint import restore_best
-from vaejax.config import BARS, HARMONY, TRACKS, Config, TrainConfig
+from vaejax.config import BARS, HARMONY, PIANO, TRACKS, Config, TrainConfig
 from vaejax.devices import DataParallel
 from vaejax.runs import STAGES, RunFolder, default_run, mark_latest
 from vaejax.training import calibration
@@ -188,6 +188,14 @@ def plays_of(split: data_lib.Split, chunk: int = 8192) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, len(TRACKS)), bool)
 
 
+def band_shares(split: data_lib.Split) -> np.ndarray:
+    """`[5]` share of a split's bars where the piano sounds in which each track sounds (the piano's own: 1):
+    how often a real band plays along with a piano part (`arrange(density="data")`)."""
+    plays = plays_of(split)
+    with_piano = plays[plays[:, PIANO]]
+    return with_piano.mean(0) if len(with_piano) else np.full(len(TRACKS), np.nan)
+
+
 def prior_sequences(run: RunFolder, ds: dict, latents: dict, split: str) -> prior_lib.Sequences:
     """A split's bar sequences for the prior: latent means standardised as generation standardises them
     (the run's `stats.json`), and the plays bits."""
@@ -306,9 +314,21 @@ def _stages(run: RunFolder, cfg: Config, ds: dict, stages, dp: DataParallel, pro
         _, _, meta = train_prior(run, cfg, ds, latents, progress=progress)
         results["prior"] = meta.get("val", {})
         made_for = {"step": meta.get("step"), "best_val": meta.get("best_val")}
-    if ("prior" in stages or "decoding" in stages) and cfg.prior.calibrate_songs and jax.process_index() == 0:
-        calibrate_prior(run, cfg, ds, made_for=None if "decoding" in stages else made_for)
+    if ("prior" in stages or "decoding" in stages) and jax.process_index() == 0:
+        record_band_shares(run, ds["train"])
+        if cfg.prior.calibrate_songs:
+            calibrate_prior(run, cfg, ds, made_for=None if "decoding" in stages else made_for)
     return results
+
+
+def record_band_shares(run: RunFolder, train: data_lib.Split) -> None:
+    """Write `band_shares` (how often each track plays along with the piano in the training bars) to the
+    run's sampling statistics, where the split has bars with the piano."""
+    shares = band_shares(train)
+    if np.isfinite(shares).all():
+        stats = run.read_stats()
+        stats["band_shares"] = [float(v) for v in shares]
+        run.write_stats(stats)
 
 
 def calibration_passages(split: data_lib.Split, segments: int, limit: int, seed: int = 0) -> np.ndarray:
