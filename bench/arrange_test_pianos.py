@@ -8,8 +8,9 @@ For each of the first `--songs` test-split passages (32 bars from the first bar 
 piano part alone goes to `TrainedModel.arrange` (raw output, sigma 0.5), once with each prior; the rows give
 the share of bars where drums / guitar / bass / strings play, and the tonal distance (TD) and chroma
 agreement (CA) of guitar, bass and strings with the piano, beside the real band of the same passages.
-`--density` adds rows of the learned prior arranging with `density=` each value ("data", a share, or
-"none" for the prior's own), and every row gives the spread of the share between passages ("sd").
+The learned prior's first row arranges with the default `density` ("data": the training data's shares);
+`--density` adds a row for each other value (a share, or "none" for the prior's own plays bits). Every row
+also gives the spread of the share between passages ("sd").
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ def main(argv=None) -> int:
     real = evaluate.real_passages(test, 32)[: args.songs]  # [S, 5, 32, T, P]
     flat = real.transpose(1, 0, 2, 3, 4).reshape(5, -1, *real.shape[3:])
     rows = {"real band": row(flat, cfg.lowest_pitch, len(real))}
-    runs = [("transformer", None)] if model.prior is not None else []
-    runs += [("transformer", d) for d in args.density if model.prior is not None and d is not None]
-    runs += [("chain", None)] if args.chain or model.prior is None else []
+    default = trained_model.DENSITY
+    runs = [("transformer", default)] if model.prior is not None else []
+    runs += [("transformer", d) for d in args.density if model.prior is not None and d != default]
+    runs += [("chain", default)] if args.chain or model.prior is None else []
     for prior, density in runs:
         got = []
         t0 = time.perf_counter()
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
                 merge_gap=0,
             )
             got.append(music.to_bars(music.from_multitrack(mt, cfg), cfg).transpose(1, 0, 2, 3)[:, :32])
-        name = f"arranged, {prior}" + ("" if density is None else f", density {density}")
+        name = f"arranged, {prior}" + ("" if density == default else f", density {density}")
         rows[name] = {
             **row(np.concatenate(got, axis=1), cfg.lowest_pitch, len(real)),
             "seconds": time.perf_counter() - t0,

@@ -177,6 +177,11 @@ def test_a_learned_prior_appears_where_the_model_carries_one(model, monkeypatch)
         ({"mode": "remix"}, "mode must be one of sample, arrange, vary, continue"),
         ({"mode": "arrange"}, "arrange needs a song: upload a MIDI or npz file"),
         ({"mode": "arrange", "source": "1", "options": {"tracks": ["Flute"]}}, "unknown track 'Flute'"),
+        ({"mode": "arrange", "source": "1", "options": {"density": "lots"}}, 'density: density must be "data"'),
+        (
+            {"mode": "arrange", "source": "1", "options": {"tracks": ["Bass"], "density": "strings=0.5"}},
+            "density: 'strings' is not a track added here (Bass)",
+        ),
         ({"mode": "vary", "source": "nope"}, "no song 'nope' here"),
     ],
 )
@@ -270,6 +275,12 @@ def test_arrange_vary_continue(client, tmp_path):
     assert a["song"]["tracks"][1]["notes"] == piano  # the given part, note for note
     assert a["counts"]["Bass"] > 0 and a["counts"]["Drums"] == a["counts"]["Guitar"] == a["counts"]["Strings"] == 0
     assert a["song"]["tempo"] == pytest.approx(100) and a["params"]["source"] == u["id"]
+    assert a["params"]["density"] == "data"  # the default: as often as the training data's bands
+    quiet = client.post(
+        "/api/generate", json={"mode": "arrange", "source": u["id"], "options": {"tracks": ["Bass"], "density": "0"}}
+    )
+    assert quiet.status_code == 200, quiet.text
+    assert quiet.json()["counts"]["Bass"] == 0 and quiet.json()["params"]["density"] == "0"
 
     v = client.post("/api/generate", json={"mode": "vary", "source": a["id"], "options": {"sigma": 0.75, "bars": 2}})
     assert v.status_code == 200, v.text

@@ -253,6 +253,15 @@ class Studio:
                 choices=band,
             ),
             _option(
+                "density",
+                "str",
+                "data",
+                "Density",
+                "how often the added tracks play: data (as often as the training data's bands), none (as the "
+                "prior reads the piano), a share of bars (0.7) or shares per track (strings=0.9,guitar=0.3)",
+                ("arrange",),
+            ),
+            _option(
                 "sustain",
                 "float",
                 None,
@@ -429,6 +438,13 @@ class Studio:
                 problems.append(f"{name} must be an integer from {lo} to {hi}, got {out[name]}")
         if mode == "arrange" and out.get("tracks") == []:
             problems.append("tracks: choose at least one instrument to add")
+        if mode == "arrange" and out.get("tracks"):
+            from vaejax.trained_model import density_target, parse_density
+
+            try:
+                density_target(parse_density(out["density"]), out["tracks"])
+            except ValueError as e:
+                problems.append(f"density: {e}")
         if problems:
             raise StudioError("; ".join(problems))
         source = body.get("source")
@@ -533,6 +549,7 @@ class Studio:
         """Validate and run one request (blocking: call from a worker thread)."""
         from vaejax import render
         from vaejax.music import BadSong, from_multitrack, tempo_of
+        from vaejax.trained_model import parse_density
 
         mode, o, source_id = self.parse(body)
         src = self.get(source_id) if source_id else None
@@ -569,7 +586,14 @@ class Studio:
                             f"were arranged as one part"
                         )
                     mt = m.arrange(
-                        piano, sigma=o["sigma"], seed=o["seed"], tracks=o["tracks"], tempo=tempo, **decode, **extra
+                        piano,
+                        sigma=o["sigma"],
+                        seed=o["seed"],
+                        tracks=o["tracks"],
+                        density=parse_density(o["density"]),
+                        tempo=tempo,
+                        **decode,
+                        **extra,
                     )
                     label = f"arrangement of {src.label} · {', '.join(o['tracks'])}"
                 elif mode == "vary":
