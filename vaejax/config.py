@@ -39,6 +39,11 @@ HARMONY_GUIDANCE = 8.0
 """Scale on the band decoders' harmonic bias when generating, for models trained with conditioning (chosen
 on the evaluation: docs/quality-report.md, "Harmony guidance that keeps the count"); 1 decodes as trained.
 It chooses which pitches the band plays; how many notes start is counted from the decoders as trained."""
+AGE_INDEX = (0, 0, 1, 2, 2, 3)
+"""`models.decode_notes(sustain_ages=...)`: which of the four sustain factors a note uses at each age (cells since
+it started; the last entry for every later age): age 1 (does it outlast its first sixteenth), age 2, ages 3
+and 4, ages 5 on, as the note-length histogram's bins (1, 2, 3-4, 5-8, ...) of `vaejax.realism`."""
+SUSTAIN_AGES = max(AGE_INDEX) + 1
 HARMONY_WEIGHTS = (1.0, 1.0, 11 / 7, 6 / 7, 5 / 7)
 """How strongly each track (LPD-5 order) takes the guidance: a track's scale is 1 + (guidance - 1) x its
 weight, at least 0, so guidance 1 decodes every track as trained and the one setting moves every track the

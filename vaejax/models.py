@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vaejax.config import HARMONY, PIANO, TRACKS, DataConfig, ModelConfig
+from vaejax.config import AGE_INDEX, HARMONY, PIANO, TRACKS, DataConfig, ModelConfig
 
 INIT_ON_RATE = 0.02
 """Initial output probability: pianorolls have about 1-3% of cells on."""
@@ -454,6 +454,7 @@ def decode_notes(
     count_scale=1.0,
     spread=1.0,
     count_probs: jax.Array | None = None,
+    sustain_ages: jax.Array | None = None,
 ) -> jax.Array:
     """Decoder probabilities `[B, C, T, P]` -> a `[B, T*sub, P]` bool roll.
 
@@ -481,7 +482,11 @@ def decode_notes(
         toward the piano's harmony decides which pitches play; the decoder as trained, how many notes);
       - `draws` (uniform, the shape of `probs`): Bernoulli draws, sampling instead of the likeliest roll.
     `plays` (`[B]`, probability that the segment holds any note): segments where it is not above
-    `plays_cut` (a number, or uniform draws `[B]`) stay silent.
+    `plays_cut` (a number, or uniform draws `[B]`) stay silent. `sustain_ages` (`[SUSTAIN_AGES]`) replaces
+    `thresholds[0]` by a factor per age of the note (`AGE_INDEX`): how likely a note is to end after one
+    sixteenth, after two, ..., is then set apart from how long the longer ones last (decoders' sustain
+    probabilities fall smoothly, so that one factor holds most notes for two to four sixteenths where real
+    parts mix one-sixteenth notes with long ones).
     """
     c = probs.shape[1]
     cut = [thresholds[i] for i in range(min(c, 2))] if draws is None else [draws[:, i] for i in range(c)]
@@ -519,15 +524,22 @@ def decode_notes(
     # started (and above SUSTAIN_FLOOR): how long a note lasts is judged against how sure the decoder was of
     # it, so that a note the decoder places with modest confidence is not cut into fragments
     level = probs[:, 0] if draws is None else jnp.where(sustain, 1.0, 0.0)
+    ages = None if sustain_ages is None or draws is not None else jnp.asarray(sustain_ages)[jnp.asarray(AGE_INDEX)]
 
     def step(carry, inputs):
-        playing, ref = carry
+        playing, ref, age = carry
         st, lv = inputs
         ref = jnp.where(st, jnp.maximum(lv, SUSTAIN_FLOOR), ref)
-        playing = st | (playing & (lv > jnp.maximum(cut[0] * ref if draws is None else 0.5, SUSTAIN_FLOOR)))
-        return (playing, ref), playing
+        age = jnp.where(st, 0, jnp.minimum(age + 1, len(AGE_INDEX) - 1))
+        factor = cut[0] if ages is None else ages[age]
+        playing = st | (playing & (lv > jnp.maximum(factor * ref if draws is None else 0.5, SUSTAIN_FLOOR)))
+        return (playing, ref, age), playing
 
-    init = (jnp.zeros_like(start[:, 0]), jnp.zeros(start[:, 0].shape, probs.dtype))
+    init = (
+        jnp.zeros_like(start[:, 0]),
+        jnp.zeros(start[:, 0].shape, probs.dtype),
+        jnp.zeros(start[:, 0].shape, jnp.int32),
+    )
     if plays is not None:
         start = start & (plays > plays_cut)[:, None, None]
     _, roll = jax.lax.scan(step, init, (jnp.moveaxis(start, 1, 0), jnp.moveaxis(level, 1, 0)))

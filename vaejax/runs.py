@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from vaejax.config import Config
+from vaejax.config import SUSTAIN_AGES, Config
 from vaejax.files import write_atomically
 
 MAX_JSON_BYTES = 64 << 20
@@ -226,6 +226,10 @@ class RunFolder:
         sus = array("prior_sustain") if "prior_sustain" in stats else None
         if sus is not None and (sus.shape != (5,) or not ((sus > 0) & (sus <= 2)).all()):
             problems.append(f"prior_sustain of shape {sus.shape} or outside (0, 2], not (5,)")
+        for name in ("sustain_ages", "prior_sustain_ages"):
+            ages = array(name) if name in stats else None
+            if ages is not None and (ages.shape != (5, SUSTAIN_AGES) or not ((ages > 0) & (ages <= 2)).all()):
+                problems.append(f"{name} of shape {ages.shape} or outside (0, 2], not (5, {SUSTAIN_AGES})")
         if ("latent_mean" in stats) != ("latent_std" in stats):
             problems.append("latent_mean and latent_std must come together")
         g = stats.get("harmony_guidance", 1.0)

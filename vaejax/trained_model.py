@@ -33,6 +33,7 @@ from vaejax.config import (
     PRIOR,
     PRIORS,
     SIGMA,
+    SUSTAIN_AGES,
     TEMPO,
     TRACKS,
     check_generation,
@@ -109,6 +110,11 @@ class TrainedModel:
         self.prior_onset_cuts = self.onset_cuts if gen_cuts is None else np.asarray(gen_cuts, np.float32)
         self.prior_count_scale = np.asarray(self.stats.get("prior_count_scale", np.ones(5)), np.float32)
         self.prior_sustain = np.asarray(self.stats.get("prior_sustain", self.thresholds[:, 0]), np.float32)
+        self.sustain_ages = _ages(self.stats.get("sustain_ages"), self.thresholds[:, 0])
+        self.prior_sustain_ages = _ages(self.stats.get("prior_sustain_ages"), self.prior_sustain)
+        """`[5, SUSTAIN_AGES]` sustain factors per age of a note (`models.decode_notes(sustain_ages=...)`)
+        for encoded latents and for the prior's bars, calibrated so that notes last as long as real ones, as
+        often one sixteenth, two, three or four, or longer (each row the track's one factor where not)."""
         self.spread = np.asarray(self.stats.get("spread", np.ones(5)), np.float32)
         self.prior_spread = np.asarray(self.stats.get("prior_spread", self.spread), np.float32)
         """Decoding of bars drawn from the learned prior (`calibration.prior_decoding`): per track and cell
@@ -191,27 +197,37 @@ class TrainedModel:
         factors `[5]`, sustain factors `[5]` and pitch spreads `[5]` (None: the reconstruction's), for
         encoded latents (`onset_cuts`, `count_scale`, `thresholds[:, 0]`, `spread`) or, `drawn=True`, for the
         bars the learned prior draws (`prior_onset_cuts`, `prior_count_scale`, `prior_sustain`,
-        `prior_spread`). `training.calibration` finds them."""
+        `prior_spread`). `sustain` may also be `[5, SUSTAIN_AGES]`, a factor per age of a note
+        (`sustain_ages`; `[5]` uses one factor at every age). `training.calibration` finds them."""
         cuts = np.asarray(onset_cuts, np.float32)
         scale = np.asarray(count_scale, np.float32)
-        sus = np.asarray(self.thresholds[:, 0] if sustain is None else sustain, np.float32)
+        sus = np.asarray(self.sustain_ages if sustain is None else sustain, np.float32)
         spr = np.asarray(self.spread if spread is None else spread, np.float32)
-        if cuts.shape != self.onset_cuts.shape or {scale.shape, sus.shape, spr.shape} != {(5,)}:
+        if (
+            cuts.shape != self.onset_cuts.shape
+            or {scale.shape, spr.shape} != {(5,)}
+            or sus.shape not in ((5,), (5, SUSTAIN_AGES))
+        ):
             raise ValueError(
                 f"{'prior ' if drawn else ''}decoding of shapes {cuts.shape}, {scale.shape}, {sus.shape} and "
-                f"{spr.shape}, not {self.onset_cuts.shape} and (5,) for each of the others"
+                f"{spr.shape}, not {self.onset_cuts.shape}, (5,), (5,) or (5, {SUSTAIN_AGES}), and (5,)"
             )
+        ages = _ages(sus if sus.ndim == 2 else None, sus if sus.ndim == 1 else sus[:, -1])
+        if sustain is None and drawn:
+            ages = self.prior_sustain_ages
         if not np.all((spr > 0) & (spr <= 1)):
             raise ValueError(f"pitch spread must lie in (0, 1], got {spr.tolist()}")
         new = copy.copy(self)
         if drawn:
             object.__setattr__(new, "prior_onset_cuts", cuts)
             object.__setattr__(new, "prior_count_scale", scale)
-            object.__setattr__(new, "prior_sustain", sus)
+            object.__setattr__(new, "prior_sustain", ages[:, -1].copy())
+            object.__setattr__(new, "prior_sustain_ages", ages)
             object.__setattr__(new, "prior_spread", spr)
         else:
             th = self.thresholds.copy()
-            th[:, 0] = sus
+            th[:, 0] = ages[:, -1]
+            object.__setattr__(new, "sustain_ages", ages)
             object.__setattr__(new, "onset_cuts", cuts)
             object.__setattr__(new, "count_scale", scale)
             object.__setattr__(new, "thresholds", th)
@@ -418,6 +434,7 @@ class TrainedModel:
         self,
         latents,
         thresholds,
+        sustain_ages,
         onset_cuts,
         count_scale,
         spread,
@@ -447,7 +464,7 @@ class TrainedModel:
         z = jnp.moveaxis(latents[..., : self.K], 1, 0)  # [5, M, K]: decoders read mu
         zp = z if plays_latents is None else jnp.moveaxis(plays_latents[..., : self.K], 1, 0)
 
-        def notes(probs, plays, th, oc, cs, sp, k, cp=None):
+        def notes(probs, plays, th, ag, oc, cs, sp, k, cp=None):
             kc, kp = jax.random.split(k)
             draws = jax.random.uniform(kc, probs.shape) if sample else None
             cut = jax.random.uniform(kp, plays.shape) if sample else 0.5
@@ -464,6 +481,7 @@ class TrainedModel:
                 count_scale=cs,
                 spread=sp,
                 count_probs=cp,
+                sustain_ages=ag,
             )
 
         kp, kb = jax.random.split(key)
@@ -476,6 +494,7 @@ class TrainedModel:
                 jax.nn.sigmoid(logits),
                 plays,
                 thresholds[PIANO],
+                sustain_ages[PIANO],
                 onset_cuts[PIANO],
                 count_scale[PIANO],
                 spread[PIANO],
@@ -492,7 +511,7 @@ class TrainedModel:
             # harmonic bias raises every chord tone's onset probability, and counted from the guided maps
             # the band would start more notes the harder it is guided)
             plain = models.decode_stack(self.vae_def, self.vae, z, c)[0]
-        rolls = jax.vmap(notes)(probs, plays, thresholds, onset_cuts, count_scale, spread, keys, plain)
+        rolls = jax.vmap(notes)(probs, plays, thresholds, sustain_ages, onset_cuts, count_scale, spread, keys, plain)
         return rolls.at[PIANO].set(piano.astype(bool))
 
     def _encode_impl(self, x):
@@ -556,8 +575,10 @@ class TrainedModel:
         `prior_sustain`). `guidance`: the overall harmony guidance (`track_guidance`; the model's
         `harmony_guidance` where None, 1 decodes the band as trained)."""
         th = self.thresholds.copy()
+        ages = self.prior_sustain_ages if drawn else self.sustain_ages
         if sustain is not None:
             th[:, 0] = float(sustain)
+            ages = np.full_like(ages, float(sustain))
         elif drawn:
             th[:, 0] = self.prior_sustain
         lat = np.asarray(Latents.of(latents).concat(), np.float32)
@@ -572,6 +593,7 @@ class TrainedModel:
                 self._rolls(
                     jnp.asarray(lat),
                     jnp.asarray(th),
+                    jnp.asarray(ages),
                     jnp.asarray(self.prior_onset_cuts if drawn and self.count_notes else self.onset_cuts),
                     jnp.asarray(self.prior_count_scale if drawn else self.count_scale),
                     jnp.asarray(self.prior_spread if drawn else self.spread),
@@ -904,6 +926,14 @@ def _padded(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
     pad = [(0, 0)] * a.ndim
     pad[axis] = (0, size - a.shape[axis])
     return np.pad(a, pad)
+
+
+def _ages(table, sustain) -> np.ndarray:
+    """`[5, SUSTAIN_AGES]` sustain factors per age: `table` where given, else each track's one factor
+    `sustain` `[5]` at every age."""
+    if table is not None:
+        return np.asarray(table, np.float32).reshape(len(TRACKS), SUSTAIN_AGES)
+    return np.repeat(np.asarray(sustain, np.float32)[:, None], SUSTAIN_AGES, 1)
 
 
 def density_bias(draw, target, *, rounds: int = DENSITY_ROUNDS, tolerance: float = 0.02) -> np.ndarray:

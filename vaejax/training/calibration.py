@@ -10,7 +10,7 @@ import numpy as np
 from vaejax import data as data_lib
 from vaejax import latents as latents_lib
 from vaejax import metrics, models, realism
-from vaejax.config import SIGMA, TRACKS
+from vaejax.config import SIGMA, SUSTAIN_AGES, TRACKS
 from vaejax.runs import RunFolder
 from vaejax.training.steps import THRESHOLDS
 
@@ -172,6 +172,9 @@ expected count runs over the real one (guitar, bass and strings 12-19% over befo
 PRIOR_SUSTAIN_GRID = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 """Sustain factors tried for the prior's bars (a note lasts while its sustain probability stays above the
 factor times its value where it started)."""
+AGE_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+"""Sustain factors tried per age of a note (`fit_decoding(age_grid=...)`), for reconstructions and the prior's
+bars alike."""
 RECON_SUSTAIN_GRID = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
 """Sustain factors tried for reconstructions (encoded latents hold their notes' probability longer)."""
 SPREAD_GRID = (1.0, 0.85, 0.7, 0.6, 0.5, 0.4)
@@ -205,6 +208,7 @@ def fit_decoding(
     sustain_grid,
     spread_grid=(),
     spread_tracks=SPREAD_TRACKS,
+    age_grid=(),
 ):
     """Move a decoding toward real rhythm statistics. `measure(cuts, scale, sustain, spread)` decodes the
     same latents each time and returns their `realism.rhythm_stats`; `want` is the real passages'. Per track,
@@ -214,9 +218,13 @@ def fit_decoding(
     (`models.decode_notes(spread=...)`) of each track of `spread_tracks` is then the one of the grid whose
     distinct pitches per playing bar are nearest the real number (with as many notes as real: the count is
     matched first), followed by half as many rounds again. Then each pitched track's sustain factor is the
-    one of `sustain_grid` whose notes' mean length is nearest the real one. Returns (onset thresholds
-    `[5, cells]`, count factors `[5]`, sustain factors `[5]`, pitch spreads `[5]`, per round and track the TV
-    distance and the onsets, length and pitch ratios, the last entry with the chosen sustain)."""
+    one of `sustain_grid` whose notes' mean length is nearest the real one. Where `age_grid` is given, the
+    sustain factor then becomes one per age of a note (`models.decode_notes(sustain_ages=...)`): in turn for
+    ages 1, 2 and 3-4, the value of the grid whose share of notes ending there (of those that last that long:
+    1, 2 and 3-4 sixteenths, the bins of `realism`'s length histogram) is nearest the real one, then the
+    factor from age 5 on whose mean length is. Returns (onset thresholds `[5, cells]`, count factors `[5]`,
+    sustain factors `[5]`, or `[5, SUSTAIN_AGES]` with `age_grid`, pitch spreads `[5]`, per round and track
+    the TV distance and the onsets, length and pitch ratios, the last entries with the chosen sustain)."""
     cuts = np.array(cuts, np.float32)
     cells = cuts.shape[1]
     scale = np.array(scale, np.float32)
@@ -253,13 +261,15 @@ def fit_decoding(
             scale = np.clip(scale, min_scale, 4.0)
 
     def nearest(grid, set_value, stat, only=None):
-        """Per track, the value of `grid` whose `stat` comes nearest the real one (ties: the first)."""
+        """Per track, the value of `grid` whose `stat` (a key of a track's statistics, or a function of them)
+        comes nearest the real one, by ratio (ties: the first)."""
+        of = stat if callable(stat) else (lambda c: c.get(stat, 0))
         best, choice = np.full(len(TRACKS), np.inf), np.full(len(TRACKS), np.nan, np.float32)
         for g in grid:
             got = measure(*set_value(g))
             for i, t in enumerate(TRACKS):
-                if (only is None or only[i]) and got[t]["notes"] and want[t].get(stat, 0) > 0:
-                    err = abs(np.log(max(got[t][stat], 1e-6) / want[t][stat]))
+                if (only is None or only[i]) and got[t]["notes"] and of(want[t]) > 0:
+                    err = abs(np.log(max(of(got[t]), 1e-6) / of(want[t])))
                     if err < best[i] - 1e-9:
                         best[i], choice[i] = err, g
         return choice
@@ -278,7 +288,27 @@ def fit_decoding(
         choice = nearest(sustain_grid, on, "mean_length", only=pitched)
         sustain = np.where(np.isnan(choice), sustain, choice).astype(np.float32)
         history.append(compared(measure(cuts, scale, sustain, spread)))
+    if pitched.any() and len(age_grid):
+        sustain = np.repeat(sustain[:, None], SUSTAIN_AGES, 1)
+        for a in range(SUSTAIN_AGES):
+
+            def at_age(g, a=a):
+                table = sustain.copy()
+                table[pitched, a] = g
+                return cuts, scale, table, spread
+
+            last = a == SUSTAIN_AGES - 1  # from age 5 on: the mean length; before: the share ending at bin a
+            stat = "mean_length" if last else (lambda c, a=a: _ending_share(c["length_hist"], a))
+            choice = nearest(age_grid, at_age, stat, only=pitched)
+            sustain[:, a] = np.where(np.isnan(choice), sustain[:, a], choice)
+        history.append(compared(measure(cuts, scale, sustain, spread)))
     return cuts, scale, sustain, spread, history
+
+
+def _ending_share(hist, k: int) -> float:
+    """Of the notes at least as long as bin `k` of a length histogram, the share in that bin."""
+    rest = float(np.sum(hist[k:]))
+    return float(hist[k]) / rest if rest > 0 else 0.0
 
 
 def _on_sixteenths(model) -> bool:
@@ -324,6 +354,7 @@ def prior_decoding(
         min_scale=PRIOR_MIN_SCALE,
         sustain_grid=PRIOR_SUSTAIN_GRID,
         spread_grid=SPREAD_GRID,
+        age_grid=AGE_GRID,
     )
 
 
@@ -357,4 +388,5 @@ def reconstruction_decoding(model, passages: np.ndarray, want: dict, *, rounds: 
         min_scale=RECON_MIN_SCALE,
         sustain_grid=RECON_SUSTAIN_GRID,
         spread_grid=RECON_SPREAD_GRID,
+        age_grid=AGE_GRID,
     )

@@ -374,7 +374,9 @@ def calibrate_reconstruction(run: RunFolder, cfg: Config, ds: dict, *, force: bo
     th = np.asarray(stats["thresholds"], np.float32)
     stats.setdefault("onset_thresholds_bars", stats["onset_thresholds"])
     stats.setdefault("sustain_bars", th[:, 0].tolist())
-    th[:, 0] = sustain
+    th[:, 0] = sustain if sustain.ndim == 1 else sustain[:, -1]
+    if sustain.ndim == 2:
+        stats["sustain_ages"] = sustain.tolist()
     stats.update(
         thresholds=th.tolist(),
         onset_thresholds=cuts.tolist(),
@@ -419,10 +421,12 @@ def calibrate_prior(run: RunFolder, cfg: Config, ds: dict, *, made_for: dict | N
         return None
     cuts, scale, sustain, spread, history = got
     stats = run.read_stats()
+    if sustain.ndim == 2:
+        stats["prior_sustain_ages"] = sustain.tolist()
     stats.update(
         prior_onset_thresholds=cuts.tolist(),
         prior_count_scale=scale.tolist(),
-        prior_sustain=sustain.tolist(),
+        prior_sustain=(sustain if sustain.ndim == 1 else sustain[:, -1]).tolist(),
         prior_spread=spread.tolist(),
         prior_decoding=history,
     )
