@@ -371,9 +371,13 @@ def test_the_prior_stage_calibrates_how_its_bars_are_decoded(model, tiny_run):
     from vaejax.training import calibration
 
     stats = RunFolder(tiny_run).read_stats()
-    # the onset rounds, and a last row with the sustain chosen where a track decodes with one
-    rounds = calibration.PRIOR_ROUNDS + 1 + calibration.PRIOR_ROUNDS // 2 + 1  # then the spread, half as many more
-    assert len(stats["prior_decoding"]) in (rounds, rounds + 1)  # (+ the sustain's)
+    # the onset rounds, a row with the sustain and one with its ages where a track decodes with one, then the
+    # spread and half as many rounds more
+    rounds = calibration.PRIOR_ROUNDS + 1 + calibration.PRIOR_ROUNDS // 2 + 1
+    assert len(stats["prior_decoding"]) in (rounds, rounds + 2)
+    if len(stats["prior_decoding"]) == rounds + 2:
+        np.testing.assert_allclose(model.prior_sustain_ages, stats["prior_sustain_ages"])
+        np.testing.assert_allclose(model.prior_sustain_ages[:, -1], model.prior_sustain)
     assert "prior_spread" in stats and len(stats["prior_spread"]) == 5
     np.testing.assert_allclose(model.prior_sustain, stats["prior_sustain"])
     assert stats["prior_decoding_for"]["step"] > 0  # which prior it was made for: a rerun leaves it
@@ -418,7 +422,7 @@ def test_training_calibrates_how_encoded_latents_are_decoded(model, tiny_run):
     from vaejax.training import calibration
 
     stats = RunFolder(tiny_run).read_stats()
-    assert len(stats["reconstruction_decoding"]) in (calibration.PRIOR_ROUNDS + 1, calibration.PRIOR_ROUNDS + 2)
+    assert len(stats["reconstruction_decoding"]) in (calibration.PRIOR_ROUNDS + 1, calibration.PRIOR_ROUNDS + 3)
     np.testing.assert_allclose(model.count_scale, stats["count_scale"])
     np.testing.assert_allclose(model.onset_cuts, stats["onset_thresholds"])
     assert np.shape(stats["onset_thresholds_bars"]) == model.onset_cuts.shape and len(stats["sustain_bars"]) == 5

@@ -172,7 +172,7 @@ expected count runs over the real one (guitar, bass and strings 12-19% over befo
 PRIOR_SUSTAIN_GRID = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 """Sustain factors tried for the prior's bars (a note lasts while its sustain probability stays above the
 factor times its value where it started)."""
-AGE_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+AGE_GRID = (0.03, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 """Sustain factors tried per age of a note (`fit_decoding(age_grid=...)`), for reconstructions and the prior's
 bars alike."""
 RECON_SUSTAIN_GRID = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7)
@@ -222,9 +222,12 @@ def fit_decoding(
     sustain factor then becomes one per age of a note (`models.decode_notes(sustain_ages=...)`): in turn for
     ages 1, 2 and 3-4, the value of the grid whose share of notes ending there (of those that last that long:
     1, 2 and 3-4 sixteenths, the bins of `realism`'s length histogram) is nearest the real one, then the
-    factor from age 5 on whose mean length is. Returns (onset thresholds `[5, cells]`, count factors `[5]`,
-    sustain factors `[5]`, or `[5, SUSTAIN_AGES]` with `age_grid`, pitch spreads `[5]`, per round and track
-    the TV distance and the onsets, length and pitch ratios, the last entries with the chosen sustain)."""
+    factor from age 5 on whose mean length is; and the lengths are fitted right after the first rounds, so
+    that the pitch spread and the rounds after it are chosen with notes as long as they will be (notes
+    held longer join repeated onsets of their pitch, which changes the counts and pitches the rounds see).
+    Returns (onset thresholds `[5, cells]`, count factors `[5]`, sustain factors `[5]`, or
+    `[5, SUSTAIN_AGES]` with `age_grid`, pitch spreads `[5]`, per round and track the TV distance and the
+    onsets, length and pitch ratios, with an entry for the chosen sustain and one for the ages)."""
     cuts = np.array(cuts, np.float32)
     cells = cuts.shape[1]
     scale = np.array(scale, np.float32)
@@ -274,21 +277,14 @@ def fit_decoding(
                         best[i], choice[i] = err, g
         return choice
 
-    run_rounds(rounds)
-    if len(spread_grid):
-        only = np.isin(TRACKS, spread_tracks)
-        choice = nearest(
-            spread_grid, lambda g: (cuts, scale, sustain, np.where(only, g, spread)), "pitches_per_bar", only
-        )
-        spread = np.where(np.isnan(choice), spread, choice).astype(np.float32)
-        run_rounds(max(rounds // 2, 1))
-    pitched = sustain <= 1  # drums decode with "no sustain" (2): their hits last a calibrated tail
-    if pitched.any():
+    def fit_lengths(sustain):
+        """The one sustain factor per track for the mean length, then (`age_grid`) one per age of a note."""
         on = lambda f: (cuts, scale, np.where(pitched, f, sustain).astype(np.float32), spread)  # noqa: E731
         choice = nearest(sustain_grid, on, "mean_length", only=pitched)
         sustain = np.where(np.isnan(choice), sustain, choice).astype(np.float32)
         history.append(compared(measure(cuts, scale, sustain, spread)))
-    if pitched.any() and len(age_grid):
+        if not len(age_grid):
+            return sustain
         sustain = np.repeat(sustain[:, None], SUSTAIN_AGES, 1)
         for a in range(SUSTAIN_AGES):
 
@@ -302,6 +298,22 @@ def fit_decoding(
             choice = nearest(age_grid, at_age, stat, only=pitched)
             sustain[:, a] = np.where(np.isnan(choice), sustain[:, a], choice)
         history.append(compared(measure(cuts, scale, sustain, spread)))
+        return sustain
+
+    pitched = sustain <= 1  # drums decode with "no sustain" (2): their hits last a calibrated tail
+    run_rounds(rounds)
+    lengths_first = pitched.any() and len(age_grid) > 0
+    if lengths_first:  # notes as long as they will be: the spread and the last rounds are chosen under them
+        sustain = fit_lengths(sustain)
+    if len(spread_grid):
+        only = np.isin(TRACKS, spread_tracks)
+        choice = nearest(
+            spread_grid, lambda g: (cuts, scale, sustain, np.where(only, g, spread)), "pitches_per_bar", only
+        )
+        spread = np.where(np.isnan(choice), spread, choice).astype(np.float32)
+        run_rounds(max(rounds // 2, 1))
+    if pitched.any() and not lengths_first:
+        sustain = fit_lengths(sustain)
     return cuts, scale, sustain, spread, history
 
 
