@@ -370,13 +370,14 @@ def calibrate_reconstruction(run: RunFolder, cfg: Config, ds: dict, *, force: bo
     got = calibration.reconstruction_decoding(model, passages, want)
     if got is None:
         return None
-    cuts, scale, sustain, spread, history = got
+    cuts, scale, sustain, spread, history, ages = got
     th = np.asarray(stats["thresholds"], np.float32)
     stats.setdefault("onset_thresholds_bars", stats["onset_thresholds"])
     stats.setdefault("sustain_bars", th[:, 0].tolist())
-    th[:, 0] = sustain if sustain.ndim == 1 else sustain[:, -1]
-    if sustain.ndim == 2:
-        stats["sustain_ages"] = sustain.tolist()
+    th[:, 0] = sustain
+    stats.pop("sustain_ages", None)
+    if ages is not None:
+        stats["sustain_ages"] = ages.tolist()
     stats.update(
         thresholds=th.tolist(),
         onset_thresholds=cuts.tolist(),
@@ -419,14 +420,15 @@ def calibrate_prior(run: RunFolder, cfg: Config, ds: dict, *, made_for: dict | N
     got = calibration.prior_decoding(model, want, songs=cfg.prior.calibrate_songs, bars=bars, seed=seed)
     if got is None:
         return None
-    cuts, scale, sustain, spread, history = got
+    cuts, scale, sustain, spread, history, ages = got
     stats = run.read_stats()
-    if sustain.ndim == 2:
-        stats["prior_sustain_ages"] = sustain.tolist()
+    stats.pop("prior_sustain_ages", None)
+    if ages is not None:
+        stats["prior_sustain_ages"] = ages.tolist()
     stats.update(
         prior_onset_thresholds=cuts.tolist(),
         prior_count_scale=scale.tolist(),
-        prior_sustain=(sustain if sustain.ndim == 1 else sustain[:, -1]).tolist(),
+        prior_sustain=sustain.tolist(),
         prior_spread=spread.tolist(),
         prior_decoding=history,
     )
