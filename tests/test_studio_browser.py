@@ -311,13 +311,17 @@ def test_generate_play_download_upload_arrange(browser, tmp_path):
     assert "broken.mid: not a readable MIDI file" in page_error(driver)
     assert "Traceback" not in driver.page_source
 
-    # upload the POP909 piano part and arrange it: the piano stays, the band plays
+    # upload the POP909 piano part and arrange it with a band that plays in nine bars of ten (the Density
+    # field; by default as often as the training data's bands, so a draw may leave a track out): the piano
+    # stays, the band plays
     upload(driver, PIANO)
     assert page_error(driver) == ""
     up_id = driver.execute_script("return document.getElementById('roll').dataset.songId")
     given = counts(driver)
     assert given["piano"] > 100 and given["drums"] == given["bass"] == 0, given
+    set_option(driver, "density", "0.9")
     result = act(driver, "arrange", timeout=240)
+    assert song_json(driver, result["id"])["params"]["density"] == "0.9"
     assert page_error(driver) == ""
     arranged = counts(driver)
     assert arranged["piano"] == given["piano"], (given, arranged)
