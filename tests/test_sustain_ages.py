@@ -58,10 +58,10 @@ def test_calibration_fits_the_length_histogram_one_factor_cannot():
     """Passages whose notes end after one sixteenth far more often than the decoders' own, and last long
     otherwise: the calibration's one factor matches their mean length but not their histogram; per age, it
     matches both (drums, with no sustain, keep theirs)."""
-    probs = _probs(96, seed=1)
+    probs = _probs(64, seed=1)
     truth = np.tile([[0.9, 0.3, 0.3, 0.2]], (5, 1)).astype(np.float32)
     truth[0] = 2.0
-    steps = lambda roll: np.moveaxis(roll.reshape(5, 8, 12 * 96, 84), 0, 1)  # noqa: E731
+    steps = lambda roll: np.moveaxis(roll.reshape(5, 8, 8 * 96, 84), 0, 1)  # noqa: E731
     want = realism.rhythm_stats(steps(_decode(probs, truth)))
     cuts = np.full((5, 16), 0.5, np.float32)
 
@@ -69,13 +69,19 @@ def test_calibration_fits_the_length_histogram_one_factor_cannot():
         return realism.rhythm_stats(steps(_decode(probs, sustain)))
 
     start = np.array([2.0, 0.5, 0.5, 0.5, 0.5], np.float32)
-    kw = dict(rounds=0, min_scale=1.0, sustain_grid=calibration.RECON_SUSTAIN_GRID)
-    _, _, one, _, _, none = calibration.fit_decoding(measure, want, cuts, np.ones(5), start, **kw)
-    _, _, same, _, history, ages = calibration.fit_decoding(
-        measure, want, cuts, np.ones(5), start, age_grid=calibration.AGE_GRID, **kw
+    _, _, one, _, history, ages = calibration.fit_decoding(
+        measure,
+        want,
+        cuts,
+        np.ones(5),
+        start,
+        rounds=0,
+        min_scale=1.0,
+        sustain_grid=(0.2, 0.3, 0.4, 0.5, 0.6),
+        age_grid=(0.1, 0.2, 0.3, 0.5, 0.7, 0.9),
     )
-    assert none is None and ages.shape == (5, SUSTAIN_AGES) and (ages[0] == 2.0).all()
-    np.testing.assert_array_equal(one, same)  # the one factor for the mean length, the ages after it
+    # the one factor for the mean length (kept: reconstructions without ages decode with it), the ages after
+    assert one.shape == (5,) and ages.shape == (5, SUSTAIN_AGES) and (ages[0] == 2.0).all() and one[0] == 2.0
 
     def tv(sustain, t):
         got = measure(cuts, None, sustain, None)[t]["length_hist"]

@@ -56,6 +56,9 @@ DENSITY_RANGE = 8.0
 """The largest plays-logit bias `density_bias` tries, either way."""
 DENSITY_DRAWS = 4
 """Songs drawn side by side (seeded) per round of `density_bias`: their mean share steers it."""
+DENSITY_BARS = 256
+"""`arrange` finds the plays bias on at most this many first segments of a part (a long part would otherwise
+be drawn 32 times whole): the bias is one number per track for the whole song."""
 
 
 class TrainedModel:
@@ -858,11 +861,12 @@ class TrainedModel:
             piano_tokens = np.concatenate([self._standardized_means(given)[:, PIANO], sounds[:, None]], -1)
             bias = None
             if not np.isnan(target).all():
-                used = -(-length // steps)  # the bars of the part, not the padding
-                many = np.repeat(piano_tokens[None], DENSITY_DRAWS, 0)
+                used = min(-(-length // steps), DENSITY_BARS)  # the part's bars (not the padding), the first 256
+                probe = min(n, -(-used // BUCKET) * BUCKET)
+                many = np.repeat(piano_tokens[None, :probe], DENSITY_DRAWS, 0)
                 bias = density_bias(
                     lambda b: self._prior_draw(
-                        "band", DENSITY_DRAWS, n, sigma=sigma, seed=seed, piano=many, plays_bias=b
+                        "band", DENSITY_DRAWS, probe, sigma=sigma, seed=seed, piano=many, plays_bias=b
                     )[1][:, :used],
                     target,
                 )
