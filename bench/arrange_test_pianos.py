@@ -41,22 +41,19 @@ def row(bars5: np.ndarray, lowest: int, songs: int) -> dict:
     return out
 
 
-def density_arg(text: str):
-    if text == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--model", default="lpd5")
     ap.add_argument("--songs", type=int, default=40)
     ap.add_argument("--sigma", type=float, default=0.5)
-    ap.add_argument("--density", nargs="*", default=[], type=density_arg, help='"data", a share, or "none"')
+    ap.add_argument(
+        "--density",
+        nargs="*",
+        default=[],
+        type=trained_model.parse_density,
+        help='"none", a share, or TRACK=SHARE pairs',
+    )
     ap.add_argument("--chain", action=argparse.BooleanOptionalAction, default=True, help="a row of the chain")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)

@@ -447,7 +447,7 @@ def _draw(
     (`window` `[B, L, 5, K]`, `window_plays` `[B, L, 5]`, `keys` from `copy_keys`) and the bar's position
     `pos` in it, the bar may be a copy of an earlier one. `bias` (`[B, 5]`) is added to the plays bits'
     logits of the tracks drawn new (copies keep their source's bits): how a band is made to play more or
-    less often than the prior would have it (`plays_bias_for`)."""
+    less often than the prior would have it (`trained_model.density_bias`)."""
     if keys is not None and model.per_track:
         return _draw_tracks(model, h, key, temp, given_plays, pos, window, window_plays, keys, bar_keys, phase, bias)
     kp, kc, kn, kk, kf, ks = jax.random.split(key, 6)

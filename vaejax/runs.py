@@ -37,6 +37,15 @@ CHAIN_LAST = "harmony"
 WEIGHTS = "weights.npz"
 
 
+def _five_numbers(v, hi: float) -> bool:
+    """Whether a statistics entry is a list of 5 numbers (not booleans) from 0 to `hi`."""
+    return (
+        isinstance(v, list)
+        and len(v) == 5
+        and all(not isinstance(x, bool) and isinstance(x, (int, float)) and 0 <= x <= hi for x in v)
+    )
+
+
 class RunError(Exception):
     """A run folder that cannot be used as asked (missing, damaged, or trained otherwise)."""
 
@@ -235,20 +244,10 @@ class RunFolder:
         g = stats.get("harmony_guidance", 1.0)
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g <= 20:
             problems.append(f"harmony_guidance must be a number from 0 to 20, got {g!r}")
-        w = stats.get("harmony_weights", [1.0] * 5)
-        if (
-            not isinstance(w, list)
-            or len(w) != 5
-            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 10 for v in w)
-        ):
-            problems.append(f"harmony_weights must be 5 numbers from 0 to 10, got {w!r}")
-        b = stats.get("band_shares", [0.5] * 5)
-        if (
-            not isinstance(b, list)
-            or len(b) != 5
-            or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1 for v in b)
-        ):
-            problems.append(f"band_shares must be 5 shares from 0 to 1, got {b!r}")
+        for name, hi, what in (("harmony_weights", 10, "numbers"), ("band_shares", 1, "shares")):
+            v = stats.get(name)
+            if v is not None and not _five_numbers(v, hi):
+                problems.append(f"{name} must be 5 {what} from 0 to {hi}, got {v!r}")
         if not isinstance(stats.get("data", {}), dict):
             problems.append("data must be a mapping")
         if start_bars is not None and (start_bars.ndim != 3 or start_bars.shape[1:] != (5, k2) or not len(start_bars)):
