@@ -325,6 +325,11 @@ class TrainConfig:
     vae_epochs: int = option(20, "--vae-epochs", "epochs of the VAE stage")
     chain_epochs: int = option(50, "--chain-epochs", "epochs of each latent chain stage")
     lr: float = option(1e-3, "--lr", "learning rate of the VAEs")
+    lr_decay: float = option(
+        1.0,
+        "--lr-decay",
+        "the VAEs' learning rate falls along a cosine to lr x this by the stage's last step (1: constant)",
+    )
     chain_lr: float = 1e-3
     chain_batch_size: int = 256
     # Latent chains work on standardised parameters (per-dimension mean 0, std 1 over the training bars) and
@@ -365,6 +370,7 @@ class TrainConfig:
                 "vae_epochs": ("int", 1, 1 << 20),
                 "chain_epochs": ("int", 1, 1 << 20),
                 "lr": ("float", 1e-12, 10.0),
+                "lr_decay": ("float", 0.0, 1.0),
                 "chain_lr": ("float", 1e-12, 10.0),
                 "chain_batch_size": ("int", 1, 1 << 20),
                 "chain_noise": ("float", 0.0, 100.0),

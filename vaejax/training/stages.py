@@ -36,13 +36,13 @@ from vaejax.training.steps import (
 def train_vae(run: RunFolder, cfg: Config, ds: dict, dp: DataParallel, *, progress=True, stop_after=0):
     tc = cfg.train
     key = jax.random.fold_in(jax.random.key(tc.seed), 0)
-    graphdef, state, tx = init_vae_state(cfg.model, cfg.data, tc, key)
-    state = dp.replicate(state)
-    step_fn, eval_fn = make_vae_fns(graphdef, tc, cfg.data, tx, platform=dp.platform)
     train = ds["train"]
     spe = data_lib.num_batches(train, tc.batch_size, tc.max_steps_per_epoch)
     if spe == 0:
         raise ValueError(f"training split has {len(train)} bars, fewer than one batch of {tc.batch_size}")
+    graphdef, state, tx = init_vae_state(cfg.model, cfg.data, tc, key, steps=spe * tc.vae_epochs)
+    state = dp.replicate(state)
+    step_fn, eval_fn = make_vae_fns(graphdef, tc, cfg.data, tx, platform=dp.platform)
     shard = (jax.process_index(), jax.process_count())
 
     def batches(epoch, start):

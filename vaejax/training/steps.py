@@ -43,18 +43,32 @@ def train_state(params, tx: optax.GradientTransformation, key: jax.Array) -> dic
     return {"params": params, "opt": tx.init(params), "key": jax.random.key_data(key)}
 
 
-def vae_optimizer(train: TrainConfig) -> optax.GradientTransformation:
-    return optax.adam(train.lr)
+def vae_optimizer(train: TrainConfig, steps: int = 0) -> optax.GradientTransformation:
+    """Adam at `train.lr`; with `train.lr_decay` below 1 and the stage's `steps` known, the rate falls along a
+    cosine to `lr * lr_decay` by the last step. Either way the state is `optax.adam`'s (the schedule reads
+    Adam's own step count), so checkpoints restore whatever the schedule."""
+    if train.lr_decay == 1.0 or steps <= 0:
+        return optax.adam(train.lr)
+    rate = optax.cosine_decay_schedule(train.lr, steps, train.lr_decay)
+    adam = optax.scale_by_adam()
+
+    def update(grads, state, params=None):
+        moments, empty = state
+        out, moments = adam.update(grads, moments, params)
+        lr = rate(moments.count)  # Adam's count after this update: 1 at the first step, `steps` at the last
+        return jax.tree.map(lambda u: -lr * u, out), (moments, empty)
+
+    return optax.GradientTransformation(lambda params: (adam.init(params), optax.EmptyState()), update)
 
 
 def chain_optimizer(train: TrainConfig) -> optax.GradientTransformation:
     return optax.adam(train.chain_lr)
 
 
-def init_vae_state(model: ModelConfig, data: DataConfig, train: TrainConfig, key: jax.Array):
-    """(graphdef, state, optimiser) of the five stacked VAEs."""
+def init_vae_state(model: ModelConfig, data: DataConfig, train: TrainConfig, key: jax.Array, steps: int = 0):
+    """(graphdef, state, optimiser) of the five stacked VAEs; `steps`: the stage's length (`vae_optimizer`)."""
     graphdef, params = nnx.split(models.vae_stack(model, data, key))
-    tx = vae_optimizer(train)
+    tx = vae_optimizer(train, steps)
     return graphdef, train_state(params, tx, key), tx
 
 
