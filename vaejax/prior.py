@@ -588,7 +588,9 @@ def generate(
     if plays_bias is not None:
         bias[:] = plays_bias
     bias = jnp.asarray(bias)
-    z, plays = jnp.asarray(z), jnp.asarray(plays)
+    # on the device from the start: the windows' outputs are (their parameters are, when restored from a
+    # checkpoint), and a first window given host arrays would compile the window's program a second time
+    z, plays = jax.device_put(z, jax.devices()[0]), jax.device_put(plays, jax.devices()[0])
     while done < bars:
         s = int(np.clip(done - (context - hop), 0, size - context))
         sl = slice(s, s + context)

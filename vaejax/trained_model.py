@@ -870,7 +870,13 @@ class TrainedModel:
                     )[1][:, :used],
                     target,
                 )
-            z, plays = self._prior_draw("band", 1, n, sigma=sigma, seed=seed, piano=piano_tokens[None], plays_bias=bias)
+            # with a density, the song is the first of as many draws as the search made (the same compiled
+            # program where the search saw the whole part)
+            k = 1 if bias is None else DENSITY_DRAWS
+            z, plays = self._prior_draw(
+                "band", k, n, sigma=sigma, seed=seed, piano=np.repeat(piano_tokens[None], k, 0), plays_bias=bias
+            )
+            z, plays = z[:1], plays[:1]
             out = self._prior_rolls(z, plays, piano=roll[PIANO], sustain=sustain, sample=sample, seed=seed)[:, 0]
             return self._arranged(out, piano_roll, add, shift, length, finish_kw)
         p = self._encode_roll(roll).concat()[:, PIANO]  # [n, 2K]
