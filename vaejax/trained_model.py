@@ -357,15 +357,24 @@ class TrainedModel:
         return roll.reshape(5, num, bars * d.steps, -1)
 
     def prior_bars(
-        self, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, num: int = 1, prior: str | None = None
+        self,
+        bars: int = 32,
+        *,
+        sigma: float = SIGMA,
+        seed: int = 0,
+        num: int = 1,
+        prior: str | None = None,
+        drawn: tuple | None = None,
     ) -> np.ndarray:
         """`num` new songs as raw bars `[5, num, bars, T, P]` (bool, the decoders' own notes before any
-        post-processing, in the model's key) from the prior `prior` (see `prior_kind`)."""
+        post-processing, in the model's key) from the prior `prior` (see `prior_kind`). `drawn`: what the
+        learned prior drew for these arguments (`prior_draws`), to decode them again without drawing them
+        again (the decoding's calibration decodes the same songs many times)."""
         check_generation(bars=bars, sigma=sigma, num=num)
         d = self.cfg.data
         segments = -(-bars // d.segment_bars)
         if self.prior_kind(prior) == "transformer":
-            z, plays = self._prior_draw("song", num, segments, sigma=sigma, seed=seed)
+            z, plays = self.prior_draws(bars, sigma=sigma, seed=seed, num=num) if drawn is None else drawn
             roll = self._prior_rolls(z, plays, seed=seed + 1)
         else:
             z, means = self.sample_latents(segments, sigma=sigma, seed=seed, num=num, with_means=True)
@@ -373,6 +382,11 @@ class TrainedModel:
             roll = self.rolls(flat(z), seed=seed + 1, plays_latents=flat(means)).reshape(5, num, segments * d.steps, -1)
         per_bar = d.resolution * d.beats_per_bar
         return roll[:, :, : bars * per_bar].reshape(5, num, bars, per_bar, -1)
+
+    def prior_draws(self, bars: int = 32, *, sigma: float = SIGMA, seed: int = 0, num: int = 1) -> tuple:
+        """What the learned prior draws for `prior_bars` with these arguments: standardised means
+        `[num, segments, 5, K]` and plays bits `[num, segments, 5]`, before any decoding."""
+        return self._prior_draw("song", num, -(-bars // self.cfg.data.segment_bars), sigma=sigma, seed=seed)
 
     def _label(self, name: str) -> str:
         return f"{name} (model trained on SYNTHETIC demo data)" if self.synthetic and "SYNTHETIC" not in name else name

@@ -337,17 +337,18 @@ def prior_decoding(
 
     The prior's latents are less certain than encoded ones, and a decoder places the notes of a less
     certain latent on the beats it is surest of (drums on the backbeat, piano on the downbeat) and writes
-    fewer of them; their sustain probabilities fall faster too. Each round samples the same `songs` songs
-    of `bars` bars at the default sigma (one seed). Returns `fit_decoding`'s tuple, or None where the
+    fewer of them; their sustain probabilities fall faster too. Each round decodes the same `songs` songs
+    of `bars` bars, drawn once at the default sigma (one seed). Returns `fit_decoding`'s tuple, or None where the
     decoders are not on a sixteenth grid."""
     if not _on_sixteenths(model):
         return None
     d = model.cfg.data
     per_bar = d.resolution * d.beats_per_bar
+    drawn = model.prior_draws(bars, sigma=SIGMA, seed=seed, num=songs)  # drawn once, decoded many times
 
     def measure(cuts, scale, sustain, spread):
         gen = model.with_prior_decoding(cuts, scale, sustain, spread).prior_bars(
-            bars, sigma=SIGMA, seed=seed, num=songs
+            bars, sigma=SIGMA, seed=seed, num=songs, drawn=drawn
         )
         flat = np.moveaxis(gen, 0, 1).reshape(songs, len(TRACKS), bars * per_bar, -1)  # gen: [5, songs, bars, T, P]
         return realism.rhythm_stats(flat, steps_per_bar=per_bar)
