@@ -485,7 +485,10 @@ class _FixedDecoder:
         )(jnp.asarray(probs), th, jnp.asarray(cuts), jnp.asarray(scale), jnp.asarray(spread))
         return np.asarray(roll)  # [5, m, 96, 84]
 
-    def prior_bars(self, bars, *, sigma, seed, num):
+    def prior_draws(self, bars, *, sigma, seed, num):
+        return None  # the fixed probabilities stand for whatever was drawn
+
+    def prior_bars(self, bars, *, sigma, seed, num, drawn=None):
         gen = self._decode(num * bars, self.prior_onset_cuts, self.prior_count_scale, self.prior_spread)
         return gen.reshape(5, num, bars, 96, 84)
 
