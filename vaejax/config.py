@@ -44,6 +44,11 @@ AGE_INDEX = (0, 0, 1, 2, 2, 3)
 it started; the last entry for every later age): age 1 (does it outlast its first sixteenth), age 2, ages 3
 and 4, ages 5 on, as the note-length histogram's bins (1, 2, 3-4, 5-8, ...) of `vaejax.realism`."""
 SUSTAIN_AGES = max(AGE_INDEX) + 1
+SINGLE_LINE = ("Bass",)
+"""Tracks decoded as one line (`models.decode_notes(line=...)`): where notes start, only the likeliest does
+(with its octaves), ending the note before it. Real bass parts sound one pitch 95% of the time they sound,
+and nearly all their two-note moments are octaves; decoded bar by bar, the bass kept a second voice a
+fifth of the time, mostly thirds and fourths (docs/quality-report.md, "A bass that plays one line")."""
 HARMONY_WEIGHTS = (1.0, 1.0, 11 / 7, 6 / 7, 5 / 7)
 """How strongly each track (LPD-5 order) takes the guidance: a track's scale is 1 + (guidance - 1) x its
 weight, at least 0, so guidance 1 decodes every track as trained and the one setting moves every track the

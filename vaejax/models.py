@@ -455,6 +455,7 @@ def decode_notes(
     spread=1.0,
     count_probs: jax.Array | None = None,
     sustain_ages: jax.Array | None = None,
+    line=False,
 ) -> jax.Array:
     """Decoder probabilities `[B, C, T, P]` -> a `[B, T*sub, P]` bool roll.
 
@@ -487,6 +488,11 @@ def decode_notes(
     sixteenth, after two, ..., is then set apart from how long the longer ones last (decoders' sustain
     probabilities fall smoothly, so that one factor holds most notes for two to four sixteenths where real
     parts mix one-sixteenth notes with long ones).
+    `line` (a bool, traced or not): the track plays one line, as a bass does: where notes start, only the one
+    of highest onset probability starts (with the same pitch class an octave or two away, the doubling real
+    bass parts use), and it ends whatever else sounds, octaves of it apart. Decoders trained on single bars
+    give a bass as likely a third or a fourth above its root as the root itself, and counting or thresholding
+    keeps both, a second voice real bass lines almost never play.
     """
     c = probs.shape[1]
     cut = [thresholds[i] for i in range(min(c, 2))] if draws is None else [draws[:, i] for i in range(c)]
@@ -526,14 +532,23 @@ def decode_notes(
     level = probs[:, 0] if draws is None else jnp.where(sustain, 1.0, 0.0)
     ages = None if sustain_ages is None or draws is not None else jnp.asarray(sustain_ages)[jnp.asarray(AGE_INDEX)]
 
+    one_line = line is not False
+    pitch = jnp.arange(on.shape[-1])
+
     def step(carry, inputs):
         playing, ref, age = carry
-        st, lv = inputs
+        st, lv, op = inputs
+        if one_line:  # the likeliest start and its octaves; it ends the notes sounding on other pitches
+            best = jnp.argmax(jnp.where(st, op, -1.0), axis=-1)
+            octave = (pitch[None] - best[:, None]) % 12 == 0
+            ends = st.any(-1, keepdims=True) & ~octave
+            st = jnp.where(line, st & octave, st)
+            playing = jnp.where(line, playing & ~ends, playing)
         ref = jnp.where(st, jnp.maximum(lv, SUSTAIN_FLOOR), ref)
         age = jnp.where(st, 0, jnp.minimum(age + 1, len(AGE_INDEX) - 1))
         factor = cut[0] if ages is None else ages[age]
         playing = st | (playing & (lv > jnp.maximum(factor * ref if draws is None else 0.5, SUSTAIN_FLOOR)))
-        return (playing, ref, age), playing
+        return (playing, ref, age), (playing, st)
 
     init = (
         jnp.zeros_like(start[:, 0]),
@@ -542,14 +557,19 @@ def decode_notes(
     )
     if plays is not None:
         start = start & (plays > plays_cut)[:, None, None]
-    _, roll = jax.lax.scan(step, init, (jnp.moveaxis(start, 1, 0), jnp.moveaxis(level, 1, 0)))
-    roll = jnp.moveaxis(roll, 0, 1)
+    _, (roll, start) = jax.lax.scan(step, init, tuple(jnp.moveaxis(a, 1, 0) for a in (start, level, on)))
+    roll, start = jnp.moveaxis(roll, 0, 1), jnp.moveaxis(start, 0, 1)
     if c < 3:
         return roll
     ratio = probs[:, 2] / jnp.maximum(on, 1e-6)
     early = ratio > (0.5 if draws is None else draws[:, 2])
     tail = jnp.clip(jnp.round(thresholds[2]), 1, sub).astype(jnp.int32)
-    return expand_grid(start, roll, early, tail, sub)
+    out = expand_grid(start, roll, early, tail, sub)
+    if one_line:  # a note starting a data step early ends the one before it at that step too
+        began = out & ~jnp.pad(out, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+        octave = (pitch[None, None] - jnp.argmax(began, axis=-1)[..., None]) % 12 == 0
+        out = jnp.where(line & began.any(-1, keepdims=True) & ~octave, False, out)
+    return out
 
 
 def count_params(module: nnx.Module) -> int:

@@ -33,6 +33,7 @@ from vaejax.config import (
     PRIOR,
     PRIORS,
     SIGMA,
+    SINGLE_LINE,
     SUSTAIN_AGES,
     TEMPO,
     TRACKS,
@@ -160,6 +161,9 @@ class TrainedModel:
         """Decoders with an onset map start as many notes as they expect (`models.decode_notes(count=True)`;
         on a grid, ranked against each cell's calibrated threshold); False decodes at the calibrated onset
         thresholds instead."""
+        self.single_line = line_tracks(self.stats.get("single_line", SINGLE_LINE))
+        """Tracks decoded as one line (`models.decode_notes(line=True)`): where notes start, the likeliest
+        starts and ends the note before it, octave doublings kept (`config.SINGLE_LINE`: the bass)."""
         self._load_prior(run)
         self._chain = jax.jit(self._chain_impl, static_argnums=(2,))
         self._rolls = jax.jit(self._rolls_impl, static_argnames=("sample", "count", "cells", "guided"))
@@ -167,7 +171,7 @@ class TrainedModel:
         self._harm = jax.jit(self._harmony_impl)
         self._frozen = True
 
-    OPTIONS = ("harmony_guidance", "memory_mb", "count_notes", "tempo")
+    OPTIONS = ("harmony_guidance", "memory_mb", "count_notes", "tempo", "single_line")
     """Generation settings that `with_options` changes; everything else is fixed by the run folder."""
 
     def with_options(self, **options) -> TrainedModel:
@@ -184,6 +188,8 @@ class TrainedModel:
         )
         if "count_notes" in options and not isinstance(options["count_notes"], bool):
             raise ValueError(f"count_notes must be True or False, not {options['count_notes']!r}")
+        if "single_line" in options:
+            options["single_line"] = line_tracks(options["single_line"])
         new = copy.copy(self)
         for name, value in options.items():
             object.__setattr__(new, name, float(value) if name in ("harmony_guidance", "tempo") else value)
@@ -459,6 +465,7 @@ class TrainedModel:
         piano=None,
         plays_latents=None,
         guidance=1.0,
+        lines=False,
         *,
         sample: bool = False,
         count: bool = False,
@@ -481,7 +488,9 @@ class TrainedModel:
         z = jnp.moveaxis(latents[..., : self.K], 1, 0)  # [5, M, K]: decoders read mu
         zp = z if plays_latents is None else jnp.moveaxis(plays_latents[..., : self.K], 1, 0)
 
-        def notes(probs, plays, th, ag, oc, cs, sp, k, cp=None):
+        lines = jnp.zeros(len(TRACKS), bool) if lines is False else lines
+
+        def notes(probs, plays, th, ag, oc, cs, sp, k, ln, cp=None):
             kc, kp = jax.random.split(k)
             draws = jax.random.uniform(kc, probs.shape) if sample else None
             cut = jax.random.uniform(kp, plays.shape) if sample else 0.5
@@ -499,6 +508,7 @@ class TrainedModel:
                 spread=sp,
                 count_probs=cp,
                 sustain_ages=ag,
+                line=ln,
             )
 
         kp, kb = jax.random.split(key)
@@ -516,6 +526,7 @@ class TrainedModel:
                 count_scale[PIANO],
                 spread[PIANO],
                 kp,
+                lines[PIANO],
             )
         c = models.conditions(piano.astype(jnp.float32), d)
         probs, plays = models.decode_stack(self.vae_def, vae, z, c)
@@ -528,7 +539,9 @@ class TrainedModel:
             # harmonic bias raises every chord tone's onset probability, and counted from the guided maps
             # the band would start more notes the harder it is guided)
             plain = models.decode_stack(self.vae_def, self.vae, z, c)[0]
-        rolls = jax.vmap(notes)(probs, plays, thresholds, sustain_ages, onset_cuts, count_scale, spread, keys, plain)
+        rolls = jax.vmap(notes)(
+            probs, plays, thresholds, sustain_ages, onset_cuts, count_scale, spread, keys, lines, plain
+        )
         return rolls.at[PIANO].set(piano.astype(bool))
 
     def _encode_impl(self, x):
@@ -618,6 +631,7 @@ class TrainedModel:
                     None if p is None else jnp.asarray(p),
                     None if pl is None else jnp.asarray(pl),
                     jnp.asarray(scales),
+                    jnp.asarray([t in self.single_line for t in TRACKS]),
                     sample=sample,
                     count=bool(self.count_notes),
                     cells=bool(self.per_cell_onsets),
@@ -1056,6 +1070,22 @@ def track_list(tracks) -> tuple[str, ...]:
             raise ValueError(f"unknown track {t!r} to add{given}; choose from {', '.join(band)}")
         out.append(names[t.strip().lower()])
     return tuple(out)
+
+
+def line_tracks(tracks) -> tuple[str, ...]:
+    """Tracks to decode as one line (`single_line`): names (any case), a comma-separated string, or
+    nothing (None, "" or an empty sequence) for none."""
+    if not tracks:
+        return ()
+    if isinstance(tracks, str):
+        tracks = [t for t in tracks.split(",") if t.strip()]
+    names = {t.lower(): t for t in TRACKS}
+    out = []
+    for t in tracks:
+        if not isinstance(t, str) or t.strip().lower() not in names:
+            raise ValueError(f"unknown track {t!r} to decode as one line; choose from {', '.join(TRACKS)}")
+        out.append(names[t.strip().lower()])
+    return tuple(dict.fromkeys(out))
 
 
 def resolve(name: str | None = None) -> tuple[str, str]:
