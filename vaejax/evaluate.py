@@ -51,8 +51,9 @@ def reconstruction(model, split: data_lib.Split, max_bars: int = 4096) -> dict:
         xb = x[:, i : i + 512]
         z = model.encode_bars(xb)
         # the band decodes under the real piano, as in training; the piano from its own latents
-        pred = model.rolls(z, piano=xb[1].reshape(-1, xb.shape[-1]), guidance=1.0).reshape(xb.shape).copy()
-        pred[1] = model.rolls(z, guidance=1.0).reshape(xb.shape)[1]
+        as_trained = {"guidance": 1.0, "single_line": ()}
+        pred = model.rolls(z, piano=xb[1].reshape(-1, xb.shape[-1]), **as_trained).reshape(xb.shape).copy()
+        pred[1] = model.rolls(z, **as_trained).reshape(xb.shape)[1]
         counts = metrics.confusion(pred, xb, axis=(1, 2, 3))
         tp, fp, fn = tp + counts[0], fp + counts[1], fn + counts[2]
     p, r, f1 = metrics.prf(tp, fp, fn)
@@ -196,7 +197,7 @@ def realism_section(
         return {}
     flat_real = real.reshape(5, -1, *real.shape[3:])
     z = model.encode_bars(flat_real)
-    recon = model.rolls(z, guidance=1.0).reshape(flat_real.shape)  # reconstructions decode as trained
+    recon = model.rolls(z, guidance=1.0, single_line=()).reshape(flat_real.shape)  # reconstructions decode as trained
     n = real.shape[1]
     systems = {"reconstructed": _songs_of(recon, n), "reconstructed, post-processed": _songs_of(_post(model, recon), n)}
     priors = ["chain"] + (["transformer"] if model.prior is not None else [])

@@ -488,11 +488,12 @@ def decode_notes(
     sixteenth, after two, ..., is then set apart from how long the longer ones last (decoders' sustain
     probabilities fall smoothly, so that one factor holds most notes for two to four sixteenths where real
     parts mix one-sixteenth notes with long ones).
-    `line` (a bool, traced or not): the track plays one line, as a bass does: where notes start, only the one
-    of highest onset probability starts (with the same pitch class an octave or two away, the doubling real
-    bass parts use), and it ends whatever else sounds, octaves of it apart. Decoders trained on single bars
-    give a bass as likely a third or a fourth above its root as the root itself, and counting or thresholding
-    keeps both, a second voice real bass lines almost never play.
+    `line` (a bool, traced or not): the track plays one line, as a bass does: where notes start (on the grid,
+    a cell), only the one of highest onset probability starts (with the same pitch class an octave or two
+    away, the doubling real bass parts use), and it ends whatever else sounds, octaves of it apart (a note
+    starting a data step early still overlaps the one before by that step, as legato playing does). Drawn
+    latents decode a bass as likely a third or a fourth above its root as the root itself, and counting or
+    thresholding keeps both, a second voice real bass lines almost never play.
     """
     c = probs.shape[1]
     cut = [thresholds[i] for i in range(min(c, 2))] if draws is None else [draws[:, i] for i in range(c)]
@@ -564,12 +565,7 @@ def decode_notes(
     ratio = probs[:, 2] / jnp.maximum(on, 1e-6)
     early = ratio > (0.5 if draws is None else draws[:, 2])
     tail = jnp.clip(jnp.round(thresholds[2]), 1, sub).astype(jnp.int32)
-    out = expand_grid(start, roll, early, tail, sub)
-    if one_line:  # a note starting a data step early ends the one before it at that step too
-        began = out & ~jnp.pad(out, ((0, 0), (1, 0), (0, 0)))[:, :-1]
-        octave = (pitch[None, None] - jnp.argmax(began, axis=-1)[..., None]) % 12 == 0
-        out = jnp.where(line & began.any(-1, keepdims=True) & ~octave, False, out)
-    return out
+    return expand_grid(start, roll, early, tail, sub)
 
 
 def count_params(module: nnx.Module) -> int:

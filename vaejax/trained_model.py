@@ -595,6 +595,7 @@ class TrainedModel:
         plays_latents=None,
         drawn: bool = False,
         guidance: float | None = None,
+        single_line=None,
     ) -> np.ndarray:
         """Latent parameters `[M, 5]` (`Latents`, or the `[M, 5, 2K]` layout) -> `[5, M*T, P]` bool rolls: the
         decoders' raw output, notes decoded at the calibrated thresholds (`sustain`, in (0, 1), replaces the
@@ -603,7 +604,10 @@ class TrainedModel:
         follows; `plays_latents` (like `latents`) decide which tracks play in which segments. `drawn`: the
         latents were drawn from the learned prior (decoded with `prior_onset_cuts`, `prior_count_scale` and
         `prior_sustain`). `guidance`: the overall harmony guidance (`track_guidance`; the model's
-        `harmony_guidance` where None, 1 decodes the band as trained)."""
+        `harmony_guidance` where None, 1 decodes the band as trained). `single_line`: the tracks decoded as one
+        line (the model's `single_line` where None; reconstructions pass `()`: a real bass's own latents
+        decode to its line, and the rule would only drop the overlaps and doublings real parts have)."""
+        lines = self.single_line if single_line is None else line_tracks(single_line)
         th = self.thresholds.copy()
         ages = self.prior_sustain_ages if drawn else self.sustain_ages
         if sustain is not None:
@@ -631,7 +635,7 @@ class TrainedModel:
                     None if p is None else jnp.asarray(p),
                     None if pl is None else jnp.asarray(pl),
                     jnp.asarray(scales),
-                    jnp.asarray([t in self.single_line for t in TRACKS]),
+                    jnp.asarray([t in lines for t in TRACKS]),
                     sample=sample,
                     count=bool(self.count_notes),
                     cells=bool(self.per_cell_onsets),
@@ -673,15 +677,23 @@ class TrainedModel:
         name: str = "decoded",
         plays_latents=None,
         guidance: float | None = None,
+        single_line=None,
         **finish_kw,
     ):
         """Latent parameters `[bars, 5]` -> Multitrack (thresholds calibrated on validation data by
         default; `sample=True` draws each cell from its Bernoulli instead). `key`: semitones to transpose
         the output by; `min_length`, `merge_gap`: post-processing (0 and 0 for the raw output). `guidance`:
         the harmony guidance (the model's where None; 1 decodes a song's own latents as trained, as
+        `vary(sigma=0)` does); `single_line`: as `rolls` (`()` decodes every track as trained, as
         `vary(sigma=0)` does)."""
         roll = self.rolls(
-            latents, sustain=sustain, sample=sample, seed=seed, plays_latents=plays_latents, guidance=guidance
+            latents,
+            sustain=sustain,
+            sample=sample,
+            seed=seed,
+            plays_latents=plays_latents,
+            guidance=guidance,
+            single_line=single_line,
         )
         return self._finish(roll, name=name, **finish_kw)
 
@@ -762,8 +774,9 @@ class TrainedModel:
     def vary(self, song, *, sigma: float = SIGMA, seed: int = 0, bars: int | None = None, **decode_kw):
         """A variation: encode every bar of `song`, add sigma noise to its latent parameters (as the chains
         do), decode (in the song's own key unless `key` is given). Tracks play where the song has them play.
-        At sigma 0 (a reconstruction) the band decodes as trained: the song's own latents already carry its
-        harmony, and guiding them toward the piano only loses notes (`docs/quality-report.md`)."""
+        At sigma 0 (a reconstruction) every track decodes as trained: the song's own latents already carry its
+        harmony, and guiding them toward the piano only loses notes, and its bass line, and decoding it as one
+        line only drops the overlaps real parts have (`docs/quality-report.md`)."""
         roll, shift = self._in_model_key(self._roll_of(song))
         z = self._encode_roll(roll)
         if bars is not None:
@@ -783,6 +796,7 @@ class TrainedModel:
         decode_kw.setdefault("key", 0)
         if sigma == 0:
             decode_kw.setdefault("guidance", 1.0)
+            decode_kw.setdefault("single_line", ())
         return self.decode(noisy, seed=seed, name=f"variation sigma {sigma}", shift=shift, plays_latents=z, **decode_kw)
 
     def continue_song(

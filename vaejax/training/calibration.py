@@ -384,7 +384,7 @@ def reconstruction_decoding(model, passages: np.ndarray, want: dict, *, rounds: 
     z = model.encode_bars(np.moveaxis(passages, 1, 0).reshape(len(TRACKS), s * n, t, p))
 
     def measure(cuts, scale, sustain, spread):
-        roll = model.with_decoding(cuts, scale, sustain, spread).rolls(z, guidance=1.0)  # [5, S*n*T, P]
+        roll = model.with_decoding(cuts, scale, sustain, spread).rolls(z, guidance=1.0, single_line=())  # [5, S*n*T, P]
         return realism.rhythm_stats(np.moveaxis(roll.reshape(len(TRACKS), s, n * t, p), 1, 0), steps_per_bar=per_bar)
 
     return fit_decoding(
