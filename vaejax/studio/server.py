@@ -18,7 +18,6 @@ import argparse
 import collections
 import contextlib
 import inspect
-import io
 import itertools
 import logging
 import os
@@ -530,9 +529,7 @@ class Studio:
     def midi(self, entry: Entry) -> bytes:
         from vaejax import render
 
-        buf = io.BytesIO()
-        render.to_pretty_midi(entry.mt).write(buf)
-        return buf.getvalue()
+        return render.midi_bytes(entry.mt)
 
     def png(self, entry: Entry) -> bytes:
         from vaejax import render
