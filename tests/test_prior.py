@@ -575,7 +575,8 @@ def test_prior_calibration_finds_how_far_notes_spread_over_pitches():
     """Real passages whose counted notes were spread over pitches (`spread` 0.5): the prior's calibration,
     starting from plain ranking, picks for the chord-playing tracks a spread that gives as many distinct
     pitches per bar as theirs (within 10%; plain ranking gives at least 15% fewer), with onset positions and
-    counts still matched; drums and bass keep plain ranking."""
+    counts still matched; drums and bass keep plain ranking (the bass is calibrated where it is decoded as one
+    line)."""
     from vaejax import realism
     from vaejax.config import TRACKS
     from vaejax.training import calibration
@@ -596,6 +597,11 @@ def test_prior_calibration_finds_how_far_notes_spread_over_pitches():
         assert abs(history[-1][t]["pitches_ratio"] - 1) < 0.1, (t, history[-1][t])
     for t in TRACKS:
         assert abs(history[-1][t]["onsets_ratio"] - 1) < 0.05 and history[-1][t]["onset_tv"] < 0.1, (t, history[-1][t])
+    # a track decoded as one line (the bass) has its spread calibrated too
+    line = _FixedDecoder()
+    line.single_line = ("Bass",)
+    spread = calibration.prior_decoding(line, want, songs=8, bars=4, rounds=4)[3]
+    assert spread[0] == 1 and abs(spread[TRACKS.index("Bass")] - 0.5) < 0.11, spread
 
 
 @pytest.mark.slow

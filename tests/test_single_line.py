@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vaejax import models, realism, trained_model
-from vaejax.config import SINGLE_LINE, TRACKS
+from vaejax.config import LINE_HARMONY, SINGLE_LINE, TRACKS
 
 TH = jnp.asarray([0.5, 0.5, 6.0], jnp.float32)
 
@@ -46,6 +46,19 @@ def test_the_likeliest_start_wins_keeps_its_octaves_and_ends_the_note_before_it(
     # an octave of the new note, already sounding, sounds on
     held = _notes(_decode(_bar({(0, 17): 0.9, (8, 5): 0.9}), True))
     assert [(s, p) for s, _, p in held] == [(0, 17), (48, 5)] and held[0][1] == 96
+
+
+def test_the_pianos_harmony_weighs_the_choice():
+    # a fifth (0.8) and a third (0.6) start together; the piano plays the third's pitch class, not the fifth's
+    probs = _bar({(0, 19): 0.8, (0, 16): 0.6})
+    prefer = np.zeros((1, 16, 84), np.float32)
+    prefer[0, :, [4, 16, 28]] = 1.0  # pitch class of index 16 (index 0 is C)
+    plain = models.decode_notes(jnp.asarray(probs), TH, sub=6, line=True)
+    weighed = models.decode_notes(jnp.asarray(probs), TH, sub=6, line=True, prefer=jnp.asarray(prefer))
+    assert [p for _, _, p in _notes(plain)] == [19] and [p for _, _, p in _notes(weighed)] == [16]
+    assert LINE_HARMONY > (0.8 / 0.6) - 1  # what made the third win
+    free = models.decode_notes(jnp.asarray(probs), TH, sub=6, prefer=jnp.asarray(prefer))
+    np.testing.assert_array_equal(free, models.decode_notes(jnp.asarray(probs), TH, sub=6))  # no line: no effect
 
 
 def test_line_is_traced_per_track_and_changes_nothing_where_off():

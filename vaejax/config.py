@@ -49,6 +49,11 @@ SINGLE_LINE = ("Bass",)
 (with its octaves), ending the note before it. Real bass parts sound one pitch 95% of the time they sound,
 and nearly all their two-note moments are octaves; decoded bar by bar, the bass kept a second voice a
 fifth of the time, mostly thirds and fourths (docs/quality-report.md, "A bass that plays one line")."""
+LINE_HARMONY = 3.0
+"""Where notes of a one-line track start together, a note whose pitch class the piano sounds in that beat counts
+its onset probability `1 + LINE_HARMONY` times in the choice (`models.decode_notes(prefer=...)`): kept by
+probability alone, the line's notes sat further from the piano's harmony than real bass lines do (tonal
+distance to the piano 17% over real, against 12% with this weight; docs/quality-report.md)."""
 HARMONY_WEIGHTS = (1.0, 1.0, 11 / 7, 6 / 7, 5 / 7)
 """How strongly each track (LPD-5 order) takes the guidance: a track's scale is 1 + (guidance - 1) x its
 weight, at least 0, so guidance 1 decodes every track as trained and the one setting moves every track the

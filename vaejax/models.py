@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vaejax.config import AGE_INDEX, HARMONY, PIANO, TRACKS, DataConfig, ModelConfig
+from vaejax.config import AGE_INDEX, HARMONY, LINE_HARMONY, PIANO, TRACKS, DataConfig, ModelConfig
 
 INIT_ON_RATE = 0.02
 """Initial output probability: pianorolls have about 1-3% of cells on."""
@@ -456,6 +456,7 @@ def decode_notes(
     count_probs: jax.Array | None = None,
     sustain_ages: jax.Array | None = None,
     line=False,
+    prefer: jax.Array | None = None,
 ) -> jax.Array:
     """Decoder probabilities `[B, C, T, P]` -> a `[B, T*sub, P]` bool roll.
 
@@ -493,7 +494,9 @@ def decode_notes(
     away, the doubling real bass parts use), and it ends whatever else sounds, octaves of it apart (a note
     starting a data step early still overlaps the one before by that step, as legato playing does). Drawn
     latents decode a bass as likely a third or a fourth above its root as the root itself, and counting or
-    thresholding keeps both, a second voice real bass lines almost never play.
+    thresholding keeps both, a second voice real bass lines almost never play. `prefer` (`[B, T, P]` in
+    {0, 1}: the piano sounds that pitch class in the cell's beat) weighs the choice: a starting note's
+    probability counts `1 + LINE_HARMONY` times where the piano plays its pitch class.
     """
     c = probs.shape[1]
     cut = [thresholds[i] for i in range(min(c, 2))] if draws is None else [draws[:, i] for i in range(c)]
@@ -538,9 +541,9 @@ def decode_notes(
 
     def step(carry, inputs):
         playing, ref, age = carry
-        st, lv, op = inputs
+        st, lv, op, pf = inputs
         if one_line:  # the likeliest start and its octaves; it ends the notes sounding on other pitches
-            best = jnp.argmax(jnp.where(st, op, -1.0), axis=-1)
+            best = jnp.argmax(jnp.where(st, op * (1.0 + LINE_HARMONY * pf), -1.0), axis=-1)
             octave = (pitch[None] - best[:, None]) % 12 == 0
             ends = st.any(-1, keepdims=True) & ~octave
             st = jnp.where(line, st & octave, st)
@@ -558,7 +561,8 @@ def decode_notes(
     )
     if plays is not None:
         start = start & (plays > plays_cut)[:, None, None]
-    _, (roll, start) = jax.lax.scan(step, init, tuple(jnp.moveaxis(a, 1, 0) for a in (start, level, on)))
+    pf_all = jnp.zeros_like(on) if prefer is None else prefer
+    _, (roll, start) = jax.lax.scan(step, init, tuple(jnp.moveaxis(a, 1, 0) for a in (start, level, on, pf_all)))
     roll, start = jnp.moveaxis(roll, 0, 1), jnp.moveaxis(start, 0, 1)
     if c < 3:
         return roll

@@ -490,7 +490,7 @@ class TrainedModel:
 
         lines = jnp.zeros(len(TRACKS), bool) if lines is False else lines
 
-        def notes(probs, plays, th, ag, oc, cs, sp, k, ln, cp=None):
+        def notes(probs, plays, th, ag, oc, cs, sp, k, ln, cp=None, pf=None):
             kc, kp = jax.random.split(k)
             draws = jax.random.uniform(kc, probs.shape) if sample else None
             cut = jax.random.uniform(kp, plays.shape) if sample else 0.5
@@ -509,6 +509,7 @@ class TrainedModel:
                 count_probs=cp,
                 sustain_ages=ag,
                 line=ln,
+                prefer=pf,
             )
 
         kp, kb = jax.random.split(key)
@@ -539,8 +540,13 @@ class TrainedModel:
             # harmonic bias raises every chord tone's onset probability, and counted from the guided maps
             # the band would start more notes the harder it is guided)
             plain = models.decode_stack(self.vae_def, self.vae, z, c)[0]
+        cells = probs.shape[-2]
+        chord = c.reshape(c.shape[0], c.shape[1], d.beats, 12)  # [5, M, beats, 12]
+        chord = jnp.repeat(chord, cells // d.beats, axis=2)  # [5, M, cells, 12]
+        pcs = (jnp.arange(probs.shape[-1]) + d.lowest_pitch) % 12
+        prefer = chord[..., pcs]  # [5, M, cells, P]: the piano sounds this pitch class in the cell's beat
         rolls = jax.vmap(notes)(
-            probs, plays, thresholds, sustain_ages, onset_cuts, count_scale, spread, keys, lines, plain
+            probs, plays, thresholds, sustain_ages, onset_cuts, count_scale, spread, keys, lines, plain, prefer
         )
         return rolls.at[PIANO].set(piano.astype(bool))
 

@@ -184,9 +184,10 @@ repeat one pitch where real bars move between several (held-out reconstructions 
 1.9 / 4.7 distinct pitches per playing bar, piano / guitar / bass / strings, against 6.4 / 5.5 / 2.5 /
 7.3)."""
 SPREAD_TRACKS = ("Piano", "Guitar", "Strings")
-"""The tracks whose pitch spread is calibrated: those that play chords. Drums' rows are kit pieces, and a bass
-line plays one note at a time: spread, a bass adds notes under the ones it holds (two pitches at once is
-already what most tells a generated bass from a real one)."""
+"""The tracks whose pitch spread is calibrated: those that play chords, and for the prior's bars also those
+decoded as one line (`TrainedModel.single_line`: the bass). Drums' rows are kit pieces; a bass decoded freely,
+spread, adds notes under the ones it holds (two pitches at once was what most told a generated bass from a
+real one), where as one line its counted notes move between pitches instead."""
 RECON_SPREAD_GRID = ()
 """Reconstructions keep plain ranking (spread 1): spread, they have 5-14% fewer distinct pitches per bar than
 real instead of 25-33% fewer, but onset TV on held-out passages 0.01-0.02 higher, F1 0.01-0.02 lower and the
@@ -364,6 +365,7 @@ def prior_decoding(
         min_scale=PRIOR_MIN_SCALE,
         sustain_grid=PRIOR_SUSTAIN_GRID,
         spread_grid=SPREAD_GRID,
+        spread_tracks=tuple(dict.fromkeys(SPREAD_TRACKS + tuple(getattr(model, "single_line", ())))),
         age_grid=AGE_GRID,
     )
 
