@@ -108,3 +108,25 @@ def test_model_decodes_generated_bass_as_one_line_reconstructions_as_trained(tin
     )
     np.testing.assert_array_equal(model.rolls(z, single_line=()), free.rolls(z))
     assert not np.array_equal(model.rolls(z), free.rolls(z))
+
+
+def test_a_folders_stats_choose_its_one_line_tracks(tiny_run, tmp_path):
+    """`stats.json` may name the tracks decoded as one line (`[]`: none, as models decoded before the rule);
+    an unknown name is refused with the file's name."""
+    import json
+    import shutil
+
+    from vaejax.runs import RunError, RunFolder
+
+    folder = str(tmp_path / "run")
+    shutil.copytree(tiny_run, folder)
+    run = RunFolder(folder)
+    stats = run.read_stats()
+    run.write_stats({**stats, "single_line": []})
+    assert trained_model.TrainedModel(folder).single_line == ()
+    run.write_stats({**stats, "single_line": ["strings", "Bass"]})
+    assert trained_model.TrainedModel(folder).single_line == ("Strings", "Bass")
+    with open(run.stats_path, "w") as f:
+        json.dump({**stats, "single_line": ["Kazoo"]}, f)
+    with pytest.raises(RunError, match="stats.json.*single_line.*Kazoo"):
+        trained_model.TrainedModel(folder)

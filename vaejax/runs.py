@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from vaejax.config import SUSTAIN_AGES, Config
+from vaejax.config import SUSTAIN_AGES, TRACKS, Config
 from vaejax.files import write_atomically
 
 MAX_JSON_BYTES = 64 << 20
@@ -189,7 +189,8 @@ class RunFolder:
     def check_stats(self, stats: dict, cfg: Config, start_bars: np.ndarray | None = None) -> None:
         """The sampling statistics (and start bars) must fit the networks that `cfg` describes: shapes, finite
         values, thresholds at least 0 (and at most 1 off a grid: grid decoders use 2 for "no sustain" and a
-        last-cell length), latent spreads above 0, pitch spreads in (0, 1], a harmony guidance from 0 to 20."""
+        last-cell length), latent spreads above 0, pitch spreads in (0, 1], a harmony guidance from 0 to 20,
+        track names in `single_line`."""
         k2 = 2 * cfg.model.latent
         channels = (3 if cfg.model.grid else 2) if cfg.model.onsets else 1
         problems = []
@@ -248,6 +249,10 @@ class RunFolder:
             v = stats.get(name)
             if v is not None and not _five_numbers(v, hi):
                 problems.append(f"{name} must be 5 {what} from 0 to {hi}, got {v!r}")
+        lines = stats.get("single_line", [])
+        names = {t.lower() for t in TRACKS}
+        if not isinstance(lines, list) or not all(isinstance(t, str) and t.strip().lower() in names for t in lines):
+            problems.append(f"single_line must be a list of track names ({', '.join(TRACKS)}), got {lines!r}")
         if not isinstance(stats.get("data", {}), dict):
             problems.append("data must be a mapping")
         if start_bars is not None and (start_bars.ndim != 3 or start_bars.shape[1:] != (5, k2) or not len(start_bars)):
