@@ -495,7 +495,7 @@ class _FixedDecoder:
     def encode_bars(self, bars):
         return bars.shape[1]
 
-    def rolls(self, m, guidance=None):  # no harmony to guide
+    def rolls(self, m, guidance=None, single_line=None):  # no harmony to guide, no line
         return self._decode(m, self.onset_cuts, self.count_scale, self.spread).reshape(5, -1, 84)
 
 
