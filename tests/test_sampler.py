@@ -253,7 +253,8 @@ def test_a_packaged_model_is_loaded_once_per_process_until_its_files_change(tmp_
 
 @pytest.mark.slow
 def test_vary_interpolate_and_continue(packaged):
-    """At sigma 0 a variation is the decoding of the song's encoding (as trained: guidance 1); interpolation
+    """At sigma 0 a variation is the decoding of the song's encoding (as trained: guidance 1, no track decoded
+    as one line); interpolation
     starts and ends at the two songs' decodings; a continuation at sigma 0 is the chain's decoding from the
     song's last bar. (The packaged model, so that the songs have notes to compare.)"""
     m = packaged
@@ -265,7 +266,9 @@ def test_vary_interpolate_and_continue(packaged):
     assert z.shape == (4, 5) and z.concat().shape == (4, 5, m.K * 2)
     still = _roll(m.vary(song, sigma=0.0, seed=0, **raw))
     assert still.any()
-    np.testing.assert_array_equal(still, _roll(m.decode(z, plays_latents=z, shift=shift, guidance=1.0, **raw)))
+    as_trained = dict(guidance=1.0, single_line=())
+    np.testing.assert_array_equal(still, _roll(m.decode(z, plays_latents=z, shift=shift, **as_trained, **raw)))
+    assert not np.array_equal(still, _roll(m.decode(z, plays_latents=z, shift=shift, guidance=1.0, **raw)))
     moved = _roll(m.vary(song, sigma=1.0, seed=0, **raw))
     assert moved.shape == still.shape and not np.array_equal(moved, still)
     steps = m.interpolate(song, other, steps=3, bars=2, **raw)
