@@ -444,6 +444,7 @@ class _FixedDecoder:
 
     per_cell_onsets = True
     count_notes = True
+    single_line = ()
 
     def __init__(self, cuts=None, scale=None, *, recon_cuts=None, recon_scale=None, spread=None, recon_spread=None):
         from vaejax.config import Config

@@ -541,8 +541,9 @@ def decode_notes(
 
     def step(carry, inputs):
         playing, ref, age = carry
-        st, lv, op, pf = inputs
+        st, lv, *chooser = inputs
         if one_line:  # the likeliest start and its octaves; it ends the notes sounding on other pitches
+            op, pf = chooser
             best = jnp.argmax(jnp.where(st, op * (1.0 + LINE_HARMONY * pf), -1.0), axis=-1)
             octave = (pitch[None] - best[:, None]) % 12 == 0
             ends = st.any(-1, keepdims=True) & ~octave
@@ -561,8 +562,8 @@ def decode_notes(
     )
     if plays is not None:
         start = start & (plays > plays_cut)[:, None, None]
-    pf_all = jnp.zeros_like(on) if prefer is None else prefer
-    _, (roll, start) = jax.lax.scan(step, init, tuple(jnp.moveaxis(a, 1, 0) for a in (start, level, on, pf_all)))
+    scanned = (start, level) + ((on, jnp.zeros_like(on) if prefer is None else prefer) if one_line else ())
+    _, (roll, start) = jax.lax.scan(step, init, tuple(jnp.moveaxis(a, 1, 0) for a in scanned))
     roll, start = jnp.moveaxis(roll, 0, 1), jnp.moveaxis(start, 0, 1)
     if c < 3:
         return roll

@@ -1074,38 +1074,34 @@ def parse_density(text: str):
     return out
 
 
+def _track_names(tracks, allowed: tuple[str, ...], what: str, why: dict | None = None) -> tuple[str, ...]:
+    """Names (any case) or a comma-separated string -> the names of `allowed` they give, in order; an unknown
+    one is refused, saying what it was for (`what`, and `why[name]` where given) and what would do."""
+    if isinstance(tracks, str):
+        tracks = [t for t in tracks.split(",") if t.strip()]
+    names = {t.lower(): t for t in allowed}
+    out = []
+    for t in tracks:
+        if not isinstance(t, str) or t.strip().lower() not in names:
+            extra = (why or {}).get(str(t).strip().lower(), "")
+            raise ValueError(f"unknown track {t!r} to {what}{extra}; choose from {', '.join(allowed)}")
+        out.append(names[t.strip().lower()])
+    return tuple(out)
+
+
 def track_list(tracks) -> tuple[str, ...]:
     """Instrument names to add in an arrangement: None for all four, else names (any case) or a
     comma-separated string."""
     band = tuple(TRACKS[i] for i in HARMONY)
     if tracks is None:
         return band
-    if isinstance(tracks, str):
-        tracks = [t for t in tracks.split(",") if t.strip()]
-    names = {t.lower(): t for t in band}
-    out = []
-    for t in tracks:
-        if not isinstance(t, str) or t.strip().lower() not in names:
-            given = " (the piano is the given part: it is kept, not added)" if str(t).strip().lower() == "piano" else ""
-            raise ValueError(f"unknown track {t!r} to add{given}; choose from {', '.join(band)}")
-        out.append(names[t.strip().lower()])
-    return tuple(out)
+    return _track_names(tracks, band, "add", {"piano": " (the piano is the given part: it is kept, not added)"})
 
 
 def line_tracks(tracks) -> tuple[str, ...]:
     """Tracks to decode as one line (`single_line`): names (any case), a comma-separated string, or
     nothing (None, "" or an empty sequence) for none."""
-    if not tracks:
-        return ()
-    if isinstance(tracks, str):
-        tracks = [t for t in tracks.split(",") if t.strip()]
-    names = {t.lower(): t for t in TRACKS}
-    out = []
-    for t in tracks:
-        if not isinstance(t, str) or t.strip().lower() not in names:
-            raise ValueError(f"unknown track {t!r} to decode as one line; choose from {', '.join(TRACKS)}")
-        out.append(names[t.strip().lower()])
-    return tuple(dict.fromkeys(out))
+    return tuple(dict.fromkeys(_track_names(tracks, TRACKS, "decode as one line"))) if tracks else ()
 
 
 def resolve(name: str | None = None) -> tuple[str, str]:

@@ -365,7 +365,7 @@ def prior_decoding(
         min_scale=PRIOR_MIN_SCALE,
         sustain_grid=PRIOR_SUSTAIN_GRID,
         spread_grid=SPREAD_GRID,
-        spread_tracks=tuple(dict.fromkeys(SPREAD_TRACKS + tuple(getattr(model, "single_line", ())))),
+        spread_tracks=tuple(dict.fromkeys(SPREAD_TRACKS + tuple(model.single_line))),
         age_grid=AGE_GRID,
     )
 
