@@ -18,6 +18,7 @@ from typing import Any
 TRACKS = ("Drums", "Piano", "Guitar", "Bass", "Strings")
 """LPD-5 track order. Index 1 (piano) carries the melody chain."""
 
+DRUMS = 0
 PIANO = 1
 HARMONY = (0, 2, 3, 4)
 """The four non-piano tracks, in the order of the stacked HarmonyNNs."""
@@ -49,6 +50,12 @@ SINGLE_LINE = ("Bass",)
 (with its octaves), ending the note before it. Real bass parts sound one pitch 95% of the time they sound,
 and nearly all their two-note moments are octaves; decoded bar by bar, the bass kept a second voice a
 fifth of the time, mostly thirds and fourths (docs/quality-report.md, "A bass that plays one line")."""
+DRUM_KIT = 8
+"""Generated songs' drums keep the `DRUM_KIT` pieces (pitches) they start most notes on, song by song
+(`music.keep_kit`; 0 keeps every piece). A drummer plays one kit through a song: real 32-bar LPD passages use a
+median of 8 pieces (7 to 11 between the quartiles), where bars decoded one by one picked 13, among them the
+cowbells, agogos and whistles above the cymbals that real rock and pop parts rarely touch
+(docs/quality-report.md, "One drum kit per song")."""
 LINE_HARMONY = 3.0
 """Where notes of a one-line track start together, a note whose pitch class the piano sounds in that beat counts
 its onset probability `1 + LINE_HARMONY` times in the choice (`models.decode_notes(prefer=...)`): kept by

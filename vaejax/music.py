@@ -519,6 +519,20 @@ def note_runs(roll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return row, start, end
 
 
+def keep_kit(drums: np.ndarray, pieces: int, *, counts: np.ndarray | None = None) -> np.ndarray:
+    """A drum part `[steps, pitches]` (bool) with only its `pieces` most played pieces: the pitches on which
+    most notes start (ties: the lower pitch), the others silenced (`config.DRUM_KIT`). `counts` (`[pitches]`)
+    adds note counts from elsewhere (a song being continued: its kit stays). `pieces` 0 keeps every piece."""
+    drums = np.asarray(drums, bool)
+    if pieces <= 0:
+        return drums
+    starts = drums & ~np.pad(drums, ((1, 0), (0, 0)))[:-1]
+    n = starts.sum(axis=0) + (0 if counts is None else np.asarray(counts))
+    keep = np.zeros(drums.shape[1], bool)
+    keep[np.argsort(-n, kind="stable")[:pieces]] = True
+    return drums & keep
+
+
 def piano_part(roll: np.ndarray) -> tuple[np.ndarray, bool]:
     """The part to arrange around in a `[5, T, P]` roll: its piano, or, where the song has none (no program
     0-7), every pitched track merged into one part. Returns (part `[T, P]`, whether the tracks were merged)."""

@@ -190,7 +190,7 @@ class RunFolder:
         """The sampling statistics (and start bars) must fit the networks that `cfg` describes: shapes, finite
         values, thresholds at least 0 (and at most 1 off a grid: grid decoders use 2 for "no sustain" and a
         last-cell length), latent spreads above 0, pitch spreads in (0, 1], a harmony guidance from 0 to 20,
-        track names in `single_line`."""
+        track names in `single_line`, a whole number of pieces in `drum_kit`."""
         k2 = 2 * cfg.model.latent
         channels = (3 if cfg.model.grid else 2) if cfg.model.onsets else 1
         problems = []
@@ -253,6 +253,9 @@ class RunFolder:
         names = {t.lower() for t in TRACKS}
         if not isinstance(lines, list) or not all(isinstance(t, str) and t.strip().lower() in names for t in lines):
             problems.append(f"single_line must be a list of track names ({', '.join(TRACKS)}), got {lines!r}")
+        kit = stats.get("drum_kit", 0)
+        if isinstance(kit, bool) or not isinstance(kit, int) or not 0 <= kit <= 128:
+            problems.append(f"drum_kit must be a whole number of drum pieces from 0 to 128, got {kit!r}")
         if not isinstance(stats.get("data", {}), dict):
             problems.append("data must be a mapping")
         if start_bars is not None and (start_bars.ndim != 3 or start_bars.shape[1:] != (5, k2) or not len(start_bars)):

@@ -22,6 +22,8 @@ from flax import nnx
 from vaejax import models, music, packaging, render
 from vaejax import prior as prior_lib
 from vaejax.config import (
+    DRUM_KIT,
+    DRUMS,
     GENERATION_BUDGET_MB,
     HARMONY,
     HARMONY_GUIDANCE,
@@ -164,6 +166,9 @@ class TrainedModel:
         self.single_line = line_tracks(self.stats.get("single_line", SINGLE_LINE))
         """Tracks decoded as one line (`models.decode_notes(line=True)`): where notes start, the likeliest
         starts and ends the note before it, octave doublings kept (`config.SINGLE_LINE`: the bass)."""
+        self.drum_kit = kit_size(self.stats.get("drum_kit", DRUM_KIT))
+        """Pieces a generated song's drums keep (`music.keep_kit`, `config.DRUM_KIT`: the 8 it plays most); 0
+        keeps every piece. Reconstructions and variations keep theirs."""
         self._load_prior(run)
         self._chain = jax.jit(self._chain_impl, static_argnums=(2,))
         self._rolls = jax.jit(self._rolls_impl, static_argnames=("sample", "count", "cells", "guided"))
@@ -171,13 +176,13 @@ class TrainedModel:
         self._harm = jax.jit(self._harmony_impl)
         self._frozen = True
 
-    OPTIONS = ("harmony_guidance", "memory_mb", "count_notes", "tempo", "single_line")
+    OPTIONS = ("harmony_guidance", "memory_mb", "count_notes", "tempo", "single_line", "drum_kit")
     """Generation settings that `with_options` changes; everything else is fixed by the run folder."""
 
     def with_options(self, **options) -> TrainedModel:
         """This model with other generation settings (`OPTIONS`: `harmony_guidance`, `memory_mb`,
-        `count_notes`, `tempo`; see their descriptions in `__init__`): a new facade sharing the weights and
-        the compiled kernels, so it is cheap; the model it came from is unchanged."""
+        `count_notes`, `tempo`, `single_line`, `drum_kit`; see their descriptions in `__init__`): a new facade
+        sharing the weights and the compiled kernels, so it is cheap; the model it came from is unchanged."""
         unknown = sorted(set(options) - set(self.OPTIONS))
         if unknown:
             raise TypeError(
@@ -190,6 +195,8 @@ class TrainedModel:
             raise ValueError(f"count_notes must be True or False, not {options['count_notes']!r}")
         if "single_line" in options:
             options["single_line"] = line_tracks(options["single_line"])
+        if "drum_kit" in options:
+            options["drum_kit"] = kit_size(options["drum_kit"])
         new = copy.copy(self)
         for name, value in options.items():
             object.__setattr__(new, name, float(value) if name in ("harmony_guidance", "tempo") else value)
@@ -352,15 +359,29 @@ class TrainedModel:
         k = self.K
         return np.clip((np.asarray(z.mu) - self.norm.mean[:, :k]) / self.norm.std[:, :k], -CLIP, CLIP)
 
-    def _prior_rolls(self, z_std, plays, *, piano=None, sustain=None, sample=False, seed=0) -> np.ndarray:
+    def _prior_rolls(
+        self, z_std, plays, *, piano=None, sustain=None, sample=False, seed=0, kit_counts=None
+    ) -> np.ndarray:
         """Bars drawn from the prior -> `[5, num, bars*T, P]` bool rolls, the decoders' raw output; a track
-        whose plays bit is off rests in that bar."""
+        whose plays bit is off rests in that bar; each song's drums keep their kit (`with_kit`)."""
         num, bars = plays.shape[:2]
         lat = self._prior_latents(z_std.reshape((-1,) + z_std.shape[2:]))
         roll = self.rolls(lat, sustain=sustain, sample=sample, seed=seed, piano=piano, plays_latents=lat, drawn=True)
         d = self.cfg.data
         roll = roll.reshape(5, num, bars, d.steps, -1) & np.moveaxis(plays, 2, 0)[..., None, None]
-        return roll.reshape(5, num, bars * d.steps, -1)
+        return self.with_kit(roll.reshape(5, num, bars * d.steps, -1), counts=kit_counts)
+
+    def with_kit(self, songs: np.ndarray, *, counts=None) -> np.ndarray:
+        """Generated songs `[5, num, steps, P]` (or one, `[5, steps, P]`) with each song's drums cut to the
+        model's `drum_kit` pieces (`music.keep_kit`; `counts`: note counts per drum pitch of a song being
+        continued, so that its kit stays)."""
+        if not self.drum_kit:
+            return songs
+        out = np.array(songs, bool)
+        drums = out[DRUMS] if out.ndim == 4 else out[DRUMS][None]
+        for i in range(len(drums)):
+            drums[i] = music.keep_kit(drums[i], self.drum_kit, counts=counts)
+        return out
 
     def prior_bars(
         self,
@@ -386,6 +407,7 @@ class TrainedModel:
             z, means = self.sample_latents(segments, sigma=sigma, seed=seed, num=num, with_means=True)
             flat = lambda a: a.map(lambda x: x.reshape((-1,) + x.shape[2:]))  # noqa: E731
             roll = self.rolls(flat(z), seed=seed + 1, plays_latents=flat(means)).reshape(5, num, segments * d.steps, -1)
+            roll = self.with_kit(roll)
         per_bar = d.resolution * d.beats_per_bar
         return roll[:, :, : bars * per_bar].reshape(5, num, bars, per_bar, -1)
 
@@ -762,6 +784,7 @@ class TrainedModel:
         flat = lambda a: a.map(lambda x: x.reshape((-1,) + x.shape[2:]))  # noqa: E731
         roll = self.rolls(flat(z), sustain=sustain, sample=sample, seed=seed + 1, plays_latents=flat(means))
         per_song = segments * d.steps
+        roll = self.with_kit(roll.reshape(5, num, per_song, -1)).reshape(roll.shape)
         length = bars * d.resolution * d.beats_per_bar
         return [
             self._finish(roll[:, i * per_song : i * per_song + length], name=f"vaejax seed {seed} #{i}", **finish_kw)
@@ -815,6 +838,8 @@ class TrainedModel:
         check_generation(bars=bars, sigma=sigma)
         d = self.cfg.data
         segments = -(-bars // d.segment_bars)  # the models advance by segments; the last is cut to length
+        drums = roll[DRUMS]
+        kit = (drums & ~np.pad(drums, ((1, 0), (0, 0)))[:-1]).sum(axis=0)  # the song's own kit stays
         length = bars * d.resolution * d.beats_per_bar
         if self.prior_kind(prior) == "transformer":
             given = self._encode_roll(roll)
@@ -837,6 +862,7 @@ class TrainedModel:
                 seed=seed,
                 sustain=decode_kw.pop("sustain", None),
                 sample=decode_kw.pop("sample", False),
+                kit_counts=kit,
             )[:, 0, :length]
             decode_kw.setdefault("key", 0)
             return self._finish(out, name="continuation", shift=shift, **decode_kw)
@@ -845,7 +871,7 @@ class TrainedModel:
         decode_kw.setdefault("key", 0)
         sustain, sample = decode_kw.pop("sustain", None), decode_kw.pop("sample", False)
         out = self.rolls(z[0], sustain=sustain, sample=sample, seed=seed, plays_latents=means[0])[:, :length]
-        return self._finish(out, name="continuation", shift=shift, **decode_kw)
+        return self._finish(self.with_kit(out, counts=kit), name="continuation", shift=shift, **decode_kw)
 
     def arrange(
         self,
@@ -1102,6 +1128,13 @@ def line_tracks(tracks) -> tuple[str, ...]:
     """Tracks to decode as one line (`single_line`): names (any case), a comma-separated string, or
     nothing (None, "" or an empty sequence) for none."""
     return tuple(dict.fromkeys(_track_names(tracks, TRACKS, "decode as one line"))) if tracks else ()
+
+
+def kit_size(pieces) -> int:
+    """A `drum_kit` setting: a whole number of pieces from 0 (keep every piece) to 128."""
+    if isinstance(pieces, bool) or not isinstance(pieces, (int, np.integer)) or not 0 <= pieces <= 128:
+        raise ValueError(f"drum_kit must be a whole number of drum pieces from 0 (every piece) to 128, got {pieces!r}")
+    return int(pieces)
 
 
 def resolve(name: str | None = None) -> tuple[str, str]:
