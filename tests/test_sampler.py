@@ -276,9 +276,13 @@ def test_vary_interpolate_and_continue(packaged):
     np.testing.assert_array_equal(_roll(steps[0]), _roll(m.decode(z[:2], **raw)))
     np.testing.assert_array_equal(_roll(steps[-1]), _roll(m.decode(m.encode(other)[:2], **raw)))
     assert not np.array_equal(_roll(steps[1]), _roll(steps[0]))
-    cont = m.continue_song(song, bars=3, sigma=0.0, seed=0, prior="chain", **raw)
+    free = m.with_options(drum_kit=0)  # the continuation's drums keep one kit (tests/test_drum_kit.py)
+    cont = free.continue_song(song, bars=3, sigma=0.0, seed=0, prior="chain", **raw)
     again, means = m.sample_latents(3, sigma=0.0, seed=0, start=z[-1:], with_means=True)
     np.testing.assert_array_equal(_roll(cont), _roll(m.decode(again[0], plays_latents=means[0], shift=shift, **raw)))
+    kit = _roll(m.continue_song(song, bars=3, sigma=0.0, seed=0, prior="chain", **raw))
+    np.testing.assert_array_equal(kit[1:], _roll(cont)[1:])  # only the drums may lose pieces
+    assert not (kit[0] & ~_roll(cont)[0]).any()
 
 
 def test_postprocess_merges_and_drops():
