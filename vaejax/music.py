@@ -519,6 +519,11 @@ def note_runs(roll: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return row, start, end
 
 
+def notes_per_pitch(roll: np.ndarray) -> np.ndarray:
+    """`[pitches]` counts of the notes (runs of "on") in a `[steps, pitches]` bool roll."""
+    return np.bincount(note_runs(roll)[0], minlength=roll.shape[-1])
+
+
 def keep_kit(drums: np.ndarray, pieces: int, *, counts: np.ndarray | None = None) -> np.ndarray:
     """A drum part `[steps, pitches]` (bool) with only its `pieces` most played pieces: the pitches on which
     most notes start (ties: the lower pitch), the others silenced (`config.DRUM_KIT`). `counts` (`[pitches]`)
@@ -526,8 +531,7 @@ def keep_kit(drums: np.ndarray, pieces: int, *, counts: np.ndarray | None = None
     drums = np.asarray(drums, bool)
     if pieces <= 0:
         return drums
-    starts = drums & ~np.pad(drums, ((1, 0), (0, 0)))[:-1]
-    n = starts.sum(axis=0) + (0 if counts is None else np.asarray(counts))
+    n = notes_per_pitch(drums) + (0 if counts is None else np.asarray(counts))
     keep = np.zeros(drums.shape[1], bool)
     keep[np.argsort(-n, kind="stable")[:pieces]] = True
     return drums & keep

@@ -838,8 +838,7 @@ class TrainedModel:
         check_generation(bars=bars, sigma=sigma)
         d = self.cfg.data
         segments = -(-bars // d.segment_bars)  # the models advance by segments; the last is cut to length
-        drums = roll[DRUMS]
-        kit = (drums & ~np.pad(drums, ((1, 0), (0, 0)))[:-1]).sum(axis=0)  # the song's own kit stays
+        kit = music.notes_per_pitch(roll[DRUMS])  # the song's own kit stays
         length = bars * d.resolution * d.beats_per_bar
         if self.prior_kind(prior) == "transformer":
             given = self._encode_roll(roll)
