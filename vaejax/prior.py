@@ -588,17 +588,18 @@ def generate(
     if plays_bias is not None:
         bias[:] = plays_bias
     bias = jnp.asarray(bias)
-    # on the device from the start: the windows' outputs are (their parameters are, when restored from a
-    # checkpoint), and a first window given host arrays would compile the window's program a second time
-    z, plays = jax.device_put(z, jax.devices()[0]), jax.device_put(plays, jax.devices()[0])
+    # the song so far stays on the host (writing a window back into a device array copies the whole song:
+    # seconds for a song of 1,000 bars); each window's inputs go to the device as the windows' outputs are
+    # (their parameters are, when restored from a checkpoint): host arrays would compile the program again
+    device = jax.devices()[0]
     while done < bars:
         s = int(np.clip(done - (context - hop), 0, size - context))
         sl = slice(s, s + context)
         phase = jnp.broadcast_to(jnp.arange(phase0 + s, phase0 + s + context, dtype=jnp.int32), (num, context))
         zw, pw = window(
             jax.random.fold_in(key, s),
-            z[:, sl],
-            plays[:, sl],
+            jax.device_put(z[:, sl], device),
+            jax.device_put(plays[:, sl], device),
             phase,
             jnp.float32(temperature),
             jnp.int32(done - s),
@@ -606,9 +607,9 @@ def generate(
             jnp.asarray(fixed[:, sl]),
             bias,
         )
-        z, plays = z.at[:, sl].set(zw), plays.at[:, sl].set(pw)
+        z[:, sl], plays[:, sl] = np.asarray(zw), np.asarray(pw)
         done = s + context
-    return np.asarray(z[:, :bars]), np.asarray(plays[:, :bars]) > 0.5
+    return z[:, :bars], plays[:, :bars] > 0.5
 
 
 @dataclasses.dataclass(frozen=True)

@@ -269,6 +269,11 @@ def plot(mt, path: str | None = None, *, title: str | None = None, cfg: DataConf
     if block > 1:
         t = roll.shape[1] // block * block
         roll = roll[:, :t].reshape(roll.shape[0], t // block, block, roll.shape[2]).any(axis=2)
+    # bar lines, one collection per row; on a long song every 2nd, 4th, ... bar, so that lines stay at least
+    # 3 pixels apart (a line per bar of a 4,000-bar song would be a grey wash and cost seconds to draw)
+    bars = beats / cfg.beats_per_bar
+    every = 1 << max(0, int(np.ceil(np.log2(max(1.0, bars * 3 / (width * 90))))))
+    lines = np.arange(0, beats + 1, cfg.beats_per_bar * every)
     fig = new_figure(figsize=(width, 8), shown=path is None)
     axes = fig.subplots(len(PLOT_ORDER), 1, sharex=True)
     for ax, t in zip(axes, PLOT_ORDER):
@@ -281,8 +286,7 @@ def plot(mt, path: str | None = None, *, title: str | None = None, cfg: DataConf
             extent=(0, beats, cfg.lowest_pitch, cfg.lowest_pitch + cfg.num_pitches),
         )
         ax.set_ylabel(TRACKS[t])
-        for b in np.arange(0, beats + 1, cfg.beats_per_bar):
-            ax.axvline(b, color="tab:blue", lw=0.3, alpha=0.5)
+        ax.vlines(lines, 0, 1, transform=ax.get_xaxis_transform(), color="tab:blue", lw=0.3, alpha=0.5)
     axes[-1].set_xlabel("beat")
     fig.suptitle(title or mt.name)
     fig.tight_layout()
