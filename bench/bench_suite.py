@@ -1,9 +1,10 @@
 """How long the README's test command takes on a fresh clone: the committed tree cloned into a temporary
 folder (with `../shared` beside it, as CI has it, where this checkout has one), then the command from the
 README's "Set up and run the tests" block run there as written, its setup (venv and install) and its tests
-timed apart; optionally the quick run (`-m "not slow"`) after it in the same environment.
+timed apart; optionally the end-to-end tier CI runs after it (`-m e2e`) and the quick run (`-m "not slow"`), in
+the same environment.
 
-Usage: python bench/bench_suite.py [--quick] [--json bench/results/suite.json]
+Usage: python bench/bench_suite.py [--e2e] [--quick] [--json bench/results/suite.json]
 """
 
 from __future__ import annotations
@@ -40,8 +41,28 @@ def timed(command: str, cwd: str) -> tuple[float, str]:
     return elapsed, r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
 
 
+def matmul_gflops() -> float | None:
+    """This machine's f32 2048^3 matrix product in JAX, best of 5 (the speed of machines of this kind varies
+    about 3x from day to day; the suite's time moves with it)."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    a = jnp.ones((2048, 2048), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return round(2 * 2048**3 / best / 1e9, 1)
+
+
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--e2e", action="store_true", help="also time the end-to-end tier, `python -m pytest -q -m e2e`")
     ap.add_argument("--quick", action="store_true", help='also time `python -m pytest -q -m "not slow"`')
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -56,6 +77,7 @@ def main():
         if os.path.isdir(shared):
             os.symlink(shared, os.path.join(work, "shared"))
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout
+        peak = matmul_gflops()
         setup_s, _ = timed(setup, clone)
         activate = next(part for part in setup.split(" && ") if "activate" in part)
         tests_s, summary = timed(f"{activate} && {tests}", clone)
@@ -67,7 +89,11 @@ def main():
             "tests_s": round(tests_s, 1),
             "total_s": round(setup_s + tests_s, 1),
             "tests_summary": summary,
+            "matmul_gflops_before": peak,
         }
+        if args.e2e:
+            e2e_s, e2e = timed(f"{activate} && {tests} -m e2e", clone)
+            out.update(e2e_s=round(e2e_s, 1), e2e_summary=e2e)
         if args.quick:
             quick_s, quick = timed(f"{activate} && {tests} -m 'not slow'", clone)
             out.update(quick_s=round(quick_s, 1), quick_summary=quick)

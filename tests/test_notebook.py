@@ -10,6 +10,7 @@ from conftest import ROOT
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat", reason="nbformat not installed (pip install -e '.[test]')")
     nbclient = pytest.importorskip("nbclient", reason="nbclient not installed (pip install -e '.[test]')")

@@ -43,6 +43,7 @@ def _free_port():
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_two_processes_on_loopback_match_one(tmp_path, demo_prepared):
     """Two hosts, each reading its half of every batch, train exactly as one host does."""
     common = [

@@ -143,6 +143,7 @@ def _local(argv, cwd):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_readme_sample_commands_run(tmp_path, monkeypatch, capsys):
     """The README's sample.py commands, in order, in a fresh folder, on the packaged model with tiny sizes:
     each writes the files it prints (the variation reads the song the first command wrote)."""

@@ -234,6 +234,7 @@ def browser(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_generate_play_download_upload_arrange(browser, tmp_path):
     import pretty_midi
     from selenium.webdriver.common.by import By

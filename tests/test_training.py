@@ -200,6 +200,7 @@ def test_help_documents_options(capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_two_bar_segments_train_through_the_cli_and_the_library(tmp_path, monkeypatch, capsys):
     """Segment length is data configuration: a corpus prepared with 2-bar segments trains as is. train.py
     trains its VAE stage (with --quiet and stderr not a terminal: no progress bars, every epoch's line
