@@ -417,6 +417,29 @@ def test_saving_a_picture_keeps_the_matplotlib_backend(tmp_path):
         matplotlib.use(before)
 
 
+def test_bar_lines_every_bar_on_a_short_song_thinned_on_a_long_one():
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    def bar_lines(bars):
+        roll = np.zeros((5, bars * 96, 84), bool)
+        roll[1, ::96, 30] = True
+        fig = render.plot(render.to_multitrack(roll), title="x")
+        (ax,) = [a for a in fig.axes if a.get_ylabel() == "Piano"]
+        (lines,) = [c for c in ax.collections if isinstance(c, LineCollection)]
+        xs = sorted(seg[0][0] for seg in lines.get_segments())
+        px = fig.get_figwidth() * 90 / (bars * 4)  # pixels per beat at the saved picture's 90 dpi
+        plt.close(fig)
+        return xs, px
+
+    xs, _ = bar_lines(8)
+    assert xs == [0, 4, 8, 12, 16, 20, 24, 28, 32]  # one line per bar, on the downbeats
+    xs, px = bar_lines(1100)
+    gaps = np.diff(xs)
+    assert len(set(gaps)) == 1 and gaps[0] % 4 == 0 and gaps[0] * px >= 3  # every n-th bar, >= 3 pixels apart
+    assert len(xs) < 1100 // 4
+
+
 def test_cli_arrange_unusual_inputs(model, tmp_path, capsys):
     """A piano part in 3/4, one without notes and one over 1,000 bars: a result or a one-line error."""
     import pretty_midi
