@@ -12,6 +12,9 @@ test passages (`evaluate.realism_passages`), the classifier on 4-bar phrases (`r
 - `as_reconstructions`: the prior's bars decoded with the reconstructions' decoding;
 - `projection`: the generated bars encoded and decoded again as reconstructions (once, twice), and once
   decoded again with the prior's decoding;
+- `bass_voice_leading` (first seed): the generated bass moved note by note by octaves to the pitch nearest
+  the note before it wherever it leaps further than 7, 9 or 12 semitones: the bass's pitch range per
+  phrase (quartiles), the classifier on every feature and on the bass's alone;
 - `downbeat` (first seed): the share of the bars the drums play that have a hit on the first sixteenth, drum
   hits per playing bar;
 - `latent_norms` (first seed): median norm and mean spread per dimension of the standardised latent means per
@@ -32,6 +35,9 @@ from provenance import provenance
 from vaejax import data as data_lib
 from vaejax import evaluate, metrics, realism, trained_model
 from vaejax.config import DRUMS, TRACKS
+from vaejax.music import note_runs
+
+BASS = TRACKS.index("Bass")
 
 GROUPS = {
     "the piano's note lengths": lambda n: n.startswith("Piano len") or n == "Piano mean length",
@@ -103,9 +109,46 @@ def probe_seed(model, ds, names, seed: int, args, *, first: bool) -> dict:
             "only": {t: accuracy(gen, lambda name, t=t: name.startswith(t)) for t in TRACKS},
             "without": {g: accuracy(gen, lambda name, f=f: not f(name)) for g, f in GROUPS.items()},
         }
+        row["bass_voice_leading"] = {
+            "real range": pitch_range(fr, names),
+            "as drawn": {"range": pitch_range(realism.phrase_features(as_songs(gen))[0], names), "all": row["all"]},
+        }
+        bass = lambda name: name.startswith("Bass")  # noqa: E731
+        row["bass_voice_leading"]["as drawn"]["bass alone"] = accuracy(gen, bass)
+        for leap in (7, 9, 12):
+            led = voice_led(gen, BASS, leap, n)
+            row["bass_voice_leading"][f"leaps over {leap}"] = {
+                "range": pitch_range(realism.phrase_features(as_songs(led))[0], names),
+                "all": accuracy(led),
+                "bass alone": accuracy(led, bass),
+            }
         row["downbeat"] = {name: downbeat(bars) for name, bars in (("real", flat), ("generated", gen))}
         row["latent_norms"] = latent_norms(model, flat, seed, n, args.bars)
     return row
+
+
+def pitch_range(features: np.ndarray, names: list[str]) -> list[float]:
+    """Quartiles of the bass's pitch range per phrase (semitones)."""
+    return [float(q) for q in np.percentile(features[:, names.index("Bass pitch range")], [25, 50, 75])]
+
+
+def voice_led(bars: np.ndarray, track: int, leap: int, songs: int) -> np.ndarray:
+    """`bars` `[5, songs * bars, T, P]` with `track`'s notes, song by song in the order they start, moved by
+    whole octaves to the pitch nearest the note before wherever they leap further than `leap` semitones."""
+    out = bars.copy()
+    parts = bars[track].reshape(songs, -1, bars.shape[-1])  # each song's part as one roll
+    led = np.zeros_like(parts)
+    for s, roll in enumerate(parts):
+        pitch, on, off = note_runs(roll)
+        prev = None
+        for j in np.argsort(on, kind="stable"):
+            p = int(pitch[j])
+            if prev is not None and abs(p - prev) > leap:
+                p = min(range(p % 12, roll.shape[1], 12), key=lambda q, prev=prev: abs(q - prev))
+            led[s, on[j] : off[j], p] = True
+            prev = p
+    out[track] = led.reshape(bars[track].shape)
+    return out
 
 
 def downbeat(bars: np.ndarray) -> dict:
