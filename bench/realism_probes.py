@@ -15,6 +15,9 @@ test passages (`evaluate.realism_passages`), the classifier on 4-bar phrases (`r
 - `bass_voice_leading` (first seed): the generated bass moved note by note by octaves to the pitch nearest
   the note before it wherever it leaps further than 7, 9 or 12 semitones: the bass's pitch range per
   phrase (quartiles), the classifier on every feature and on the bass's alone;
+- `real_latents` (first seed): the real passages' own latents decoded as reconstructions are, in their
+  order, shuffled within each song (each song's bars, its manner kept, its order lost), and each bar taken
+  from a random other passage at the same place (real bars, one passage's manner no longer kept);
 - `downbeat` (first seed): the share of the bars the drums play that have a hit on the first sixteenth, drum
   hits per playing bar;
 - `latent_norms` (first seed): median norm and mean spread per dimension of the standardised latent means per
@@ -122,6 +125,18 @@ def probe_seed(model, ds, names, seed: int, args, *, first: bool) -> dict:
                 "all": accuracy(led),
                 "bass alone": accuracy(led, bass),
             }
+        lat = model.encode_bars(flat).concat()  # [n * bars, 5, 2K]
+        rng = np.random.default_rng(seed)
+        within = np.arange(n)[:, None] * args.bars + np.array([rng.permutation(args.bars) for _ in range(n)])
+        across = rng.integers(n, size=(n, args.bars)) * args.bars + np.arange(args.bars)
+        row["real_latents"] = {}
+        for name, order in (
+            ("in order", np.arange(n * args.bars)),
+            ("shuffled within songs", within.ravel()),
+            ("bars from other passages", across.ravel()),
+        ):
+            bars = model.rolls(lat[order], guidance=1.0, single_line=()).reshape(flat.shape)
+            row["real_latents"][name] = accuracy(bars)
         row["downbeat"] = {name: downbeat(bars) for name, bars in (("real", flat), ("generated", gen))}
         row["latent_norms"] = latent_norms(model, flat, seed, n, args.bars)
     return row
