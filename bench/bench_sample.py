@@ -23,23 +23,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from provenance import matmul_gflops  # noqa: E402
+
 from vaejax import render, trained_model  # noqa: E402
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """Median GFLOP/s of an f32 n x n x n matrix product in JAX (warm)."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        ts.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(ts) / 1e9
 
 
 def main():

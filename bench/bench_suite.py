@@ -22,7 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from provenance import provenance  # noqa: E402
+from provenance import matmul_gflops, provenance  # noqa: E402
 
 
 def readme_test_command() -> str:
@@ -39,25 +39,6 @@ def timed(command: str, cwd: str) -> tuple[float, str]:
     if r.returncode:
         raise SystemExit(f"`{command}` failed ({r.returncode}):\n{(r.stdout + r.stderr)[-3000:]}")
     return elapsed, r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
-
-
-def matmul_gflops() -> float | None:
-    """This machine's f32 2048^3 matrix product in JAX, best of 5 (the speed of machines of this kind varies
-    about 3x from day to day; the suite's time moves with it)."""
-    try:
-        import jax
-        import jax.numpy as jnp
-    except ImportError:
-        return None
-    a = jnp.ones((2048, 2048), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return round(2 * 2048**3 / best / 1e9, 1)
 
 
 def main():
@@ -77,7 +58,7 @@ def main():
         if os.path.isdir(shared):
             os.symlink(shared, os.path.join(work, "shared"))
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout
-        peak = matmul_gflops()
+        peak = round(matmul_gflops(), 1)
         setup_s, _ = timed(setup, clone)
         activate = next(part for part in setup.split(" && ") if "activate" in part)
         tests_s, summary = timed(f"{activate} && {tests}", clone)

@@ -85,7 +85,7 @@ def probe_seed(model, ds, names, seed: int, args, *, first: bool) -> dict:
     flat = real.reshape(5, -1, *real.shape[3:])
 
     def as_songs(bars):  # [5, n*bars, T, P] -> [n, 5, bars*T, P]
-        return np.moveaxis(bars.reshape(5, n, args.bars * bars.shape[2], bars.shape[3]), 0, 1)
+        return evaluate._songs_of(bars, n)
 
     fr, gr = realism.phrase_features(as_songs(flat))
 
@@ -103,9 +103,10 @@ def probe_seed(model, ds, names, seed: int, args, *, first: bool) -> dict:
     recon_decoding = model.with_prior_decoding(model.onset_cuts, np.ones(len(TRACKS)))
     row["as_reconstructions"] = accuracy(drawn(recon_decoding))
     plays = gen.any(axis=(2, 3))[..., None, None]
-    once = model.rolls(model.encode_bars(gen)).reshape(gen.shape) & plays
+    encoded = model.encode_bars(gen)
+    once = model.rolls(encoded).reshape(gen.shape) & plays
     twice = model.rolls(model.encode_bars(once)).reshape(gen.shape) & plays
-    again = model.rolls(model.encode_bars(gen), drawn=True).reshape(gen.shape) & plays
+    again = model.rolls(encoded, drawn=True).reshape(gen.shape) & plays
     row["projection"] = {"once": accuracy(once), "twice": accuracy(twice), "prior decoding": accuracy(again)}
     if first:
         row["tracks"] = {
