@@ -325,6 +325,46 @@ def test_packaged_model_carries_the_prior(model, tmp_path):
     assert (p1 == p2).mean() > 0.9
 
 
+def test_style_of_is_each_tracks_mean_where_it_plays_and_its_share():
+    z = np.zeros((1, 4, 5, K), np.float32)
+    z[0, :, PIANO, 0] = [1.0, 3.0, 100.0, 5.0]
+    plays = np.zeros((1, 4, 5), np.float32)
+    plays[0, [0, 1, 3], PIANO] = 1.0  # the piano rests in bar 2: its latents there do not count
+    code = np.asarray(prior.style_of(z, plays)).reshape(1, -1)
+    assert code.shape == (1, 5 * (K + 1))
+    means, share = code[0, : 5 * K].reshape(5, K), code[0, 5 * K :]
+    assert means[PIANO, 0] == pytest.approx(3.0) and np.all(means[PIANO, 1:] == 0)
+    assert np.all(means[np.arange(5) != PIANO] == 0)  # tracks that never play: 0
+    np.testing.assert_allclose(share, [-1, 0.5, -1, -1, -1])  # 3 of 4 bars -> 2 * 0.75 - 1
+
+
+def test_a_styled_prior_reads_the_song_code_and_keeps_it_for_the_whole_song():
+    import dataclasses
+
+    cfg = dataclasses.replace(CFG, style=True)
+    net = _net(cfg=cfg)
+    assert not _net(band=True, cfg=cfg).styled  # the arranging prior reads the piano part instead
+    z, plays, phase = _inputs()
+    with pytest.raises(ValueError, match="song-level code"):
+        net(z, plays, phase)
+    code = np.asarray(prior.style_of(z, plays))
+    out = net(z, plays, phase, style=code)
+    other = net(z, plays, phase, style=code[::-1])
+    assert not np.allclose(np.asarray(out.means), np.asarray(other.means))
+    # the loss trains on each window's own code
+    gd, params = nnx.split(net)
+    tx = prior_optimizer(cfg)
+    step, evaluate = make_prior_fns({"song": gd}, tx, cfg)
+    assert np.isfinite(float(evaluate({"song": params}, z, plays, phase)["song"].loss))
+    win = _window(net)
+    kw = dict(num=2, bars=20, latent=K, context=cfg.context, temperature=1.0)  # three windows
+    a = prior.generate(win, jax.random.key(0), style=code, **kw)
+    b = prior.generate(win, jax.random.key(0), style=code, **kw)
+    c = prior.generate(win, jax.random.key(0), style=code[::-1], **kw)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.allclose(a[0][:, 12:], c[0][:, 12:])  # the code still steers the last window
+
+
 def test_stage_prior_retrains_on_an_existing_run(tiny_run, demo_prepared, tmp_path):
     """`train.py --run RUN --stage prior` keeps the run's other settings and trains only the prior."""
     import shutil
@@ -357,6 +397,41 @@ def test_stage_prior_retrains_on_an_existing_run(tiny_run, demo_prepared, tmp_pa
     assert set(m.prior) == {"song"} and m.prior_kind("transformer") == "transformer"
     assert "band" not in m.prior  # no arranging prior: arrange falls back to the chain
     m.arrange(np.zeros((96, 84), bool))
+
+
+def test_a_styled_prior_keeps_a_bank_of_real_codes_and_draws_from_it(tiny_run, demo_prepared, tmp_path):
+    """`prior.style`: training writes the song codes of real training passages into stats.json; new songs
+    draw theirs from it, a continued song keeps its own (or the bank's nearest where it is short)."""
+    import shutil
+
+    from vaejax import training
+    from vaejax.runs import RunFolder
+
+    run = str(tmp_path / "styled")
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(".lock", "prior"))
+    small = {"layers": 1, "dim": 16, "heads": 2, "context": 4, "mixtures": 2, "steps": 4, "batch_size": 4}
+    cfg = preset("default").replace(prior={**small, "epochs": 1, "band": False, "calibrate_songs": 0, "style": True})
+    training.train(run, demo_prepared, cfg, stages=("prior",), progress=False)
+    bank = np.asarray(RunFolder(run).read_stats()["prior_styles"])
+    m = trained_model.load(run)
+    k = m.K
+    assert bank.ndim == 2 and bank.shape[1] == 5 * (k + 1) and 1 < len(bank) <= 512
+    assert np.all(np.abs(bank[:, 5 * k :]) <= 1)  # shares of bars played, scaled to [-1, 1]
+    new = m.prior_styles(6, seed=3)
+    assert all(any(np.array_equal(row, b) for b in bank) for row in new)
+    np.testing.assert_array_equal(new, m.prior_styles(6, seed=3))
+    z, plays = m.prior_draws(8, num=2, seed=1)
+    own = np.asarray(prior.style_of(z[:, :4], plays[:, :4].astype(np.float32)))
+    np.testing.assert_allclose(m.prior_styles(2, 0, z[:, :4], plays[:, :4]), own, atol=1e-6)  # a whole context
+    short = m.prior_styles(2, 0, z[:, :2], plays[:, :2])  # shorter: the nearest real code
+    assert all(any(np.array_equal(row, b) for b in bank) for row in short)
+    songs = m.sample(bars=8, num=2)
+    assert len(songs) == 2 and m.continue_song(songs[0], bars=4) is not None
+    stats = RunFolder(run).read_stats()
+    del stats["prior_styles"]
+    RunFolder(run).write_stats(stats)
+    with pytest.raises(ValueError, match="prior_styles"):
+        trained_model.load(run).prior_draws(4)
 
 
 def _starts(bars):

@@ -444,6 +444,11 @@ class PriorConfig:
     piano_start: bool = True
     """Train on windows that start at a bar where the piano plays, as generated songs and the real
     passages they are measured against do (False: every window, also of songs without a piano)."""
+    style: bool = False
+    """A song-level code (`prior.style_of`: each track's mean latents and share of bars played over the
+    passage) read by every bar of the song prior: trained on each window's own code, drawn at sampling from
+    a bank of real training passages' codes (`prior_styles` in the run's stats), so that a song keeps one
+    manner throughout."""
     calibrate_songs: int = 100
     """After training, the decoding of the prior's bars is calibrated so that they start as many notes, at
     the same places in the bar, and hold them as long as real training passages

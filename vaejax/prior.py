@@ -16,6 +16,12 @@ nearly exactly; a mixture of Gaussians alone spreads its mass and never lands on
 Position embeddings: the bar's place in the context window, and its place in the phrase (bar index in
 the song mod 4, 8 and 16), so that a bar can look back to the same place in the previous phrase.
 
+`PriorConfig.style` adds a song-level code: what a passage is like as a whole (`style_of`: each track's
+mean latents over the bars it plays in, and the share of bars it plays), read by every position. Training
+computes it from the training window itself; sampling draws it from a bank of real training passages' codes
+(`trained_model`'s `prior_styles`), or takes it from the song being continued, so that a drawn song keeps
+one manner from its first bar to its last instead of drifting between those of different songs.
+
 `band=True` builds the arranging variant: it also reads the piano's bars of the whole window (a
 bidirectional encoder, so it looks ahead as well as back) and models the four band tracks only; when
 arranging, the given piano part replaces the piano's tokens.
@@ -73,6 +79,16 @@ repeats within 25%. The first version's single pointer (`copy="bar"`) samples as
 def temperature_of(sigma: float) -> float:
     """The prior's sampling temperature for the command line's sigma (see the module docstring)."""
     return TEMPERATURE_PER_SIGMA * float(sigma)
+
+
+def style_of(z, plays):
+    """A passage's song-level code `[..., 5 (K + 1)]` from its bars (z `[..., L, 5, K]`, plays `[..., L, 5]`):
+    per track, the mean of its latents over the bars where it plays (0 where it never does), and the share
+    of bars where it plays, scaled to [-1, 1]."""
+    p = plays[..., None].astype(z.dtype)
+    mean = jnp.sum(z * p, -3) / jnp.maximum(jnp.sum(p, -3), 1.0)  # [..., 5, K]
+    share = 2.0 * jnp.mean(plays.astype(z.dtype), -2) - 1.0  # [..., 5]
+    return jnp.concatenate([mean.reshape(mean.shape[:-2] + (-1,)), share], -1)
 
 
 class PriorOut(NamedTuple):
@@ -135,6 +151,10 @@ class BarPrior(nnx.Module):
         d, k = cfg.dim, latent
         self.cfg, self.k, self.band = cfg, latent, band
         n = len(TRACKS)
+        self.styled = cfg.style and not band  # the arranging prior reads the piano part instead
+        if self.styled:
+            self.style_in = nnx.Linear(n * (k + 1), d, rngs=rngs)
+            self.style_out = nnx.Linear(d, d, rngs=rngs)
         self.embed = nnx.Linear(n * (k + 1), d, rngs=rngs)
         self.bos = nnx.Param(0.02 * jax.random.normal(rngs.params(), (d,)))
         self.pos = nnx.Embed(cfg.context, d, rngs=rngs)
@@ -172,13 +192,18 @@ class BarPrior(nnx.Module):
         """A bar as the next position reads it: z `[..., 5, K]`, plays `[..., 5]` -> `[..., d]`."""
         return self.embed(jnp.concatenate([z.reshape(z.shape[:-2] + (-1,)), plays], -1))
 
-    def context(self, phase, piano=None):
+    def context(self, phase, piano=None, style=None):
         """What each position knows besides the bars before it `[B, L, d]`: its place in the window and in
-        the phrase, and (band models) the piano part of the whole window, read in both directions."""
+        the phrase, (band models) the piano part of the whole window, read in both directions, and (styled
+        models) the song-level code `style` `[B, 5 (K + 1)]` (`style_of`)."""
         length = phase.shape[1]
         h = self.pos(jnp.arange(length))[None]
         for p, emb in zip(PHASES, self.phase):
             h = h + emb(phase % p)
+        if self.styled:
+            if style is None:
+                raise ValueError("this prior reads a song-level code: pass style (prior.style_of)")
+            h = h + self.style_out(jax.nn.gelu(self.style_in(style)))[:, None]
         if self.band:
             ph = self.piano_embed(piano) + self.pos(jnp.arange(length))[None]
             full = jnp.ones((length, length), bool)
@@ -187,7 +212,7 @@ class BarPrior(nnx.Module):
             h = h + ph
         return h
 
-    def inputs(self, z, plays, phase, piano=None):
+    def inputs(self, z, plays, phase, piano=None, style=None):
         """Each position's input `[B, L, d]`: the bar before it (the first position: a start token) plus
         `context`.
 
@@ -196,15 +221,16 @@ class BarPrior(nnx.Module):
           plays: `[B, L, 5]` plays bits (float).
           phase: `[B, L]` int, each bar's index in its song.
           piano: `[B, L, K+1]` the piano's means and plays bit for every bar of the window (band models).
+          style: `[B, 5 (K + 1)]` the song-level code (styled models).
         """
         tok = self.token(z, plays)
         start = jnp.broadcast_to(self.bos[...], tok[:, :1].shape)
-        return jnp.concatenate([start, tok[:, :-1]], 1) + self.context(phase, piano)
+        return jnp.concatenate([start, tok[:, :-1]], 1) + self.context(phase, piano, style)
 
-    def hidden(self, z, plays, phase, piano=None, *, cache: bool = False):
+    def hidden(self, z, plays, phase, piano=None, style=None, *, cache: bool = False):
         """Hidden states `[B, L, d]`: position t has seen bars < t (and, for band models, the piano's bars of
         the window). With `cache`, also every layer's keys and values (for `step`)."""
-        h = self.inputs(z, plays, phase, piano)
+        h = self.inputs(z, plays, phase, piano, style)
         length = h.shape[1]
         causal = jnp.tril(jnp.ones((length, length), bool))
         keys, values = [], []
@@ -238,13 +264,13 @@ class BarPrior(nnx.Module):
             jnp.clip(self.scale_head(g).reshape(shape), *LOG_SCALE),
         )
 
-    def copy_keys(self, z, plays, phase, piano=None):
+    def copy_keys(self, z, plays, phase, piano=None, style=None):
         """What bar t's query meets at each bar s `[B, L, d]`: the bar itself and its place."""
-        return self.copy_k(self.token(z, plays) + self.context(phase, piano))
+        return self.copy_k(self.token(z, plays) + self.context(phase, piano, style))
 
-    def bar_copy_keys(self, z, plays, phase, piano=None):
+    def bar_copy_keys(self, z, plays, phase, piano=None, style=None):
         """`copy_keys` of the whole-bar pointer (`copy="both"`)."""
-        return self.bar_copy_k(self.token(z, plays) + self.context(phase, piano))
+        return self.bar_copy_k(self.token(z, plays) + self.context(phase, piano, style))
 
     def _lag(self, t, s, phase, length):
         """Rows of the lag-bias tables for bar t copying bar s: the distance, and with `phase_lags` bar t's
@@ -277,20 +303,22 @@ class BarPrior(nnx.Module):
         logits = jnp.where((s < t)[..., None], logits + lag_weight * bias, -1e9)
         return logits if heads > 1 else logits[..., 0]
 
-    def __call__(self, z, plays, phase, piano=None) -> PriorOut:
-        h = self.hidden(z, plays, phase, piano)
+    def __call__(self, z, plays, phase, piano=None, style=None) -> PriorOut:
+        h = self.hidden(z, plays, phase, piano, style)
         out = self.heads(h, plays)
         new = self.new_head(h)
         out = out._replace(
             new=new if self.per_track else new[..., 0],
-            copies=self.copy_logits(h, self.copy_keys(z, plays, phase, piano), phase=phase),
+            copies=self.copy_logits(h, self.copy_keys(z, plays, phase, piano, style), phase=phase),
             copy_scale=jnp.clip(self.copy_scale[...], *LOG_SCALE),
             copy_flip=self.copy_flip[...],
         )
         if self.whole_bar:
             out = out._replace(
                 bar_new=self.bar_new_head(h)[..., 0],
-                bar_copies=self.copy_logits(h, self.bar_copy_keys(z, plays, phase, piano), whole_bar=True, phase=phase),
+                bar_copies=self.copy_logits(
+                    h, self.bar_copy_keys(z, plays, phase, piano, style), whole_bar=True, phase=phase
+                ),
             )
         return out
 
@@ -483,7 +511,18 @@ def _draw(
 
 
 def sample_window(
-    graphdef, params, key, z, plays, phase, temperature, prefix_len, piano=None, given=None, plays_bias=None
+    graphdef,
+    params,
+    key,
+    z,
+    plays,
+    phase,
+    temperature,
+    prefix_len,
+    piano=None,
+    given=None,
+    plays_bias=None,
+    style=None,
 ):
     """Fill one window of `context` bars: bars before `prefix_len` are kept, the rest drawn bar by bar
     (`lax.fori_loop` over positions, keys and values cached).
@@ -495,6 +534,7 @@ def sample_window(
       given: `[B, L, 5]` plays bits to keep (NaN where the prior draws them), e.g. "the piano plays in the
         first bar", as real passages are taken.
       plays_bias: `[B, 5]` added to the logits of the plays bits the prior draws (None: 0).
+      style: `[B, 5 (K + 1)]` the songs' codes (styled priors, `style_of`).
     Returns:
       (z, plays) of the window, plays as float bits.
     """
@@ -504,8 +544,8 @@ def sample_window(
         z = z.at[:, :, PIANO].set(piano[..., :k])
         plays = plays.at[:, :, PIANO].set(piano[..., k])
         given = (jnp.full(plays.shape, jnp.nan) if given is None else given).at[:, :, PIANO].set(piano[..., k])
-    ctx = model.context(phase, piano)  # [B, L, d]
-    _, cache = model.hidden(z, plays, phase, piano, cache=True)  # positions before prefix_len are final
+    ctx = model.context(phase, piano, style)  # [B, L, d]
+    _, cache = model.hidden(z, plays, phase, piano, style, cache=True)  # positions before prefix_len are final
     temp = jnp.asarray(temperature, jnp.float32)
     bias = 0.0 if plays_bias is None else plays_bias
 
@@ -552,19 +592,21 @@ def generate(
     phase0: int = 0,
     given=None,
     plays_bias=None,
+    style=None,
 ):
     """`num` songs of `bars` bars drawn window by window: the first window (`context` bars) from the start,
     each further one keeping the last `context // 2` bars drawn so far as its prefix.
 
     Args:
       window: `sample_window` with the prior bound, `(key, z, plays, phase, temperature, prefix_len, piano,
-        given, plays_bias)`.
+        given, plays_bias, style)`.
       prefix, prefix_plays: `[num, P, 5, K]`, `[num, P, 5]`: the song so far (kept; generation continues
         after it, and `bars` counts it).
       piano: `[num, bars, K+1]` the given piano part (band priors).
       phase0: the first bar's index in its song.
       given: `[num, bars, 5]` plays bits to keep (NaN where drawn).
       plays_bias: `[num, 5]` or `[5]` added to the logits of the plays bits drawn (None: 0, as learned).
+      style: `[num, 5 (K + 1)]` each song's code (styled priors): the same for every window of a song.
     Returns:
       (z `[num, bars, 5, K]` standardised means, plays `[num, bars, 5]` bool).
     """
@@ -606,6 +648,7 @@ def generate(
             None if pn is None else jnp.asarray(pn[:, sl]),
             jnp.asarray(fixed[:, sl]),
             bias,
+            None if style is None else jnp.asarray(style, jnp.float32),
         )
         z[:, sl], plays[:, sl] = np.asarray(zw), np.asarray(pw)
         done = s + context

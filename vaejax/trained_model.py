@@ -328,6 +328,7 @@ class TrainedModel:
             given = np.full((num, bars, len(TRACKS)), np.nan, np.float32)
             given[:, 0, PIANO] = 1.0
         window = lambda *a: self._prior_windows[which](params, *a)  # noqa: E731
+        style = self.prior_styles(num, seed, prefix, prefix_plays) if which == "song" else None
         return prior_lib.generate(
             window,
             jax.random.key(seed),
@@ -342,7 +343,30 @@ class TrainedModel:
             phase0=phase0,
             given=given,
             plays_bias=plays_bias,
+            style=style,
         )
+
+    def prior_styles(self, num: int, seed: int, prefix=None, prefix_plays=None) -> np.ndarray | None:
+        """Song-level codes `[num, 5 (K + 1)]` for the songs a styled song prior draws (None for a prior
+        without them, `PriorConfig.style`): new songs take codes of real training passages from the run's
+        bank (`prior_styles` in stats.json), drawn with `seed`; a continued song (`prefix`, `prefix_plays`:
+        its standardised means and plays bits) keeps its own where it is a whole context long, else takes
+        the bank's code nearest its own."""
+        if not self.cfg.prior.style:
+            return None
+        bank = self.stats.get("prior_styles")
+        if not bank:
+            raise ValueError(
+                f"{self.run_dir}: its prior reads song-level codes but stats.json carries none (prior_styles); "
+                f"train the prior again (`train.py --run {self.run_dir} --stage prior`)"
+            )
+        bank = np.asarray(bank, np.float32)
+        if prefix is None:
+            return bank[np.random.default_rng([seed, 11]).integers(len(bank), size=num)]
+        own = np.asarray(prior_lib.style_of(jnp.asarray(prefix, jnp.float32), jnp.asarray(prefix_plays, jnp.float32)))
+        if prefix.shape[1] >= self.cfg.prior.context:
+            return own
+        return bank[np.argmin(((own[:, None] - bank[None]) ** 2).sum(-1), 1)]
 
     def density_target(self, density, tracks=TRACKS) -> np.ndarray:
         """`density_target` (module function) with this model's `band_shares`."""

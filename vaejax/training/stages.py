@@ -268,7 +268,27 @@ def train_prior(run: RunFolder, cfg: Config, ds: dict, latents: dict, *, progres
 
     stage = Stage("prior", state, spe, epochs, batches, step_fn, evaluate, summarize)
     state, meta = fit(stage, run, tc, {"config": cfg.to_dict()}, progress=progress, stop_after=stop_after)
+    if pc.style and jax.process_index() == 0:
+        stats = run.read_stats()
+        stats["prior_styles"] = style_bank(train, rows, pc.context, seed=tc.seed).tolist()
+        run.write_stats(stats)
     return graphdefs, state, meta
+
+
+STYLE_BANK = 512
+"""Training passages whose song-level codes a styled prior draws from (one passage per song)."""
+
+
+def style_bank(seqs: prior_lib.Sequences, rows: np.ndarray, context: int, *, seed: int = 0) -> np.ndarray:
+    """Song-level codes `[n, 5 (K + 1)]` (`prior.style_of`, rounded to 4 decimals) of up to `STYLE_BANK`
+    training windows `rows` (`Sequences.windows`), one drawn from each of as many songs, songs drawn at
+    random."""
+    rng = np.random.default_rng([seed, 7])
+    song = np.searchsorted(seqs.start, rows[:, 0], side="right") - 1
+    songs = rng.permutation(np.unique(song))[:STYLE_BANK]
+    pick = np.array([rng.choice(np.flatnonzero(song == s)) for s in songs])
+    z, plays, _ = seqs.batch(rows[pick], context)
+    return np.round(np.asarray(prior_lib.style_of(z, plays)), 4).astype(np.float32)
 
 
 def train_all(run_dir: str, cfg: Config, data_dir: str, *, stages=STAGES, devices=None, progress=True) -> dict:

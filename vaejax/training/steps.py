@@ -246,7 +246,8 @@ def make_prior_fns(graphdefs: dict, tx, prior: PriorConfig):
             band = name == "band"
             model = nnx.merge(gd, params[name])
             piano = jnp.concatenate([z[:, :, PIANO], plays[:, :, PIANO, None]], -1) if band else None
-            out[name] = prior_lib.loss(model(noisy, plays, phase, piano), z, plays, band=band)
+            style = prior_lib.style_of(z, plays) if model.styled else None  # of the clean window
+            out[name] = prior_lib.loss(model(noisy, plays, phase, piano, style), z, plays, band=band)
         return out
 
     def total(params, z, plays, phase, key):
