@@ -448,7 +448,8 @@ class PriorConfig:
     """A song-level code (`prior.style_of`: each track's mean latents and share of bars played over the
     passage) read by every bar of the song prior: trained on each window's own code, drawn at sampling from
     a bank of real training passages' codes (`prior_styles` in the run's stats), so that a song keeps one
-    manner throughout."""
+    manner throughout. Off by default: on `lpd5`'s latents it left the two-sample classifier where it was,
+    even given the real passages' own codes (docs/quality-report.md, "Tried: a song-level code")."""
     calibrate_songs: int = 100
     """After training, the decoding of the prior's bars is calibrated so that they start as many notes, at
     the same places in the bar, and hold them as long as real training passages

@@ -1,0 +1,123 @@
+"""Probes of a song's manner kept from bar to bar (docs/quality-report.md "Tried: a song-level code"): does
+telling the prior what the whole passage is like, or giving each song its own articulation, make generated
+phrases harder to tell from real ones?
+
+    python bench/song_manner_probes.py --data PREPARED --styled RUN --model lpd5 --seeds 0 1 \
+        --out bench/results/prior_style/manner_probes.json
+
+Per seed, the realism section's 50 test passages (`evaluate.realism_passages`) against 50 songs of 32 bars,
+the two-sample classifier on 4-bar phrases (`realism.two_sample_test`):
+
+- `codes` (`--styled`, a run whose prior reads a song-level code, `prior.style`): songs drawn with codes
+  from the run's bank of training passages (as sampling does), and with the test passages' own codes (an
+  oracle: the prior told exactly what each real passage is like as a whole), at each of `--sigmas`;
+- `articulation` (`--model`): the model's songs decoded again with each song's sustain factors
+  (`prior_sustain_ages`, the share of a note's starting probability it must keep to go on) scaled by
+  exp(u), u drawn per song (shared by the tracks, `shared` of its variance) with spread `s`: each song held
+  more legato or more staccato, as real songs differ; reported with the spread between songs of each
+  pitched track's mean note length (sixteenths) and its mean, real and generated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+from provenance import provenance
+
+from vaejax import data as data_lib
+from vaejax import evaluate, realism, trained_model
+from vaejax import prior as prior_lib
+from vaejax.config import DRUMS, TRACKS
+
+PITCHED = [t for i, t in enumerate(TRACKS) if i != DRUMS]
+SPREADS = ((0.5, 1.0), (0.8, 1.0), (0.8, 0.5), (1.2, 0.7))
+"""(s, shared) of the articulation rows."""
+
+
+def _with_styles(model, styles):
+    """`model` drawing new songs with `styles` as their codes (a probe: a TrainedModel is otherwise fixed)."""
+    object.__setattr__(model, "prior_styles", lambda num, seed, *a: styles)
+    return model
+
+
+def length_spread(feats, groups, names) -> dict:
+    """Per pitched track: the spread between songs of their phrases' mean note length, and its mean."""
+    out = {}
+    for t in PITCHED:
+        i = names.index(f"{t} mean length")
+        per_song = [feats[groups == g, i].mean() for g in np.unique(groups)]
+        out[t] = [round(float(np.std(per_song)), 2), round(float(feats[:, i].mean()), 2)]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--styled", help="a run whose prior reads song-level codes (prior.style)")
+    ap.add_argument("--model", default="lpd5")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--sigmas", type=float, nargs="+", default=[0.3, 0.4, 0.5])
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    test = data_lib.open_dataset(args.data)["test"]
+    names = realism.feature_names()
+    out = provenance("song_manner_probes.py", argv)
+    out.update(model=args.model, styled=args.styled, seeds={})
+    model = trained_model.load(args.model)
+    styled = trained_model.load(args.styled) if args.styled else None
+    for seed in args.seeds:
+        real = evaluate.realism_passages(test, songs=50, bars=32, seed=seed)
+        n = real.shape[1]
+        flat = real.reshape(5, -1, *real.shape[3:])
+        fr, gr = realism.phrase_features(evaluate._songs_of(flat, n))
+
+        def accuracy(bars, flat=flat, n=n, fr=fr, gr=gr):
+            fg, gg = realism.phrase_features(evaluate._songs_of(bars.reshape(flat.shape), n))
+            return round(realism.two_sample_test(fr, fg, gr, gg)["accuracy"], 4), (fg, gg)
+
+        row = {}
+        if styled is not None:
+            z = styled._standardized_means(styled.encode_bars(flat)).reshape(n, 32, 5, -1)
+            plays = flat.any(axis=(2, 3)).T.reshape(n, 32, 5).astype(np.float32)
+            own = np.asarray(prior_lib.style_of(jnp.asarray(z), jnp.asarray(plays)))
+            bank = np.asarray(styled.stats["prior_styles"], np.float32)
+            drawn = bank[np.random.default_rng([seed, 11]).integers(len(bank), size=n)]
+            row["codes"] = {}
+            for sigma in args.sigmas:
+                row["codes"][str(sigma)] = {
+                    name: accuracy(_with_styles(styled, codes).prior_bars(32, sigma=sigma, seed=seed, num=n))[0]
+                    for name, codes in (("bank", drawn), ("the passages' own", own))
+                }
+        z, plays = model.prior_draws(32, seed=seed, num=n)
+        acc, (fg, gg) = accuracy(model.prior_bars(32, seed=seed, num=n, drawn=(z, plays)))
+        row["articulation"] = {
+            "real": length_spread(fr, gr, names),
+            "as drawn": {"accuracy": acc, "length": length_spread(fg, gg, names)},
+        }
+        ages = model.prior_sustain_ages
+        for s, shared in SPREADS:
+            rng = np.random.default_rng([seed, 100])
+            songs = []
+            for i in range(n):
+                u = s * (np.sqrt(shared) * rng.normal() + np.sqrt(1 - shared) * rng.normal(size=len(TRACKS)))
+                a = ages.copy()
+                pitched = np.arange(len(TRACKS)) != DRUMS  # (drums: one step, no sustain)
+                a[pitched] = np.clip(ages[pitched] * np.exp(u[pitched, None]), 0.005, 0.98)
+                mi = model.with_prior_decoding(model.prior_onset_cuts, model.prior_count_scale, a, model.prior_spread)
+                songs.append(mi.prior_bars(32, seed=seed, num=1, drawn=(z[i : i + 1], plays[i : i + 1]))[:, 0])
+            acc, (fg, gg) = accuracy(np.stack(songs, 1))
+            row["articulation"][f"s={s}, shared={shared}"] = {"accuracy": acc, "length": length_spread(fg, gg, names)}
+        out["seeds"][str(seed)] = row
+        print(seed, json.dumps(row), flush=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
