@@ -338,35 +338,21 @@ def test_style_of_is_each_tracks_mean_where_it_plays_and_its_share():
     np.testing.assert_allclose(share, [-1, 0.5, -1, -1, -1])  # 3 of 4 bars -> 2 * 0.75 - 1
 
 
-def test_a_styled_prior_reads_the_song_code_and_keeps_it_for_the_whole_song():
+def test_a_styled_prior_needs_its_song_code():
     import dataclasses
 
     cfg = dataclasses.replace(CFG, style=True)
-    net = _net(cfg=cfg)
-    assert not _net(band=True, cfg=cfg).styled  # the arranging prior reads the piano part instead
-    z, plays, phase = _inputs()
-    with pytest.raises(ValueError, match="song-level code"):
-        net(z, plays, phase)
-    code = np.asarray(prior.style_of(z, plays))
-    out = net(z, plays, phase, style=code)
-    other = net(z, plays, phase, style=code[::-1])
-    assert not np.allclose(np.asarray(out.means), np.asarray(other.means))
-    # the loss trains on each window's own code
-    gd, params = nnx.split(net)
-    tx = prior_optimizer(cfg)
-    step, evaluate = make_prior_fns({"song": gd}, tx, cfg)
-    assert np.isfinite(float(evaluate({"song": params}, z, plays, phase)["song"].loss))
-    win = _window(net)
-    kw = dict(num=2, bars=20, latent=K, context=cfg.context, temperature=1.0)  # three windows
-    a = prior.generate(win, jax.random.key(0), style=code, **kw)
-    b = prior.generate(win, jax.random.key(0), style=code, **kw)
-    c = prior.generate(win, jax.random.key(0), style=code[::-1], **kw)
-    np.testing.assert_array_equal(a[0], b[0])
-    assert not np.allclose(a[0][:, 12:], c[0][:, 12:])  # the code still steers the last window
+    build = lambda band=False: prior.BarPrior(cfg, K, band=band, rngs=nnx.Rngs(0))  # noqa: E731
+    assert not nnx.eval_shape(lambda: build(band=True)).styled  # the arranging prior reads the piano part
+    assert nnx.eval_shape(build).styled
+    with pytest.raises(ValueError, match="song-level code"):  # traced only: shapes, no compiling
+        jax.eval_shape(lambda: build()(*_inputs()).means)
 
 
 def test_stage_prior_retrains_on_an_existing_run(tiny_run, demo_prepared, tmp_path):
-    """`train.py --run RUN --stage prior` keeps the run's other settings and trains only the prior."""
+    """`train.py --run RUN --stage prior` keeps the run's other settings and trains only the prior; a styled
+    prior (`prior.style`) keeps a bank of real passages' song codes in stats.json, new songs draw theirs from
+    it, a continued song keeps its own (or the bank's nearest where it is short)."""
     import shutil
 
     from vaejax import training
@@ -387,6 +373,7 @@ def test_stage_prior_retrains_on_an_existing_run(tiny_run, demo_prepared, tmp_pa
             "epochs": 1,
             "band": False,
             "calibrate_songs": 0,
+            "style": True,
         }
     )
     _, results = training.train(run, demo_prepared, cfg, stages=("prior",), progress=False)
@@ -398,22 +385,7 @@ def test_stage_prior_retrains_on_an_existing_run(tiny_run, demo_prepared, tmp_pa
     assert "band" not in m.prior  # no arranging prior: arrange falls back to the chain
     m.arrange(np.zeros((96, 84), bool))
 
-
-def test_a_styled_prior_keeps_a_bank_of_real_codes_and_draws_from_it(tiny_run, demo_prepared, tmp_path):
-    """`prior.style`: training writes the song codes of real training passages into stats.json; new songs
-    draw theirs from it, a continued song keeps its own (or the bank's nearest where it is short)."""
-    import shutil
-
-    from vaejax import training
-    from vaejax.runs import RunFolder
-
-    run = str(tmp_path / "styled")
-    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(".lock", "prior"))
-    small = {"layers": 1, "dim": 16, "heads": 2, "context": 4, "mixtures": 2, "steps": 4, "batch_size": 4}
-    cfg = preset("default").replace(prior={**small, "epochs": 1, "band": False, "calibrate_songs": 0, "style": True})
-    training.train(run, demo_prepared, cfg, stages=("prior",), progress=False)
     bank = np.asarray(RunFolder(run).read_stats()["prior_styles"])
-    m = trained_model.load(run)
     k = m.K
     assert bank.ndim == 2 and bank.shape[1] == 5 * (k + 1) and 1 < len(bank) <= 512
     assert np.all(np.abs(bank[:, 5 * k :]) <= 1)  # shares of bars played, scaled to [-1, 1]
@@ -425,13 +397,21 @@ def test_a_styled_prior_keeps_a_bank_of_real_codes_and_draws_from_it(tiny_run, d
     np.testing.assert_allclose(m.prior_styles(2, 0, z[:, :4], plays[:, :4]), own, atol=1e-6)  # a whole context
     short = m.prior_styles(2, 0, z[:, :2], plays[:, :2])  # shorter: the nearest real code
     assert all(any(np.array_equal(row, b) for b in bank) for row in short)
-    songs = m.sample(bars=8, num=2)
-    assert len(songs) == 2 and m.continue_song(songs[0], bars=4) is not None
-    stats = RunFolder(run).read_stats()
+    assert m.continue_song(np.zeros((5, 2 * 96, 84), bool), bars=4) is not None  # (its code: the bank's nearest)
+    # the code steers every window of a song (8 bars: two windows of the prior's 4)
+    window = lambda *a: m._prior_windows["song"](m.prior["song"], *a)  # noqa: E731
+    kw = dict(num=2, bars=8, latent=k, context=4, temperature=1.0)
+    a = prior.generate(window, jax.random.key(0), style=bank[:2], **kw)[0]
+    np.testing.assert_array_equal(a, prior.generate(window, jax.random.key(0), style=bank[:2], **kw)[0])
+    b = prior.generate(window, jax.random.key(0), style=bank[2:4], **kw)[0]
+    assert not np.allclose(a[:, :4], b[:, :4]) and not np.allclose(a[:, 4:], b[:, 4:])
+    broken = str(tmp_path / "no-bank")  # a copy: the trained run stays this working folder's latest run
+    shutil.copytree(run, broken, ignore=shutil.ignore_patterns(".lock"))
+    stats = RunFolder(broken).read_stats()
     del stats["prior_styles"]
-    RunFolder(run).write_stats(stats)
+    RunFolder(broken).write_stats(stats)
     with pytest.raises(ValueError, match="prior_styles"):
-        trained_model.load(run).prior_draws(4)
+        trained_model.load(broken).prior_draws(4)
 
 
 def _starts(bars):
