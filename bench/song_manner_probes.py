@@ -3,7 +3,9 @@ telling the prior what the whole passage is like, or giving each song its own ar
 phrases harder to tell from real ones?
 
     python bench/song_manner_probes.py --data PREPARED --styled RUN --model lpd5 --seeds 0 1 \
-        --out bench/results/prior_style/manner_probes.json
+        --probes codes articulation --out bench/results/prior_style/manner_probes.json
+    python bench/song_manner_probes.py --data PREPARED --model lpd5 --seeds 0 1 --probes one_step --sigmas 0.4 0.5 \
+        --out bench/results/prior_style/one_step.json
 
 Per seed, the realism section's 50 test passages (`evaluate.realism_passages`) against 50 songs of 32 bars,
 the two-sample classifier on 4-bar phrases (`realism.two_sample_test`):
@@ -15,7 +17,14 @@ the two-sample classifier on 4-bar phrases (`realism.two_sample_test`):
   (`prior_sustain_ages`, the share of a note's starting probability it must keep to go on) scaled by
   exp(u), u drawn per song (shared by the tracks, `shared` of its variance) with spread `s`: each song held
   more legato or more staccato, as real songs differ; reported with the spread between songs of each
-  pitched track's mean note length (sixteenths) and its mean, real and generated.
+  pitched track's mean note length (sixteenths) and its mean, real and generated;
+- `one_step` (`--model`): each test passage's bars drawn one step ahead (bar t drawn by the prior given the
+  passage's real bars before it, teacher-forced, at each of `--sigmas`), against the passages' own latents and
+  against songs drawn freely, each decoded as generation decodes and as reconstructions are (their onset
+  cuts, count scale, sustain and spread, harmony guidance 1, no single-line bass, every drum piece; all
+  through the same path, `_prior_rolls`, the plays bits as drawn or as real): whether what gives the
+  prior's songs away is already in one bar drawn from real context, or builds up as a song drifts on its
+  own bars.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import argparse
 import json
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from provenance import provenance
@@ -34,6 +44,7 @@ from vaejax import prior as prior_lib
 from vaejax.config import DRUMS, TRACKS
 
 PITCHED = [t for i, t in enumerate(TRACKS) if i != DRUMS]
+PROBES = ("codes", "articulation", "one_step")
 SPREADS = ((0.5, 1.0), (0.8, 1.0), (0.8, 0.5), (1.2, 0.7))
 """(s, shared) of the articulation rows."""
 
@@ -54,6 +65,49 @@ def length_spread(feats, groups, names) -> dict:
     return out
 
 
+def one_step(model, flat, n, seed, accuracy, sigma: float = 0.5) -> dict:
+    """The `one_step` probe (module docstring) on real passages `flat` `[5, n * bars, T, P]`, drawn at `sigma`."""
+    bars = flat.shape[1] // n
+    z = model._standardized_means(model.encode_bars(flat)).reshape(n, bars, len(TRACKS), -1).astype(np.float32)
+    plays = flat.any(axis=(2, 3)).T.reshape(n, bars, len(TRACKS)).astype(np.float32)
+    window = model._prior_windows["song"]
+    phase = jnp.broadcast_to(jnp.arange(bars, dtype=jnp.int32), (n, bars))
+    given = jnp.full(plays.shape, jnp.nan, jnp.float32)
+    bias = jnp.zeros((n, len(TRACKS)), jnp.float32)
+    temp = jnp.float32(prior_lib.temperature_of(sigma))
+    key = jax.random.key(seed)
+    az, ap = np.zeros_like(z), np.zeros_like(plays)
+    for t in range(bars):  # bar t given the real bars < t (the rest of the window is drawn and dropped)
+        wz, wp = window(
+            model.prior["song"],
+            jax.random.fold_in(key, t),
+            jnp.asarray(z),
+            jnp.asarray(plays),
+            phase,
+            temp,
+            jnp.int32(t),
+            None,
+            given,
+            bias,
+            None,
+        )
+        az[:, t], ap[:, t] = np.asarray(wz)[:, t], np.asarray(wp)[:, t]
+    free = model.prior_draws(bars, sigma=sigma, seed=seed, num=n)
+    # decoded as reconstructions are: their onset cuts, count scale, sustain and spread, the band as trained
+    # (harmony guidance 1), no single-line bass, every drum piece
+    plain = model.with_options(harmony_guidance=1.0, single_line=(), drum_kit=0)
+    recon = plain.with_prior_decoding(plain.onset_cuts, np.ones(len(TRACKS)), plain.sustain_ages, plain.spread)
+    out = {}
+    for name, (lz, lp) in (
+        ("real latents", (z, plays > 0.5)),
+        ("one step ahead", (az, ap > 0.5)),
+        ("free-running", free),
+    ):
+        for decoding, m in (("generation's decoding", model), ("reconstructions' decoding", recon)):
+            out[f"{name}, {decoding}"] = accuracy(m._prior_rolls(lz, lp, seed=seed + 1))[0]
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
@@ -61,6 +115,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="lpd5")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.3, 0.4, 0.5])
+    ap.add_argument(
+        "--probes", nargs="+", choices=PROBES, default=list(PROBES), help="which probes to run (`codes` needs --styled)"
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     test = data_lib.open_dataset(args.data)["test"]
@@ -80,7 +137,7 @@ def main(argv=None) -> int:
             return round(realism.two_sample_test(fr, fg, gr, gg)["accuracy"], 4), (fg, gg)
 
         row = {}
-        if styled is not None:
+        if styled is not None and "codes" in args.probes:
             z = styled._standardized_means(styled.encode_bars(flat)).reshape(n, 32, 5, -1)
             plays = flat.any(axis=(2, 3)).T.reshape(n, 32, 5).astype(np.float32)
             own = np.asarray(prior_lib.style_of(jnp.asarray(z), jnp.asarray(plays)))
@@ -92,6 +149,12 @@ def main(argv=None) -> int:
                     name: accuracy(_with_styles(styled, codes).prior_bars(32, sigma=sigma, seed=seed, num=n))[0]
                     for name, codes in (("bank", drawn), ("the passages' own", own))
                 }
+        if "one_step" in args.probes:
+            row["one_step"] = {str(x): one_step(model, flat, n, seed, accuracy, x) for x in args.sigmas}
+        if "articulation" not in args.probes:
+            out["seeds"][str(seed)] = row
+            print(seed, json.dumps(row), flush=True)
+            continue
         z, plays = model.prior_draws(32, seed=seed, num=n)
         acc, (fg, gg) = accuracy(model.prior_bars(32, seed=seed, num=n, drawn=(z, plays)))
         row["articulation"] = {
