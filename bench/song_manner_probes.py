@@ -6,6 +6,8 @@ phrases harder to tell from real ones?
         --probes codes articulation --out bench/results/prior_style/manner_probes.json
     python bench/song_manner_probes.py --data PREPARED --model lpd5 --seeds 0 1 --probes one_step --sigmas 0.4 0.5 \
         --out bench/results/prior_style/one_step.json
+    python bench/song_manner_probes.py --data PREPARED --styled RUN --model lpd5 --seeds 0 --probes spread \
+        --sigmas 0.3 0.5 --out bench/results/prior_style/spread.json
 
 Per seed, the realism section's 50 test passages (`evaluate.realism_passages`) against 50 songs of 32 bars,
 the two-sample classifier on 4-bar phrases (`realism.two_sample_test`):
@@ -24,7 +26,10 @@ the two-sample classifier on 4-bar phrases (`realism.two_sample_test`):
   cuts, count scale, sustain and spread, harmony guidance 1, no single-line bass, every drum piece; all
   through the same path, `_prior_rolls`, the plays bits as drawn or as real): whether what gives the
   prior's songs away is already in one bar drawn from real context, or builds up as a song drifts on its
-  own bars.
+  own bars;
+- `spread` (`--model`, and `--styled` where given): the standardised latent means' spread (standard
+  deviation per dimension, averaged) within each song and between songs' means, per track over the bars it
+  plays in, of the real passages and of songs drawn at each of `--sigmas`: does a song keep one manner.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from vaejax import prior as prior_lib
 from vaejax.config import DRUMS, TRACKS
 
 PITCHED = [t for i, t in enumerate(TRACKS) if i != DRUMS]
-PROBES = ("codes", "articulation", "one_step")
+PROBES = ("codes", "articulation", "one_step", "spread")
 SPREADS = ((0.5, 1.0), (0.8, 1.0), (0.8, 0.5), (1.2, 0.7))
 """(s, shared) of the articulation rows."""
 
@@ -62,6 +67,34 @@ def length_spread(feats, groups, names) -> dict:
         i = names.index(f"{t} mean length")
         per_song = [feats[groups == g, i].mean() for g in np.unique(groups)]
         out[t] = [round(float(np.std(per_song)), 2), round(float(feats[:, i].mean()), 2)]
+    return out
+
+
+def latent_spread(z, plays) -> dict:
+    """Within-song and between-song spread per track of standardised means `z` `[S, bars, 5, K]` over the
+    bars where the track plays (`plays` `[S, bars, 5]` bool); songs where it plays under 4 bars are left out."""
+    out = {}
+    for t, name in enumerate(TRACKS):
+        within, means = [], []
+        for s in range(z.shape[0]):
+            x = z[s, plays[s, :, t], t]
+            if len(x) >= 4:
+                within.append(x.std(0).mean())
+                means.append(x.mean(0))
+        between = np.std(np.array(means), 0).mean() if len(means) > 1 else float("nan")
+        out[name] = [round(float(np.mean(within)), 3), round(float(between), 3)]
+    return out
+
+
+def spread_probe(models: dict, flat, n, seed, sigmas) -> dict:
+    """The `spread` probe: [within, between] per track of the real passages' latents and of each model's songs."""
+    first = next(iter(models.values()))
+    z = first._standardized_means(first.encode_bars(flat)).reshape(n, -1, len(TRACKS), first.K)
+    plays = flat.any(axis=(2, 3)).T.reshape(n, -1, len(TRACKS))
+    out = {"real": latent_spread(z, plays)}
+    for label, m in models.items():
+        for sigma in sigmas:
+            out[f"{label} sigma={sigma}"] = latent_spread(*m.prior_draws(z.shape[1], sigma=sigma, seed=seed, num=n))
     return out
 
 
@@ -149,6 +182,9 @@ def main(argv=None) -> int:
                     name: accuracy(_with_styles(styled, codes).prior_bars(32, sigma=sigma, seed=seed, num=n))[0]
                     for name, codes in (("bank", drawn), ("the passages' own", own))
                 }
+        if "spread" in args.probes:
+            models = {"model": model} | ({"styled": styled} if styled is not None else {})
+            row["spread"] = spread_probe(models, flat, n, seed, args.sigmas)
         if "one_step" in args.probes:
             row["one_step"] = {str(x): one_step(model, flat, n, seed, accuracy, x) for x in args.sigmas}
         if "articulation" not in args.probes:
