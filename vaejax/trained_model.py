@@ -285,6 +285,9 @@ class TrainedModel:
             if not self.cfg.prior.band:
                 like.pop("band")
             self.prior = restore_params(run.ckpt("prior"), like)
+        bank = self.stats.get("prior_styles")
+        self._style_bank = np.asarray(bank, np.float32) if bank else None
+        """Song-level codes of real training passages a styled prior draws new songs' codes from, or None."""
         self._prior_windows = {
             name: jax.jit(lambda p, *a, gd=gd: prior_lib.sample_window(gd, p, *a))
             for name, gd in self.prior_defs.items()
@@ -354,13 +357,12 @@ class TrainedModel:
         the bank's code nearest its own."""
         if not self.cfg.prior.style:
             return None
-        bank = self.stats.get("prior_styles")
-        if not bank:
+        bank = self._style_bank
+        if bank is None:
             raise ValueError(
                 f"{self.run_dir}: its prior reads song-level codes but stats.json carries none (prior_styles); "
                 f"train the prior again (`train.py --run {self.run_dir} --stage prior`)"
             )
-        bank = np.asarray(bank, np.float32)
         if prefix is None:
             return bank[np.random.default_rng([seed, 11]).integers(len(bank), size=num)]
         own = np.asarray(prior_lib.style_of(jnp.asarray(prefix, jnp.float32), jnp.asarray(prefix_plays, jnp.float32)))
