@@ -183,6 +183,43 @@ def test_sampling_is_seeded_and_temperature_sets_the_variation():
     assert s[0] < s[1] < s[2] < s[3]
 
 
+def test_one_step_draws_are_the_sampler_s_draws_from_the_real_bars_before():
+    net = _net()
+    gd, params = nnx.split(net)
+    z, plays, phase = map(jnp.asarray, _inputs(b=3))
+    key, temp = jax.random.key(4), 1.25
+    dz, dp = jax.jit(lambda p: prior.draw_one_step(nnx.merge(gd, p), key, z, plays, phase, temp))(params)
+    assert dz.shape == z.shape and dp.shape == plays.shape
+    win = jax.jit(lambda p, t: prior.sample_window(gd, p, key, z, plays, phase, temp, t))
+    for t in (0, 3, 7):  # the sampler keeps bars < t and draws bar t with the same key
+        sz, sp = win(params, t)
+        np.testing.assert_allclose(dz[:, t], sz[:, t], atol=1e-4)
+        np.testing.assert_array_equal(dp[:, t], sp[:, t])
+    assert not np.allclose(dz[:, 3], dz[:, 4])
+
+
+def test_training_on_own_draws_ramps_in_and_keeps_real_targets():
+    import dataclasses
+
+    cfg = dataclasses.replace(CFG, own_inputs=1.0, steps=20)  # every input bar its own draw after step 10
+    net = _net(cfg=cfg)
+    gd, params = nnx.split(net)
+    z, plays, phase = _inputs(b=4)
+    tx = prior_optimizer(cfg)
+
+    def first_loss(c, step):
+        fn, _ = make_prior_fns({"song": gd}, tx, c)
+        state = train_state({"song": jax.tree.map(jnp.copy, params)}, tx, jax.random.key(0))  # the step donates it
+        _, out = fn(state, z, plays, phase, jnp.int32(step))
+        return float(out["song"].loss)
+
+    real = dataclasses.replace(cfg, own_inputs=0.0)
+    assert first_loss(cfg, 0) == pytest.approx(first_loss(real, 0), rel=1e-6)  # the share starts at 0
+    assert first_loss(cfg, 10) != pytest.approx(first_loss(real, 10), rel=1e-3)
+    with pytest.raises(ValueError, match="own_inputs"):
+        PriorConfig(own_inputs=1.5)
+
+
 def test_prefix_kept_and_long_songs_slide():
     win = _window(_net())
     z0, p0, _ = _inputs(b=3, length=5, seed=4)

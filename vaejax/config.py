@@ -450,6 +450,12 @@ class PriorConfig:
     a bank of real training passages' codes (`prior_styles` in the run's stats), so that a song keeps one
     manner throughout. Off by default: on `lpd5`'s latents it left the two-sample classifier where it was,
     even given the real passages' own codes (docs/quality-report.md, "Tried: a song-level code")."""
+    own_inputs: float = 0.0
+    """Share of the song prior's input bars replaced, while training, by bars it draws itself one step ahead
+    at the default sigma (parallel scheduled sampling: `prior.draw_one_step`, its gradient stopped), the
+    targets staying the real bars, so that it learns to continue from bars like its own samples rather than
+    only from real ones; the share rises linearly from 0 over the first half of the steps. 0: it reads only
+    real bars (with `input_noise`)."""
     calibrate_songs: int = 100
     """After training, the decoding of the prior's bars is calibrated so that they start as many notes, at
     the same places in the bar, and hold them as long as real training passages
@@ -457,6 +463,8 @@ class PriorConfig:
     reconstructions do."""
 
     def __post_init__(self):
+        if not 0.0 <= self.own_inputs <= 1.0:
+            raise ValueError(f"prior own_inputs must be between 0 and 1, got {self.own_inputs}")
         if self.calibrate_songs < 0:
             raise ValueError(f"prior calibrate_songs must be 0 or more, got {self.calibrate_songs}")
         if self.copy not in ("both", "track", "bar"):

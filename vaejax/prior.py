@@ -303,13 +303,17 @@ class BarPrior(nnx.Module):
         logits = jnp.where((s < t)[..., None], logits + lag_weight * bias, -1e9)
         return logits if heads > 1 else logits[..., 0]
 
-    def __call__(self, z, plays, phase, piano=None, style=None) -> PriorOut:
-        h = self.hidden(z, plays, phase, piano, style)
+    def __call__(self, z, plays, phase, piano=None, style=None, read=None) -> PriorOut:
+        """The distribution of every bar of the window given the bars before it. `read`: (z, plays) of the bars
+        the model reads instead of `z`, `plays` (training on its own draws, `PriorConfig.own_inputs`); the
+        outputs stay those of bars `z`, `plays` (the plays bits the latents are conditioned on)."""
+        zr, pr = (z, plays) if read is None else read
+        h = self.hidden(zr, pr, phase, piano, style)
         out = self.heads(h, plays)
         new = self.new_head(h)
         out = out._replace(
             new=new if self.per_track else new[..., 0],
-            copies=self.copy_logits(h, self.copy_keys(z, plays, phase, piano, style), phase=phase),
+            copies=self.copy_logits(h, self.copy_keys(zr, pr, phase, piano, style), phase=phase),
             copy_scale=jnp.clip(self.copy_scale[...], *LOG_SCALE),
             copy_flip=self.copy_flip[...],
         )
@@ -317,7 +321,7 @@ class BarPrior(nnx.Module):
             out = out._replace(
                 bar_new=self.bar_new_head(h)[..., 0],
                 bar_copies=self.copy_logits(
-                    h, self.bar_copy_keys(z, plays, phase, piano, style), whole_bar=True, phase=phase
+                    h, self.bar_copy_keys(zr, pr, phase, piano, style), whole_bar=True, phase=phase
                 ),
             )
         return out
@@ -508,6 +512,35 @@ def _draw(
         cp = jnp.where(jnp.isnan(given_plays), cp, given_plays)
     is_copy = (c > 0)[:, None]
     return jnp.where(is_copy[..., None], copied, new), jnp.where(is_copy, cp, plays)
+
+
+def draw_one_step(model: BarPrior, key, z, plays, phase, temperature, style=None):
+    """Every bar of a window drawn one step ahead, in parallel: bar t from the window's bars before it, as
+    `sample_window` draws it (pointers included), but all positions at once. Returns (z `[B, L, 5, K]`,
+    plays `[B, L, 5]`). For the song prior only (a band prior draws given the piano part)."""
+    h = model.hidden(z, plays, phase, style=style)
+    tok = model.token(z, plays) + model.context(phase, style=style)
+    keys = model.copy_k(tok)
+    bar_keys = model.bar_copy_k(tok) if model.whole_bar else None
+    temp = jnp.asarray(temperature, jnp.float32)
+    length = z.shape[1]
+
+    def one(h_t, t, phase_t):
+        return _draw(
+            model,
+            h_t,
+            jax.random.fold_in(key, t),
+            temp,
+            pos=t,
+            window=z,
+            window_plays=plays,
+            keys=keys,
+            bar_keys=bar_keys,
+            phase=phase_t,
+        )
+
+    zs, ps = jax.vmap(one, in_axes=(1, 0, 1), out_axes=1)(h, jnp.arange(length), phase)
+    return zs, ps
 
 
 def sample_window(

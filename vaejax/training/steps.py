@@ -17,7 +17,7 @@ from flax import nnx
 
 from vaejax import losses, models
 from vaejax import prior as prior_lib
-from vaejax.config import PIANO, DataConfig, ModelConfig, PriorConfig, TrainConfig
+from vaejax.config import PIANO, SIGMA, DataConfig, ModelConfig, PriorConfig, TrainConfig
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.05), 2)
 """Candidate decoding thresholds at which validation counts note-on cells."""
@@ -239,7 +239,19 @@ def make_prior_fns(graphdefs: dict, tx, prior: PriorConfig):
     """Jitted (train_step, eval_step) of the priors in `graphdefs` (`{"song": ..., "band": ...}`, trained
     together, one loss each). A batch is (z `[B, L, 5, K]`, plays `[B, L, 5]`, phase `[B, L]`)."""
 
-    def losses_of(params, z, plays, phase, key):
+    own_temperature = prior_lib.temperature_of(SIGMA)
+    ramp = max(1, prior.steps // 2)
+
+    def own_inputs(model, params, key, noisy, plays, phase, style, step):
+        """The bars the song prior reads: some of them its own one-step-ahead draws (`own_inputs`)."""
+        kd, km = jax.random.split(jax.random.fold_in(key, 1))
+        drawn = prior_lib.draw_one_step(model, kd, noisy, plays, phase, own_temperature, style)
+        drawn = jax.lax.stop_gradient(drawn)
+        share = prior.own_inputs * jnp.minimum(step.astype(jnp.float32) / ramp, 1.0)
+        mine = jax.random.uniform(km, plays.shape[:2]) < share  # [B, L]
+        return jnp.where(mine[..., None, None], drawn[0], noisy), jnp.where(mine[..., None], drawn[1], plays)
+
+    def losses_of(params, z, plays, phase, key, step=None):
         out = {}
         noisy = z + prior.input_noise * jax.random.normal(key, z.shape) if key is not None else z
         for name, gd in graphdefs.items():
@@ -247,16 +259,19 @@ def make_prior_fns(graphdefs: dict, tx, prior: PriorConfig):
             model = nnx.merge(gd, params[name])
             piano = jnp.concatenate([z[:, :, PIANO], plays[:, :, PIANO, None]], -1) if band else None
             style = prior_lib.style_of(z, plays) if model.styled else None  # of the clean window
-            out[name] = prior_lib.loss(model(noisy, plays, phase, piano, style), z, plays, band=band)
+            read = (noisy, plays)
+            if prior.own_inputs > 0 and key is not None and not band:
+                read = own_inputs(model, params[name], key, noisy, plays, phase, style, step)
+            out[name] = prior_lib.loss(model(z, plays, phase, piano, style, read=read), z, plays, band=band)
         return out
 
-    def total(params, z, plays, phase, key):
-        out = losses_of(params, z, plays, phase, key)
+    def total(params, z, plays, phase, key, step):
+        out = losses_of(params, z, plays, phase, key, step)
         return sum(o.loss for o in out.values()), out
 
     def train_step(state, z, plays, phase, step):
         key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
-        (_, out), grads = jax.value_and_grad(total, has_aux=True)(state["params"], z, plays, phase, key)
+        (_, out), grads = jax.value_and_grad(total, has_aux=True)(state["params"], z, plays, phase, key, step)
         updates, opt = tx.update(grads, state["opt"], state["params"])
         return {"params": optax.apply_updates(state["params"], updates), "opt": opt, "key": state["key"]}, out
 
