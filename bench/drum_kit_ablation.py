@@ -23,7 +23,7 @@ import numpy as np
 from provenance import provenance
 
 from vaejax import data as data_lib
-from vaejax import evaluate, realism, trained_model
+from vaejax import evaluate, prior, realism, trained_model
 from vaejax.config import DRUMS
 from vaejax.music import note_runs
 
@@ -49,8 +49,15 @@ def main(argv=None) -> int:
     ap.add_argument("--passages", type=int, default=50)
     ap.add_argument("--bars", type=int, default=32)
     ap.add_argument("--sigma", type=float, default=0.5)
+    ap.add_argument(
+        "--lag-sharpness",
+        type=float,
+        default=prior.LAG_SHARPNESS,
+        help="how many times the pointers' lag preferences count at sampling (vaejax.prior.LAG_SHARPNESS)",
+    )
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    prior.LAG_SHARPNESS = args.lag_sharpness  # read when the sampler is traced
     model = trained_model.load(args.model)
     free = model.with_options(drum_kit=0)
     test = data_lib.open_dataset(args.data)["test"]
@@ -65,7 +72,14 @@ def main(argv=None) -> int:
     feats = {b: realism.phrase_features(real_songs, phrase_bars=b) for b in (4, 16)}
     want = realism.rhythm_stats(real_songs)
     out = provenance("drum_kit_ablation.py", argv)
-    out.update(model=args.model, passages=n, bars=args.bars, sigma=args.sigma, seeds=args.seeds)
+    out.update(
+        model=args.model,
+        passages=n,
+        bars=args.bars,
+        sigma=args.sigma,
+        seeds=args.seeds,
+        lag_sharpness=args.lag_sharpness,
+    )
     out["real"] = kit_stats(real_songs)
     rows = {k: {"per_seed": []} for k in args.kits}
     for seed in args.seeds:
