@@ -69,6 +69,23 @@ def shared_once(tmp_path_factory, name: str, make):
         return json.loads(done.read_text()), str(root)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_working_folder(tmp_path_factory):
+    """The session's shared fixtures run in a folder of their own, not the checkout: training marks the
+    working folder's `runs/LATEST`, which a checkout must not collect from its tests."""
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd-session"))
+    yield
+    os.chdir(here)
+
+
+@pytest.fixture(autouse=True)
+def _working_folder(tmp_path_factory, monkeypatch):
+    """Each test runs in an empty working folder of its own: a test that samples the default checkpoint gets
+    the packaged model, or the run it trained itself, never whichever run another test trained before it."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture(scope="session")
 def demo_prepared(tmp_path_factory):
     """A small SYNTHETIC corpus, prepared (once for all workers)."""
