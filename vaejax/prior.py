@@ -61,6 +61,9 @@ TEMPERATURE_PER_SIGMA = 2.5
 """temperature = 2.5 sigma for what a bar plays (plays bits, mixture component, Gaussian spread, and the
 spread of copies above temperature 1): sigma 0.5 samples at 1.25, where songs of the packaged prior rest
 and repeat as often as real validation-split passages do."""
+LATENT_SPREAD = 1.0
+"""The spread of a new bar's latents around its mixture component's mean at sampling, as a factor of the
+temperature (the plays bits and the choices keep the temperature itself)."""
 POINTER_TEMPERATURE = 1.25
 """The temperature of the per-track and whole-bar pointers' choices (new or a copy of bar s), whatever sigma
 (sigma 0 still takes the likeliest choice): at 1.0, as learned, the songs repeat a third as often as real
@@ -435,7 +438,7 @@ def _draw_tracks(
     km, kg, kb = jax.random.split(kn, 3)
     comp = jnp.where(greedy, jnp.argmax(out.weights, -1), jax.random.categorical(km, out.weights / tt))
     pick = lambda a: jnp.take_along_axis(a, comp[:, None, None, None], 1)[:, 0]  # noqa: E731
-    spread = jnp.where(greedy, 0.0, tt)
+    spread = jnp.where(greedy, 0.0, tt * LATENT_SPREAD)
     new = pick(out.means) + spread * jnp.exp(pick(out.log_scales)) * jax.random.normal(kg, cz.shape)
     z, plays = jnp.where(is_copy[..., None], cz, new), plays
     if not model.whole_bar:
@@ -485,7 +488,7 @@ def _draw(
     kp, kc, kn, kk, kf, ks = jax.random.split(key, 6)
     greedy = temp <= 0
     tt = jnp.maximum(temp, 1e-6)
-    spread = jnp.where(greedy, 0.0, tt)
+    spread = jnp.where(greedy, 0.0, tt * LATENT_SPREAD)
     logits = model.plays_head(h) + bias
     u = jax.random.uniform(kp, logits.shape)
     plays = jnp.where(greedy, logits > 0, u < jax.nn.sigmoid(logits / tt)).astype(jnp.float32)
