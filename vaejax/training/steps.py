@@ -235,21 +235,22 @@ def prior_optimizer(prior: PriorConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, weight_decay=1e-4))
 
 
+def own_inputs(prior: PriorConfig, model, key, z, plays, phase, style, step):
+    """The bars a song prior reads at training step `step` (`PriorConfig.own_inputs`): each bar of the window
+    (z `[B, L, 5, K]`, plays `[B, L, 5]`) replaced, with probability rising from 0 to `own_inputs` over the
+    first half of the steps, by the prior's own draw of it one step ahead at the default sigma
+    (`prior.draw_one_step`, no gradient through it)."""
+    kd, km = jax.random.split(jax.random.fold_in(key, 1))
+    drawn = prior_lib.draw_one_step(model, kd, z, plays, phase, prior_lib.temperature_of(SIGMA), style)
+    drawn = jax.lax.stop_gradient(drawn)
+    share = prior.own_inputs * jnp.minimum(jnp.asarray(step, jnp.float32) / max(1, prior.steps // 2), 1.0)
+    mine = jax.random.uniform(km, plays.shape[:2]) < share  # [B, L]
+    return jnp.where(mine[..., None, None], drawn[0], z), jnp.where(mine[..., None], drawn[1], plays)
+
+
 def make_prior_fns(graphdefs: dict, tx, prior: PriorConfig):
     """Jitted (train_step, eval_step) of the priors in `graphdefs` (`{"song": ..., "band": ...}`, trained
     together, one loss each). A batch is (z `[B, L, 5, K]`, plays `[B, L, 5]`, phase `[B, L]`)."""
-
-    own_temperature = prior_lib.temperature_of(SIGMA)
-    ramp = max(1, prior.steps // 2)
-
-    def own_inputs(model, params, key, noisy, plays, phase, style, step):
-        """The bars the song prior reads: some of them its own one-step-ahead draws (`own_inputs`)."""
-        kd, km = jax.random.split(jax.random.fold_in(key, 1))
-        drawn = prior_lib.draw_one_step(model, kd, noisy, plays, phase, own_temperature, style)
-        drawn = jax.lax.stop_gradient(drawn)
-        share = prior.own_inputs * jnp.minimum(step.astype(jnp.float32) / ramp, 1.0)
-        mine = jax.random.uniform(km, plays.shape[:2]) < share  # [B, L]
-        return jnp.where(mine[..., None, None], drawn[0], noisy), jnp.where(mine[..., None], drawn[1], plays)
 
     def losses_of(params, z, plays, phase, key, step=None):
         out = {}
@@ -261,7 +262,7 @@ def make_prior_fns(graphdefs: dict, tx, prior: PriorConfig):
             style = prior_lib.style_of(z, plays) if model.styled else None  # of the clean window
             read = (noisy, plays)
             if prior.own_inputs > 0 and key is not None and not band:
-                read = own_inputs(model, params[name], key, noisy, plays, phase, style, step)
+                read = own_inputs(prior, model, key, noisy, plays, phase, style, step)
             out[name] = prior_lib.loss(model(z, plays, phase, piano, style, read=read), z, plays, band=band)
         return out
 
