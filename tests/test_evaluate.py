@@ -36,6 +36,7 @@ def test_variation_needs_no_sigma_zero_in_the_list(tiny_run, held_out):
     np.testing.assert_equal(alone["rows"]["continuation sigma=0.5"], both["rows"]["continuation sigma=0.5"])
 
 
+@pytest.mark.e2e
 def test_evaluate_writes_report(tiny_run, held_out, tmp_path):
     from vaejax import render
 

@@ -93,6 +93,7 @@ def _phrase_songs(n_songs=32, bars=16, seed=0):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_training_reduces_the_loss_on_repeating_sequences():
     seqs = _phrase_songs()
     rows = seqs.windows(CFG.context)
@@ -708,6 +709,7 @@ def test_prior_calibration_finds_how_far_notes_spread_over_pitches():
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_packaged_songs_repeat_and_rest_and_the_chain_does_not():
     """The packaged model's default prior repeats bars (about real songs' share: 30% near repeats on held-out
     passages) and rests; the seed's chain, the baseline, almost never repeats a bar."""

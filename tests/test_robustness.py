@@ -723,6 +723,7 @@ def lpd5():
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_chunked_decoding_equals_one_call(monkeypatch, lpd5):
     from vaejax import trained_model
 

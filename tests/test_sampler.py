@@ -440,6 +440,7 @@ def test_bar_lines_every_bar_on_a_short_song_thinned_on_a_long_one():
     assert len(xs) <= 1100 // 2 + 1  # not one per bar
 
 
+@pytest.mark.e2e
 def test_cli_arrange_unusual_inputs(model, tmp_path, capsys):
     """A piano part in 3/4, one without notes and one over 1,000 bars: a result or a one-line error."""
     import pretty_midi

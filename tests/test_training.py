@@ -325,6 +325,7 @@ def test_interrupted_encode_stage_is_redone(tmp_path, demo_prepared, full_run):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_kill_9_during_encode_then_resume(tmp_path, demo_prepared, full_run):
     ref, _ = full_run
     run = tmp_path / "k"
