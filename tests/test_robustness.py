@@ -15,7 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from vaejax import cli, config, data, music
@@ -385,6 +385,8 @@ def test_run_folder_files_read_or_refused_in_one_line(tmp_path, text):
         ),
     )
 )
+@example(report={"config": {}, "bars_per_split": "a\nb"})  # a value shown in the error keeps its newline escaped
+@example(report={"config": {}, "bars_per_split": {"train": 0, "valid": 0, "test": 0}, "splits": "a\nb"})
 def test_cache_report_read_or_refused_in_one_line(tmp_path, report):
     root = tmp_path / "cache"
     root.mkdir(exist_ok=True)

@@ -168,12 +168,12 @@ def check_report(report, path: str) -> None:
     report_config(report, path)
     counts = report.get("bars_per_split")
     if not isinstance(counts, dict) or not all(_count(counts.get(s)) for s in SPLITS):
-        raise bad(f"bars_per_split must map {', '.join(SPLITS)} to bar counts, got {str(counts)[:80]}")
+        raise bad(f"bars_per_split must map {', '.join(SPLITS)} to bar counts, got {repr(counts)[:80]}")
     splits = report.get("splits", {})
     if not isinstance(splits, dict) or not all(
         isinstance(splits.get(s, {}), dict) and all(_count(v) for v in splits.get(s, {}).values()) for s in SPLITS
     ):
-        raise bad(f"splits must map each split to its byte size and crc32, got {str(splits)[:80]}")
+        raise bad(f"splits must map each split to its byte size and crc32, got {repr(splits)[:80]}")
     skipped = report.get("skipped", [])
     if not isinstance(skipped, list) or not all(isinstance(x, dict) for x in skipped):
         raise bad("skipped must be a list of {path, reason} records")
