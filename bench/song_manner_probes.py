@@ -70,6 +70,13 @@ def length_spread(feats, groups, names) -> dict:
     return out
 
 
+def encoded(model, flat, n):
+    """Real passages `flat` `[5, n * bars, T, P]` as the prior reads them: standardised latent means
+    `[n, bars, 5, K]` (float32) and plays bits `[n, bars, 5]` (bool)."""
+    z = model._standardized_means(model.encode_bars(flat)).reshape(n, -1, len(TRACKS), model.K)
+    return z.astype(np.float32), flat.any(axis=(2, 3)).T.reshape(n, -1, len(TRACKS))
+
+
 def latent_spread(z, plays) -> dict:
     """Within-song and between-song spread per track of standardised means `z` `[S, bars, 5, K]` over the
     bars where the track plays (`plays` `[S, bars, 5]` bool); songs where it plays under 4 bars are left out."""
@@ -89,8 +96,7 @@ def latent_spread(z, plays) -> dict:
 def spread_probe(models: dict, flat, n, seed, sigmas) -> dict:
     """The `spread` probe: [within, between] per track of the real passages' latents and of each model's songs."""
     first = next(iter(models.values()))
-    z = first._standardized_means(first.encode_bars(flat)).reshape(n, -1, len(TRACKS), first.K)
-    plays = flat.any(axis=(2, 3)).T.reshape(n, -1, len(TRACKS))
+    z, plays = encoded(first, flat, n)
     out = {"real": latent_spread(z, plays)}
     for label, m in models.items():
         for sigma in sigmas:
@@ -101,8 +107,8 @@ def spread_probe(models: dict, flat, n, seed, sigmas) -> dict:
 def one_step(model, flat, n, seed, accuracy, sigma: float = 0.5) -> dict:
     """The `one_step` probe (module docstring) on real passages `flat` `[5, n * bars, T, P]`, drawn at `sigma`."""
     bars = flat.shape[1] // n
-    z = model._standardized_means(model.encode_bars(flat)).reshape(n, bars, len(TRACKS), -1).astype(np.float32)
-    plays = flat.any(axis=(2, 3)).T.reshape(n, bars, len(TRACKS)).astype(np.float32)
+    z, plays = encoded(model, flat, n)
+    plays = plays.astype(np.float32)
     window = model._prior_windows["song"]
     phase = jnp.broadcast_to(jnp.arange(bars, dtype=jnp.int32), (n, bars))
     given = jnp.full(plays.shape, jnp.nan, jnp.float32)
@@ -171,10 +177,9 @@ def main(argv=None) -> int:
 
         row = {}
         if styled is not None and "codes" in args.probes:
-            z = styled._standardized_means(styled.encode_bars(flat)).reshape(n, 32, 5, -1)
-            plays = flat.any(axis=(2, 3)).T.reshape(n, 32, 5).astype(np.float32)
-            own = np.asarray(prior_lib.style_of(jnp.asarray(z), jnp.asarray(plays)))
-            bank = np.asarray(styled.stats["prior_styles"], np.float32)
+            z, plays = encoded(styled, flat, n)
+            own = np.asarray(prior_lib.style_of(jnp.asarray(z), jnp.asarray(plays.astype(np.float32))))
+            bank = styled._style_bank
             drawn = bank[np.random.default_rng([seed, 11]).integers(len(bank), size=n)]
             row["codes"] = {}
             for sigma in args.sigmas:
