@@ -12,7 +12,7 @@ against the faster of the f32 2048^3 matrix products in JAX and in PyTorch, time
 every repeat (so under the same load).
 
 Usage: python bench/bench_train_step.py [--batch 64 256] [--repeats 7] [--steps 3] [--json PATH] [--no-compile]
-       [--torch-threads 1 2]
+       [--torch-threads 1 2] [--slices 16 32]
 Ends with the line `vaejax/pytorch = R` (R: vaejax's throughput over the fastest PyTorch eager x5 at the first
 batch size).
 """
@@ -220,6 +220,14 @@ def main():
         "other PyTorch methods at the first. On a machine shared with other jobs, PyTorch's "
         "OpenMP threads slow down badly when they outnumber the free cores: give 1 as well",
     )
+    ap.add_argument(
+        "--slices",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time the bit-packed vmapped step computing its batch in slices of each of these many bars "
+        "(the library's choice on CPU is training.steps.CPU_SLICE)",
+    )
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     import torch
@@ -253,6 +261,11 @@ def main():
         ]
         if bs > training.steps.CPU_SLICE:  # the library's step slices this batch on CPU; the same step unsliced
             makers.append(("vaejax vmapped, bit-packed, whole batch at once", jax_vmapped, (True, bs)))
+        makers += [
+            (f"vaejax vmapped, bit-packed, slices of {n}", jax_vmapped, (True, n))
+            for n in args.slices
+            if n < bs and bs % n == 0 and n != training.steps.CPU_SLICE
+        ]
         makers += [(f"pytorch eager x5, {n} threads", torch_eager, (n,)) for n in args.torch_threads]
         makers.append((f"pytorch eager torch.func.vmap, {tthreads} threads", torch_batched, (tthreads,)))
         if not args.no_compile:
