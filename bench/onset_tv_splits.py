@@ -77,12 +77,27 @@ def half_passages(split: data_lib.Split, songs, segments: int) -> np.ndarray:
     return np.stack([split.song(i)[:, f : f + segments] for i, f in where])
 
 
+def encode_stage_decoding(model):
+    """`model` decoding encoded latents as its encode stage calibrated them, where the reconstructions'
+    calibration starts (`stages.calibrate_reconstruction`)."""
+    stats = model.stats
+    ones = np.ones(len(TRACKS))
+    return model.with_decoding(stats["onset_thresholds_bars"], ones, stats["sustain_bars"], ones)
+
+
+def recalibrated(start, passages: np.ndarray, steps_per_bar: int):
+    """`start` with the reconstructions' decoding calibrated on `passages` `[S, 5, bars, T, P]` as training
+    calibrates it."""
+    want = realism.rhythm_stats(
+        passages.reshape(*passages.shape[:2], -1, passages.shape[-1]), steps_per_bar=steps_per_bar
+    )
+    cuts, scale, sustain, spread, _, ages = calibration.reconstruction_decoding(start, passages, want)
+    return start.with_decoding(cuts, scale, ages if ages is not None else sustain, spread)
+
+
 def crossfit(model, ds: dict, bars: int, song_bars: int) -> dict:
     """Question 3 of the module docstring."""
-    stats = model.stats
-    start = model.with_decoding(
-        stats["onset_thresholds_bars"], np.ones(len(TRACKS)), stats["sustain_bars"], np.ones(len(TRACKS))
-    )
+    start = encode_stage_decoding(model)
     valid, n = ds["valid"], len(ds["valid"].start)
     halves = {"even": list(range(0, n, 2)), "odd": list(range(1, n, 2))}
     out = {
@@ -93,9 +108,7 @@ def crossfit(model, ds: dict, bars: int, song_bars: int) -> dict:
     }
     for fit, other in (("even", "odd"), ("odd", "even")):
         p = half_passages(valid, halves[fit], bars)
-        want = realism.rhythm_stats(p.reshape(*p.shape[:2], -1, p.shape[-1]), steps_per_bar=valid.cfg.steps)
-        cuts, scale, sustain, spread, _, ages = calibration.reconstruction_decoding(start, p, want)
-        m = start.with_decoding(cuts, scale, ages if ages is not None else sustain, spread)
+        m = recalibrated(start, p, valid.cfg.steps)
         out[f"calibrated on the {fit} validation songs ({len(p)} passages)"] = {
             "those songs": pooled_tv(m, valid, song_bars, halves[fit]),
             "the other validation songs": pooled_tv(m, valid, song_bars, halves[other]),

@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import jax.numpy as jnp  # noqa: E402
-from onset_tv_splits import pooled_tv  # noqa: E402
+from onset_tv_splits import encode_stage_decoding, pooled_tv, recalibrated  # noqa: E402
 from provenance import provenance  # noqa: E402
 
 from vaejax import data as data_lib  # noqa: E402
@@ -87,17 +87,10 @@ def main(argv=None) -> int:
         calibration.fit_decoding = lambda measure, want, *a, **k: fit(lambda *x: tied(measure(*x)), tied(want), *a, **k)
     ds = data_lib.open_dataset(args.data)
     base = trained_model.load(args.model)
-    st = base.stats
-    start = base.with_decoding(
-        st["onset_thresholds_bars"], np.ones(len(TRACKS)), st["sustain_bars"], np.ones(len(TRACKS))
-    )
     bars = min(stages.BARS, base.cfg.prior.context)
-    passages = stages.calibration_passages(
-        ds["valid"], bars, base.cfg.train.calibrate_passages, seed=base.cfg.train.seed
-    )
-    want = realism.rhythm_stats(passages.reshape(*passages.shape[:2], -1, passages.shape[-1]), steps_per_bar=96)
-    cuts, scale, sustain, spread, _, ages = calibration.reconstruction_decoding(start, passages, want)
-    m = start.with_decoding(cuts, scale, ages if ages is not None else sustain, spread)
+    tc = base.cfg.train
+    passages = stages.calibration_passages(ds["valid"], bars, tc.calibrate_passages, seed=tc.seed)
+    m = recalibrated(encode_stage_decoding(base), passages, ds["valid"].cfg.steps)
     out = provenance("recon_decoding_probes.py", argv)
     out.update(variant=args.variant, ratio=args.ratio if args.variant == "suppress" else None)
     out["onset_tv"] = {split: pooled_tv(m, ds[split], 64) for split in ("valid", "test")}
