@@ -60,8 +60,8 @@ def reconstructed_songs(model, split: data_lib.Split, bars: int, songs=None):
         if song.shape[1] < 8:
             continue
         rec = model.rolls(model.encode_bars(song), guidance=1.0, single_line=()).reshape(song.shape)
-        real.append(realism.rhythm_stats(song.reshape(1, 5, -1, song.shape[-1]), steps_per_bar=per_bar))
-        recon.append(realism.rhythm_stats(rec.reshape(1, 5, -1, song.shape[-1]), steps_per_bar=per_bar))
+        for rolls, out in ((song, real), (rec, recon)):
+            out.append(realism.rhythm_stats(rolls.reshape(1, len(TRACKS), -1, song.shape[-1]), steps_per_bar=per_bar))
     return real, recon
 
 

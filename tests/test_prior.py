@@ -185,7 +185,6 @@ def test_sampling_is_seeded_and_temperature_sets_the_variation():
 
 
 def test_one_step_draws_are_the_sampler_s_draws_from_the_real_bars_before():
-
     net = _net()
     gd, params = nnx.split(net)
     z, plays, phase = map(jnp.asarray, _inputs(b=3))
