@@ -7,7 +7,11 @@ reconstruction and KL terms, summed over the five VAEs; frame F1 per track on th
 VAE stage's seconds, parameters per instrument, and, from `bench/rhythm_ablation.py` output for the same
 runs (`--rhythm FILE ...`), held-out note-on F1, reconstruction onset TV and the reconstruction classifier.
 
-    python bench/vae_capacity.py NAME=RUN [NAME=RUN ...] [--rhythm ABLATION.json ...] --out FILE.json
+    python bench/vae_capacity.py NAME=RUN [NAME=RUN ...] [--rhythm ABLATION.json ...] --out FILE.json \
+        [--pictures DIR --data PREPARED]
+
+`--pictures` also draws one held-out 8-bar passage (`--passage`: its index among the test split's windows)
+as it is and as each row reconstructs it (sigma 0, the default decoding): DIR/real.png, DIR/ROW.png.
 """
 
 from __future__ import annotations
@@ -75,12 +79,38 @@ def params_per_instrument(run: str) -> int | None:
     return int(sum(np.prod(a.shape[1:]) for a in leaves))
 
 
+def pictures(rows: dict, data: str, out_dir: str, passage: int, bars: int = 8) -> list:
+    """Pianoroll pictures of one test passage and of each run's reconstruction of it."""
+    from vaejax import data as data_lib
+    from vaejax import render, trained_model
+
+    test = data_lib.open_dataset(data)["test"]
+    song, first = test.windows(bars)[passage]
+    real = test.song(song)[:, first : first + bars]
+    real = real.reshape(5, -1, real.shape[-1])  # [5, bars * steps, pitches]
+    lo, n = test.cfg.lowest_pitch, test.cfg.num_pitches
+    os.makedirs(out_dir, exist_ok=True)
+    paths = [os.path.join(out_dir, "real.png")]
+    render.plot(render.to_multitrack(real), paths[0], title=f"held-out passage {passage}, as it is")
+    for name, run in rows.items():
+        rec = np.asarray(trained_model.load(run).vary(real, sigma=0))[..., lo : lo + n]
+        slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+        paths.append(os.path.join(out_dir, f"{slug}.png"))
+        render.plot(render.to_multitrack(rec), paths[-1], title=f"reconstructed: {name}")
+    return paths
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("rows", nargs="+", help="NAME=RUN")
     ap.add_argument("--rhythm", nargs="*", default=[], help="bench/rhythm_ablation.py outputs for these runs")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--pictures", help="folder for pianoroll pictures of one reconstructed test passage")
+    ap.add_argument("--data", help="prepared dataset (for --pictures)")
+    ap.add_argument("--passage", type=int, default=3, help="which test window of 8 bars (for --pictures)")
     args = ap.parse_args(argv)
+    if args.pictures and not args.data:
+        ap.error("--pictures needs --data")
     rhythm = {}
     for path in args.rhythm:
         with open(path) as f:
@@ -100,6 +130,9 @@ def main(argv=None) -> int:
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
     print(table(out))
+    if args.pictures:
+        runs = dict(spec.partition("=")[::2] for spec in args.rows)
+        print("\n".join(pictures(runs, args.data, args.pictures, args.passage)))
     return 0
 
 
